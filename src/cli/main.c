@@ -1,0 +1,36 @@
+/* keel: one binary, several roles (DESIGN.md "Roles"). Adding a subcommand is one file
+ * in src/cli/ plus one row here. */
+#include "cli/commands.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+} commands[] = {
+    { "proxy", keel_cmd_proxy, "run the sidecar proxy (inbound + outbound listeners)" },
+};
+
+static int usage(FILE *out)
+{
+    fprintf(out, "usage: keel COMMAND [OPTIONS]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(out, "\nkeel COMMAND --help shows a command's options.\n");
+    return out == stderr ? 2 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage(stderr);
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help"))
+        return usage(stdout);
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "keel: unknown command '%s'\n\n", argv[1]);
+    return usage(stderr);
+}

@@ -1,0 +1,2 @@
+#include "cli/commands.h"
+int keel_cmd_proxy(int argc, char **argv) { return 1; }

@@ -1,0 +1,47 @@
+/* Byte buffers: a contiguous region [data, data+cap) holding bytes at [rpos, wpos).
+ * Producers append at wpos, consumers take from rpos. Buffers of the standard size come
+ * from a per-thread free list, so the request path does not call malloc once warm. */
+#ifndef KEEL_CORE_BUF_H
+#define KEEL_CORE_BUF_H
+
+#include <stddef.h>
+#include <string.h>
+
+#define KEEL_BUF_SIZE 16384
+
+struct keel_buf {
+    char *data;
+    size_t cap;
+    size_t rpos;
+    size_t wpos;
+};
+
+/* Attach pooled storage of at least KEEL_BUF_SIZE bytes (no-op when already attached). */
+void keel_buf_attach(struct keel_buf *b);
+/* Give storage back to this thread's pool (or free it, when oversized). */
+void keel_buf_release(struct keel_buf *b);
+/* Make room for n more bytes at wpos: compacts, then grows (aborts on OOM). */
+void keel_buf_reserve(struct keel_buf *b, size_t n);
+void keel_buf_append(struct keel_buf *b, const void *p, size_t n);
+void keel_buf_printf(struct keel_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Move unread bytes to the front so the tail has room. */
+void keel_buf_compact(struct keel_buf *b);
+/* Free every pooled buffer of the calling thread (at thread exit). */
+void keel_buf_pool_drain(void);
+
+static inline size_t keel_buf_len(const struct keel_buf *b) { return b->wpos - b->rpos; }
+static inline size_t keel_buf_room(const struct keel_buf *b) { return b->cap - b->wpos; }
+static inline char *keel_buf_rptr(const struct keel_buf *b) { return b->data + b->rpos; }
+static inline char *keel_buf_wptr(const struct keel_buf *b) { return b->data + b->wpos; }
+static inline void keel_buf_consume(struct keel_buf *b, size_t n)
+{
+    b->rpos += n;
+    if (b->rpos == b->wpos)
+        b->rpos = b->wpos = 0;
+}
+static inline void keel_buf_append_str(struct keel_buf *b, const char *s)
+{
+    keel_buf_append(b, s, strlen(s));
+}
+
+#endif
