@@ -1,2 +1,171 @@
+/* keel proxy: the sidecar. Options map onto struct keel_proxy_options. */
 #include "cli/commands.h"
-int keel_cmd_proxy(int argc, char **argv) { return 1; }
+
+#include "core/alloc.h"
+#include "core/log.h"
+#include "proxy/proxy.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage_text[] =
+    "usage: keel proxy [OPTIONS]\n"
+    "\n"
+    "  --inbound ADDR              inbound listener, in front of the app (127.0.0.1:15006; off)\n"
+    "  --upstream ADDR             the local app that inbound requests go to\n"
+    "  --outbound ADDR             outbound listener, the app's HTTP proxy (127.0.0.1:15001; off)\n"
+    "  --route HOST[:PORT]=ADDR    outbound destination (repeatable); no match: 404 NR\n"
+    "  --tcp-route LISTEN=ADDR     proxy a TCP port as bytes (repeatable)\n"
+    "  --admin ADDR                admin listener (127.0.0.1:15000)\n"
+    "  --concurrency N             worker threads (default: CPUs this process may use)\n"
+    "  --access-log PATH           access log file; /dev/stdout works\n"
+    "  --access-log-format FMT     Envoy format string (default: Istio's)\n"
+    "  --access-log-encoding ENC   TEXT or JSON (JSON default keys: Istio's)\n"
+    "  --request-headers-timeout MS  time to receive a request head (10000) -> 408\n"
+    "  --idle-timeout MS           keep-alive idle time of client connections (3600000)\n"
+    "  --connect-timeout MS        upstream connect timeout (10000) -> 503 UF\n"
+    "  --upstream-timeout MS       time to the upstream response head (15000, 0 = none) -> 504 UT\n"
+    "  --drain-timeout MS          on SIGTERM, time given to requests in flight (5000)\n"
+    "  --max-request-headers-kb N  request head size limit (60) -> 431\n"
+    "  --max-headers N             request header count limit (100, at most 128) -> 431\n"
+    "  --max-uri-bytes N           request target length limit (8192) -> 414\n"
+    "  --log-level LEVEL           debug, info, warning, error (info)\n";
+
+enum {
+    OPT_INBOUND = 256, OPT_UPSTREAM, OPT_OUTBOUND, OPT_ROUTE, OPT_TCP_ROUTE, OPT_ADMIN,
+    OPT_CONCURRENCY, OPT_ACCESS_LOG, OPT_ACCESS_LOG_FORMAT, OPT_ACCESS_LOG_ENCODING,
+    OPT_HEADERS_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_CONNECT_TIMEOUT, OPT_UPSTREAM_TIMEOUT,
+    OPT_DRAIN_TIMEOUT, OPT_MAX_HEADERS_KB, OPT_MAX_HEADERS, OPT_MAX_URI, OPT_LOG_LEVEL,
+};
+
+static const struct option options[] = {
+    { "inbound", required_argument, NULL, OPT_INBOUND },
+    { "upstream", required_argument, NULL, OPT_UPSTREAM },
+    { "outbound", required_argument, NULL, OPT_OUTBOUND },
+    { "route", required_argument, NULL, OPT_ROUTE },
+    { "tcp-route", required_argument, NULL, OPT_TCP_ROUTE },
+    { "admin", required_argument, NULL, OPT_ADMIN },
+    { "concurrency", required_argument, NULL, OPT_CONCURRENCY },
+    { "access-log", required_argument, NULL, OPT_ACCESS_LOG },
+    { "access-log-format", required_argument, NULL, OPT_ACCESS_LOG_FORMAT },
+    { "access-log-encoding", required_argument, NULL, OPT_ACCESS_LOG_ENCODING },
+    { "request-headers-timeout", required_argument, NULL, OPT_HEADERS_TIMEOUT },
+    { "idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT },
+    { "connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT },
+    { "upstream-timeout", required_argument, NULL, OPT_UPSTREAM_TIMEOUT },
+    { "drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT },
+    { "max-request-headers-kb", required_argument, NULL, OPT_MAX_HEADERS_KB },
+    { "max-headers", required_argument, NULL, OPT_MAX_HEADERS },
+    { "max-uri-bytes", required_argument, NULL, OPT_MAX_URI },
+    { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+};
+
+static int number(const char *opt, const char *s, long long min, long long *out)
+{
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || v < min) {
+        fprintf(stderr, "keel proxy: --%s: '%s' is not a number >= %lld\n", opt, s, min);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int keel_cmd_proxy(int argc, char **argv)
+{
+    struct keel_proxy_options o;
+    keel_proxy_options_defaults(&o);
+    o.routes = keel_calloc((size_t)argc, sizeof(*o.routes));
+    o.tcp_routes = keel_calloc((size_t)argc, sizeof(*o.tcp_routes));
+    int rc = 2, c, idx;
+    long long v;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", options, &idx)) != -1) {
+        switch (c) {
+        case OPT_INBOUND: o.inbound = optarg; break;
+        case OPT_UPSTREAM: o.upstream = optarg; break;
+        case OPT_OUTBOUND: o.outbound = optarg; break;
+        case OPT_ADMIN: o.admin = optarg; break;
+        case OPT_ROUTE:
+            if (keel_proxy_route_parse(optarg, &o.routes[o.n_routes]) < 0) {
+                fprintf(stderr, "keel proxy: --route '%s': want HOST[:PORT]=ADDR\n", optarg);
+                goto out;
+            }
+            o.n_routes++;
+            break;
+        case OPT_TCP_ROUTE:
+            if (keel_proxy_tcp_route_parse(optarg, &o.tcp_routes[o.n_tcp_routes]) < 0) {
+                fprintf(stderr, "keel proxy: --tcp-route '%s': want LISTEN_ADDR=ADDR\n", optarg);
+                goto out;
+            }
+            o.n_tcp_routes++;
+            break;
+        case OPT_ACCESS_LOG: o.access_log = optarg; break;
+        case OPT_ACCESS_LOG_FORMAT: o.access_log_format = optarg; break;
+        case OPT_ACCESS_LOG_ENCODING:
+            if (!strcasecmp(optarg, "TEXT")) {
+                o.access_log_encoding = KEEL_ACCESSLOG_TEXT;
+            } else if (!strcasecmp(optarg, "JSON")) {
+                o.access_log_encoding = KEEL_ACCESSLOG_JSON;
+            } else {
+                fprintf(stderr, "keel proxy: --access-log-encoding: TEXT or JSON\n");
+                goto out;
+            }
+            break;
+        case OPT_LOG_LEVEL:
+            if (!strcmp(optarg, "debug")) keel_log_min = KEEL_LOG_DEBUG;
+            else if (!strcmp(optarg, "info")) keel_log_min = KEEL_LOG_INFO;
+            else if (!strcmp(optarg, "warning")) keel_log_min = KEEL_LOG_WARN;
+            else if (!strcmp(optarg, "error")) keel_log_min = KEEL_LOG_ERROR;
+            else {
+                fprintf(stderr, "keel proxy: --log-level: debug, info, warning or error\n");
+                goto out;
+            }
+            break;
+        case OPT_CONCURRENCY:
+        case OPT_HEADERS_TIMEOUT:
+        case OPT_IDLE_TIMEOUT:
+        case OPT_CONNECT_TIMEOUT:
+        case OPT_UPSTREAM_TIMEOUT:
+        case OPT_DRAIN_TIMEOUT:
+        case OPT_MAX_HEADERS_KB:
+        case OPT_MAX_HEADERS:
+        case OPT_MAX_URI:
+            if (number(options[idx].name, optarg, c == OPT_UPSTREAM_TIMEOUT ? 0 : 1, &v) < 0)
+                goto out;
+            switch (c) {
+            case OPT_CONCURRENCY: o.concurrency = (int)v; break;
+            case OPT_HEADERS_TIMEOUT: o.request_headers_timeout_ms = v; break;
+            case OPT_IDLE_TIMEOUT: o.idle_timeout_ms = v; break;
+            case OPT_CONNECT_TIMEOUT: o.connect_timeout_ms = v; break;
+            case OPT_UPSTREAM_TIMEOUT: o.upstream_timeout_ms = v; break;
+            case OPT_DRAIN_TIMEOUT: o.drain_timeout_ms = v; break;
+            case OPT_MAX_HEADERS_KB: o.max_request_headers_kb = (size_t)v; break;
+            case OPT_MAX_HEADERS: o.max_headers = (size_t)v; break;
+            default: o.max_uri_bytes = (size_t)v; break;
+            }
+            break;
+        case 'h':
+            fputs(usage_text, stdout);
+            rc = 0;
+            goto out;
+        default:
+            fputs(usage_text, stderr);
+            goto out;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "keel proxy: unexpected argument '%s'\n", argv[optind]);
+        goto out;
+    }
+    rc = keel_proxy_run(&o);
+out:
+    free(o.routes);
+    free(o.tcp_routes);
+    return rc;
+}

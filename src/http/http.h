@@ -1,15 +1,121 @@
-/* HTTP/1.1 message heads: pure parsers (bytes in; consumed / need more / error with
- * offset), no I/O and no allocation. Header names and values are slices of the input. */
+/* HTTP/1.1 message heads: pure parsers (bytes in; consumed / need more / error with the
+ * byte offset), no I/O and no allocation. Header names and values are slices of the
+ * input, so the input must stay put while they are used. */
 #ifndef KEEL_HTTP_HTTP_H
 #define KEEL_HTTP_HTTP_H
 
 #include "core/str.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct keel_http_header {
     struct keel_str name;
     struct keel_str value;
 };
+
+/* Why a head was rejected; the proxy maps these to 400/414/431/505. */
+enum keel_http_perr {
+    KEEL_HTTP_PERR_NONE,
+    KEEL_HTTP_PERR_SYNTAX,       /* 400 */
+    KEEL_HTTP_PERR_URI_TOO_LONG, /* 414 */
+    KEEL_HTTP_PERR_HEADERS_TOO_LARGE, /* 431: bytes or count */
+    KEEL_HTTP_PERR_VERSION,      /* 505 */
+};
+
+struct keel_http_limits {
+    size_t max_head_bytes;   /* request line + headers */
+    size_t max_uri_bytes;    /* request target */
+    size_t max_headers;      /* count */
+};
+
+struct keel_http_request {
+    struct keel_str method;
+    struct keel_str target;
+    int minor;               /* HTTP/1.<minor> */
+    struct keel_http_header *headers; /* caller's array, max_headers long */
+    size_t n_headers;
+};
+
+struct keel_http_response {
+    int minor;
+    int status;
+    struct keel_str reason;
+    struct keel_http_header *headers;
+    size_t n_headers;
+};
+
+struct keel_http_perror {
+    enum keel_http_perr kind;
+    size_t offset;           /* byte offset of the offending byte */
+    const char *what;        /* static text for the log line */
+};
+
+/* Parse a request head from p[0..len). Returns the head length (> 0) when complete,
+ * KEEL_AGAIN when more bytes are needed, KEEL_EINVAL with *e filled on error.
+ * req->headers must have room for lim->max_headers entries. */
+int keel_http_parse_request(const char *p, size_t len, const struct keel_http_limits *lim,
+                            struct keel_http_request *req, struct keel_http_perror *e);
+int keel_http_parse_response(const char *p, size_t len, const struct keel_http_limits *lim,
+                             struct keel_http_response *res, struct keel_http_perror *e);
+
+/* What the head says about framing and the connection (RFC 9112 §6). */
+enum keel_http_body { KEEL_HTTP_BODY_NONE, KEEL_HTTP_BODY_LENGTH, KEEL_HTTP_BODY_CHUNKED,
+                      KEEL_HTTP_BODY_EOF };
+
+struct keel_http_meta {
+    enum keel_http_body body;
+    uint64_t content_length;
+    bool conn_close;       /* Connection: close (or HTTP/1.0 without keep-alive) */
+    bool conn_keep_alive;  /* Connection: keep-alive */
+    bool conn_upgrade;     /* Connection: upgrade */
+    bool expect_continue;  /* Expect: 100-continue */
+    struct keel_str host;
+    struct keel_str upgrade;
+    struct keel_str request_id; /* x-request-id */
+    struct keel_str xff;        /* x-forwarded-for */
+    struct keel_str xfp;        /* x-forwarded-proto */
+    /* Connection header tokens other than close/keep-alive/upgrade name more hop-by-hop
+     * headers; a bit per header index (heads have at most 128 headers). */
+    uint64_t hop_mask[2];
+};
+
+#define KEEL_HTTP_MAX_HEADERS 128
+
+/* Analyse a parsed request. Returns 0, or KEEL_EINVAL with e->what set for a request
+ * that must be refused with 400 and a close (smuggling: Content-Length together with
+ * Transfer-Encoding, differing Content-Lengths, a Transfer-Encoding that does not end in
+ * chunked, a bad Content-Length). */
+int keel_http_analyze_request(const struct keel_http_request *req, struct keel_http_meta *m,
+                              struct keel_http_perror *e);
+/* Same for a response to a request with method `method`. */
+int keel_http_analyze_response(const struct keel_http_response *res, struct keel_str method,
+                               struct keel_http_meta *m, struct keel_http_perror *e);
+
+/* A header that must not be forwarded (RFC 9110 §7.6.1, plus the ones we regenerate). */
+bool keel_http_is_hop_by_hop(struct keel_str name);
+static inline bool keel_http_hop_marked(const struct keel_http_meta *m, size_t i)
+{
+    return i < 128 && (m->hop_mask[i / 64] >> (i % 64)) & 1;
+}
+
+/* Chunked transfer decoding, incremental: feed bytes, get data spans out. */
+struct keel_http_chunked {
+    int state;
+    uint64_t remaining;   /* bytes left in the current chunk */
+    size_t line_bytes;    /* bytes of the current size/trailer line (bounded) */
+    size_t trailer_bytes;
+};
+
+enum keel_chunk_result {
+    KEEL_CHUNK_DATA = 1,  /* data_off, data_len: a span of body data inside p */
+    KEEL_CHUNK_MORE = 2,  /* all of p consumed as framing; feed more */
+    KEEL_CHUNK_DONE = 3,  /* last chunk and trailers consumed */
+};
+
+/* Consume from p[0..len). Returns a keel_chunk_result with *consumed set (bytes of p
+ * that the caller may drop after using the data span), or KEEL_EINVAL on bad framing. */
+int keel_http_chunked_step(struct keel_http_chunked *c, const char *p, size_t len,
+                           size_t *consumed, size_t *data_off, size_t *data_len);
 
 #endif

@@ -1,0 +1,255 @@
+#include "core/loop.h"
+
+#include "core/alloc.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_EVENTS 256
+#define MAX_HOOKS 4
+
+struct keel_loop {
+    int epfd;
+    bool stop;
+    int64_t now_us, wall_us;
+    /* timers: binary min-heap on when_ms */
+    struct keel_timer **heap;
+    size_t nheap, capheap;
+    struct keel_defer *deferred;
+    struct { keel_hook_cb cb; void *arg; } hooks[MAX_HOOKS];
+    int nhooks;
+};
+
+int64_t keel_clock_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t keel_clock_wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void keel_loop_update_clock(struct keel_loop *l)
+{
+    l->now_us = keel_clock_mono_us();
+    l->wall_us = keel_clock_wall_us();
+}
+
+int64_t keel_loop_now_ms(const struct keel_loop *l) { return l->now_us / 1000; }
+int64_t keel_loop_now_us(const struct keel_loop *l) { return l->now_us; }
+int64_t keel_loop_wall_us(const struct keel_loop *l) { return l->wall_us; }
+
+struct keel_loop *keel_loop_new(void)
+{
+    struct keel_loop *l = keel_calloc(1, sizeof(*l));
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (l->epfd < 0) {
+        keel_log_error("epoll_create1: %s", strerror(errno));
+        free(l);
+        return NULL;
+    }
+    keel_loop_update_clock(l);
+    return l;
+}
+
+void keel_loop_free(struct keel_loop *l)
+{
+    if (l == NULL)
+        return;
+    close(l->epfd);
+    free(l->heap);
+    free(l);
+}
+
+void keel_loop_stop(struct keel_loop *l) { l->stop = true; }
+
+static int add(struct keel_loop *l, struct keel_io *io, uint32_t events)
+{
+    struct epoll_event ev = { .events = events, .data.ptr = io };
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, io->fd, &ev) < 0) {
+        keel_log_error("epoll_ctl(ADD, %d): %s", io->fd, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int keel_loop_add(struct keel_loop *l, struct keel_io *io)
+{
+    return add(l, io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
+}
+
+int keel_loop_add_in(struct keel_loop *l, struct keel_io *io)
+{
+    return add(l, io, EPOLLIN);
+}
+
+void keel_loop_del(struct keel_loop *l, struct keel_io *io)
+{
+    if (io->fd >= 0)
+        epoll_ctl(l->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+}
+
+/* ---- timer heap ---- */
+
+static void heap_put(struct keel_loop *l, size_t i, struct keel_timer *t)
+{
+    l->heap[i] = t;
+    t->slot = i + 1;
+}
+
+static void sift_up(struct keel_loop *l, size_t i)
+{
+    struct keel_timer *t = l->heap[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (l->heap[parent]->when_ms <= t->when_ms)
+            break;
+        heap_put(l, i, l->heap[parent]);
+        i = parent;
+    }
+    heap_put(l, i, t);
+}
+
+static void sift_down(struct keel_loop *l, size_t i)
+{
+    struct keel_timer *t = l->heap[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= l->nheap)
+            break;
+        if (c + 1 < l->nheap && l->heap[c + 1]->when_ms < l->heap[c]->when_ms)
+            c++;
+        if (t->when_ms <= l->heap[c]->when_ms)
+            break;
+        heap_put(l, i, l->heap[c]);
+        i = c;
+    }
+    heap_put(l, i, t);
+}
+
+void keel_timer_cancel(struct keel_loop *l, struct keel_timer *t)
+{
+    if (t->slot == 0)
+        return;
+    size_t i = t->slot - 1;
+    t->slot = 0;
+    l->nheap--;
+    if (i == l->nheap)
+        return;
+    heap_put(l, i, l->heap[l->nheap]);
+    sift_down(l, i);
+    sift_up(l, l->heap[i]->slot - 1);
+}
+
+void keel_timer_set(struct keel_loop *l, struct keel_timer *t, int64_t after_ms)
+{
+    keel_timer_cancel(l, t);
+    t->when_ms = keel_loop_now_ms(l) + after_ms;
+    if (l->nheap == l->capheap) {
+        l->capheap = l->capheap ? l->capheap * 2 : 64;
+        l->heap = keel_realloc(l->heap, l->capheap * sizeof(*l->heap));
+    }
+    heap_put(l, l->nheap++, t);
+    sift_up(l, l->nheap - 1);
+}
+
+static void run_timers(struct keel_loop *l)
+{
+    int64_t now = keel_loop_now_ms(l);
+    while (l->nheap > 0 && l->heap[0]->when_ms <= now) {
+        struct keel_timer *t = l->heap[0];
+        keel_timer_cancel(l, t);
+        t->cb(t);
+    }
+}
+
+static int poll_timeout(const struct keel_loop *l)
+{
+    if (l->deferred != NULL)
+        return 0;
+    if (l->nheap == 0)
+        return 1000;
+    int64_t d = l->heap[0]->when_ms - keel_loop_now_ms(l);
+    return d < 0 ? 0 : d > 1000 ? 1000 : (int)d;
+}
+
+/* ---- deferred callbacks and hooks ---- */
+
+void keel_loop_defer(struct keel_loop *l, struct keel_defer *d)
+{
+    if (d->queued)
+        return;
+    d->queued = true;
+    d->next = l->deferred;
+    l->deferred = d;
+}
+
+void keel_loop_run_deferred(struct keel_loop *l)
+{
+    while (l->deferred != NULL) {
+        struct keel_defer *d = l->deferred;
+        l->deferred = NULL;
+        /* callbacks may defer more; those run in the next pass of this while */
+        while (d != NULL) {
+            struct keel_defer *next = d->next;
+            d->queued = false;
+            d->cb(d);
+            d = next;
+        }
+    }
+}
+
+void keel_loop_on_before_sleep(struct keel_loop *l, keel_hook_cb cb, void *arg)
+{
+    if (l->nhooks == MAX_HOOKS)
+        abort(); /* a programming error: the table is static */
+    l->hooks[l->nhooks].cb = cb;
+    l->hooks[l->nhooks].arg = arg;
+    l->nhooks++;
+}
+
+void keel_loop_run(struct keel_loop *l)
+{
+    struct epoll_event events[MAX_EVENTS];
+    l->stop = false;
+    while (!l->stop) {
+        keel_loop_update_clock(l);
+        run_timers(l);
+        keel_loop_run_deferred(l);
+        for (int i = 0; i < l->nhooks; i++)
+            l->hooks[i].cb(l->hooks[i].arg);
+        if (l->stop)
+            break;
+        int n = epoll_wait(l->epfd, events, MAX_EVENTS, poll_timeout(l));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            keel_log_error("epoll_wait: %s", strerror(errno));
+            break;
+        }
+        keel_loop_update_clock(l);
+        for (int i = 0; i < n; i++) {
+            struct keel_io *io = events[i].data.ptr;
+            uint32_t ev = events[i].events;
+            if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+                io->readable = true;
+            if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+                io->writable = true;
+            if (ev & (EPOLLHUP | EPOLLERR))
+                io->hup = true;
+            io->cb(io, ev);
+        }
+        keel_loop_run_deferred(l);
+    }
+    keel_loop_run_deferred(l);
+}

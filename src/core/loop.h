@@ -1,0 +1,77 @@
+/* One epoll event loop per thread (STYLE.md "Event loop"). Each iteration, in order:
+ * update the cached clock, run expired timers, poll with the nearest timer as timeout,
+ * dispatch I/O, run deferred callbacks (frees of closed objects), then the before-sleep
+ * hooks (flush batched output such as access-log lines).
+ * I/O is edge-triggered: an io remembers readiness until a read/write says EAGAIN. */
+#ifndef KEEL_CORE_LOOP_H
+#define KEEL_CORE_LOOP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct keel_loop;
+struct keel_io;
+struct keel_timer;
+struct keel_defer;
+
+typedef void (*keel_io_cb)(struct keel_io *io, uint32_t events);
+typedef void (*keel_timer_cb)(struct keel_timer *t);
+typedef void (*keel_defer_cb)(struct keel_defer *d);
+typedef void (*keel_hook_cb)(void *arg);
+
+struct keel_io {
+    int fd;
+    keel_io_cb cb;
+    bool readable; /* an edge said so and no read has hit EAGAIN since */
+    bool writable;
+    bool hup;      /* peer hung up or error */
+};
+
+struct keel_timer {
+    int64_t when_ms; /* monotonic deadline */
+    size_t slot;     /* heap index + 1; 0 = not armed */
+    keel_timer_cb cb;
+};
+
+struct keel_defer {
+    struct keel_defer *next;
+    keel_defer_cb cb;
+    bool queued;
+};
+
+struct keel_loop *keel_loop_new(void);
+void keel_loop_free(struct keel_loop *l);
+/* Run deferred callbacks now (after the loop has stopped, to finish closes). */
+void keel_loop_run_deferred(struct keel_loop *l);
+/* Run until keel_loop_stop. */
+void keel_loop_run(struct keel_loop *l);
+void keel_loop_stop(struct keel_loop *l);
+
+/* Register fd for EPOLLIN|EPOLLOUT|EPOLLRDHUP, edge-triggered. */
+int keel_loop_add(struct keel_loop *l, struct keel_io *io);
+/* Register for input only, level-triggered (listeners, eventfds, signalfd, inotify). */
+int keel_loop_add_in(struct keel_loop *l, struct keel_io *io);
+void keel_loop_del(struct keel_loop *l, struct keel_io *io);
+
+void keel_timer_set(struct keel_loop *l, struct keel_timer *t, int64_t after_ms);
+void keel_timer_cancel(struct keel_loop *l, struct keel_timer *t);
+static inline bool keel_timer_armed(const struct keel_timer *t) { return t->slot != 0; }
+
+/* Run cb after the current dispatch round (never while the object may still be in the
+ * event batch being dispatched). Queuing twice is a no-op. */
+void keel_loop_defer(struct keel_loop *l, struct keel_defer *d);
+/* Called just before the loop sleeps; at most 4 hooks. */
+void keel_loop_on_before_sleep(struct keel_loop *l, keel_hook_cb cb, void *arg);
+
+/* Cached clocks, updated once per iteration. */
+int64_t keel_loop_now_ms(const struct keel_loop *l);   /* monotonic */
+int64_t keel_loop_now_us(const struct keel_loop *l);   /* monotonic */
+int64_t keel_loop_wall_us(const struct keel_loop *l);  /* epoch microseconds */
+void keel_loop_update_clock(struct keel_loop *l);
+
+/* Uncached clocks. */
+int64_t keel_clock_mono_us(void);
+int64_t keel_clock_wall_us(void);
+
+#endif

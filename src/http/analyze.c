@@ -1,0 +1,204 @@
+/* Semantics of a parsed head: body framing and connection options. This is where
+ * request smuggling is refused (RFC 9112 §6.3). */
+#include "http/http.h"
+
+#include "core/err.h"
+
+#include <ctype.h>
+
+static bool name_is(struct keel_str n, const char *lit, size_t len)
+{
+    return n.len == len && strncasecmp(n.p, lit, len) == 0;
+}
+#define NAME_IS(n, lit) name_is((n), (lit), sizeof(lit) - 1)
+
+static int bad(struct keel_http_perror *e, const char *what)
+{
+    e->kind = KEEL_HTTP_PERR_SYNTAX;
+    e->offset = 0;
+    e->what = what;
+    return KEEL_EINVAL;
+}
+
+/* Next comma-separated token of v starting at *pos, OWS trimmed; false at the end. */
+static bool next_token(struct keel_str v, size_t *pos, struct keel_str *tok)
+{
+    size_t i = *pos;
+    while (i < v.len && (v.p[i] == ',' || v.p[i] == ' ' || v.p[i] == '\t'))
+        i++;
+    if (i >= v.len)
+        return false;
+    size_t start = i;
+    while (i < v.len && v.p[i] != ',')
+        i++;
+    size_t stop = i;
+    while (stop > start && (v.p[stop - 1] == ' ' || v.p[stop - 1] == '\t'))
+        stop--;
+    *tok = (struct keel_str){ v.p + start, stop - start };
+    *pos = i;
+    return true;
+}
+
+static int parse_length(struct keel_str v, uint64_t *out)
+{
+    if (v.len == 0 || v.len > 19)
+        return -1;
+    uint64_t n = 0;
+    for (size_t i = 0; i < v.len; i++) {
+        if (v.p[i] < '0' || v.p[i] > '9')
+            return -1;
+        n = n * 10 + (uint64_t)(v.p[i] - '0');
+    }
+    *out = n;
+    return 0;
+}
+
+/* Common header scan. For Connection tokens naming other headers, the mask is filled in
+ * a second pass once all tokens are known. */
+static int scan(const struct keel_http_header *h, size_t n, int minor, struct keel_http_meta *m,
+                struct keel_http_perror *e)
+{
+    bool have_cl = false, have_te = false, te_chunked_last = false;
+    struct keel_str conn_tokens[8];
+    size_t n_conn = 0;
+    memset(m, 0, sizeof(*m));
+    for (size_t i = 0; i < n; i++) {
+        struct keel_str nm = h[i].name, v = h[i].value;
+        switch (nm.len) {
+        case 4:
+            if (NAME_IS(nm, "host")) {
+                if (m->host.p != NULL)
+                    return bad(e, "duplicate Host");
+                m->host = v;
+            }
+            break;
+        case 6:
+            if (NAME_IS(nm, "expect") && v.len == 12 && strncasecmp(v.p, "100-continue", 12) == 0)
+                m->expect_continue = true;
+            break;
+        case 7:
+            if (NAME_IS(nm, "upgrade"))
+                m->upgrade = v;
+            break;
+        case 10:
+            if (NAME_IS(nm, "connection")) {
+                size_t pos = 0;
+                struct keel_str t;
+                while (next_token(v, &pos, &t)) {
+                    if (NAME_IS(t, "close"))
+                        m->conn_close = true;
+                    else if (NAME_IS(t, "keep-alive"))
+                        m->conn_keep_alive = true;
+                    else if (NAME_IS(t, "upgrade"))
+                        m->conn_upgrade = true;
+                    else if (n_conn < 8)
+                        conn_tokens[n_conn++] = t;
+                }
+            }
+            break;
+        case 12:
+            if (NAME_IS(nm, "x-request-id"))
+                m->request_id = v;
+            break;
+        case 14:
+            if (NAME_IS(nm, "content-length")) {
+                uint64_t cl;
+                if (parse_length(v, &cl) < 0)
+                    return bad(e, "bad Content-Length");
+                if (have_cl && cl != m->content_length)
+                    return bad(e, "differing Content-Length headers");
+                have_cl = true;
+                m->content_length = cl;
+            }
+            break;
+        case 15:
+            if (NAME_IS(nm, "x-forwarded-for"))
+                m->xff = v;
+            break;
+        case 17:
+            if (NAME_IS(nm, "transfer-encoding")) {
+                size_t pos = 0;
+                struct keel_str t;
+                have_te = true;
+                while (next_token(v, &pos, &t))
+                    te_chunked_last = NAME_IS(t, "chunked");
+                /* a later TE header's last coding is the final one */
+            } else if (NAME_IS(nm, "x-forwarded-proto")) {
+                m->xfp = v;
+            }
+            break;
+        }
+    }
+    if (minor == 0 && !m->conn_keep_alive)
+        m->conn_close = true;
+    if (have_te && have_cl)
+        return bad(e, "both Content-Length and Transfer-Encoding");
+    if (have_te) {
+        if (!te_chunked_last)
+            return bad(e, "Transfer-Encoding does not end in chunked");
+        if (minor == 0)
+            return bad(e, "Transfer-Encoding in HTTP/1.0");
+        m->body = KEEL_HTTP_BODY_CHUNKED;
+    } else if (have_cl) {
+        m->body = KEEL_HTTP_BODY_LENGTH;
+    }
+    for (size_t i = 0; i < n && i < 128 && n_conn > 0; i++)
+        for (size_t k = 0; k < n_conn; k++)
+            if (keel_str_caseeq(h[i].name, conn_tokens[k]))
+                m->hop_mask[i / 64] |= 1ULL << (i % 64);
+    return 0;
+}
+
+int keel_http_analyze_request(const struct keel_http_request *req, struct keel_http_meta *m,
+                              struct keel_http_perror *e)
+{
+    int rc = scan(req->headers, req->n_headers, req->minor, m, e);
+    if (rc < 0)
+        return rc;
+    if (req->minor == 1 && m->host.p == NULL)
+        return bad(e, "missing Host header");
+    if (m->body == KEEL_HTTP_BODY_LENGTH && m->content_length == 0)
+        m->body = KEEL_HTTP_BODY_NONE;
+    return 0;
+}
+
+int keel_http_analyze_response(const struct keel_http_response *res, struct keel_str method,
+                               struct keel_http_meta *m, struct keel_http_perror *e)
+{
+    /* an upstream framing error (e.g. both CL and TE) is answered with 502 UPE */
+    int rc = scan(res->headers, res->n_headers, res->minor, m, e);
+    if (rc < 0)
+        return rc;
+    bool head = method.len == 4 && memcmp(method.p, "HEAD", 4) == 0;
+    if (head || res->status < 200 || res->status == 204 || res->status == 304) {
+        m->body = KEEL_HTTP_BODY_NONE;
+    } else if (m->body == KEEL_HTTP_BODY_NONE) {
+        bool has_cl = false;
+        for (size_t i = 0; i < res->n_headers; i++)
+            if (NAME_IS(res->headers[i].name, "content-length"))
+                has_cl = true;
+        if (!has_cl)
+            m->body = KEEL_HTTP_BODY_EOF;
+    }
+    return 0;
+}
+
+bool keel_http_is_hop_by_hop(struct keel_str n)
+{
+    switch (n.len) {
+    case 2:
+        return NAME_IS(n, "te");
+    case 7:
+        return NAME_IS(n, "trailer") || NAME_IS(n, "upgrade") || NAME_IS(n, "expect");
+    case 10:
+        return NAME_IS(n, "connection") || NAME_IS(n, "keep-alive");
+    case 16:
+        return NAME_IS(n, "proxy-connection");
+    case 17:
+        return NAME_IS(n, "transfer-encoding");
+    case 14:
+        return NAME_IS(n, "content-length"); /* regenerated from the framing we send */
+    default:
+        return false;
+    }
+}

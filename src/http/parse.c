@@ -1,0 +1,184 @@
+/* HTTP/1.x head parsers. Strict where laxness enables smuggling (no obs-fold, no space
+ * before the colon, no bare CR, no control bytes in values); lenient where clients
+ * differ harmlessly (bare LF line ends are accepted, as nginx does). */
+#include "http/http.h"
+
+#include "core/err.h"
+
+#include <string.h>
+
+/* RFC 9110 tchar */
+static const unsigned char tchar[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
+    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
+    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
+    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1,
+};
+
+static int fail(struct keel_http_perror *e, enum keel_http_perr kind, const char *base,
+                const char *at, const char *what)
+{
+    e->kind = kind;
+    e->offset = (size_t)(at - base);
+    e->what = what;
+    return KEEL_EINVAL;
+}
+
+/* End of the line starting at p: returns the '\n' or NULL; *content_end excludes a CR. */
+static const char *line_end(const char *p, const char *end, const char **content_end)
+{
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    if (nl != NULL)
+        *content_end = (nl > p && nl[-1] == '\r') ? nl - 1 : nl;
+    return nl;
+}
+
+static bool parse_version(const char *p, const char *end, int *minor)
+{
+    if (end - p != 8 || memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1'))
+        return false;
+    *minor = p[7] - '0';
+    return true;
+}
+
+/* Parse header lines from p until the empty line. Returns the head length, KEEL_AGAIN or
+ * KEEL_EINVAL. */
+static int parse_headers(const char *base, const char *p, const char *end,
+                         const struct keel_http_limits *lim, struct keel_http_header *h,
+                         size_t *n_out, struct keel_http_perror *e)
+{
+    size_t n = 0;
+    for (;;) {
+        if (p == end)
+            goto need_more;
+        if (*p == '\n')
+            return (int)(p + 1 - base);
+        if (*p == '\r') {
+            if (p + 1 == end)
+                goto need_more;
+            if (p[1] != '\n')
+                return fail(e, KEEL_HTTP_PERR_SYNTAX, base, p, "bare CR");
+            return (int)(p + 2 - base);
+        }
+        if (*p == ' ' || *p == '\t')
+            return fail(e, KEEL_HTTP_PERR_SYNTAX, base, p, "obsolete line folding");
+        const char *ce;
+        const char *nl = line_end(p, end, &ce);
+        if (nl == NULL)
+            goto need_more;
+        const char *name = p;
+        while (p < ce && tchar[(unsigned char)*p])
+            p++;
+        if (p == name || p == ce || *p != ':')
+            return fail(e, KEEL_HTTP_PERR_SYNTAX, base, p, "bad header name");
+        size_t name_len = (size_t)(p - name);
+        p++;
+        while (p < ce && (*p == ' ' || *p == '\t'))
+            p++;
+        const char *value = p;
+        for (; p < ce; p++) {
+            unsigned char c = (unsigned char)*p;
+            if ((c < 0x20 && c != '\t') || c == 0x7f)
+                return fail(e, KEEL_HTTP_PERR_SYNTAX, base, p, "control byte in header value");
+        }
+        const char *vend = ce;
+        while (vend > value && (vend[-1] == ' ' || vend[-1] == '\t'))
+            vend--;
+        if (n == lim->max_headers)
+            return fail(e, KEEL_HTTP_PERR_HEADERS_TOO_LARGE, base, name, "too many headers");
+        h[n].name = (struct keel_str){ name, name_len };
+        h[n].value = (struct keel_str){ value, (size_t)(vend - value) };
+        *n_out = ++n;
+        p = nl + 1;
+        if ((size_t)(p - base) > lim->max_head_bytes)
+            return fail(e, KEEL_HTTP_PERR_HEADERS_TOO_LARGE, base, p, "header bytes over limit");
+    }
+need_more:
+    if ((size_t)(end - base) > lim->max_head_bytes)
+        return fail(e, KEEL_HTTP_PERR_HEADERS_TOO_LARGE, base, end, "header bytes over limit");
+    return KEEL_AGAIN;
+}
+
+int keel_http_parse_request(const char *base, size_t len, const struct keel_http_limits *lim,
+                            struct keel_http_request *req, struct keel_http_perror *e)
+{
+    const char *p = base, *end = base + len;
+    req->n_headers = 0;
+    /* tolerate empty lines before the request line (RFC 9112 §2.2) */
+    while (p < end && (*p == '\r' || *p == '\n'))
+        p++;
+    if (p - base > 8)
+        return fail(e, KEEL_HTTP_PERR_SYNTAX, base, p, "too many empty lines");
+    const char *method = p;
+    while (p < end && tchar[(unsigned char)*p])
+        p++;
+    if (p == end)
+        return (size_t)(p - method) > 32 ? fail(e, KEEL_HTTP_PERR_SYNTAX, base, p, "method too long")
+                                         : KEEL_AGAIN;
+    if (p == method || *p != ' ')
+        return fail(e, KEEL_HTTP_PERR_SYNTAX, base, p, "bad method");
+    req->method = (struct keel_str){ method, (size_t)(p - method) };
+    const char *target = ++p;
+    for (; p < end && *p != ' '; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c <= 0x20 || c == 0x7f)
+            return fail(e, KEEL_HTTP_PERR_SYNTAX, base, p, "bad byte in request target");
+    }
+    if ((size_t)(p - target) > lim->max_uri_bytes)
+        return fail(e, KEEL_HTTP_PERR_URI_TOO_LONG, base, target, "request target too long");
+    if (p == end)
+        return KEEL_AGAIN;
+    if (p == target)
+        return fail(e, KEEL_HTTP_PERR_SYNTAX, base, p, "empty request target");
+    req->target = (struct keel_str){ target, (size_t)(p - target) };
+    const char *version = ++p;
+    const char *ce;
+    const char *nl = line_end(p, end, &ce);
+    if (nl == NULL)
+        return end - version > 10 ? fail(e, KEEL_HTTP_PERR_SYNTAX, base, version, "bad version")
+                                  : KEEL_AGAIN;
+    if (ce - version == 8 && memcmp(version, "HTTP/", 5) == 0 && version[6] == '.' &&
+        !parse_version(version, ce, &req->minor))
+        return fail(e, KEEL_HTTP_PERR_VERSION, base, version, "unsupported HTTP version");
+    if (!parse_version(version, ce, &req->minor))
+        return fail(e, KEEL_HTTP_PERR_SYNTAX, base, version, "bad HTTP version");
+    return parse_headers(base, nl + 1, end, lim, req->headers, &req->n_headers, e);
+}
+
+int keel_http_parse_response(const char *base, size_t len, const struct keel_http_limits *lim,
+                             struct keel_http_response *res, struct keel_http_perror *e)
+{
+    const char *p = base, *end = base + len;
+    res->n_headers = 0;
+    if (len < 12)
+        return memcmp(base, "HTTP/1.", len < 7 ? len : 7) == 0
+                   ? KEEL_AGAIN
+                   : fail(e, KEEL_HTTP_PERR_SYNTAX, base, p, "bad status line");
+    if (!parse_version(p, p + 8, &res->minor) || p[8] != ' ')
+        return fail(e, KEEL_HTTP_PERR_SYNTAX, base, p, "bad status line");
+    p += 9;
+    if (p[0] < '1' || p[0] > '9' || p[1] < '0' || p[1] > '9' || p[2] < '0' || p[2] > '9')
+        return fail(e, KEEL_HTTP_PERR_SYNTAX, base, p, "bad status code");
+    res->status = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+    p += 3;
+    const char *ce;
+    const char *nl = line_end(p, end, &ce);
+    if (nl == NULL)
+        return (size_t)(end - base) > lim->max_head_bytes
+                   ? fail(e, KEEL_HTTP_PERR_HEADERS_TOO_LARGE, base, end, "status line too long")
+                   : KEEL_AGAIN;
+    if (p < ce && *p != ' ')
+        return fail(e, KEEL_HTTP_PERR_SYNTAX, base, p, "bad status line");
+    if (p < ce)
+        p++;
+    res->reason = (struct keel_str){ p, (size_t)(ce - p) };
+    return parse_headers(base, nl + 1, end, lim, res->headers, &res->n_headers, e);
+}

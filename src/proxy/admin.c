@@ -1,0 +1,345 @@
+/* The admin listener (Envoy's :15000): /ready, /stats/prometheus, /config_dump and
+ * POST /quitquitquit. Served by the main thread; one request per connection. */
+#include "proxy/proxy_int.h"
+
+#include "core/alloc.h"
+#include "core/err.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define ADMIN_MAX_REQUEST 8192
+
+struct admin {
+    struct keel_io io;
+    struct server *srv;
+    struct keel_loop *loop;
+    struct admin_conn *conns;
+};
+
+struct admin_conn {
+    struct keel_io io;
+    struct keel_defer free_defer;
+    struct keel_timer timer;
+    struct admin *a;
+    struct admin_conn *next, *prev;
+    struct keel_buf in, out;
+    bool responded;
+    bool closed;
+};
+
+static void conn_close(struct admin_conn *c)
+{
+    if (c->closed)
+        return;
+    c->closed = true;
+    keel_timer_cancel(c->a->loop, &c->timer);
+    keel_loop_del(c->a->loop, &c->io);
+    close(c->io.fd);
+    keel_buf_release(&c->in);
+    keel_buf_release(&c->out);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->a->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    keel_loop_defer(c->a->loop, &c->free_defer);
+}
+
+static void on_conn_free(struct keel_defer *d)
+{
+    free((char *)d - offsetof(struct admin_conn, free_defer));
+}
+
+static void on_conn_timeout(struct keel_timer *t)
+{
+    conn_close((struct admin_conn *)((char *)t - offsetof(struct admin_conn, timer)));
+}
+
+/* ---- endpoints ---- */
+
+static uint64_t sum(struct server *srv, size_t offset)
+{
+    uint64_t total = 0;
+    for (int i = 0; i < srv->n_workers; i++) {
+        atomic_uint_fast64_t *c =
+            (atomic_uint_fast64_t *)((char *)&srv->workers[i].stats + offset);
+        total += atomic_load_explicit(c, memory_order_relaxed);
+    }
+    return total;
+}
+
+#define SUM(field) sum(srv, offsetof(struct proxy_stats, field))
+
+static void metric(struct keel_buf *out, const char *name, const char *type, const char *help,
+                   uint64_t v)
+{
+    keel_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name,
+                    (unsigned long long)v);
+}
+
+void admin_stats_prometheus(struct server *srv, struct keel_buf *out)
+{
+    metric(out, "keel_downstream_cx_total", "counter", "Downstream connections accepted.",
+           SUM(downstream_cx_total));
+    metric(out, "keel_downstream_cx_active", "gauge", "Downstream connections open.",
+           SUM(downstream_cx_active));
+    keel_buf_printf(out, "# HELP keel_downstream_rq_total HTTP requests answered, by response "
+                         "code class (none: no response was sent).\n"
+                         "# TYPE keel_downstream_rq_total counter\n");
+    static const struct { const char *cls; size_t off; } classes[] = {
+        { "1xx", offsetof(struct proxy_stats, downstream_rq_1xx) },
+        { "2xx", offsetof(struct proxy_stats, downstream_rq_2xx) },
+        { "3xx", offsetof(struct proxy_stats, downstream_rq_3xx) },
+        { "4xx", offsetof(struct proxy_stats, downstream_rq_4xx) },
+        { "5xx", offsetof(struct proxy_stats, downstream_rq_5xx) },
+        { "none", offsetof(struct proxy_stats, downstream_rq_none) },
+    };
+    for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++)
+        keel_buf_printf(out, "keel_downstream_rq_total{response_code_class=\"%s\"} %llu\n",
+                        classes[i].cls, (unsigned long long)sum(srv, classes[i].off));
+    metric(out, "keel_downstream_rq_malformed_total", "counter",
+           "Requests refused as malformed (400, 414, 431, 505).", SUM(downstream_rq_bad));
+    metric(out, "keel_upstream_cx_total", "counter", "Upstream connections opened.",
+           SUM(upstream_cx_total));
+    metric(out, "keel_upstream_cx_reused_total", "counter",
+           "Requests sent on a pooled upstream connection.", SUM(upstream_cx_reused));
+    metric(out, "keel_upstream_cx_connect_fail_total", "counter",
+           "Upstream connection failures.", SUM(upstream_cx_connect_fail));
+    metric(out, "keel_upstream_rq_timeout_total", "counter", "Upstream requests timed out.",
+           SUM(upstream_rq_timeout));
+    metric(out, "keel_upstream_rq_retry_total", "counter",
+           "Requests retried after a pooled connection turned out closed.",
+           SUM(upstream_rq_retry));
+    metric(out, "keel_tcp_cx_total", "counter", "TCP proxy connections.", SUM(tcp_cx_total));
+    metric(out, "keel_tcp_received_bytes_total", "counter",
+           "TCP proxy bytes received from downstream.", SUM(tcp_bytes_received));
+    metric(out, "keel_tcp_sent_bytes_total", "counter", "TCP proxy bytes sent to downstream.",
+           SUM(tcp_bytes_sent));
+    uint64_t written = 0, dropped = 0;
+    if (srv->log_sink != NULL) {
+        written = keel_sink_lines_written(srv->log_sink);
+        dropped = keel_sink_lines_dropped(srv->log_sink);
+    }
+    keel_buf_printf(out, "# HELP keel_access_log_lines_total Access-log lines, by what became "
+                         "of them.\n# TYPE keel_access_log_lines_total counter\n"
+                         "keel_access_log_lines_total{result=\"written\"} %llu\n"
+                         "keel_access_log_lines_total{result=\"dropped\"} %llu\n",
+                    (unsigned long long)written, (unsigned long long)dropped);
+    metric(out, "keel_workers", "gauge", "Worker threads.", (uint64_t)srv->n_workers);
+}
+
+static void json_str(struct keel_buf *out, const char *s)
+{
+    keel_buf_append(out, "\"", 1);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            keel_buf_printf(out, "\\%c", ch);
+        else if (ch < 0x20)
+            keel_buf_printf(out, "\\u%04x", ch);
+        else
+            keel_buf_append(out, s, 1);
+    }
+    keel_buf_append(out, "\"", 1);
+}
+
+void admin_config_dump(struct server *srv, struct keel_buf *out)
+{
+    static const char *const kinds[] = { "inbound", "outbound", "tcp" };
+    keel_buf_append_str(out, "{\"listeners\":[");
+    for (size_t i = 0; i < srv->n_listeners; i++) {
+        const struct listener_spec *l = &srv->listeners[i];
+        keel_buf_append_str(out, i ? ",{\"name\":" : "{\"name\":");
+        json_str(out, kinds[l->kind]);
+        keel_buf_append_str(out, ",\"address\":");
+        json_str(out, l->addr_str);
+        keel_buf_append_str(out, ",\"protocol\":");
+        json_str(out, l->kind == LISTEN_TCP ? "tcp" : "http");
+        if (l->target != NULL) {
+            keel_buf_append_str(out, ",\"cluster\":");
+            json_str(out, l->target->cluster);
+        }
+        keel_buf_append_str(out, "}");
+    }
+    keel_buf_append_str(out, "],\"routes\":[");
+    for (size_t i = 0; i < srv->opt->n_routes; i++) {
+        const struct keel_proxy_route *r = &srv->opt->routes[i];
+        keel_buf_append_str(out, i ? ",{\"host\":" : "{\"host\":");
+        json_str(out, r->host);
+        keel_buf_printf(out, ",\"port\":%d,\"cluster\":", r->port);
+        json_str(out, r->target.cluster);
+        keel_buf_append_str(out, "}");
+    }
+    keel_buf_append_str(out, "],\"upstreams\":[");
+    bool first = true;
+    for (size_t i = 0; i < srv->n_targets; i++) {
+        const struct keel_proxy_target *t = &srv->targets[i];
+        if (t->cluster[0] == '\0')
+            continue;
+        keel_buf_append_str(out, first ? "{\"cluster\":" : ",{\"cluster\":");
+        first = false;
+        json_str(out, t->cluster);
+        keel_buf_append_str(out, ",\"address\":");
+        json_str(out, t->addr_str);
+        keel_buf_append_str(out, ",\"protocol\":");
+        json_str(out, i > srv->opt->n_routes ? "tcp" : "http");
+        keel_buf_append_str(out, "}");
+    }
+    keel_buf_printf(out, "],\"concurrency\":%d}\n", srv->n_workers);
+}
+
+static void respond(struct admin_conn *c, int status, const char *ctype, struct keel_buf *body)
+{
+    const char *reason = status == 200 ? "OK" : status == 404 ? "Not Found"
+                       : status == 405 ? "Method Not Allowed" : status == 503 ? "Service Unavailable"
+                                                                               : "Bad Request";
+    keel_buf_printf(&c->out, "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\n"
+                             "connection: close\r\n\r\n",
+                    status, reason, ctype, keel_buf_len(body));
+    keel_buf_append(&c->out, keel_buf_rptr(body), keel_buf_len(body));
+    c->responded = true;
+}
+
+static void handle(struct admin_conn *c, const struct keel_http_request *req)
+{
+    struct server *srv = c->a->srv;
+    struct keel_buf body = { 0 };
+    struct keel_str path = req->target;
+    const char *q = memchr(path.p, '?', path.len);
+    if (q != NULL)
+        path.len = (size_t)(q - path.p);
+    bool get = keel_str_eq(req->method, KEEL_STR("GET")) || keel_str_eq(req->method, KEEL_STR("HEAD"));
+    bool post = keel_str_eq(req->method, KEEL_STR("POST"));
+    if (keel_str_eq(path, KEEL_STR("/ready"))) {
+        bool ready = atomic_load(&srv->ready) && !atomic_load(&srv->quit);
+        keel_buf_append_str(&body, ready ? "LIVE\n" : "DRAINING\n");
+        respond(c, ready ? 200 : 503, "text/plain", &body);
+    } else if (keel_str_eq(path, KEEL_STR("/stats/prometheus")) && get) {
+        admin_stats_prometheus(srv, &body);
+        respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", &body);
+    } else if (keel_str_eq(path, KEEL_STR("/config_dump")) && get) {
+        admin_config_dump(srv, &body);
+        respond(c, 200, "application/json", &body);
+    } else if (keel_str_eq(path, KEEL_STR("/quitquitquit"))) {
+        if (!post) {
+            keel_buf_append_str(&body, "use POST\n");
+            respond(c, 405, "text/plain", &body);
+        } else {
+            uint64_t one = 1;
+            keel_buf_append_str(&body, "OK\n");
+            respond(c, 200, "text/plain", &body);
+            if (write(srv->quit_efd, &one, sizeof(one)) < 0)
+                keel_log_error("/quitquitquit: %s", strerror(errno));
+        }
+    } else {
+        keel_buf_append_str(&body, "not found\n");
+        respond(c, 404, "text/plain", &body);
+    }
+    keel_buf_release(&body);
+}
+
+static void on_conn_io(struct keel_io *io, uint32_t events)
+{
+    struct admin_conn *c = (struct admin_conn *)io;
+    if (c->closed)
+        return;
+    while (!c->responded && io->readable) {
+        keel_buf_reserve(&c->in, 1024);
+        ssize_t n = read(io->fd, keel_buf_wptr(&c->in), keel_buf_room(&c->in));
+        if (n < 0 && errno == EAGAIN) {
+            io->readable = false;
+            break;
+        }
+        if (n <= 0 || keel_buf_len(&c->in) + (size_t)n > ADMIN_MAX_REQUEST) {
+            conn_close(c);
+            return;
+        }
+        c->in.wpos += (size_t)n;
+        struct keel_http_header hdrs[64];
+        struct keel_http_request req = { .headers = hdrs };
+        struct keel_http_limits lim = { ADMIN_MAX_REQUEST, 2048, 64 };
+        struct keel_http_perror e;
+        int rc = keel_http_parse_request(keel_buf_rptr(&c->in), keel_buf_len(&c->in), &lim, &req, &e);
+        if (rc > 0) {
+            handle(c, &req);
+        } else if (rc == KEEL_EINVAL) {
+            struct keel_buf body = { 0 };
+            keel_buf_append_str(&body, "bad request\n");
+            respond(c, 400, "text/plain", &body);
+            keel_buf_release(&body);
+        }
+    }
+    while (keel_buf_len(&c->out) > 0 && io->writable) {
+        ssize_t n = write(io->fd, keel_buf_rptr(&c->out), keel_buf_len(&c->out));
+        if (n < 0 && errno == EAGAIN) {
+            io->writable = false;
+            return;
+        }
+        if (n <= 0) {
+            conn_close(c);
+            return;
+        }
+        keel_buf_consume(&c->out, (size_t)n);
+    }
+    if (c->responded && keel_buf_len(&c->out) == 0)
+        conn_close(c);
+}
+
+static void on_accept(struct keel_io *io, uint32_t events)
+{
+    struct admin *a = (struct admin *)io;
+    struct keel_addr peer;
+    int fd = keel_sock_accept(io->fd, &peer);
+    if (fd < 0)
+        return;
+    struct admin_conn *c = keel_calloc(1, sizeof(*c));
+    c->a = a;
+    c->io.fd = fd;
+    c->io.cb = on_conn_io;
+    c->free_defer.cb = on_conn_free;
+    c->timer.cb = on_conn_timeout;
+    c->next = a->conns;
+    if (a->conns)
+        a->conns->prev = c;
+    a->conns = c;
+    keel_timer_set(a->loop, &c->timer, 10000);
+    keel_loop_add(a->loop, &c->io);
+}
+
+int admin_start(struct server *srv, struct keel_loop *loop)
+{
+    struct admin *a = keel_calloc(1, sizeof(*a));
+    a->srv = srv;
+    a->loop = loop;
+    a->io.cb = on_accept;
+    a->io.fd = keel_sock_listen(&srv->admin_addr, false);
+    keel_addr_format((const struct sockaddr *)&srv->admin_addr.ss, srv->admin_str,
+                     sizeof(srv->admin_str));
+    if (a->io.fd < 0) {
+        keel_log_error("admin listen on %s: %s", srv->admin_str, strerror(errno));
+        free(a);
+        return -1;
+    }
+    srv->admin = a;
+    keel_loop_add_in(loop, &a->io);
+    return 0;
+}
+
+void admin_stop(struct server *srv, struct keel_loop *loop)
+{
+    struct admin *a = srv->admin;
+    if (a == NULL)
+        return;
+    while (a->conns != NULL)
+        conn_close(a->conns);
+    keel_loop_del(loop, &a->io);
+    close(a->io.fd);
+    keel_loop_run_deferred(loop);
+    free(a);
+    srv->admin = NULL;
+}

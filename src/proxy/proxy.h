@@ -1,0 +1,64 @@
+/* The sidecar proxy: inbound and outbound HTTP/1.1 listeners, TCP listeners, the admin
+ * listener, N worker threads (SO_REUSEPORT, shared-nothing) and graceful drain. */
+#ifndef KEEL_PROXY_PROXY_H
+#define KEEL_PROXY_PROXY_H
+
+#include "net/sock.h"
+#include "telemetry/accesslog.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Where a request or connection goes. */
+struct keel_proxy_target {
+    struct keel_addr addr;
+    char addr_str[KEEL_ADDR_STRLEN];
+    char cluster[160];             /* e.g. "outbound|9080||details" */
+};
+
+/* --route HOST[:PORT]=ADDR: an outbound request for HOST (and PORT, when given) goes to
+ * target. */
+struct keel_proxy_route {
+    char host[128];
+    int port;                      /* 0: any port */
+    struct keel_proxy_target target;
+};
+
+/* --tcp-route LISTEN=ADDR */
+struct keel_proxy_tcp_route {
+    struct keel_addr listen;
+    char listen_str[KEEL_ADDR_STRLEN];
+    struct keel_proxy_target target;
+};
+
+struct keel_proxy_options {
+    const char *inbound;           /* NULL: 127.0.0.1:15006; "" or "off": no inbound */
+    const char *outbound;          /* NULL: 127.0.0.1:15001; "off": none */
+    const char *admin;             /* NULL: 127.0.0.1:15000 */
+    const char *upstream;          /* the local app, target of inbound */
+    struct keel_proxy_route *routes;
+    size_t n_routes;
+    struct keel_proxy_tcp_route *tcp_routes;
+    size_t n_tcp_routes;
+    int concurrency;               /* 0: CPUs we may run on */
+    const char *access_log;        /* path, NULL: none */
+    const char *access_log_format; /* NULL: Istio default */
+    enum keel_accesslog_encoding access_log_encoding;
+    int64_t request_headers_timeout_ms;
+    int64_t idle_timeout_ms;
+    int64_t connect_timeout_ms;
+    int64_t upstream_timeout_ms;   /* 0: none */
+    int64_t drain_timeout_ms;
+    size_t max_request_headers_kb;
+    size_t max_headers;
+    size_t max_uri_bytes;
+};
+
+void keel_proxy_options_defaults(struct keel_proxy_options *o);
+/* Parse "HOST[:PORT]=ADDR" into r. 0 or KEEL_EINVAL. */
+int keel_proxy_route_parse(const char *spec, struct keel_proxy_route *r);
+int keel_proxy_tcp_route_parse(const char *spec, struct keel_proxy_tcp_route *r);
+/* Run until SIGTERM/SIGINT or POST /quitquitquit, then drain. Returns the exit status. */
+int keel_proxy_run(const struct keel_proxy_options *o);
+
+#endif

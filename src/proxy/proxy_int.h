@@ -1,0 +1,171 @@
+/* What the files of src/proxy share: the server (process-wide, read-only once running),
+ * workers (one thread and loop each), listeners, sessions (downstream connections) and
+ * upstream connections. */
+#ifndef KEEL_PROXY_INT_H
+#define KEEL_PROXY_INT_H
+
+#include "core/buf.h"
+#include "core/loop.h"
+#include "core/sink.h"
+#include "http/http.h"
+#include "proxy/proxy.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+enum listener_kind { LISTEN_INBOUND, LISTEN_OUTBOUND, LISTEN_TCP };
+
+/* A listening address; each worker binds its own socket to it (SO_REUSEPORT). */
+struct listener_spec {
+    enum listener_kind kind;
+    struct keel_addr addr;
+    char addr_str[KEEL_ADDR_STRLEN];
+    const struct keel_proxy_target *target; /* inbound: the app; tcp: the route's target */
+    int target_index;                       /* index into server->targets */
+};
+
+/* Per-worker counters: written only by their worker (relaxed stores), summed at scrape. */
+#define PROXY_COUNTERS(X)                                                     \
+    X(downstream_cx_total, "Downstream connections accepted")                 \
+    X(downstream_cx_active, "Downstream connections open")                    \
+    X(downstream_rq_total, "HTTP requests received")                          \
+    X(downstream_rq_1xx, "")                                                  \
+    X(downstream_rq_2xx, "")                                                  \
+    X(downstream_rq_3xx, "")                                                  \
+    X(downstream_rq_4xx, "")                                                  \
+    X(downstream_rq_5xx, "")                                                  \
+    X(downstream_rq_none, "")                                                 \
+    X(downstream_rq_bad, "Requests refused as malformed (400/414/431/505)")   \
+    X(upstream_cx_total, "Upstream connections opened")                       \
+    X(upstream_cx_reused, "Requests sent on a pooled upstream connection")    \
+    X(upstream_cx_connect_fail, "Upstream connection failures")               \
+    X(upstream_rq_timeout, "Upstream requests timed out")                     \
+    X(upstream_rq_retry, "Requests retried after a stale pooled connection")  \
+    X(tcp_cx_total, "TCP proxy connections")                                  \
+    X(tcp_bytes_received, "TCP proxy bytes from downstream")                  \
+    X(tcp_bytes_sent, "TCP proxy bytes to downstream")
+
+struct proxy_stats {
+#define X(name, help) atomic_uint_fast64_t name;
+    PROXY_COUNTERS(X)
+#undef X
+};
+
+static inline void stat_add(atomic_uint_fast64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+static inline void stat_sub(atomic_uint_fast64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) - n,
+                          memory_order_relaxed);
+}
+
+struct server;
+struct session;
+struct upconn;
+
+/* Idle upstream connections to one target, per worker. */
+struct pool {
+    const struct keel_proxy_target *target;
+    struct upconn *idle;    /* LIFO: the most recently used is the most likely alive */
+    size_t n_idle;
+};
+
+struct worker_listener {
+    struct keel_io io;
+    const struct listener_spec *spec;
+    struct worker *w;
+};
+
+struct worker {
+    struct server *srv;
+    int index;
+    pthread_t thread;
+    struct keel_loop *loop;
+    struct keel_io wake;           /* eventfd: the main thread asks us to drain */
+    struct worker_listener *listeners;
+    size_t n_listeners;
+    struct pool *pools;            /* one per server target */
+    struct session *sessions;      /* open sessions, for drain */
+    struct session *free_sessions; /* recycled structs */
+    struct upconn *free_upconns;
+    size_t n_free_sessions, n_free_upconns;
+    uint64_t next_conn_id;
+    bool draining;
+    bool stopping;
+    struct keel_buf log;           /* access-log lines of this loop turn */
+    uint64_t log_lines;
+    struct proxy_stats stats;
+};
+
+struct server {
+    const struct keel_proxy_options *opt;
+    struct keel_http_limits limits;
+    struct keel_proxy_target *targets; /* inbound app first, then routes, then tcp */
+    size_t n_targets;
+    struct listener_spec *listeners;
+    size_t n_listeners;
+    struct keel_addr admin_addr;
+    char admin_str[KEEL_ADDR_STRLEN];
+    struct admin *admin;
+    struct keel_accesslog_format *log_format;
+    struct keel_sink *log_sink;
+    struct worker *workers;
+    int n_workers;
+    atomic_bool ready;
+    atomic_bool quit;              /* drain requested (signal or /quitquitquit) */
+    int quit_efd;                  /* wakes the main loop on /quitquitquit */
+    int done_efd;                  /* each worker adds 1 when its loop has ended */
+};
+
+/* worker.c */
+int worker_init(struct worker *w, struct server *srv, int index);
+int worker_start(struct worker *w);
+void worker_wake(struct worker *w); /* first call: drain; after w->stopping is set: stop */
+void worker_fini(struct worker *w);
+void worker_log_line(struct worker *w, const struct keel_access_record *r);
+
+/* session.c: a downstream connection (HTTP or TCP) */
+void session_start(struct worker *w, const struct listener_spec *spec, int fd,
+                   const struct keel_addr *peer);
+/* drain: close idle connections now, the others once their current request is done */
+void sessions_drain(struct worker *w);
+/* close every session now, logging exchanges in flight */
+void sessions_abort(struct worker *w);
+void sessions_free_recycled(struct worker *w);
+void session_on_upstream(struct session *s);
+/* upconn callbacks into the session */
+void session_upstream_connected(struct session *s);
+void session_upstream_failed(struct session *s, int err);
+
+/* upstream.c */
+struct upconn *upconn_acquire(struct worker *w, int target_index, struct session *s,
+                              bool fresh, int *err);
+void upconn_release(struct upconn *u, bool reusable);
+void upconn_pool_close_all(struct worker *w);
+void upconn_free_recycled(struct worker *w);
+
+struct upconn {
+    struct keel_io io;
+    struct keel_defer free_defer;
+    struct keel_timer idle_timer;
+    struct worker *w;
+    struct pool *pool;
+    struct session *s;           /* owner while in use; NULL while idle */
+    struct upconn *next;         /* idle list / free list */
+    struct keel_buf in, out;
+    bool connected;
+    bool reused;                 /* came from the pool */
+    bool closed;
+    char local[KEEL_ADDR_STRLEN];
+};
+
+/* admin.c: the admin listener, served by the main thread's loop */
+int admin_start(struct server *srv, struct keel_loop *loop);
+void admin_stop(struct server *srv, struct keel_loop *loop);
+void admin_stats_prometheus(struct server *srv, struct keel_buf *out);
+void admin_config_dump(struct server *srv, struct keel_buf *out);
+
+#endif

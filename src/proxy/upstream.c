@@ -1,0 +1,197 @@
+/* Upstream connections and the per-worker keep-alive pool. An idle connection stays
+ * registered with epoll: if the server closes it or sends anything while it is idle, it
+ * is closed at once rather than handed to the next request. */
+#include "proxy/proxy_int.h"
+
+#include "core/alloc.h"
+#include "core/err.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#define POOL_IDLE_MAX 1024          /* idle connections kept per target per worker */
+#define POOL_IDLE_TIMEOUT_MS 60000
+#define FREE_UPCONNS_MAX 4096
+
+static void on_io(struct keel_io *io, uint32_t events);
+static void on_idle_timeout(struct keel_timer *t);
+static void on_free(struct keel_defer *d);
+
+static void upconn_close(struct upconn *u)
+{
+    struct worker *w = u->w;
+    if (u->closed)
+        return;
+    u->closed = true;
+    keel_timer_cancel(w->loop, &u->idle_timer);
+    keel_loop_del(w->loop, &u->io);
+    close(u->io.fd);
+    u->io.fd = -1;
+    keel_buf_release(&u->in);
+    keel_buf_release(&u->out);
+    keel_loop_defer(w->loop, &u->free_defer);
+}
+
+static void on_free(struct keel_defer *d)
+{
+    struct upconn *u = (struct upconn *)((char *)d - offsetof(struct upconn, free_defer));
+    struct worker *w = u->w;
+    if (w->n_free_upconns < FREE_UPCONNS_MAX) {
+        u->next = w->free_upconns;
+        w->free_upconns = u;
+        w->n_free_upconns++;
+    } else {
+        free(u);
+    }
+}
+
+/* Unlink u from its pool's idle list. */
+static void pool_remove(struct upconn *u)
+{
+    struct pool *p = u->pool;
+    for (struct upconn **pp = &p->idle; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == u) {
+            *pp = u->next;
+            p->n_idle--;
+            return;
+        }
+    }
+}
+
+struct upconn *upconn_acquire(struct worker *w, int target_index, struct session *s,
+                              bool fresh, int *err)
+{
+    struct pool *p = &w->pools[target_index];
+    struct upconn *u;
+    while (!fresh && (u = p->idle) != NULL) {
+        p->idle = u->next;
+        p->n_idle--;
+        keel_timer_cancel(w->loop, &u->idle_timer);
+        u->s = s;
+        u->reused = true;
+        stat_add(&w->stats.upstream_cx_reused, 1);
+        return u;
+    }
+    u = w->free_upconns;
+    if (u != NULL) {
+        w->free_upconns = u->next;
+        w->n_free_upconns--;
+        memset(u, 0, sizeof(*u));
+    } else {
+        u = keel_calloc(1, sizeof(*u));
+    }
+    u->w = w;
+    u->pool = p;
+    u->s = s;
+    u->io.cb = on_io;
+    u->idle_timer.cb = on_idle_timeout;
+    u->free_defer.cb = on_free;
+    stat_add(&w->stats.upstream_cx_total, 1);
+    int rc = keel_sock_connect(&p->target->addr, &u->io.fd);
+    if (rc == KEEL_EIO) {
+        *err = errno;
+        u->io.fd = -1;
+        u->closed = true;
+        keel_loop_defer(w->loop, &u->free_defer);
+        return NULL;
+    }
+    if (keel_loop_add(w->loop, &u->io) < 0) {
+        *err = errno;
+        u->s = NULL;
+        upconn_close(u);
+        return NULL;
+    }
+    if (rc == 0) {
+        u->connected = true;
+        struct keel_addr local;
+        keel_sock_local(u->io.fd, &local);
+        keel_addr_format((const struct sockaddr *)&local.ss, u->local, sizeof(u->local));
+    }
+    return u;
+}
+
+void upconn_release(struct upconn *u, bool reusable)
+{
+    struct worker *w = u->w;
+    struct pool *p = u->pool;
+    u->s = NULL;
+    if (!reusable || w->draining || u->closed || p->n_idle >= POOL_IDLE_MAX || u->io.hup) {
+        upconn_close(u);
+        return;
+    }
+    keel_buf_release(&u->in);
+    keel_buf_release(&u->out);
+    u->next = p->idle;
+    p->idle = u;
+    p->n_idle++;
+    keel_timer_set(w->loop, &u->idle_timer, POOL_IDLE_TIMEOUT_MS);
+}
+
+void upconn_pool_close_all(struct worker *w)
+{
+    for (size_t i = 0; i < w->srv->n_targets; i++) {
+        struct pool *p = &w->pools[i];
+        while (p->idle != NULL) {
+            struct upconn *u = p->idle;
+            p->idle = u->next;
+            p->n_idle--;
+            upconn_close(u);
+        }
+    }
+}
+
+static void on_idle_timeout(struct keel_timer *t)
+{
+    struct upconn *u = (struct upconn *)((char *)t - offsetof(struct upconn, idle_timer));
+    pool_remove(u);
+    upconn_close(u);
+}
+
+static void on_io(struct keel_io *io, uint32_t events)
+{
+    struct upconn *u = (struct upconn *)io;
+    if (u->closed)
+        return;
+    struct session *s = u->s;
+    if (s == NULL) {
+        /* idle in the pool: EOF or unexpected bytes make it unusable */
+        if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+            pool_remove(u);
+            upconn_close(u);
+        }
+        return;
+    }
+    if (!u->connected) {
+        if (!io->writable && !io->hup)
+            return;
+        int err = keel_sock_connect_result(io->fd);
+        if (err != 0) {
+            u->s = NULL;
+            upconn_close(u);
+            session_upstream_failed(s, err);
+            session_on_upstream(s);
+            return;
+        }
+        u->connected = true;
+        io->hup = false;
+        struct keel_addr local;
+        keel_sock_local(io->fd, &local);
+        keel_addr_format((const struct sockaddr *)&local.ss, u->local, sizeof(u->local));
+        session_upstream_connected(s);
+    }
+    session_on_upstream(s);
+}
+
+void upconn_free_recycled(struct worker *w)
+{
+    while (w->free_upconns != NULL) {
+        struct upconn *u = w->free_upconns;
+        w->free_upconns = u->next;
+        free(u);
+    }
+    w->n_free_upconns = 0;
+}

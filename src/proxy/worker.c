@@ -1,0 +1,169 @@
+/* A worker: one thread, one event loop, its own listening sockets (SO_REUSEPORT), its
+ * own upstream pools, counters and access-log batch. Nothing here is shared with other
+ * workers except the read-only server and the log sink. */
+#include "proxy/proxy_int.h"
+
+#include "core/alloc.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define ACCEPT_BATCH 64
+#define LOG_FLUSH_BYTES (64 * 1024)
+
+static void flush_log(void *arg)
+{
+    struct worker *w = arg;
+    if (w->log_lines == 0)
+        return;
+    keel_sink_submit(w->srv->log_sink, keel_buf_rptr(&w->log), keel_buf_len(&w->log),
+                     w->log_lines);
+    w->log.rpos = w->log.wpos = 0;
+    w->log_lines = 0;
+}
+
+void worker_log_line(struct worker *w, const struct keel_access_record *r)
+{
+    keel_accesslog_render(w->srv->log_format, r, &w->log);
+    w->log_lines++;
+    if (keel_buf_len(&w->log) >= LOG_FLUSH_BYTES)
+        flush_log(w);
+}
+
+static void on_accept(struct keel_io *io, uint32_t events)
+{
+    struct worker_listener *wl = (struct worker_listener *)io;
+    struct worker *w = wl->w;
+    for (int i = 0; i < ACCEPT_BATCH && !w->draining; i++) {
+        struct keel_addr peer;
+        int fd = keel_sock_accept(io->fd, &peer);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                keel_log_warn("accept on %s: %s", wl->spec->addr_str, strerror(errno));
+            return;
+        }
+        session_start(w, wl->spec, fd, &peer);
+    }
+}
+
+static void close_listeners(struct worker *w)
+{
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        struct keel_io *io = &w->listeners[i].io;
+        if (io->fd >= 0) {
+            keel_loop_del(w->loop, io);
+            close(io->fd);
+            io->fd = -1;
+        }
+    }
+}
+
+/* Called each loop turn while draining: stop once no session is left. */
+static void check_drained(void *arg)
+{
+    struct worker *w = arg;
+    if (w->draining && w->sessions == NULL)
+        keel_loop_stop(w->loop);
+}
+
+static void on_wake(struct keel_io *io, uint32_t events)
+{
+    struct worker *w = (struct worker *)((char *)io - offsetof(struct worker, wake));
+    uint64_t v;
+    if (read(io->fd, &v, sizeof(v)) < 0)
+        return;
+    if (w->stopping) {
+        /* the drain deadline passed: end what is left */
+        sessions_abort(w);
+        keel_loop_stop(w->loop);
+        return;
+    }
+    if (!w->draining) {
+        w->draining = true;
+        close_listeners(w);
+        upconn_pool_close_all(w);
+        sessions_drain(w);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    keel_loop_run(w->loop);
+    flush_log(w);
+    upconn_pool_close_all(w);
+    close_listeners(w);
+    keel_loop_run_deferred(w->loop);
+    keel_buf_release(&w->log);
+    keel_buf_pool_drain();
+    uint64_t one = 1;
+    if (write(w->srv->done_efd, &one, sizeof(one)) < 0)
+        keel_log_error("worker %d: cannot report its end: %s", w->index, strerror(errno));
+    return NULL;
+}
+
+/* Bind this worker's listeners; the main thread calls it before starting the thread so
+ * that a bad address fails startup. */
+int worker_init(struct worker *w, struct server *srv, int index)
+{
+    w->srv = srv;
+    w->index = index;
+    w->next_conn_id = (uint64_t)index << 48;
+    w->loop = keel_loop_new();
+    if (w->loop == NULL)
+        return -1;
+    w->pools = keel_calloc(srv->n_targets, sizeof(*w->pools));
+    for (size_t i = 0; i < srv->n_targets; i++)
+        w->pools[i].target = &srv->targets[i];
+    w->listeners = keel_calloc(srv->n_listeners, sizeof(*w->listeners));
+    w->n_listeners = srv->n_listeners;
+    for (size_t i = 0; i < srv->n_listeners; i++) {
+        struct worker_listener *wl = &w->listeners[i];
+        wl->w = w;
+        wl->spec = &srv->listeners[i];
+        wl->io.cb = on_accept;
+        wl->io.fd = keel_sock_listen(&wl->spec->addr, true);
+        if (wl->io.fd < 0) {
+            keel_log_error("listen on %s: %s", wl->spec->addr_str, strerror(errno));
+            return -1;
+        }
+        keel_loop_add_in(w->loop, &wl->io);
+    }
+    w->wake.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    w->wake.cb = on_wake;
+    keel_loop_add_in(w->loop, &w->wake);
+    if (srv->log_sink != NULL)
+        keel_loop_on_before_sleep(w->loop, flush_log, w);
+    keel_loop_on_before_sleep(w->loop, check_drained, w);
+    return 0;
+}
+
+int worker_start(struct worker *w)
+{
+    return pthread_create(&w->thread, NULL, worker_main, w);
+}
+
+void worker_wake(struct worker *w)
+{
+    uint64_t one = 1;
+    if (write(w->wake.fd, &one, sizeof(one)) < 0)
+        keel_log_warn("waking worker %d: %s", w->index, strerror(errno));
+}
+
+void worker_fini(struct worker *w)
+{
+    for (size_t i = 0; i < w->n_listeners; i++)
+        if (w->listeners[i].io.fd >= 0)
+            close(w->listeners[i].io.fd);
+    if (w->wake.fd > 0)
+        close(w->wake.fd);
+    sessions_free_recycled(w);
+    upconn_free_recycled(w);
+    free(w->listeners);
+    free(w->pools);
+    keel_loop_free(w->loop);
+}

@@ -1,0 +1,167 @@
+"""Shared fixtures for the end-to-end tests: real processes on 127.0.0.1.
+
+`backend` starts tests/e2e/backend.py on a free port; `keel` starts build/keel (or
+$KEEL_BIN) with the given arguments and waits for its admin /ready. Every process is
+stopped at the end of its test; its output is kept in the test's tmp dir.
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+KEEL = os.path.join(ROOT, os.environ.get("KEEL_BIN", "build/keel"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=5.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError("nothing listens on port %d" % port)
+
+
+def http_get(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.status, r.read().decode()
+
+
+class Proc:
+    def __init__(self, args, log_path, env=None):
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.p = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+
+    def output(self):
+        self.log.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.log.close()
+        return self.p.returncode
+
+
+@pytest.fixture
+def procs():
+    started = []
+    yield started
+    for p in reversed(started):
+        p.stop()
+
+
+@pytest.fixture
+def backend(procs, tmp_path):
+    port = free_port()
+    p = Proc([sys.executable, os.path.join(HERE, "backend.py"), str(port)],
+             str(tmp_path / "backend.log"))
+    procs.append(p)
+    wait_port(port)
+    return port
+
+
+class Keel:
+    """A running `keel proxy` with its ports and files."""
+
+    def __init__(self, proc, ports, access_log):
+        self.proc = proc
+        self.inbound, self.outbound, self.admin = ports
+        self.access_log = access_log
+
+    def url(self, path, port=None):
+        return "http://127.0.0.1:%d%s" % (port or self.inbound, path)
+
+    def log_lines(self, n=1, timeout=3.0):
+        """Wait until the access log has at least n lines; return them all."""
+        deadline = time.time() + timeout
+        lines = []
+        while time.time() < deadline:
+            if os.path.exists(self.access_log):
+                with open(self.access_log, encoding="utf-8", errors="replace") as f:
+                    lines = f.read().splitlines()
+                if len(lines) >= n:
+                    return lines
+            time.sleep(0.02)
+        return lines
+
+    def stats(self):
+        _, text = http_get("http://127.0.0.1:%d/stats/prometheus" % self.admin)
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+
+
+@pytest.fixture
+def keel(procs, tmp_path):
+    def start(*extra, upstream=None, access_log=True, concurrency=1, env=None):
+        inbound, outbound, admin = free_port(), free_port(), free_port()
+        log = str(tmp_path / ("access-%d.log" % inbound))
+        args = [KEEL, "proxy", "--inbound", "127.0.0.1:%d" % inbound,
+                "--outbound", "127.0.0.1:%d" % outbound, "--admin", "127.0.0.1:%d" % admin,
+                "--concurrency", str(concurrency)]
+        if upstream is not None:
+            args += ["--upstream", "127.0.0.1:%d" % upstream]
+        if access_log:
+            args += ["--access-log", log]
+        args += list(extra)
+        p = Proc(args, str(tmp_path / ("keel-%d.out" % inbound)), env=env)
+        procs.append(p)
+        deadline = time.time() + 10
+        while True:
+            if p.p.poll() is not None:
+                raise RuntimeError("keel exited %d:\n%s" % (p.p.returncode, p.output()))
+            try:
+                if http_get("http://127.0.0.1:%d/ready" % admin, timeout=1)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError("keel not ready:\n" + p.output())
+            time.sleep(0.02)
+        return Keel(p, (inbound, outbound, admin), log)
+
+    return start
+
+
+def raw_exchange(port, data, timeout=3.0, shut=False):
+    """Send raw bytes, read until the server closes (or timeout); return the bytes."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(data)
+    if shut:
+        s.shutdown(socket.SHUT_WR)
+    out = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except socket.timeout:
+        pass
+    s.close()
+    return out
