@@ -63,3 +63,30 @@ clean:
 	rm -rf build build-asan build-fuzz
 
 -include $(LIB_OBJ:.o=.d) $(BUILD)/src/cli/main.d
+
+# Access-log render micro-benchmark: ns per line of Istio's default text format.
+.PHONY: bench-accesslog
+bench-accesslog: $(BUILD)/bench/accesslog_bench
+	$(BUILD)/bench/accesslog_bench
+
+$(BUILD)/bench/accesslog_bench: bench/accesslog_bench.c $(BUILD)/libkeel.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< $(BUILD)/libkeel.a $(LDLIBS)
+
+# ---- expressions (issue 3): libFuzzer run and micro-benchmark ----
+# `make fuzz` builds each fuzz/*.c target with libFuzzer + ASan + UBSan and runs it for
+# FUZZ_TIME seconds over its committed corpus (fuzz/corpus/<name minus _fuzz>/).
+FUZZ_TIME ?= 25
+FUZZ_SRC  := src/attr/attr.c src/attr/value.c $(wildcard src/expr/*.c) src/core/alloc.c src/core/buf.c
+FUZZ_SAN  := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+fuzz:
+	@mkdir -p build-fuzz/corpus/expr
+	clang -std=c11 -D_GNU_SOURCE -Isrc -O1 -g $(FUZZ_SAN) -o build-fuzz/expr_fuzz fuzz/expr_fuzz.c $(FUZZ_SRC) -lm
+	build-fuzz/expr_fuzz -max_total_time=$(FUZZ_TIME) -max_len=512 -timeout=10 -artifact_prefix=build-fuzz/ -print_final_stats=0 \
+	    build-fuzz/corpus/expr fuzz/corpus/expr
+
+.PHONY: bench-expr
+bench-expr: $(BUILD)/libkeel.a
+	@mkdir -p $(BUILD)/bench
+	$(CC) -std=c11 -D_GNU_SOURCE -Isrc -O2 -g $(WARN) -o $(BUILD)/bench/expr_bench bench/expr_bench.c $(BUILD)/libkeel.a $(LDLIBS)
+	$(BUILD)/bench/expr_bench

@@ -3,5 +3,9 @@
 #define KEEL_CLI_COMMANDS_H
 
 int keel_cmd_proxy(int argc, char **argv);
+int keel_cmd_eval(int argc, char **argv);
+int keel_cmd_validate(int argc, char **argv);
+int keel_cmd_apply(int argc, char **argv);
+int keel_cmd_get(int argc, char **argv);
 
 #endif

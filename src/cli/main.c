@@ -11,6 +11,10 @@ static const struct command {
     const char *help;
 } commands[] = {
     { "proxy", keel_cmd_proxy, "run the sidecar proxy (inbound + outbound listeners)" },
+    { "eval", keel_cmd_eval, "evaluate a CEXL or CEL expression over attributes" },
+    { "validate", keel_cmd_validate, "check config files: errors as FILE:LINE:COL" },
+    { "apply", keel_cmd_apply, "validate a file and write it atomically into a config dir" },
+    { "get", keel_cmd_get, "list the resources of a config dir (kubectl-like table)" },
 };
 
 static int usage(FILE *out)

@@ -1,0 +1,37 @@
+/* The expression languages: Mixer's CEXL and the CEL subset of Istio's newer resources,
+ * one lexer/parser, a type checker against the attribute vocabulary, a compiler to
+ * bytecode and an allocation-free VM. Spec: shared/spec/expressions.md. */
+#ifndef KEEL_EXPR_EXPR_H
+#define KEEL_EXPR_EXPR_H
+
+#include "attr/attr.h"
+
+#include <stddef.h>
+
+enum keel_expr_dialect { KEEL_EXPR_CEXL, KEEL_EXPR_CEL };
+
+struct keel_expr_error {
+    int col; /* 1-based column (byte) in the source */
+    char msg[256];
+};
+
+/* Compiled bytecode: immutable after compile, shareable across threads. */
+struct keel_expr;
+
+/* NULL on a parse or type error, with err filled (err may be NULL). */
+struct keel_expr *keel_expr_compile(const char *src, size_t len, enum keel_expr_dialect d,
+                                    struct keel_expr_error *err);
+enum keel_value_type keel_expr_result_type(const struct keel_expr *e);
+/* 0 with *out set, or negative on an evaluation error (e.g. missing attribute) with a
+ * message in *errmsg (valid until the next evaluation on this thread) if errmsg != NULL.
+ * String slices in *out point into the bag, the expression's constants, or a per-thread
+ * scratch area (results of +, toLower, string(), ...) valid until the next evaluation
+ * on the same thread. Never allocates (except glibc regexec inside matches()); never
+ * crashes on any bag. */
+int keel_expr_eval(const struct keel_expr *e, const struct keel_attr_bag *bag, struct keel_value *out,
+                   const char **errmsg);
+void keel_expr_free(struct keel_expr *e);
+/* Human-readable bytecode listing (for keel eval --disasm and tests). */
+void keel_expr_disasm(const struct keel_expr *e, struct keel_buf *out);
+
+#endif

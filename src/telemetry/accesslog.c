@@ -1,0 +1,536 @@
+/* Access-log renderer: runs a compiled op list over one keel_access_record.
+ *
+ * Escaping. Envoy writes request bytes into text logs raw, so a path or header with a
+ * newline forges log lines. keel escapes, in text logs, every control byte (0x00-0x1f and
+ * 0x7f) of every value as \xHH; all other bytes (including '"', '\\' and UTF-8) are kept
+ * as Envoy writes them, so lines stay byte-identical to Envoy's for normal traffic. (A
+ * literal "\x01" sent by a client therefore looks the same as an escaped 0x01 byte; the
+ * JSON encoding is the unambiguous one.) In JSON logs values are JSON strings: '"', '\\'
+ * and controls are escaped (\n \r \t \b \f, else \u00XX), valid UTF-8 passes through, and
+ * each byte of an invalid UTF-8 sequence becomes \u00XX (its Latin-1 reading) so that the
+ * line is always valid JSON.
+ *
+ * Hot path: no allocation (values are slices of the record or of a stack scratch buffer),
+ * the only growth is keel_buf_reserve on the caller's buffer; the START_TIME second is
+ * formatted once per second per thread. */
+#include "telemetry/accesslog.h"
+
+#include "telemetry/accesslog_int.h"
+#include "telemetry/response_flags.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+enum val_kind { V_UNSET, V_STR, V_INT };
+
+struct val {
+    int kind;
+    struct keel_str s;
+    uint64_t u;
+};
+
+/* ---- character classes ---- */
+
+/* text logs: 1 = escape as \xHH */
+static const unsigned char text_esc[256] = {
+    [0x00] = 1, [0x01] = 1, [0x02] = 1, [0x03] = 1, [0x04] = 1, [0x05] = 1, [0x06] = 1, [0x07] = 1,
+    [0x08] = 1, [0x09] = 1, [0x0a] = 1, [0x0b] = 1, [0x0c] = 1, [0x0d] = 1, [0x0e] = 1, [0x0f] = 1,
+    [0x10] = 1, [0x11] = 1, [0x12] = 1, [0x13] = 1, [0x14] = 1, [0x15] = 1, [0x16] = 1, [0x17] = 1,
+    [0x18] = 1, [0x19] = 1, [0x1a] = 1, [0x1b] = 1, [0x1c] = 1, [0x1d] = 1, [0x1e] = 1, [0x1f] = 1,
+    [0x7f] = 1,
+};
+
+/* JSON strings: 0 copy, 1 escape, 2 start of a multi-byte UTF-8 sequence to validate */
+#define J1 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1
+#define J2 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2
+static const unsigned char json_cls[256] = {
+    J1, J1,
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,   /* 0x22 '"' */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,   /* 0x5c '\\' */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,   /* 0x7f */
+    J2, J2, J2, J2, J2, J2, J2, J2,
+};
+#undef J1
+#undef J2
+
+static const char hexd[] = "0123456789abcdef";
+
+/* Word-at-a-time scanning: values are mostly clean ASCII, so skip 8 bytes per step while
+ * none of them needs attention (the byte tables then decide exactly). */
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+#define HAS_ZERO(x) (((x) - ONES) & ~(x) & HIGHS)
+#define HAS_LESS(x, n) (((x) - ONES * (n)) & ~(x) & HIGHS)
+
+static inline uint64_t load64(const char *p)
+{
+    uint64_t x;
+    memcpy(&x, p, sizeof(x));
+    return x;
+}
+
+/* first index >= i where a byte may be a control byte (< 0x20 or 0x7f) */
+static inline size_t skip_text_clean(const char *p, size_t i, size_t n)
+{
+    while (i + 8 <= n) {
+        uint64_t x = load64(p + i);
+        if (HAS_LESS(x, 0x20) | HAS_ZERO(x ^ (ONES * 0x7f)))
+            break;
+        i += 8;
+    }
+    return i;
+}
+
+/* first index >= i where a byte may need JSON attention (control, '"', '\\', >= 0x7f) */
+static inline size_t skip_json_clean(const char *p, size_t i, size_t n)
+{
+    while (i + 8 <= n) {
+        uint64_t x = load64(p + i);
+        if (HAS_LESS(x, 0x20) | HAS_ZERO(x ^ (ONES * '"')) | HAS_ZERO(x ^ (ONES * '\\')) |
+            HAS_ZERO(x ^ (ONES * 0x7f)) | (x & HIGHS))
+            break;
+        i += 8;
+    }
+    return i;
+}
+
+/* ---- small writers (callers reserve first) ---- */
+
+static size_t put_u64(char *d, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        d[i] = tmp[n - 1 - i];
+    return n;
+}
+
+static size_t put_text(char *d, const char *p, size_t n)
+{
+    char *o = d;
+    size_t i = 0;
+    while (i < n) {
+        size_t run = skip_text_clean(p, i, n);
+        while (run < n && !text_esc[(unsigned char)p[run]])
+            run++;
+        memcpy(o, p + i, run - i);
+        o += run - i;
+        if (run == n)
+            break;
+        unsigned char ch = (unsigned char)p[run];
+        o[0] = '\\';
+        o[1] = 'x';
+        o[2] = hexd[ch >> 4];
+        o[3] = hexd[ch & 15];
+        o += 4;
+        i = run + 1;
+    }
+    return (size_t)(o - d);
+}
+
+/* Length of the valid UTF-8 sequence at p[0..n) (lead byte >= 0x80), 0 when invalid. */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+    unsigned char c = p[0];
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf)
+        len = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        if (c == 0xe0)
+            lo = 0xa0;
+        else if (c == 0xed)
+            hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f;
+    } else
+        return 0;
+    if (n < len || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if (p[i] < 0x80 || p[i] > 0xbf)
+            return 0;
+    return len;
+}
+
+/* JSON string content (no quotes); worst case 6 bytes out per byte in. */
+static size_t put_json(char *d, const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    char *o = d;
+    size_t i = 0;
+    while (i < n) {
+        size_t run = skip_json_clean(s, i, n);
+        while (run < n && json_cls[p[run]] == 0)
+            run++;
+        memcpy(o, p + i, run - i);
+        o += run - i;
+        if (run == n)
+            break;
+        i = run;
+        unsigned char ch = p[i];
+        if (json_cls[ch] == 2) {
+            size_t l = utf8_len(p + i, n - i);
+            if (l > 0) {
+                memcpy(o, p + i, l);
+                o += l;
+                i += l;
+                continue;
+            }
+        }
+        *o++ = '\\';
+        switch (ch) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '\n': *o++ = 'n'; break;
+        case '\r': *o++ = 'r'; break;
+        case '\t': *o++ = 't'; break;
+        case '\b': *o++ = 'b'; break;
+        case '\f': *o++ = 'f'; break;
+        default:
+            o[0] = 'u';
+            o[1] = '0';
+            o[2] = '0';
+            o[3] = hexd[ch >> 4];
+            o[4] = hexd[ch & 15];
+            o += 5;
+        }
+        i++;
+    }
+    return (size_t)(o - d);
+}
+
+/* ---- START_TIME ---- */
+
+static void split_time(int64_t us, int64_t *sec, int64_t *frac_us)
+{
+    int64_t s = us / 1000000, f = us % 1000000;
+    if (f < 0) {
+        f += 1000000;
+        s--;
+    }
+    *sec = s;
+    *frac_us = f;
+}
+
+/* The second "YYYY-MM-DDTHH:MM:SS." is cached per thread: log lines of one second share it. */
+static _Thread_local int64_t tl_sec = INT64_MIN;
+static _Thread_local char tl_date[40];
+static _Thread_local size_t tl_date_len;
+
+static size_t fmt_start_time(int64_t us, char *d)
+{
+    int64_t sec, frac;
+    split_time(us, &sec, &frac);
+    if (sec != tl_sec) {
+        struct tm tm;
+        time_t t = (time_t)sec;
+        if (gmtime_r(&t, &tm) == NULL)
+            memset(&tm, 0, sizeof(tm));
+        int n = snprintf(tl_date, sizeof(tl_date), "%04d-%02d-%02dT%02d:%02d:%02d.", tm.tm_year + 1900,
+                         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        tl_date_len = (n > 0 && (size_t)n < sizeof(tl_date)) ? (size_t)n : 0;
+        tl_sec = sec;
+    }
+    memcpy(d, tl_date, tl_date_len);
+    unsigned ms = (unsigned)(frac / 1000);
+    char *o = d + tl_date_len;
+    o[0] = (char)('0' + ms / 100);
+    o[1] = (char)('0' + ms / 10 % 10);
+    o[2] = (char)('0' + ms % 10);
+    o[3] = 'Z';
+    return tl_date_len + 4;
+}
+
+static size_t fmt_start_time_custom(const struct keel_accesslog_format *f, const struct al_op *o, int64_t us,
+                                    char *d, size_t cap)
+{
+    int64_t sec, frac;
+    struct tm tm;
+    time_t t;
+    size_t n = 0;
+
+    split_time(us, &sec, &frac);
+    t = (time_t)sec;
+    if (gmtime_r(&t, &tm) == NULL)
+        memset(&tm, 0, sizeof(tm));
+    for (uint32_t k = 0; k < o->len; k++) {
+        const struct al_tseg *ts = &f->tsegs[o->off + k];
+        switch (ts->kind) {
+        case AL_TS_STRFTIME:
+            n += strftime(d + n, cap - n, f->arena + ts->off, &tm);
+            break;
+        case AL_TS_FRAC: {
+            /* nanoseconds, 9 digits, the first `digits` of them */
+            uint64_t ns = (uint64_t)frac * 1000;
+            char nine[9];
+            for (int i = 8; i >= 0; i--) {
+                nine[i] = (char)('0' + ns % 10);
+                ns /= 10;
+            }
+            if (cap - n > ts->digits) {
+                memcpy(d + n, nine, ts->digits);
+                n += ts->digits;
+            }
+            break;
+        }
+        case AL_TS_EPOCH:
+            if (cap - n > 21) {
+                if (sec < 0) {
+                    d[n++] = '-';
+                    n += put_u64(d + n, (uint64_t)(-sec));
+                } else {
+                    n += put_u64(d + n, (uint64_t)sec);
+                }
+            }
+            break;
+        }
+    }
+    return n;
+}
+
+/* ---- values ---- */
+
+static struct keel_str find_header(const struct keel_http_header *h, size_t n, const char *name, size_t len)
+{
+    for (size_t i = 0; i < n; i++)
+        if (h[i].name.len == len && strncasecmp(h[i].name.p, name, len) == 0)
+            return h[i].value;
+    return (struct keel_str){ NULL, 0 };
+}
+
+static struct keel_str pseudo_value(const struct keel_access_record *r, int ps, char *scratch)
+{
+    switch (ps) {
+    case AL_PS_METHOD: return r->method;
+    case AL_PS_PATH: return r->path;
+    case AL_PS_AUTHORITY: return r->authority;
+    case AL_PS_SCHEME: return r->scheme;
+    case AL_PS_STATUS:
+        if (r->status > 0)
+            return (struct keel_str){ scratch, put_u64(scratch, (uint64_t)r->status) };
+        return (struct keel_str){ NULL, 0 };
+    }
+    return (struct keel_str){ NULL, 0 };
+}
+
+static inline const struct keel_str *rec_str(const struct keel_access_record *r, uint16_t field)
+{
+    return (const struct keel_str *)((const char *)r + field);
+}
+
+static void get_value(const struct keel_accesslog_format *f, const struct al_op *o,
+                      const struct keel_access_record *r, struct val *v, char *scratch)
+{
+    v->kind = V_UNSET;
+    v->s.p = NULL;
+    v->s.len = 0;
+    if (r->is_tcp && (o->flags & (AL_F_HTTP_ONLY | AL_F_TCP_ZERO))) {
+        if (o->flags & AL_F_TCP_ZERO) {
+            v->kind = V_INT;
+            v->u = 0;
+        }
+        return;
+    }
+    switch (o->id) {
+    case AL_UNSET:
+        return;
+    case AL_CONST:
+        v->s = (struct keel_str){ f->arena + o->off, o->len };
+        break;
+    case AL_START_TIME:
+        v->s = (struct keel_str){ scratch, fmt_start_time(r->start_us, scratch) };
+        break;
+    case AL_START_TIME_FMT:
+        v->s = (struct keel_str){ scratch, fmt_start_time_custom(f, o, r->start_us, scratch, AL_SCRATCH) };
+        break;
+    case AL_REQ:
+    case AL_RESP:
+        for (int k = 0; k < o->n_names && v->s.len == 0; k++) {
+            if (o->pseudo[k] != AL_PS_NONE)
+                v->s = pseudo_value(r, o->pseudo[k], scratch);
+            else if (o->id == AL_REQ)
+                v->s = find_header(r->req_headers, r->n_req_headers, f->arena + o->noff[k], o->nlen[k]);
+            else
+                v->s = find_header(r->resp_headers, r->n_resp_headers, f->arena + o->noff[k], o->nlen[k]);
+        }
+        if (v->s.len == 0 && (o->flags & AL_F_REQID))
+            v->s = r->request_id;
+        break;
+    case AL_STRFIELD:
+        v->s = *rec_str(r, o->field);
+        break;
+    case AL_ADDR: {
+        struct keel_str a = *rec_str(r, o->field);
+        if (a.len == 0 || o->part == AL_PART_FULL) {
+            v->s = a;
+            break;
+        }
+        const char *colon = NULL;
+        for (size_t i = a.len; i > 0; i--)
+            if (a.p[i - 1] == ':') {
+                colon = a.p + i - 1;
+                break;
+            }
+        const char *rb = memchr(a.p, ']', a.len);
+        if (colon == NULL || (a.p[0] == '[' && (rb == NULL || colon < rb))) {
+            /* no port */
+            if (o->part == AL_PART_NOPORT)
+                v->s = a;
+            break;
+        }
+        if (o->part == AL_PART_NOPORT) {
+            const char *b = a.p, *e = colon;
+            if (b[0] == '[' && e > b && e[-1] == ']') {
+                b++;
+                e--;
+            }
+            v->s = (struct keel_str){ b, (size_t)(e - b) };
+        } else {
+            uint64_t port = 0;
+            const char *p = colon + 1, *end = a.p + a.len;
+            if (p == end)
+                return;
+            for (; p < end; p++) {
+                if (*p < '0' || *p > '9')
+                    return;
+                port = port * 10 + (uint64_t)(*p - '0');
+                if (port > 65535)
+                    return;
+            }
+            v->kind = V_INT;
+            v->u = port;
+            return;
+        }
+        break;
+    }
+    case AL_UPSTREAM_PROTOCOL:
+        /* keel speaks HTTP/1.1 to every upstream it reaches */
+        if (r->upstream_host.len > 0)
+            v->s = KEEL_STR("HTTP/1.1");
+        break;
+    case AL_RESPONSE_CODE:
+        v->kind = V_INT;
+        v->u = r->status > 0 ? (uint64_t)r->status : 0;
+        return;
+    case AL_FLAGS:
+        v->s = (struct keel_str){ scratch, keel_rf_format(r->flags, o->part, scratch, AL_SCRATCH) };
+        break;
+    case AL_U64FIELD:
+        v->kind = V_INT;
+        memcpy(&v->u, (const char *)r + o->field, sizeof(v->u));
+        return;
+    case AL_ATTEMPTS:
+        v->kind = V_INT;
+        v->u = r->upstream_attempts;
+        return;
+    case AL_DURATION: {
+        int64_t us;
+        memcpy(&us, (const char *)r + o->field, sizeof(us));
+        if (us >= 0) {
+            v->kind = V_INT;
+            v->u = (uint64_t)us / 1000;
+        }
+        return;
+    }
+    case AL_ZERO:
+        v->kind = V_INT;
+        v->u = 0;
+        return;
+    }
+    if (v->s.len > 0)
+        v->kind = V_STR;
+}
+
+/* ---- rendering ---- */
+
+/* Room for n bytes at wpos; the common case (room left from the up-front reserve) is one
+ * compare. */
+static inline char *room(struct keel_buf *b, size_t n)
+{
+    if (__builtin_expect(b->cap - b->wpos < n, 0))
+        keel_buf_reserve(b, n);
+    return b->data + b->wpos;
+}
+
+static inline void put(struct keel_buf *b, const char *p, size_t n)
+{
+    memcpy(room(b, n), p, n);
+    b->wpos += n;
+}
+
+void keel_accesslog_render(const struct keel_accesslog_format *f, const struct keel_access_record *r,
+                           struct keel_buf *out)
+{
+    char scratch[AL_SCRATCH];
+    char num[24];
+    const struct al_op *o = f->ops, *end = f->ops + f->n_ops;
+
+    /* also attaches storage, so out->data is never NULL below */
+    keel_buf_reserve(out, f->reserve_hint);
+    for (; o < end; o++) {
+        if (o->id == AL_LIT) {
+            put(out, f->arena + o->off, o->len);
+            continue;
+        }
+        struct val v;
+        get_value(f, o, r, &v, scratch);
+        if (v.kind == V_INT) {
+            v.s = (struct keel_str){ num, put_u64(num, v.u) };
+            if (o->flags & AL_F_TRUNC) {
+                /* a truncated number is no longer that number: JSON gets a string */
+                v.kind = V_STR;
+            }
+        }
+        if (v.kind != V_UNSET && (o->flags & AL_F_TRUNC) && v.s.len > o->trunc)
+            v.s.len = o->trunc;
+        if (v.kind == V_STR && v.s.len == 0)
+            v.kind = V_UNSET;
+
+        switch (o->mode) {
+        case AL_MODE_TEXT:
+            if (v.kind == V_UNSET) {
+                put(out, "-", 1);
+            } else {
+                char *d = room(out, v.s.len * 4);
+                out->wpos += put_text(d, v.s.p, v.s.len);
+            }
+            break;
+        case AL_MODE_JSON_TYPED:
+            if (v.kind == V_UNSET) {
+                put(out, "null", 4);
+            } else if (v.kind == V_INT) {
+                put(out, v.s.p, v.s.len);
+            } else {
+                char *d = room(out, v.s.len * 6 + 2);
+                *d++ = '"';
+                d += put_json(d, v.s.p, v.s.len);
+                *d++ = '"';
+                out->wpos = (size_t)(d - out->data);
+            }
+            break;
+        default: /* AL_MODE_JSON_INSTR */
+            if (v.kind == V_UNSET) {
+                put(out, "-", 1);
+            } else {
+                char *d = room(out, v.s.len * 6);
+                out->wpos += put_json(d, v.s.p, v.s.len);
+            }
+            break;
+        }
+    }
+}

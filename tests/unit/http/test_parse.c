@@ -1,0 +1,307 @@
+/* HTTP/1.x head parser, framing analysis and chunked decoder. Every input is also fed
+ * split at every byte boundary, and placed right before a PROT_NONE page so that any
+ * read past the end crashes the test (picohttpparser's discipline). */
+#include "core/err.h"
+#include "http/http.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+static const struct keel_http_limits lim = { 8192, 1024, 32 };
+
+/* Copy s to the end of a page followed by a guard page. */
+static char *guarded(const char *s, size_t len)
+{
+    static char *region;
+    long page = sysconf(_SC_PAGESIZE);
+    if (region == NULL) {
+        region = mmap(NULL, (size_t)page * 4, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        assert_true(region != MAP_FAILED);
+        assert_int_equal(mprotect(region + page * 3, (size_t)page, PROT_NONE), 0);
+    }
+    assert_true(len <= (size_t)page * 3);
+    char *p = region + page * 3 - len;
+    memcpy(p, s, len);
+    return p;
+}
+
+static int parse_req(const char *s, size_t len, struct keel_http_request *req,
+                     struct keel_http_header *h, struct keel_http_perror *e)
+{
+    req->headers = h;
+    return keel_http_parse_request(guarded(s, len), len, &lim, req, e);
+}
+
+/* A complete head parses to the same result from every prefix: prefixes need more. */
+static void check_splits(const char *s)
+{
+    size_t len = strlen(s);
+    struct keel_http_header h[32];
+    struct keel_http_request req;
+    struct keel_http_perror e;
+    for (size_t i = 0; i < len; i++) {
+        int rc = parse_req(s, i, &req, h, &e);
+        if (rc != KEEL_AGAIN)
+            fail_msg("prefix of %zu bytes: rc %d (%s)", i, rc, rc == KEEL_EINVAL ? e.what : "");
+    }
+    assert_int_equal(parse_req(s, len, &req, h, &e), (int)len);
+}
+
+static void simple_get(void **state)
+{
+    const char *s = "GET /status/418?x=1 HTTP/1.1\r\nHost: httpbin:8000\r\nUser-Agent:  curl/8.5.0  \r\n"
+                    "Accept: */*\r\n\r\n";
+    struct keel_http_header h[32];
+    struct keel_http_request req;
+    struct keel_http_perror e;
+    assert_int_equal(parse_req(s, strlen(s), &req, h, &e), (int)strlen(s));
+    assert_int_equal(req.minor, 1);
+    assert_int_equal(req.method.len, 3);
+    assert_memory_equal(req.method.p, "GET", 3);
+    assert_int_equal(req.target.len, 15);
+    assert_memory_equal(req.target.p, "/status/418?x=1", 15);
+    assert_int_equal(req.n_headers, 3);
+    assert_int_equal(h[1].value.len, 10); /* OWS trimmed both sides */
+    assert_memory_equal(h[1].value.p, "curl/8.5.0", 10);
+    check_splits(s);
+}
+
+static void bare_lf_and_leading_empty_lines(void **state)
+{
+    check_splits("\r\nGET / HTTP/1.0\nHost: a\n\n");
+    check_splits("POST http://x:1/p HTTP/1.1\r\nHost: x:1\r\nContent-Length: 0\r\n\r\n");
+}
+
+static void empty_header_value(void **state)
+{
+    const char *s = "GET / HTTP/1.1\r\nHost: a\r\nX-Empty:\r\n\r\n";
+    struct keel_http_header h[32];
+    struct keel_http_request req;
+    struct keel_http_perror e;
+    assert_int_equal(parse_req(s, strlen(s), &req, h, &e), (int)strlen(s));
+    assert_int_equal(h[1].value.len, 0);
+    check_splits(s);
+}
+
+static void expect_error(const char *s, enum keel_http_perr kind)
+{
+    struct keel_http_header h[32];
+    struct keel_http_request req;
+    struct keel_http_perror e;
+    int rc = parse_req(s, strlen(s), &req, h, &e);
+    if (rc != KEEL_EINVAL || e.kind != kind)
+        fail_msg("'%s': rc %d kind %d, want error kind %d", s, rc, e.kind, kind);
+}
+
+static void rejects(void **state)
+{
+    expect_error("GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", KEEL_HTTP_PERR_SYNTAX);
+    expect_error("GET / HTTP/1.1\r\nHost : a\r\n\r\n", KEEL_HTTP_PERR_SYNTAX);
+    expect_error("GET / HTTP/1.1\r\nHo(st: a\r\n\r\n", KEEL_HTTP_PERR_SYNTAX);
+    expect_error("GET / HTTP/1.1\r\nX: a\rb\r\n\r\n", KEEL_HTTP_PERR_SYNTAX);
+    expect_error("GET / HTTP/1.1\r\nX: a\x01\r\n\r\n", KEEL_HTTP_PERR_SYNTAX);
+    expect_error("GET / HTTP/1.1\r\nX: a\r\r\n\r\n", KEEL_HTTP_PERR_SYNTAX);
+    expect_error("GET / HTTP/1.1\r\n\rX\r\n", KEEL_HTTP_PERR_SYNTAX);
+    expect_error("GET /a\x7f HTTP/1.1\r\n\r\n", KEEL_HTTP_PERR_SYNTAX);
+    expect_error("GET  / HTTP/1.1\r\n\r\n", KEEL_HTTP_PERR_SYNTAX);
+    expect_error("G@T / HTTP/1.1\r\n\r\n", KEEL_HTTP_PERR_SYNTAX);
+    expect_error("GET / HTTP/1.1 \r\n\r\n", KEEL_HTTP_PERR_SYNTAX);
+    expect_error("GET / HTTX/1.1\r\n\r\n", KEEL_HTTP_PERR_SYNTAX);
+    expect_error("GET / HTTP/2.0\r\n\r\n", KEEL_HTTP_PERR_VERSION);
+    expect_error("GET / HTTP/1.2\r\n\r\n", KEEL_HTTP_PERR_VERSION);
+}
+
+static void limits(void **state)
+{
+    char buf[10000];
+    /* target over max_uri_bytes: 414 even before the line is complete */
+    memset(buf, 'a', sizeof(buf));
+    memcpy(buf, "GET /", 5);
+    buf[2000] = '\0';
+    expect_error(buf, KEEL_HTTP_PERR_URI_TOO_LONG);
+    /* head over max_head_bytes */
+    int n = snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\nX: ");
+    memset(buf + n, 'b', 9000);
+    buf[n + 9000] = '\0';
+    expect_error(buf, KEEL_HTTP_PERR_HEADERS_TOO_LARGE);
+    /* more headers than max_headers */
+    n = snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\n");
+    for (int i = 0; i < 40; i++)
+        n += snprintf(buf + n, sizeof(buf) - (size_t)n, "X-%d: v\r\n", i);
+    snprintf(buf + n, sizeof(buf) - (size_t)n, "\r\n");
+    expect_error(buf, KEEL_HTTP_PERR_HEADERS_TOO_LARGE);
+}
+
+static void response_heads(void **state)
+{
+    const char *s = "HTTP/1.1 418 I'm a teapot\r\nContent-Length: 5\r\n\r\nhello";
+    struct keel_http_header h[32];
+    struct keel_http_response res = { .headers = h };
+    struct keel_http_perror e;
+    size_t head = strlen(s) - 5;
+    for (size_t i = 0; i < head; i++)
+        assert_int_equal(keel_http_parse_response(guarded(s, i), i, &lim, &res, &e), KEEL_AGAIN);
+    assert_int_equal(keel_http_parse_response(guarded(s, strlen(s)), strlen(s), &lim, &res, &e),
+                     (int)head);
+    assert_int_equal(res.status, 418);
+    assert_int_equal(res.reason.len, 12);
+    const char *noreason = "HTTP/1.1 204\r\n\r\n";
+    assert_int_equal(keel_http_parse_response(noreason, strlen(noreason), &lim, &res, &e), 16);
+    assert_int_equal(res.status, 204);
+    assert_int_equal(res.reason.len, 0);
+    const char *bad = "HTTP/1.1 2x0 OK\r\n\r\n";
+    assert_int_equal(keel_http_parse_response(bad, strlen(bad), &lim, &res, &e), KEEL_EINVAL);
+    bad = "ICY 200 OK\r\n\r\n";
+    assert_int_equal(keel_http_parse_response(bad, strlen(bad), &lim, &res, &e), KEEL_EINVAL);
+}
+
+static int analyze(const char *s, struct keel_http_meta *m)
+{
+    struct keel_http_header h[32];
+    struct keel_http_request req = { .headers = h };
+    struct keel_http_perror e;
+    int rc = keel_http_parse_request(s, strlen(s), &lim, &req, &e);
+    assert_true(rc > 0);
+    return keel_http_analyze_request(&req, m, &e);
+}
+
+static void framing(void **state)
+{
+    struct keel_http_meta m;
+    assert_int_equal(analyze("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n", &m), 0);
+    assert_int_equal(m.body, KEEL_HTTP_BODY_LENGTH);
+    assert_int_equal(m.content_length, 12);
+    assert_int_equal(analyze("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", &m), 0);
+    assert_int_equal(analyze("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", &m), 0);
+    assert_int_equal(m.body, KEEL_HTTP_BODY_CHUNKED);
+    assert_int_equal(analyze("GET / HTTP/1.1\r\nHost: a\r\n\r\n", &m), 0);
+    assert_int_equal(m.body, KEEL_HTTP_BODY_NONE);
+    assert_false(m.conn_close);
+    assert_int_equal(analyze("GET / HTTP/1.0\r\n\r\n", &m), 0);
+    assert_true(m.conn_close);
+    assert_int_equal(analyze("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", &m), 0);
+    assert_false(m.conn_close);
+    assert_int_equal(analyze("GET / HTTP/1.1\r\nHost: a\r\nConnection: close, X-Foo\r\nX-Foo: 1\r\nExpect: 100-continue\r\n\r\n", &m), 0);
+    assert_true(m.conn_close);
+    assert_true(m.expect_continue);
+    assert_true(keel_http_hop_marked(&m, 2));
+    assert_false(keel_http_hop_marked(&m, 0));
+    assert_int_equal(analyze("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", &m), 0);
+    assert_true(m.conn_upgrade);
+    assert_int_equal(m.upgrade.len, 9);
+    /* smuggling */
+    assert_int_equal(analyze("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", &m), KEEL_EINVAL);
+    assert_int_equal(analyze("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", &m), KEEL_EINVAL);
+    assert_int_equal(analyze("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\n", &m), KEEL_EINVAL);
+    assert_int_equal(analyze("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n", &m), KEEL_EINVAL);
+    assert_int_equal(analyze("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", &m), KEEL_EINVAL);
+    assert_int_equal(analyze("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", &m), KEEL_EINVAL);
+    assert_int_equal(analyze("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", &m), KEEL_EINVAL);
+    assert_int_equal(analyze("GET / HTTP/1.1\r\n\r\n", &m), KEEL_EINVAL);
+    assert_int_equal(analyze("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", &m), KEEL_EINVAL);
+}
+
+static void response_framing(void **state)
+{
+    struct keel_http_header h[32];
+    struct keel_http_response res = { .headers = h };
+    struct keel_http_meta m;
+    struct keel_http_perror e;
+    const char *s = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
+    keel_http_parse_response(s, strlen(s), &lim, &res, &e);
+    assert_int_equal(keel_http_analyze_response(&res, KEEL_STR("HEAD"), &m, &e), 0);
+    assert_int_equal(m.body, KEEL_HTTP_BODY_NONE);
+    assert_int_equal(keel_http_analyze_response(&res, KEEL_STR("GET"), &m, &e), 0);
+    assert_int_equal(m.body, KEEL_HTTP_BODY_LENGTH);
+    s = "HTTP/1.1 200 OK\r\n\r\n";
+    keel_http_parse_response(s, strlen(s), &lim, &res, &e);
+    assert_int_equal(keel_http_analyze_response(&res, KEEL_STR("GET"), &m, &e), 0);
+    assert_int_equal(m.body, KEEL_HTTP_BODY_EOF);
+    s = "HTTP/1.1 304 Not Modified\r\nContent-Length: 100\r\n\r\n";
+    keel_http_parse_response(s, strlen(s), &lim, &res, &e);
+    assert_int_equal(keel_http_analyze_response(&res, KEEL_STR("GET"), &m, &e), 0);
+    assert_int_equal(m.body, KEEL_HTTP_BODY_NONE);
+}
+
+/* Decode a whole chunked body, fed in pieces of `step` bytes. */
+static int decode_all(const char *in, size_t len, size_t step, char *out, size_t *out_len)
+{
+    struct keel_http_chunked c = { 0 };
+    char buf[4096];
+    size_t have = 0, fed = 0;
+    *out_len = 0;
+    for (;;) {
+        if (have == 0 || fed < len) {
+            size_t n = len - fed < step ? len - fed : step;
+            memcpy(buf + have, in + fed, n);
+            have += n;
+            fed += n;
+        }
+        size_t consumed, off, dlen;
+        int rc = keel_http_chunked_step(&c, guarded(buf, have), have, &consumed, &off, &dlen);
+        if (rc < 0)
+            return rc;
+        if (rc == KEEL_CHUNK_DATA) {
+            memcpy(out + *out_len, buf + off, dlen);
+            *out_len += dlen;
+        }
+        memmove(buf, buf + consumed, have - consumed);
+        have -= consumed;
+        if (rc == KEEL_CHUNK_DONE)
+            return (int)(len - fed + have); /* bytes left after the body */
+        if (rc == KEEL_CHUNK_MORE && fed == len && have == 0)
+            return KEEL_AGAIN;
+    }
+}
+
+static void chunked(void **state)
+{
+    const char *body = "5\r\nhello\r\n7;ext=1\r\n, world\r\nA\r\n0123456789\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+    char out[256];
+    size_t out_len;
+    for (size_t step = 1; step <= strlen(body); step++) {
+        int left = decode_all(body, strlen(body), step, out, &out_len);
+        assert_int_equal(left, 4);
+        assert_int_equal(out_len, 22);
+        assert_memory_equal(out, "hello, world0123456789", 22);
+    }
+    assert_int_equal(decode_all("0\r\n\r\n", 5, 1, out, &out_len), 0);
+    assert_int_equal(decode_all("5\r\nhel", 6, 2, out, &out_len), KEEL_AGAIN);
+    static const char *const bad[] = {
+        "zz\r\nhello\r\n0\r\n\r\n", "5\r\nhelloXX0\r\n\r\n", "\r\n", "-5\r\nhello\r\n",
+        "fffffffffffffffff\r\n", "5\r\nhello\r\n0\r\nX\x01: y\r\n\r\n", "5\rXhello",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (decode_all(bad[i], strlen(bad[i]), 3, out, &out_len) != KEEL_EINVAL)
+            fail_msg("accepted bad chunked body #%zu", i);
+}
+
+static void hop_by_hop(void **state)
+{
+    assert_true(keel_http_is_hop_by_hop(KEEL_STR("Connection")));
+    assert_true(keel_http_is_hop_by_hop(KEEL_STR("keep-alive")));
+    assert_true(keel_http_is_hop_by_hop(KEEL_STR("TE")));
+    assert_true(keel_http_is_hop_by_hop(KEEL_STR("Transfer-Encoding")));
+    assert_true(keel_http_is_hop_by_hop(KEEL_STR("Proxy-Connection")));
+    assert_false(keel_http_is_hop_by_hop(KEEL_STR("Host")));
+    assert_false(keel_http_is_hop_by_hop(KEEL_STR("x-request-id")));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(simple_get),       cmocka_unit_test(bare_lf_and_leading_empty_lines),
+        cmocka_unit_test(empty_header_value), cmocka_unit_test(rejects),
+        cmocka_unit_test(limits),           cmocka_unit_test(response_heads),
+        cmocka_unit_test(framing),          cmocka_unit_test(response_framing),
+        cmocka_unit_test(chunked),          cmocka_unit_test(hop_by_hop),
+    };
+    return cmocka_run_group_tests_name("http/parse", tests, NULL, NULL);
+}

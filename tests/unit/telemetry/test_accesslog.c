@@ -1,0 +1,505 @@
+#include "telemetry/accesslog.h"
+
+#include "al_fixtures.h"
+#include "core/buf.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+/* Compile fmt (TEXT), render r, return the line (without its newline) in a static buffer. */
+static char line[65536];
+
+static const char *render_with(const struct keel_accesslog_format *f, const struct keel_access_record *r)
+{
+    struct keel_buf b = { 0 };
+    keel_accesslog_render(f, r, &b);
+    size_t n = keel_buf_len(&b);
+    assert_true(n > 0 && n < sizeof(line));
+    memcpy(line, keel_buf_rptr(&b), n);
+    line[n] = '\0';
+    keel_buf_release(&b);
+    return line;
+}
+
+static const char *render1(const char *fmt, const struct keel_access_record *r)
+{
+    char err[256];
+    struct keel_accesslog_format *f = keel_accesslog_compile(fmt, KEEL_ACCESSLOG_TEXT, err, sizeof(err));
+    if (f == NULL)
+        fail_msg("compile \"%s\": %s", fmt, err);
+    render_with(f, r);
+    keel_accesslog_format_free(f);
+    size_t n = strlen(line);
+    assert_true(n > 0 && line[n - 1] == '\n');
+    line[n - 1] = '\0';
+    return line;
+}
+
+#define EXPECT(fmt, rec, want) assert_string_equal(render1((fmt), (rec)), (want))
+
+static void teardown_pool(void)
+{
+    keel_buf_pool_drain();
+}
+
+/* ---- the spec's example lines ---- */
+
+static void istio_default_418(void **state)
+{
+    struct keel_access_record r = fx_418();
+    struct keel_accesslog_format *f = keel_accesslog_compile(keel_accesslog_istio_text_format,
+                                                             KEEL_ACCESSLOG_TEXT, NULL, 0);
+    assert_non_null(f);
+    assert_string_equal(render_with(f, &r), fx_line_418);
+    assert_non_null(strstr(line, "\"GET /status/418 HTTP/1.1\" 418"));
+    /* NULL means the same default */
+    keel_accesslog_format_free(f);
+    f = keel_accesslog_compile(NULL, KEEL_ACCESSLOG_TEXT, NULL, 0);
+    assert_string_equal(render_with(f, &r), fx_line_418);
+    keel_accesslog_format_free(f);
+    teardown_pool();
+}
+
+static void istio_default_503_uf(void **state)
+{
+    struct keel_access_record r = fx_503();
+    struct keel_accesslog_format *f = keel_accesslog_compile(keel_accesslog_istio_text_format,
+                                                             KEEL_ACCESSLOG_TEXT, NULL, 0);
+    assert_string_equal(render_with(f, &r), fx_line_503);
+    keel_accesslog_format_free(f);
+    teardown_pool();
+}
+
+static void istio_default_tcp(void **state)
+{
+    struct keel_access_record r = fx_tcp();
+    struct keel_accesslog_format *f = keel_accesslog_compile(keel_accesslog_istio_text_format,
+                                                             KEEL_ACCESSLOG_TEXT, NULL, 0);
+    assert_string_equal(render_with(f, &r), fx_line_tcp);
+    keel_accesslog_format_free(f);
+    teardown_pool();
+}
+
+static void renders_append_and_reuse(void **state)
+{
+    /* several lines into one buffer, as a worker batches them per loop turn */
+    struct keel_access_record r1 = fx_418(), r2 = fx_503(), r3 = fx_tcp();
+    struct keel_accesslog_format *f = keel_accesslog_compile(NULL, KEEL_ACCESSLOG_TEXT, NULL, 0);
+    struct keel_buf b = { 0 };
+    for (int i = 0; i < 100; i++) {
+        keel_accesslog_render(f, &r1, &b);
+        keel_accesslog_render(f, &r2, &b);
+        keel_accesslog_render(f, &r3, &b);
+    }
+    size_t l1 = strlen(fx_line_418), l2 = strlen(fx_line_503), l3 = strlen(fx_line_tcp);
+    assert_int_equal(keel_buf_len(&b), 100 * (l1 + l2 + l3));
+    const char *p = keel_buf_rptr(&b) + 99 * (l1 + l2 + l3);
+    assert_memory_equal(p, fx_line_418, l1);
+    assert_memory_equal(p + l1, fx_line_503, l2);
+    assert_memory_equal(p + l1 + l2, fx_line_tcp, l3);
+    keel_buf_release(&b);
+    keel_accesslog_format_free(f);
+    teardown_pool();
+}
+
+/* ---- operators ---- */
+
+static void every_operator_http(void **state)
+{
+    struct keel_access_record r = fx_418();
+    static const char *const cases[][2] = {
+        { "%START_TIME%", "2024-05-02T10:11:12.345Z" },
+        { "%REQ(:METHOD)%", "GET" },
+        { "%REQ(:PATH)%", "/status/418" },
+        { "%REQ(:AUTHORITY)%", "httpbin:8000" },
+        { "%REQ(:SCHEME)%", "http" },
+        { "%REQ(X-ENVOY-ORIGINAL-PATH)%", "/status/418" },
+        { "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%", "/status/418" },
+        { "%REQ(USER-AGENT)%", "curl/8.5.0" },
+        { "%REQ(accept)%", "*/*" },
+        { "%REQ(X-MISSING)%", "-" },
+        { "%RESP(CONTENT-LENGTH)%", "135" },
+        { "%RESP(:STATUS)%", "418" },
+        { "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%", "2" },
+        { "%TRAILER(GRPC-STATUS)%", "-" },
+        { "%PROTOCOL%", "HTTP/1.1" },
+        { "%UPSTREAM_PROTOCOL%", "HTTP/1.1" },
+        { "%RESPONSE_CODE%", "418" },
+        { "%RESPONSE_CODE_DETAILS%", "via_upstream" },
+        { "%CONNECTION_TERMINATION_DETAILS%", "-" },
+        { "%RESPONSE_FLAGS%", "-" },
+        { "%RESPONSE_FLAGS_LONG%", "-" },
+        { "%BYTES_RECEIVED%", "0" },
+        { "%BYTES_SENT%", "135" },
+        { "%REQUEST_HEADERS_BYTES%", "78" },
+        { "%RESPONSE_HEADERS_BYTES%", "96" },
+        { "%RESPONSE_TRAILERS_BYTES%", "0" },
+        { "%DOWNSTREAM_HEADER_BYTES_RECEIVED%", "78" },
+        { "%DOWNSTREAM_WIRE_BYTES_SENT%", "-" },
+        { "%DURATION%", "3" },
+        { "%REQUEST_DURATION%", "0" },
+        { "%REQUEST_TX_DURATION%", "0" },
+        { "%RESPONSE_DURATION%", "2" },
+        { "%RESPONSE_TX_DURATION%", "1" },
+        { "%UPSTREAM_HOST%", "10.244.1.7:8080" },
+        { "%UPSTREAM_CLUSTER%", "outbound|8000||httpbin.foo.svc.cluster.local" },
+        { "%UPSTREAM_CLUSTER_RAW%", "outbound|8000||httpbin.foo.svc.cluster.local" },
+        { "%UPSTREAM_LOCAL_ADDRESS%", "10.244.2.4:51442" },
+        { "%UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%", "10.244.2.4" },
+        { "%UPSTREAM_LOCAL_PORT%", "51442" },
+        { "%UPSTREAM_REMOTE_ADDRESS%", "10.244.1.7:8080" },
+        { "%UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%", "10.244.1.7" },
+        { "%UPSTREAM_REMOTE_PORT%", "8080" },
+        { "%DOWNSTREAM_LOCAL_ADDRESS%", "10.96.12.34:8000" },
+        { "%DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%", "10.96.12.34" },
+        { "%DOWNSTREAM_LOCAL_PORT%", "8000" },
+        { "%DOWNSTREAM_REMOTE_ADDRESS%", "10.244.2.4:40122" },
+        { "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%", "10.244.2.4" },
+        { "%DOWNSTREAM_REMOTE_PORT%", "40122" },
+        { "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%", "10.244.2.4:40122" },
+        { "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT%", "10.244.2.4" },
+        { "%DOWNSTREAM_DIRECT_REMOTE_PORT%", "40122" },
+        { "%ROUTE_NAME%", "default" },
+        { "%CONNECTION_ID%", "17" },
+        { "%UPSTREAM_REQUEST_ATTEMPT_COUNT%", "1" },
+        { "%UPSTREAM_TRANSPORT_FAILURE_REASON%", "-" },
+        { "%REQUESTED_SERVER_NAME%", "-" },
+        { "%DOWNSTREAM_TLS_VERSION%", "-" },
+        { "%DOWNSTREAM_PEER_URI_SAN%", "-" },
+        { "%UPSTREAM_TLS_VERSION%", "-" },
+        { "%DYNAMIC_METADATA(istio.mixer:status)%", "-" },
+        { "%FILTER_STATE(foo:PLAIN)%", "-" },
+        { "%GRPC_STATUS%", "-" },
+        { "%VIRTUAL_CLUSTER_NAME%", "-" },
+        { "%ENVIRONMENT(KEEL_TEST_SURELY_UNSET_VAR)%", "-" },
+        { "", "" },
+        { "plain text", "plain text" },
+        { "100%% done", "100% done" },
+        { "%%%RESPONSE_CODE%%%", "%418%" },
+        { "a%BYTES_SENT%b%DURATION%c", "a135b3c" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *got = render1(cases[i][0], &r);
+        if (strcmp(got, cases[i][1]) != 0)
+            fail_msg("format \"%s\": got \"%s\", want \"%s\"", cases[i][0], got, cases[i][1]);
+    }
+    teardown_pool();
+}
+
+static void every_operator_tcp(void **state)
+{
+    struct keel_access_record r = fx_tcp();
+    static const char *const cases[][2] = {
+        { "%START_TIME%", "2024-05-02T10:11:14.100Z" },
+        { "%REQ(:METHOD)%", "-" },
+        { "%REQ(X-REQUEST-ID)%", "-" },
+        { "%RESP(:STATUS)%", "-" },
+        { "%PROTOCOL%", "-" },
+        { "%UPSTREAM_PROTOCOL%", "-" },
+        { "%RESPONSE_CODE%", "0" },
+        { "%RESPONSE_CODE_DETAILS%", "-" },
+        { "%RESPONSE_FLAGS%", "-" },
+        { "%BYTES_RECEIVED%", "412" },
+        { "%BYTES_SENT%", "2094" },
+        { "%REQUEST_HEADERS_BYTES%", "0" },
+        { "%RESPONSE_HEADERS_BYTES%", "0" },
+        { "%DURATION%", "10012" },
+        { "%REQUEST_DURATION%", "-" },
+        { "%RESPONSE_TX_DURATION%", "-" },
+        { "%UPSTREAM_HOST%", "10.244.3.3:3306" },
+        { "%UPSTREAM_CLUSTER_RAW%", "outbound|3306||mysql.db.svc.cluster.local" },
+        { "%DOWNSTREAM_REMOTE_PORT%", "55000" },
+        { "%ROUTE_NAME%", "-" },
+        { "%CONNECTION_ID%", "99" },
+        { "%UPSTREAM_REQUEST_ATTEMPT_COUNT%", "1" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *got = render1(cases[i][0], &r);
+        if (strcmp(got, cases[i][1]) != 0)
+            fail_msg("format \"%s\": got \"%s\", want \"%s\"", cases[i][0], got, cases[i][1]);
+    }
+    r.flags = KEEL_RF_UF | KEEL_RF_URX;
+    EXPECT("%RESPONSE_FLAGS% %RESPONSE_FLAGS_LONG%", &r, "UF,URX UpstreamConnectionFailure,UpstreamRetryLimitExceeded");
+    teardown_pool();
+}
+
+static void unset_durations_and_empty_fields(void **state)
+{
+    struct keel_access_record r = fx_503();
+    EXPECT("%REQUEST_DURATION% %REQUEST_TX_DURATION% %RESPONSE_DURATION% %RESPONSE_TX_DURATION%", &r,
+           "0 - - -");
+    EXPECT("%UPSTREAM_LOCAL_ADDRESS% %UPSTREAM_LOCAL_PORT% %UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%", &r, "- - -");
+    EXPECT("%RESP(:STATUS)% %RESPONSE_FLAGS% %RESPONSE_FLAGS_LONG%", &r, "503 UF UpstreamConnectionFailure");
+    r.status = 0;
+    r.flags = KEEL_RF_DC;
+    EXPECT("%RESPONSE_CODE% %RESP(:STATUS)% %RESPONSE_FLAGS%", &r, "0 - DC");
+    r.flags = KEEL_RF_UT | KEEL_RF_URX | KEEL_RF_UF;
+    EXPECT("%RESPONSE_FLAGS%", &r, "UT,UF,URX");
+    r.duration_us = 999;
+    EXPECT("%DURATION%", &r, "0");
+    r.duration_us = 123456789;
+    EXPECT("%DURATION%", &r, "123456");
+    teardown_pool();
+}
+
+static void header_lookup_and_fallback(void **state)
+{
+    struct keel_access_record r = fx_418();
+    static const struct keel_http_header h[] = {
+        { S("X-Forwarded-For"), S("1.2.3.4") },
+        { S("x-dup"), S("first") },
+        { S("X-DUP"), S("second") },
+        { S("x-empty"), S("") },
+    };
+    r.req_headers = h;
+    r.n_req_headers = 4;
+    /* case-insensitive both ways */
+    EXPECT("%REQ(x-forwarded-for)% %REQ(X-FORWARDED-FOR)% %REQ(X-Forwarded-For)%", &r, "1.2.3.4 1.2.3.4 1.2.3.4");
+    EXPECT("%REQ(:method)% %REQ(:Path)%", &r, "GET /status/418");
+    /* first of duplicates */
+    EXPECT("%REQ(X-DUP)%", &r, "first");
+    /* ? fallback: first present wins; missing or empty falls through */
+    EXPECT("%REQ(X-MISSING?X-FORWARDED-FOR)%", &r, "1.2.3.4");
+    EXPECT("%REQ(X-DUP?X-FORWARDED-FOR)%", &r, "first");
+    EXPECT("%REQ(X-MISSING?X-ALSO-MISSING)%", &r, "-");
+    EXPECT("%REQ(X-EMPTY?:AUTHORITY)%", &r, "httpbin:8000");
+    EXPECT("%REQ(X-EMPTY)%", &r, "-");
+    EXPECT("%RESP(X-MISSING?content-length)%", &r, "135");
+    /* x-envoy-original-path wins over :path when the client sent one */
+    static const struct keel_http_header h2[] = { { S("X-Envoy-Original-Path"), S("/before/rewrite") } };
+    r.req_headers = h2;
+    r.n_req_headers = 1;
+    EXPECT("%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %REQ(X-ENVOY-ORIGINAL-PATH)%", &r, "/before/rewrite /before/rewrite");
+    /* x-request-id falls back to the record's request id (added by the proxy) */
+    EXPECT("%REQ(X-REQUEST-ID)%", &r, "6f3c1a52-0e9d-9b4a-8f0e-3c0d2f1b7a11");
+    r.request_id = (struct keel_str){ NULL, 0 };
+    EXPECT("%REQ(X-REQUEST-ID)%", &r, "-");
+    teardown_pool();
+}
+
+static void truncation(void **state)
+{
+    struct keel_access_record r = fx_418();
+    EXPECT("%REQ(USER-AGENT):4%", &r, "curl");
+    EXPECT("%REQ(USER-AGENT):100%", &r, "curl/8.5.0");
+    EXPECT("%REQ(X-MISSING?USER-AGENT):2%", &r, "cu");
+    EXPECT("%REQ(X-MISSING):1%", &r, "-");
+    EXPECT("%RESPONSE_CODE:2%", &r, "41");
+    EXPECT("%START_TIME:10%", &r, "2024-05-02");
+    EXPECT("%START_TIME(%s):3%", &r, "171");
+    EXPECT("%UPSTREAM_CLUSTER:8%|", &r, "outbound|");
+    EXPECT("[%PROTOCOL:0%]", &r, "[-]");
+    teardown_pool();
+}
+
+static void start_time_formats(void **state)
+{
+    struct keel_access_record r = fx_418(); /* 10:11:12.345678 */
+    EXPECT("%START_TIME(%s.%3f)%", &r, "1714644672.345");
+    EXPECT("%START_TIME(%s)%", &r, "1714644672");
+    EXPECT("%START_TIME(%Y/%m/%d %H:%M:%S)%", &r, "2024/05/02 10:11:12");
+    EXPECT("%START_TIME(%f)%", &r, "345678000");
+    EXPECT("%START_TIME(%9f)%", &r, "345678000");
+    EXPECT("%START_TIME(%6f)%", &r, "345678");
+    EXPECT("%START_TIME(%3f)%", &r, "345");
+    EXPECT("%START_TIME(%1f)%", &r, "3");
+    EXPECT("%START_TIME(%H:%M:%S.%3fZ on %a)%", &r, "10:11:12.345Z on Thu");
+    EXPECT("%START_TIME(%%f %%s)%", &r, "%f %s");
+    EXPECT("%START_TIME(%Y-%m-%dT%H:%M:%S%z)%", &r, "2024-05-02T10:11:12+0000");
+    EXPECT("%START_TIME()%", &r, "2024-05-02T10:11:12.345Z");
+    /* the cached second: successive renders in and across seconds */
+    struct keel_accesslog_format *f = keel_accesslog_compile("%START_TIME%", KEEL_ACCESSLOG_TEXT, NULL, 0);
+    r.start_us = fx_epoch_us(12, 999999);
+    assert_string_equal(render_with(f, &r), "2024-05-02T10:11:12.999Z\n");
+    r.start_us = fx_epoch_us(13, 0);
+    assert_string_equal(render_with(f, &r), "2024-05-02T10:11:13.000Z\n");
+    r.start_us = fx_epoch_us(12, 7000);
+    assert_string_equal(render_with(f, &r), "2024-05-02T10:11:12.007Z\n");
+    r.start_us = 0;
+    assert_string_equal(render_with(f, &r), "1970-01-01T00:00:00.000Z\n");
+    r.start_us = -1000;
+    assert_string_equal(render_with(f, &r), "1969-12-31T23:59:59.999Z\n");
+    keel_accesslog_format_free(f);
+    teardown_pool();
+}
+
+static void hostname_and_environment(void **state)
+{
+    struct keel_access_record r = fx_418();
+    char host[256];
+    assert_int_equal(gethostname(host, sizeof(host)), 0);
+    host[sizeof(host) - 1] = '\0';
+    EXPECT("%HOSTNAME%", &r, host[0] ? host : "-");
+    setenv("KEEL_TEST_AL_ENV", "pod-7", 1);
+    struct keel_accesslog_format *f = keel_accesslog_compile("%ENVIRONMENT(KEEL_TEST_AL_ENV)% %ENVIRONMENT(KEEL_TEST_AL_ENV):3%",
+                                                             KEEL_ACCESSLOG_TEXT, NULL, 0);
+    /* resolved at compile: later changes do not show */
+    setenv("KEEL_TEST_AL_ENV", "changed", 1);
+    assert_string_equal(render_with(f, &r), "pod-7 pod\n");
+    keel_accesslog_format_free(f);
+    unsetenv("KEEL_TEST_AL_ENV");
+    teardown_pool();
+}
+
+static void ipv6_addresses(void **state)
+{
+    struct keel_access_record r = fx_418();
+    r.downstream_remote = S("[2001:db8::7]:40122");
+    r.downstream_local = S("[::1]");
+    r.upstream_host = S("unix-socket");
+    EXPECT("%DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %DOWNSTREAM_REMOTE_PORT%", &r,
+           "[2001:db8::7]:40122 2001:db8::7 40122");
+    EXPECT("%DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% %DOWNSTREAM_LOCAL_PORT%", &r, "[::1] -");
+    EXPECT("%UPSTREAM_HOST% %UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %UPSTREAM_REMOTE_PORT%", &r,
+           "unix-socket unix-socket -");
+    teardown_pool();
+}
+
+static void newline_appended_once(void **state)
+{
+    struct keel_access_record r = fx_418();
+    char err[128];
+    struct keel_accesslog_format *f = keel_accesslog_compile("%RESPONSE_CODE%", KEEL_ACCESSLOG_TEXT, err, sizeof(err));
+    assert_string_equal(render_with(f, &r), "418\n");
+    keel_accesslog_format_free(f);
+    f = keel_accesslog_compile("%RESPONSE_CODE%\n", KEEL_ACCESSLOG_TEXT, err, sizeof(err));
+    assert_string_equal(render_with(f, &r), "418\n");
+    keel_accesslog_format_free(f);
+    f = keel_accesslog_compile("a\nb", KEEL_ACCESSLOG_TEXT, err, sizeof(err));
+    assert_string_equal(render_with(f, &r), "a\nb\n");
+    keel_accesslog_format_free(f);
+    teardown_pool();
+}
+
+/* ---- escaping ---- */
+
+static void assert_no_raw_controls(const char *s)
+{
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c < 0x20 || c == 0x7f) && !(c == '\n' && i == n - 1))
+            fail_msg("raw control byte 0x%02x at %zu in \"%s\"", c, i, s);
+    }
+}
+
+static void control_chars_escaped(void **state)
+{
+    struct keel_access_record r = fx_418();
+    static const char path[] = "/a\x01" "b\nc\r\x7f\x1b[31m";
+    static const char ua[] = "evil\n[2024-01-01T00:00:00.000Z] \"GET /forged\"\t\x00x";
+    static const struct keel_http_header h[] = {
+        { S("User-Agent"), { ua, sizeof(ua) - 1 } },
+        { S("X-Quote"), S("say \"hi\" \\ back") },
+        { S("X-Utf8"), S("caf\xc3\xa9 \xff") },
+    };
+    r.path = (struct keel_str){ path, sizeof(path) - 1 };
+    r.req_headers = h;
+    r.n_req_headers = 3;
+    struct keel_accesslog_format *f = keel_accesslog_compile(NULL, KEEL_ACCESSLOG_TEXT, NULL, 0);
+    render_with(f, &r);
+    assert_no_raw_controls(line);
+    assert_non_null(strstr(line, "\"GET /a\\x01b\\x0ac\\x0d\\x7f\\x1b[31m HTTP/1.1\" 418"));
+    assert_non_null(strstr(line, "\"evil\\x0a[2024-01-01T00:00:00.000Z] \"GET /forged\"\\x09\\x00x\""));
+    /* exactly one line */
+    assert_ptr_equal(strchr(line, '\n'), line + strlen(line) - 1);
+    keel_accesslog_format_free(f);
+    /* everything else is kept as Envoy writes it */
+    EXPECT("%REQ(X-QUOTE)%|%REQ(X-UTF8)%", &r, "say \"hi\" \\ back|caf\xc3\xa9 \xff");
+    /* truncation counts raw bytes, before escaping */
+    EXPECT("%REQ(:PATH):4%", &r, "/a\\x01b");
+    /* method and authority are request bytes too */
+    r.method = S("G\x01T");
+    r.authority = S("h\nst");
+    EXPECT("%REQ(:METHOD)% %REQ(:AUTHORITY)%", &r, "G\\x01T h\\x0ast");
+    teardown_pool();
+}
+
+/* ---- compile errors ---- */
+
+static void expect_error(const char *fmt, const char *want1, const char *want2)
+{
+    char err[256];
+    struct keel_accesslog_format *f = keel_accesslog_compile(fmt, KEEL_ACCESSLOG_TEXT, err, sizeof(err));
+    if (f != NULL)
+        fail_msg("format \"%s\" compiled, expected an error", fmt);
+    if (strstr(err, want1) == NULL || (want2 != NULL && strstr(err, want2) == NULL))
+        fail_msg("format \"%s\": error \"%s\" lacks \"%s\"/\"%s\"", fmt, err, want1, want2 ? want2 : "");
+}
+
+static void compile_errors(void **state)
+{
+    expect_error("abc %FOO% x", "column 5", "unknown operator FOO");
+    expect_error("%RESPONSE_CODE% %BYTES_SENT% %DURATON%", "column 30", "DURATON");
+    expect_error("x %", "column 3", "%%");
+    expect_error("x % y", "column 3", "operator name");
+    expect_error("%RESPONSE_CODE", "column 1", "not closed");
+    expect_error("%REQ(USER-AGENT%", "column 5", "unterminated");
+    expect_error("%REQ(USER-AGENT):%", "column 17", "length");
+    expect_error("%REQ(USER-AGENT):99999999999%", "column 17", "too large");
+    expect_error("%REQ%", "column 1", "needs an argument");
+    expect_error("%REQ()%", "column 1", "needs an argument");
+    expect_error("%ENVIRONMENT%", "column 1", "needs an argument");
+    expect_error("%DURATION(x)%", "column 1", "takes no argument");
+    expect_error("%REQ(A?B?C)%", "column 1", "invalid character");
+    expect_error("%REQ(?B)%", "column 1", "empty header name");
+    expect_error("%REQ(a b)%", "column 1", "invalid character");
+    expect_error("%start_time%", "column 1", "operator name");
+    /* err may be NULL */
+    assert_null(keel_accesslog_compile("%NOPE%", KEEL_ACCESSLOG_TEXT, NULL, 0));
+    /* tiny err buffers are still terminated */
+    char tiny[8];
+    assert_null(keel_accesslog_compile("%NOPE%", KEEL_ACCESSLOG_TEXT, tiny, sizeof(tiny)));
+    assert_true(strlen(tiny) < sizeof(tiny));
+}
+
+static void big_values_grow_the_buffer(void **state)
+{
+    struct keel_access_record r = fx_418();
+    static char big[200000];
+    memset(big, 'a', sizeof(big));
+    for (size_t i = 0; i < sizeof(big); i += 1000)
+        big[i] = '\n';
+    struct keel_http_header h[] = { { S("User-Agent"), { big, sizeof(big) } } };
+    r.req_headers = h;
+    r.n_req_headers = 1;
+    struct keel_accesslog_format *f = keel_accesslog_compile("%REQ(USER-AGENT)%", KEEL_ACCESSLOG_TEXT, NULL, 0);
+    struct keel_buf b = { 0 };
+    keel_buf_append(&b, "prefix", 6);
+    keel_accesslog_render(f, &r, &b);
+    assert_int_equal(keel_buf_len(&b), 6 + sizeof(big) + 3 * (sizeof(big) / 1000) + 1);
+    assert_memory_equal(keel_buf_rptr(&b), "prefix\\x0aaaa", 13);
+    keel_buf_release(&b);
+    keel_accesslog_format_free(f);
+    teardown_pool();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(istio_default_418),
+        cmocka_unit_test(istio_default_503_uf),
+        cmocka_unit_test(istio_default_tcp),
+        cmocka_unit_test(renders_append_and_reuse),
+        cmocka_unit_test(every_operator_http),
+        cmocka_unit_test(every_operator_tcp),
+        cmocka_unit_test(unset_durations_and_empty_fields),
+        cmocka_unit_test(header_lookup_and_fallback),
+        cmocka_unit_test(truncation),
+        cmocka_unit_test(start_time_formats),
+        cmocka_unit_test(hostname_and_environment),
+        cmocka_unit_test(ipv6_addresses),
+        cmocka_unit_test(newline_appended_once),
+        cmocka_unit_test(control_chars_escaped),
+        cmocka_unit_test(compile_errors),
+        cmocka_unit_test(big_values_grow_the_buffer),
+    };
+    return cmocka_run_group_tests_name("telemetry/accesslog", tests, NULL, NULL);
+}
