@@ -16,7 +16,9 @@ static const char usage_text[] =
     "  --inbound ADDR              inbound listener, in front of the app (127.0.0.1:15006; off)\n"
     "  --upstream ADDR             the local app that inbound requests go to\n"
     "  --outbound ADDR             outbound listener, the app's HTTP proxy (127.0.0.1:15001; off)\n"
-    "  --route HOST[:PORT]=ADDR    outbound destination (repeatable); no match: 404 NR\n"
+    "  --route HOST[:PORT]=ADDR    outbound destination (repeatable), checked before the registry\n"
+    "  --config-dir DIR            Istio YAML resources, watched and reloaded (./keel.d if present)\n"
+    "  --workload NAME.NAMESPACE   the WorkloadEntry this sidecar runs for\n"
     "  --tcp-route LISTEN=ADDR     proxy a TCP port as bytes (repeatable)\n"
     "  --admin ADDR                admin listener (127.0.0.1:15000)\n"
     "  --concurrency N             worker threads (default: CPUs this process may use)\n"
@@ -38,6 +40,7 @@ enum {
     OPT_CONCURRENCY, OPT_ACCESS_LOG, OPT_ACCESS_LOG_FORMAT, OPT_ACCESS_LOG_ENCODING,
     OPT_HEADERS_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_CONNECT_TIMEOUT, OPT_UPSTREAM_TIMEOUT,
     OPT_DRAIN_TIMEOUT, OPT_MAX_HEADERS_KB, OPT_MAX_HEADERS, OPT_MAX_URI, OPT_LOG_LEVEL,
+    OPT_CONFIG_DIR, OPT_WORKLOAD,
 };
 
 static const struct option options[] = {
@@ -60,6 +63,8 @@ static const struct option options[] = {
     { "max-headers", required_argument, NULL, OPT_MAX_HEADERS },
     { "max-uri-bytes", required_argument, NULL, OPT_MAX_URI },
     { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+    { "config-dir", required_argument, NULL, OPT_CONFIG_DIR },
+    { "workload", required_argument, NULL, OPT_WORKLOAD },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -91,6 +96,8 @@ int keel_cmd_proxy(int argc, char **argv)
         case OPT_UPSTREAM: o.upstream = optarg; break;
         case OPT_OUTBOUND: o.outbound = optarg; break;
         case OPT_ADMIN: o.admin = optarg; break;
+        case OPT_CONFIG_DIR: o.config_dir = optarg; break;
+        case OPT_WORKLOAD: o.workload = optarg; break;
         case OPT_ROUTE:
             if (keel_proxy_route_parse(optarg, &o.routes[o.n_routes]) < 0) {
                 fprintf(stderr, "keel proxy: --route '%s': want HOST[:PORT]=ADDR\n", optarg);

@@ -131,6 +131,17 @@ void admin_stats_prometheus(struct server *srv, struct keel_buf *out)
                          "keel_access_log_lines_total{result=\"dropped\"} %llu\n",
                     (unsigned long long)written, (unsigned long long)dropped);
     metric(out, "keel_workers", "gauge", "Worker threads.", (uint64_t)srv->n_workers);
+    metric(out, "keel_upstream_rq_no_endpoint_total", "counter",
+           "Requests for a registry service that has no endpoints (503 UH).",
+           SUM(upstream_rq_no_endpoint));
+    keel_buf_printf(out, "# HELP keel_config_reloads_total Config reloads, by outcome; a failed "
+                         "one keeps the running config.\n# TYPE keel_config_reloads_total counter\n"
+                         "keel_config_reloads_total{result=\"success\"} %llu\n"
+                         "keel_config_reloads_total{result=\"failure\"} %llu\n",
+                    (unsigned long long)keel_config_reload_successes(),
+                    (unsigned long long)keel_config_reload_failures());
+    metric(out, "keel_config_generation", "gauge", "Generation number of the running config.",
+           srv->gen != NULL && srv->gen->cfg != NULL ? srv->gen->cfg->generation : 0);
 }
 
 static void json_str(struct keel_buf *out, const char *s)
@@ -190,7 +201,14 @@ void admin_config_dump(struct server *srv, struct keel_buf *out)
         json_str(out, i > srv->opt->n_routes ? "tcp" : "http");
         keel_buf_append_str(out, "}");
     }
-    keel_buf_printf(out, "],\"concurrency\":%d}\n", srv->n_workers);
+    keel_buf_printf(out, "],\"concurrency\":%d", srv->n_workers);
+    if (srv->gen != NULL && srv->gen->cfg != NULL) {
+        keel_buf_append_str(out, ",\"registry\":");
+        keel_config_dump_json(srv->gen->cfg, out);
+        while (keel_buf_len(out) > 0 && keel_buf_rptr(out)[keel_buf_len(out) - 1] == '\n')
+            out->wpos--;
+    }
+    keel_buf_append_str(out, "}\n");
 }
 
 static void respond(struct admin_conn *c, int status, const char *ctype, struct keel_buf *body)

@@ -36,6 +36,8 @@ struct keel_proxy_options {
     const char *outbound;          /* NULL: 127.0.0.1:15001; "off": none */
     const char *admin;             /* NULL: 127.0.0.1:15000 */
     const char *upstream;          /* the local app, target of inbound */
+    const char *config_dir;        /* NULL: ./keel.d when it exists */
+    const char *workload;          /* NAME.NAMESPACE: who this sidecar is */
     struct keel_proxy_route *routes;
     size_t n_routes;
     struct keel_proxy_tcp_route *tcp_routes;

@@ -6,6 +6,7 @@
 
 #include "core/buf.h"
 #include "core/loop.h"
+#include "config/config.h"
 #include "core/sink.h"
 #include "http/http.h"
 #include "proxy/proxy.h"
@@ -41,6 +42,7 @@ struct listener_spec {
     X(upstream_cx_connect_fail, "Upstream connection failures")               \
     X(upstream_rq_timeout, "Upstream requests timed out")                     \
     X(upstream_rq_retry, "Requests retried after a stale pooled connection")  \
+    X(upstream_rq_no_endpoint, "Requests for a service without endpoints")     \
     X(tcp_cx_total, "TCP proxy connections")                                  \
     X(tcp_bytes_received, "TCP proxy bytes from downstream")                  \
     X(tcp_bytes_sent, "TCP proxy bytes to downstream")
@@ -66,12 +68,38 @@ struct server;
 struct session;
 struct upconn;
 
-/* Idle upstream connections to one target, per worker. */
+/* The upstream targets of one service port of the registry. */
+struct gen_port {
+    const struct keel_registry_port *rp;
+    struct keel_proxy_target *targets;
+    size_t n_targets;
+};
+
+/* One config generation as the proxy uses it (gen.c). Immutable once published. */
+struct proxy_gen {
+    atomic_long refs;
+    struct keel_config *cfg;                    /* NULL: no config dir */
+    const struct keel_registry_workload *self;  /* --workload, when found */
+    size_t *port_base;                          /* per service: index of its first port */
+    struct gen_port *ports;
+};
+
+/* A worker's handle on a generation: users = requests in flight that started on it. */
+struct worker_gen {
+    struct proxy_gen *g;
+    uint32_t users;
+    struct worker_gen *next;
+};
+
+/* Idle upstream connections to one address, per worker. */
 struct pool {
-    const struct keel_proxy_target *target;
+    struct keel_addr addr;
     struct upconn *idle;    /* LIFO: the most recently used is the most likely alive */
     size_t n_idle;
+    struct pool *next;      /* hash chain */
 };
+
+#define POOL_BUCKETS 256
 
 struct worker_listener {
     struct keel_io io;
@@ -87,7 +115,10 @@ struct worker {
     struct keel_io wake;           /* eventfd: the main thread asks us to drain */
     struct worker_listener *listeners;
     size_t n_listeners;
-    struct pool *pools;            /* one per server target */
+    struct pool *pools[POOL_BUCKETS]; /* by upstream address */
+    struct worker_gen *cur;        /* the generation new requests start on */
+    struct worker_gen *retired;    /* older ones with requests still in flight */
+    uint32_t rr;                   /* round-robin position over endpoints */
     struct session *sessions;      /* open sessions, for drain */
     struct session *free_sessions; /* recycled structs */
     struct upconn *free_upconns;
@@ -118,7 +149,20 @@ struct server {
     atomic_bool quit;              /* drain requested (signal or /quitquitquit) */
     int quit_efd;                  /* wakes the main loop on /quitquitquit */
     int done_efd;                  /* each worker adds 1 when its loop has ended */
+    pthread_mutex_t gen_lock;      /* guards gen while a worker takes a ref */
+    struct proxy_gen *gen;         /* the current generation (main thread writes) */
 };
+
+/* gen.c */
+struct proxy_gen *gen_new(struct server *srv, struct keel_config *cfg);
+void gen_ref(struct proxy_gen *g);
+void gen_unref(struct proxy_gen *g);
+void gen_publish(struct server *srv, struct proxy_gen *g);
+const struct gen_port *gen_port_of(const struct proxy_gen *g, const struct keel_registry_port *rp);
+void worker_gen_switch(struct worker *w);
+struct worker_gen *worker_gen_acquire(struct worker *w);
+void worker_gen_release(struct worker *w, struct worker_gen *wg);
+void worker_gen_fini(struct worker *w);
 
 /* worker.c */
 int worker_init(struct worker *w, struct server *srv, int index);
@@ -141,8 +185,8 @@ void session_upstream_connected(struct session *s);
 void session_upstream_failed(struct session *s, int err);
 
 /* upstream.c */
-struct upconn *upconn_acquire(struct worker *w, int target_index, struct session *s,
-                              bool fresh, int *err);
+struct upconn *upconn_acquire(struct worker *w, const struct keel_proxy_target *t,
+                              struct session *s, bool fresh, int *err);
 void upconn_release(struct upconn *u, bool reusable);
 void upconn_pool_close_all(struct worker *w);
 void upconn_free_recycled(struct worker *w);

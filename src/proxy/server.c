@@ -15,7 +15,10 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#define DEFAULT_CONFIG_DIR "./keel.d"
 
 void keel_proxy_options_defaults(struct keel_proxy_options *o)
 {
@@ -96,9 +99,53 @@ static int add_listener(struct server *srv, enum listener_kind kind, const char 
     return 0;
 }
 
+static void print_diags(const struct keel_diag *d, bool as_errors)
+{
+    for (size_t i = 0; i < d->n; i++) {
+        if (as_errors)
+            keel_log_error("%s", d->msgs[i]);
+        else
+            keel_log_warn("%s", d->msgs[i]);
+    }
+}
+
+/* The config dir to watch: --config-dir, else ./keel.d when it exists, else none. */
+static const char *config_dir(const struct keel_proxy_options *o)
+{
+    struct stat st;
+    if (o->config_dir != NULL)
+        return o->config_dir;
+    return stat(DEFAULT_CONFIG_DIR, &st) == 0 && S_ISDIR(st.st_mode) ? DEFAULT_CONFIG_DIR : NULL;
+}
+
+/* First load: an invalid config stops startup (there is no older one to keep). */
+static int load_initial_config(struct server *srv)
+{
+    const char *dir = config_dir(srv->opt);
+    struct keel_config *cfg = NULL;
+    if (dir != NULL) {
+        struct keel_diag d;
+        keel_diag_init(&d);
+        cfg = keel_config_load_paths(&dir, 1, &d);
+        print_diags(&d, cfg == NULL);
+        keel_diag_fini(&d);
+        if (cfg == NULL) {
+            keel_log_error("config %s is invalid: not starting", dir);
+            return -1;
+        }
+        keel_log_info("config %s: generation %llu loaded", dir,
+                      (unsigned long long)cfg->generation);
+    }
+    srv->gen = gen_new(srv, cfg);
+    return 0;
+}
+
 static int build(struct server *srv, const struct keel_proxy_options *o)
 {
     srv->opt = o;
+    pthread_mutex_init(&srv->gen_lock, NULL);
+    if (load_initial_config(srv) < 0)
+        return -1;
     size_t max_headers = o->max_headers < KEEL_HTTP_MAX_HEADERS ? o->max_headers
                                                                  : KEEL_HTTP_MAX_HEADERS;
     srv->limits = (struct keel_http_limits){ o->max_request_headers_kb * 1024, o->max_uri_bytes,
@@ -142,19 +189,30 @@ static int build(struct server *srv, const struct keel_proxy_options *o)
         keel_log_error("bad --admin address");
         return -1;
     }
-    if (o->access_log != NULL && *o->access_log) {
+    /* the access log: flags win; else the mesh config's accessLogFile (seed 001) */
+    const char *path = o->access_log, *fmt = o->access_log_format;
+    enum keel_accesslog_encoding enc = o->access_log_encoding;
+    const struct keel_config *cfg = srv->gen->cfg;
+    if (path == NULL && cfg != NULL && cfg->mesh.access_log_file != NULL &&
+        *cfg->mesh.access_log_file) {
+        path = cfg->mesh.access_log_file;
+        enc = cfg->mesh.access_log_encoding == KEEL_CONFIG_LOG_JSON ? KEEL_ACCESSLOG_JSON
+                                                                    : KEEL_ACCESSLOG_TEXT;
+        fmt = cfg->mesh.access_log_format && *cfg->mesh.access_log_format
+                  ? cfg->mesh.access_log_format : NULL;
+    }
+    if (path != NULL && *path) {
         char err[256];
-        const char *fmt = o->access_log_format;
-        if (fmt == NULL && o->access_log_encoding == KEEL_ACCESSLOG_TEXT)
+        if (fmt == NULL && enc == KEEL_ACCESSLOG_TEXT)
             fmt = keel_accesslog_istio_text_format;
-        srv->log_format = keel_accesslog_compile(fmt, o->access_log_encoding, err, sizeof(err));
+        srv->log_format = keel_accesslog_compile(fmt, enc, err, sizeof(err));
         if (srv->log_format == NULL) {
-            keel_log_error("--access-log-format: %s", err);
+            keel_log_error("access log format: %s", err);
             return -1;
         }
-        srv->log_sink = keel_sink_open(o->access_log, 4 << 20, err, sizeof(err));
+        srv->log_sink = keel_sink_open(path, 4 << 20, err, sizeof(err));
         if (srv->log_sink == NULL) {
-            keel_log_error("--access-log %s: %s", o->access_log, err);
+            keel_log_error("access log %s: %s", path, err);
             return -1;
         }
     }
@@ -177,6 +235,9 @@ struct control {
     struct keel_io sig;
     struct keel_io quit;     /* eventfd: /quitquitquit */
     struct keel_io done;     /* eventfd: a worker finished */
+    struct keel_io watch;    /* inotify on the config dir */
+    struct keel_config_watch *watcher;
+    const char *dir;
     struct keel_timer deadline;
     int workers_done;
     bool draining;
@@ -218,6 +279,35 @@ static void on_done(struct keel_io *io, uint32_t events)
         c->workers_done += (int)v;
     if (c->workers_done >= c->srv->n_workers)
         keel_loop_stop(c->loop);
+}
+
+/* The config dir changed: build the next generation beside the running one and publish
+ * it; an invalid one is logged with positions and counted, and the old one keeps serving. */
+static void on_config_change(struct keel_io *io, uint32_t events)
+{
+    struct control *c = (struct control *)((char *)io - offsetof(struct control, watch));
+    if (!keel_config_watch_changed(c->watcher) || c->draining)
+        return;
+    struct server *srv = c->srv;
+    struct keel_config *old = srv->gen->cfg;
+    struct keel_diag d;
+    keel_diag_init(&d);
+    struct keel_config *cfg = keel_config_reload(old, &c->dir, 1, &d);
+    if (cfg == NULL) {
+        print_diags(&d, true);
+        keel_log_error("config reload failed: still serving generation %llu",
+                       (unsigned long long)(old ? old->generation : 0));
+    } else if (cfg == old) {
+        keel_config_unref(cfg);
+    } else {
+        print_diags(&d, false);
+        gen_publish(srv, gen_new(srv, cfg));
+        for (int i = 0; i < srv->n_workers; i++)
+            worker_wake(&srv->workers[i]);
+        keel_log_info("config %s: generation %llu is live", c->dir,
+                      (unsigned long long)cfg->generation);
+    }
+    keel_diag_fini(&d);
 }
 
 static void on_deadline(struct keel_timer *t)
@@ -266,6 +356,17 @@ int keel_proxy_run(const struct keel_proxy_options *o)
     keel_loop_add_in(c.loop, &c.done);
     if (admin_start(&srv, c.loop) < 0)
         goto out_workers;
+    c.dir = config_dir(o);
+    if (c.dir != NULL) {
+        c.watcher = keel_config_watch_new(c.dir);
+        if (c.watcher != NULL) {
+            c.watch.fd = keel_config_watch_fd(c.watcher);
+            c.watch.cb = on_config_change;
+            keel_loop_add_in(c.loop, &c.watch);
+        } else {
+            keel_log_warn("cannot watch %s: config changes need a restart", c.dir);
+        }
+    }
     int started = 0;
     for (; started < srv.n_workers; started++)
         if (worker_start(&srv.workers[started]) != 0)
@@ -296,6 +397,8 @@ out_workers:
         close(c.quit.fd);
     if (c.done.fd > 0)
         close(c.done.fd);
+    if (c.watcher != NULL)
+        keel_config_watch_free(c.watcher);
     keel_loop_free(c.loop);
 out:
     if (srv.log_sink != NULL)
@@ -304,6 +407,7 @@ out:
     free(srv.workers);
     free(srv.listeners);
     free(srv.targets);
+    gen_unref(srv.gen);
     keel_buf_pool_drain();
     return status;
 }

@@ -68,7 +68,8 @@ struct session {
     struct keel_http_meta meta;
     struct keel_str path;          /* origin-form path sent upstream */
     struct keel_str authority;
-    int target;                    /* index into server targets */
+    const struct keel_proxy_target *target; /* where this exchange goes */
+    struct worker_gen *wg;         /* the config generation this request started on */
     bool started;                  /* a request head has been taken */
     bool req_done;                 /* request body fully read and queued upstream */
     bool upgrade;                  /* asked to switch protocols */
@@ -232,6 +233,12 @@ static void reset_request(struct session *s)
     s->up_host[0] = s->up_local[0] = '\0';
     s->path = s->authority = (struct keel_str){ NULL, 0 };
     s->service_time[0] = '\0';
+    if (s->wg != NULL) {
+        worker_gen_release(s->w, s->wg);
+        s->wg = NULL;
+    }
+    if (s->spec->kind != LISTEN_TCP)
+        s->target = NULL;
 }
 
 static void wait_for_request(struct session *s)
@@ -268,7 +275,6 @@ void session_start(struct worker *w, const struct listener_spec *spec, int fd,
     s->conn_id = w->next_conn_id++;
     s->conn_start_us = keel_loop_now_us(w->loop);
     s->conn_start_wall_us = keel_loop_wall_us(w->loop);
-    s->target = -1;
     keel_addr_format((const struct sockaddr *)&peer->ss, s->remote, sizeof(s->remote));
     char *colon = strrchr(s->remote, ':');
     s->remote_ip_len = colon ? (size_t)(colon - s->remote) : strlen(s->remote);
@@ -292,7 +298,7 @@ void session_start(struct worker *w, const struct listener_spec *spec, int fd,
         reset_request(s);
         s->t_start_us = s->conn_start_us;
         s->t_start_wall_us = s->conn_start_wall_us;
-        s->target = spec->target_index;
+        s->target = spec->target;
         s->phase = PH_CONNECT;
         int err = 0;
         s->attempts = 1;
@@ -348,6 +354,10 @@ static void close_session(struct session *s)
     keel_buf_release(&s->out);
     keel_buf_release(&s->head);
     keel_buf_release(&s->rhead);
+    if (s->wg != NULL) {
+        worker_gen_release(w, s->wg);
+        s->wg = NULL;
+    }
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -421,12 +431,12 @@ static void log_exchange(struct session *s)
     r.connection_id = s->conn_id;
     r.upstream_attempts = s->attempts;
     r.upstream_host = keel_str_c(s->up_host);
-    if (s->target >= 0)
-        r.upstream_cluster = keel_str_c(srv_of(s)->targets[s->target].cluster);
+    if (s->target != NULL)
+        r.upstream_cluster = keel_str_c(s->target->cluster);
     r.upstream_local = keel_str_c(s->up_local);
     r.downstream_local = keel_str_c(s->local);
     r.downstream_remote = keel_str_c(s->remote);
-    if (!r.is_tcp && s->target >= 0)
+    if (!r.is_tcp && s->target != NULL)
         r.route_name = LIT("default");
     worker_log_line(w, &r);
 }
@@ -500,14 +510,17 @@ static void reject_malformed(struct session *s, const struct keel_http_perror *e
 
 /* ------------------------------------------------------------------ request head */
 
-static bool route_request(struct session *s)
+enum route_result { ROUTE_OK, ROUTE_NONE, ROUTE_NO_ENDPOINT };
+
+/* Pick the target of the current request: the app for inbound; for outbound a --route,
+ * else the registry's service for the authority, round-robin over its endpoints. */
+static enum route_result route_request(struct session *s)
 {
     struct server *srv = srv_of(s);
     if (s->spec->kind == LISTEN_INBOUND) {
-        s->target = s->spec->target_index;
-        return s->target >= 0;
+        s->target = s->spec->target;
+        return s->target != NULL ? ROUTE_OK : ROUTE_NONE;
     }
-    /* outbound: authority from the absolute-form target, else Host */
     struct keel_str host = s->authority;
     int port = 80;
     const char *colon = NULL;
@@ -527,11 +540,23 @@ static bool route_request(struct session *s)
         const struct keel_proxy_route *r = &srv->opt->routes[i];
         if ((r->port == 0 || r->port == port) && strlen(r->host) == host.len &&
             strncasecmp(r->host, host.p, host.len) == 0) {
-            s->target = 1 + (int)i; /* targets: [0] inbound app, then routes */
-            return true;
+            s->target = &r->target;
+            return ROUTE_OK;
         }
     }
-    return false;
+    const struct proxy_gen *g = s->wg->g;
+    if (g->cfg == NULL || host.len == 0)
+        return ROUTE_NONE;
+    const char *ns = g->self != NULL ? g->self->namespace : NULL;
+    const struct keel_registry_port *rp =
+        keel_registry_resolve(g->cfg, host.p, host.len, colon ? port : 0, ns);
+    if (rp == NULL)
+        return ROUTE_NONE;
+    const struct gen_port *gp = gen_port_of(g, rp);
+    if (gp->n_targets == 0)
+        return ROUTE_NO_ENDPOINT;
+    s->target = &gp->targets[s->w->rr++ % gp->n_targets];
+    return ROUTE_OK;
 }
 
 /* Split an absolute-form target "http://host[:port]/path?q" into authority and path. */
@@ -654,8 +679,16 @@ static void take_request(struct session *s, size_t head_len)
     case KEEL_HTTP_BODY_CHUNKED: break;
     default: s->req_done = true; s->t_req_done_us = s->t_start_us; break;
     }
-    if (!route_request(s)) {
+    s->wg = worker_gen_acquire(w);
+    switch (route_request(s)) {
+    case ROUTE_OK:
+        break;
+    case ROUTE_NONE:
         local_reply(s, 404, KEEL_RF_NR, "route_not_found", "", false);
+        return;
+    case ROUTE_NO_ENDPOINT:
+        stat_add(&w->stats.upstream_rq_no_endpoint, 1);
+        local_reply(s, 503, KEEL_RF_UH, "no_healthy_upstream", "no healthy upstream", false);
         return;
     }
     if (s->meta.expect_continue && s->req.minor == 1 && !s->req_done) {
@@ -686,7 +719,7 @@ static void begin_upstream(struct session *s, bool fresh)
 void session_upstream_connected(struct session *s)
 {
     keel_buf_release(&s->rhead);
-    snprintf(s->up_host, sizeof(s->up_host), "%s", srv_of(s)->targets[s->target].addr_str);
+    snprintf(s->up_host, sizeof(s->up_host), "%s", s->target->addr_str);
     snprintf(s->up_local, sizeof(s->up_local), "%s", s->u->local);
     if (s->spec->kind == LISTEN_TCP) {
         s->phase = PH_TUNNEL;
@@ -707,7 +740,7 @@ void session_upstream_failed(struct session *s, int err)
 {
     s->u = NULL;
     stat_add(&s->w->stats.upstream_cx_connect_fail, 1);
-    snprintf(s->up_host, sizeof(s->up_host), "%s", srv_of(s)->targets[s->target].addr_str);
+    snprintf(s->up_host, sizeof(s->up_host), "%s", s->target->addr_str);
     if (s->spec->kind == LISTEN_TCP) {
         s->flags |= KEEL_RF_UF;
         log_exchange(s);

@@ -62,10 +62,33 @@ static void pool_remove(struct upconn *u)
     }
 }
 
-struct upconn *upconn_acquire(struct worker *w, int target_index, struct session *s,
-                              bool fresh, int *err)
+static uint32_t addr_hash(const struct keel_addr *a)
 {
-    struct pool *p = &w->pools[target_index];
+    const unsigned char *p = (const unsigned char *)&a->ss;
+    uint32_t h = 2166136261u;
+    for (socklen_t i = 0; i < a->len; i++)
+        h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
+/* The pool for an address, created on first use; pools live as long as the worker. */
+static struct pool *pool_of(struct worker *w, const struct keel_addr *a)
+{
+    struct pool **head = &w->pools[addr_hash(a) % POOL_BUCKETS];
+    for (struct pool *p = *head; p != NULL; p = p->next)
+        if (p->addr.len == a->len && memcmp(&p->addr.ss, &a->ss, a->len) == 0)
+            return p;
+    struct pool *p = keel_calloc(1, sizeof(*p));
+    p->addr = *a;
+    p->next = *head;
+    *head = p;
+    return p;
+}
+
+struct upconn *upconn_acquire(struct worker *w, const struct keel_proxy_target *t,
+                              struct session *s, bool fresh, int *err)
+{
+    struct pool *p = pool_of(w, &t->addr);
     struct upconn *u;
     while (!fresh && (u = p->idle) != NULL) {
         p->idle = u->next;
@@ -91,7 +114,7 @@ struct upconn *upconn_acquire(struct worker *w, int target_index, struct session
     u->idle_timer.cb = on_idle_timeout;
     u->free_defer.cb = on_free;
     stat_add(&w->stats.upstream_cx_total, 1);
-    int rc = keel_sock_connect(&p->target->addr, &u->io.fd);
+    int rc = keel_sock_connect(&p->addr, &u->io.fd);
     if (rc == KEEL_EIO) {
         *err = errno;
         u->io.fd = -1;
@@ -133,13 +156,14 @@ void upconn_release(struct upconn *u, bool reusable)
 
 void upconn_pool_close_all(struct worker *w)
 {
-    for (size_t i = 0; i < w->srv->n_targets; i++) {
-        struct pool *p = &w->pools[i];
-        while (p->idle != NULL) {
-            struct upconn *u = p->idle;
-            p->idle = u->next;
-            p->n_idle--;
-            upconn_close(u);
+    for (size_t i = 0; i < POOL_BUCKETS; i++) {
+        for (struct pool *p = w->pools[i]; p != NULL; p = p->next) {
+            while (p->idle != NULL) {
+                struct upconn *u = p->idle;
+                p->idle = u->next;
+                p->n_idle--;
+                upconn_close(u);
+            }
         }
     }
 }
@@ -188,6 +212,13 @@ static void on_io(struct keel_io *io, uint32_t events)
 
 void upconn_free_recycled(struct worker *w)
 {
+    for (size_t i = 0; i < POOL_BUCKETS; i++) {
+        while (w->pools[i] != NULL) {
+            struct pool *p = w->pools[i];
+            w->pools[i] = p->next;
+            free(p);
+        }
+    }
     while (w->free_upconns != NULL) {
         struct upconn *u = w->free_upconns;
         w->free_upconns = u->next;

@@ -76,13 +76,14 @@ static void on_wake(struct keel_io *io, uint32_t events)
     uint64_t v;
     if (read(io->fd, &v, sizeof(v)) < 0)
         return;
+    worker_gen_switch(w);
     if (w->stopping) {
         /* the drain deadline passed: end what is left */
         sessions_abort(w);
         keel_loop_stop(w->loop);
         return;
     }
-    if (!w->draining) {
+    if (atomic_load(&w->srv->quit) && !w->draining) {
         w->draining = true;
         close_listeners(w);
         upconn_pool_close_all(w);
@@ -116,9 +117,7 @@ int worker_init(struct worker *w, struct server *srv, int index)
     w->loop = keel_loop_new();
     if (w->loop == NULL)
         return -1;
-    w->pools = keel_calloc(srv->n_targets, sizeof(*w->pools));
-    for (size_t i = 0; i < srv->n_targets; i++)
-        w->pools[i].target = &srv->targets[i];
+    worker_gen_switch(w);
     w->listeners = keel_calloc(srv->n_listeners, sizeof(*w->listeners));
     w->n_listeners = srv->n_listeners;
     for (size_t i = 0; i < srv->n_listeners; i++) {
@@ -163,7 +162,7 @@ void worker_fini(struct worker *w)
         close(w->wake.fd);
     sessions_free_recycled(w);
     upconn_free_recycled(w);
+    worker_gen_fini(w);
     free(w->listeners);
-    free(w->pools);
     keel_loop_free(w->loop);
 }

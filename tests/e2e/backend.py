@@ -2,11 +2,12 @@
 """A small HTTP/1.1 origin server for the end-to-end tests, written on raw sockets so
 that every byte it sends is under the test's control. Run as its own process:
 
-    backend.py PORT
+    backend.py PORT [NAME]
 
 Endpoints:
   GET  /status/N          status N; a short body unless N is 1xx/204/304
   GET  /conn              the id of this TCP connection (keep-alive reuse is visible)
+  GET  /name              NAME from the command line (tells backends apart)
   GET  /headers           the request head as received, as JSON {"line":..,"headers":[[k,v]..]}
   POST /echo              the request body back (Content-Length framing)
   POST /count             {"bytes": N, "sha256": ...} of the body (CL or chunked)
@@ -28,6 +29,7 @@ import time
 from urllib.parse import urlsplit, parse_qs
 
 _conn_ids = itertools.count(1)
+NAME = sys.argv[2] if len(sys.argv) > 2 else "backend"
 
 
 def read_head(f):
@@ -105,6 +107,8 @@ def serve(sock):
                     respond(sock, code, b"" if head_only else payload, reason="X",
                             headers=[("Content-Length", len(payload))] if head_only else (),
                             length=not head_only)
+            elif path == "/name":
+                respond(sock, 200, NAME.encode())
             elif path == "/conn":
                 respond(sock, 200, b"%d" % conn_id)
             elif path == "/headers":

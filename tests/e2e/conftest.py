@@ -72,14 +72,23 @@ def procs():
         p.stop()
 
 
-@pytest.fixture
-def backend(procs, tmp_path):
+def start_backend(procs, tmp_path, name="backend"):
     port = free_port()
-    p = Proc([sys.executable, os.path.join(HERE, "backend.py"), str(port)],
-             str(tmp_path / "backend.log"))
+    p = Proc([sys.executable, os.path.join(HERE, "backend.py"), str(port), name],
+             str(tmp_path / ("backend-%d.log" % port)))
     procs.append(p)
     wait_port(port)
     return port
+
+
+@pytest.fixture
+def backend(procs, tmp_path):
+    return start_backend(procs, tmp_path)
+
+
+@pytest.fixture
+def backend_factory(procs, tmp_path):
+    return lambda name: start_backend(procs, tmp_path, name)
 
 
 class Keel:

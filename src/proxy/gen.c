@@ -1,0 +1,168 @@
+/* Config generations as the proxy sees them. A proxy_gen wraps one immutable
+ * keel_config with what routing needs precomputed (upstream targets per service port).
+ * The main thread publishes a new one on reload; each worker switches to it between
+ * events and keeps the old one alive while requests that started on it are in flight:
+ * the per-request user count is a plain per-worker integer, the atomic refcount moves
+ * only once per worker per reload. */
+#include "proxy/proxy_int.h"
+
+#include "core/alloc.h"
+#include "core/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct proxy_gen *gen_new(struct server *srv, struct keel_config *cfg)
+{
+    struct proxy_gen *g = keel_calloc(1, sizeof(*g));
+    atomic_init(&g->refs, 1);
+    g->cfg = cfg;
+    if (cfg == NULL)
+        return g;
+    size_t n_ports = 0;
+    g->port_base = keel_calloc(cfg->n_services + 1, sizeof(*g->port_base));
+    for (size_t i = 0; i < cfg->n_services; i++) {
+        g->port_base[i] = n_ports;
+        n_ports += cfg->services[i].n_ports;
+    }
+    g->ports = keel_calloc(n_ports + 1, sizeof(*g->ports));
+    for (size_t i = 0; i < cfg->n_services; i++) {
+        const struct keel_registry_service *svc = &cfg->services[i];
+        for (size_t j = 0; j < svc->n_ports; j++) {
+            const struct keel_registry_port *rp = &svc->ports[j];
+            struct gen_port *gp = &g->ports[g->port_base[i] + j];
+            gp->rp = rp;
+            gp->targets = keel_calloc(rp->n_endpoints + 1, sizeof(*gp->targets));
+            for (size_t k = 0; k < rp->n_endpoints; k++) {
+                const struct keel_registry_endpoint *ep = &rp->endpoints[k];
+                struct keel_proxy_target *t = &gp->targets[gp->n_targets];
+                char addr[300];
+                snprintf(addr, sizeof(addr), strchr(ep->address, ':') ? "[%s]:%d" : "%s:%d",
+                         ep->address, ep->port);
+                if (keel_addr_parse(addr, &t->addr) < 0) {
+                    keel_log_warn("service %s: endpoint %s does not resolve; skipped", svc->fqdn,
+                                  addr);
+                    continue;
+                }
+                keel_addr_format((const struct sockaddr *)&t->addr.ss, t->addr_str,
+                                 sizeof(t->addr_str));
+                snprintf(t->cluster, sizeof(t->cluster), "outbound|%d||%s", rp->port, svc->fqdn);
+                gp->n_targets++;
+            }
+        }
+    }
+    if (srv->opt->workload != NULL) {
+        g->self = keel_registry_workload(cfg, srv->opt->workload);
+        if (g->self == NULL)
+            keel_log_warn("--workload %s: no such WorkloadEntry in the config", srv->opt->workload);
+    }
+    return g;
+}
+
+void gen_ref(struct proxy_gen *g)
+{
+    atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed);
+}
+
+void gen_unref(struct proxy_gen *g)
+{
+    if (g == NULL || atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (g->cfg != NULL) {
+        size_t n_ports = 0;
+        for (size_t i = 0; i < g->cfg->n_services; i++)
+            n_ports += g->cfg->services[i].n_ports;
+        for (size_t i = 0; i < n_ports; i++)
+            free(g->ports[i].targets);
+        keel_config_unref(g->cfg);
+    }
+    free(g->ports);
+    free(g->port_base);
+    free(g);
+}
+
+const struct gen_port *gen_port_of(const struct proxy_gen *g, const struct keel_registry_port *rp)
+{
+    const struct keel_registry_service *svc = rp->service;
+    size_t si = (size_t)(svc - g->cfg->services);
+    size_t pi = (size_t)(rp - svc->ports);
+    return &g->ports[g->port_base[si] + pi];
+}
+
+/* Publish g as the current generation (main thread). Takes over the caller's ref. */
+void gen_publish(struct server *srv, struct proxy_gen *g)
+{
+    pthread_mutex_lock(&srv->gen_lock);
+    struct proxy_gen *old = srv->gen;
+    srv->gen = g;
+    pthread_mutex_unlock(&srv->gen_lock);
+    gen_unref(old);
+}
+
+/* ---- per worker ---- */
+
+static void retire(struct worker *w, struct worker_gen *wg)
+{
+    if (wg->users > 0) {
+        wg->next = w->retired;
+        w->retired = wg;
+        return;
+    }
+    gen_unref(wg->g);
+    free(wg);
+}
+
+/* Switch to the published generation if it changed (worker thread, between events). */
+void worker_gen_switch(struct worker *w)
+{
+    struct server *srv = w->srv;
+    pthread_mutex_lock(&srv->gen_lock);
+    struct proxy_gen *g = srv->gen;
+    if (w->cur != NULL && w->cur->g == g) {
+        pthread_mutex_unlock(&srv->gen_lock);
+        return;
+    }
+    gen_ref(g);
+    pthread_mutex_unlock(&srv->gen_lock);
+    struct worker_gen *wg = keel_calloc(1, sizeof(*wg));
+    wg->g = g;
+    if (w->cur != NULL)
+        retire(w, w->cur);
+    w->cur = wg;
+}
+
+struct worker_gen *worker_gen_acquire(struct worker *w)
+{
+    w->cur->users++;
+    return w->cur;
+}
+
+void worker_gen_release(struct worker *w, struct worker_gen *wg)
+{
+    if (--wg->users > 0 || wg == w->cur)
+        return;
+    for (struct worker_gen **pp = &w->retired; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == wg) {
+            *pp = wg->next;
+            break;
+        }
+    }
+    gen_unref(wg->g);
+    free(wg);
+}
+
+void worker_gen_fini(struct worker *w)
+{
+    while (w->retired != NULL) {
+        struct worker_gen *wg = w->retired;
+        w->retired = wg->next;
+        gen_unref(wg->g);
+        free(wg);
+    }
+    if (w->cur != NULL) {
+        gen_unref(w->cur->g);
+        free(w->cur);
+        w->cur = NULL;
+    }
+}
