@@ -1,5 +1,6 @@
 # keel build. Plain GNU make: the tree is small, sources are found by wildcard,
 # and `make -n` shows every command (see README "Why make").
+SHELL    := /bin/bash
 CC       ?= cc
 BUILD    ?= build
 CFLAGS   ?= -O2 -g
@@ -13,7 +14,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/*/test_*.c))
 UNIT_BIN := $(UNIT_SRC:%.c=$(BUILD)/%)
 
-.PHONY: all deps test test-unit test-e2e test-asan fuzz bench demo clean
+.PHONY: all deps test test-unit test-e2e test-asan test-valgrind fuzz bench demo clean
 all: $(BUILD)/keel
 
 deps:
@@ -56,11 +57,20 @@ test-asan: deps
 	    CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 	    test-e2e
 
+# Unit tests and the proxy's end-to-end tests under valgrind memcheck (DWARF 4: the
+# valgrind of Debian 12 reads it fully).
+VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
+test-valgrind: deps
+	$(MAKE) BUILD=build-vg CFLAGS="-O1 -gdwarf-4" all $(UNIT_SRC:%.c=build-vg/%)
+	UNIT_WRAPPER="$(VALGRIND)" scripts/run-unit-tests.sh $(UNIT_SRC:%.c=build-vg/%)
+	KEEL_BIN=build-vg/keel KEEL_WRAPPER="$(VALGRIND)" scripts/run-e2e-tests.sh \
+	    tests/e2e/test_proxy_http.py tests/e2e/test_proxy_errors.py tests/e2e/test_proxy_registry.py
+
 demo:
 	@echo "keel demo: not yet — the local mesh arrives with the local-mesh issue."
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz build-vg
 
 -include $(LIB_OBJ:.o=.d) $(BUILD)/src/cli/main.d
 
@@ -73,20 +83,37 @@ $(BUILD)/bench/accesslog_bench: bench/accesslog_bench.c $(BUILD)/libkeel.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< $(BUILD)/libkeel.a $(LDLIBS)
 
-# ---- expressions (issue 3): libFuzzer run and micro-benchmark ----
-# `make fuzz` builds each fuzz/*.c target with libFuzzer + ASan + UBSan and runs it for
-# FUZZ_TIME seconds over its committed corpus (fuzz/corpus/<name minus _fuzz>/).
-FUZZ_TIME ?= 25
-FUZZ_SRC  := src/attr/attr.c src/attr/value.c $(wildcard src/expr/*.c) src/core/alloc.c src/core/buf.c
-FUZZ_SAN  := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-fuzz:
-	@mkdir -p build-fuzz/corpus/expr
-	clang -std=c11 -D_GNU_SOURCE -Isrc -O1 -g $(FUZZ_SAN) -o build-fuzz/expr_fuzz fuzz/expr_fuzz.c $(FUZZ_SRC) -lm
-	build-fuzz/expr_fuzz -max_total_time=$(FUZZ_TIME) -max_len=512 -timeout=10 -artifact_prefix=build-fuzz/ -print_final_stats=0 \
-	    build-fuzz/corpus/expr fuzz/corpus/expr
+# ---- fuzzing ----
+# `make fuzz` builds each fuzz/<name>_fuzz.c target with libFuzzer + ASan + UBSan and runs
+# it for FUZZ_TIME seconds over its committed corpus fuzz/corpus/<name>/ (new inputs go to
+# build-fuzz/corpus/<name>/, crashes to build-fuzz/). The same targets replay their corpus
+# in `make test-unit` (tests/unit/*/test_fuzz_corpus.c).
+FUZZ_TIME    ?= 20
+FUZZ_TARGETS := $(patsubst fuzz/%_fuzz.c,%,$(wildcard fuzz/*_fuzz.c))
+FUZZ_SAN     := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+.PHONY: fuzz
+fuzz: deps
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	    mkdir -p build-fuzz/corpus/$$t; \
+	    echo "fuzz: building $$t"; \
+	    clang -std=c11 -D_GNU_SOURCE -Isrc -O1 -g $(FUZZ_SAN) -o build-fuzz/$${t}_fuzz \
+	        fuzz/$${t}_fuzz.c $(LIB_SRC) $(LDLIBS); \
+	    echo "fuzz: running $$t for $(FUZZ_TIME)s"; \
+	    build-fuzz/$${t}_fuzz -max_total_time=$(FUZZ_TIME) -max_len=1024 -timeout=10 \
+	        -artifact_prefix=build-fuzz/ -print_final_stats=1 \
+	        build-fuzz/corpus/$$t fuzz/corpus/$$t 2>&1 | grep -E "^(stat::number_of_executed_units|Done|==)" ; \
+	    test $${PIPESTATUS[0]} -eq 0; \
+	done
 
 .PHONY: bench-expr
 bench-expr: $(BUILD)/libkeel.a
 	@mkdir -p $(BUILD)/bench
 	$(CC) -std=c11 -D_GNU_SOURCE -Isrc -O2 -g $(WARN) -o $(BUILD)/bench/expr_bench bench/expr_bench.c $(BUILD)/libkeel.a $(LDLIBS)
 	$(BUILD)/bench/expr_bench
+
+# ---- telemetry engine (issue 5): micro-benchmark, ns per report ----
+.PHONY: bench-telemetry
+bench-telemetry: $(BUILD)/libkeel.a
+	@mkdir -p $(BUILD)/bench
+	$(CC) $(CPPFLAGS) -O2 -g $(WARN) -o $(BUILD)/bench/telemetry_bench bench/telemetry_bench.c $(BUILD)/libkeel.a $(LDLIBS)
+	$(BUILD)/bench/telemetry_bench

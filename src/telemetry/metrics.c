@@ -216,12 +216,12 @@ struct keel_metrics_shard *keel_metrics_shard_new(struct keel_metrics *reg)
     return sh;
 }
 
-/* 8 bytes at a time, multiply-xorshift mixing; values are separated by their lengths. */
+/* 8 bytes at a time, one multiply per word; each value's tail word carries its length,
+ * so ("ab","c") and ("a","bc") differ. Collisions only cost a compare. */
 static inline uint64_t mix(uint64_t h, uint64_t k)
 {
-    h ^= k * 0x9E3779B97F4A7C15ull;
-    h = (h ^ (h >> 29)) * 0xBF58476D1CE4E5B9ull;
-    return h ^ (h >> 32);
+    h = (h ^ k) * 0x9E3779B97F4A7C15ull;
+    return h ^ (h >> 29);
 }
 
 uint64_t keel_metrics_hash(const struct keel_str *values, size_t n)
@@ -229,28 +229,41 @@ uint64_t keel_metrics_hash(const struct keel_str *values, size_t n)
     uint64_t h = 0x243F6A8885A308D3ull ^ n;
     for (size_t i = 0; i < n; i++) {
         const unsigned char *p = (const unsigned char *)values[i].p;
-        size_t len = values[i].len;
-        h = mix(h, len);
-        while (len >= 8) {
+        size_t len = values[i].len, rest = len;
+        while (rest >= 8) {
             uint64_t k;
             memcpy(&k, p, 8);
             h = mix(h, k);
             p += 8;
-            len -= 8;
+            rest -= 8;
         }
-        if (len) {
-            uint64_t k = 0;
-            memcpy(&k, p, len);
-            h = mix(h, k);
+        uint64_t k = (uint64_t)len << 56;
+        if (rest) {
+            uint64_t t = 0;
+            memcpy(&t, p, rest);
+            k ^= t;
         }
+        h = mix(h, k);
     }
-    return h;
+    h ^= h >> 33;
+    h *= 0xFF51AFD7ED558CCDull;
+    return h ^ (h >> 33);
+}
+
+static inline bool str_eq(struct keel_str a, struct keel_str b)
+{
+    if (a.len != b.len)
+        return false;
+    for (size_t i = 0; i < a.len; i++) /* short label values: cheaper than a memcmp call */
+        if (a.p[i] != b.p[i])
+            return false;
+    return true;
 }
 
 static bool series_eq(const struct keel_metrics_series *s, const struct keel_str *v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (!keel_str_eq(s->values[i], v[i]))
+        if (!str_eq(s->values[i], v[i]))
             return false;
     return true;
 }

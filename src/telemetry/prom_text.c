@@ -1,0 +1,356 @@
+/* Scrape: merge every shard of the registry into Prometheus text format 0.0.4
+ * (shared/spec/prometheus-format.md §1 and §3: Go client ordering and number format). */
+#include "telemetry/metrics.h"
+
+#include "core/alloc.h"
+#include "telemetry/metrics_int.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+size_t keel_metrics_fmt_float(double v, char *dst)
+{
+    if (isnan(v))
+        return (size_t)snprintf(dst, 32, "NaN");
+    if (isinf(v))
+        return (size_t)snprintf(dst, 32, v > 0 ? "+Inf" : "-Inf");
+    if (v == 0)
+        return (size_t)snprintf(dst, 32, signbit(v) ? "-0" : "0");
+    /* shortest round-trip digits */
+    char e[40];
+    int prec;
+    for (prec = 0; prec < 17; prec++) {
+        snprintf(e, sizeof(e), "%.*e", prec, v);
+        if (strtod(e, NULL) == v)
+            break;
+    }
+    char digits[24];
+    size_t nd = 0, o = 0;
+    const char *p = e;
+    if (*p == '-')
+        dst[o++] = '-', p++;
+    for (; *p && *p != 'e'; p++)
+        if (*p != '.')
+            digits[nd++] = *p;
+    int exp = atoi(p + 1);
+    while (nd > 1 && digits[nd - 1] == '0')
+        nd--;
+    /* Go strconv 'g' with precision -1 decides %e vs %f with eprec = 6 (ftoa.go):
+     * 1e+06, 1.234567e+06, 100000, 0.0001, 1e-05. */
+    const int eprec = 6;
+    if (exp < -4 || exp >= eprec) {
+        dst[o++] = digits[0];
+        if (nd > 1) {
+            dst[o++] = '.';
+            memcpy(dst + o, digits + 1, nd - 1);
+            o += nd - 1;
+        }
+        o += (size_t)snprintf(dst + o, 8, "e%c%02d", exp < 0 ? '-' : '+', exp < 0 ? -exp : exp);
+    } else if (exp < 0) {
+        dst[o++] = '0';
+        dst[o++] = '.';
+        for (int i = -1; i > exp; i--)
+            dst[o++] = '0';
+        memcpy(dst + o, digits, nd);
+        o += nd;
+    } else {
+        size_t intlen = (size_t)exp + 1;
+        for (size_t i = 0; i < intlen; i++)
+            dst[o++] = i < nd ? digits[i] : '0';
+        if (nd > intlen) {
+            dst[o++] = '.';
+            memcpy(dst + o, digits + intlen, nd - intlen);
+            o += nd - intlen;
+        }
+    }
+    dst[o] = '\0';
+    return o;
+}
+
+static void put_float(struct keel_buf *out, double v)
+{
+    char tmp[40];
+    size_t n = keel_metrics_fmt_float(v, tmp);
+    keel_buf_append(out, tmp, n);
+}
+
+static void put_escaped(struct keel_buf *out, const char *p, size_t len, bool quote)
+{
+    size_t start = 0;
+    for (size_t i = 0; i < len; i++) {
+        const char *rep = NULL;
+        if (p[i] == '\\')
+            rep = "\\\\";
+        else if (p[i] == '\n')
+            rep = "\\n";
+        else if (quote && p[i] == '"')
+            rep = "\\\"";
+        if (rep) {
+            keel_buf_append(out, p + start, i - start);
+            keel_buf_append(out, rep, 2);
+            start = i + 1;
+        }
+    }
+    keel_buf_append(out, p + start, len - start);
+}
+
+/* A series merged over shards. */
+struct merged {
+    const struct keel_metrics_series *s; /* labels from the first one */
+    double v;
+    uint64_t stamp;
+    uint64_t *buckets;
+};
+
+static size_t g_cmp_n; /* label count for cmp_series (qsort has no context; scrape holds scrape_mu) */
+static pthread_mutex_t scrape_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int cmp_series(const void *a, const void *b)
+{
+    const struct keel_metrics_series *x = *(const struct keel_metrics_series *const *)a;
+    const struct keel_metrics_series *y = *(const struct keel_metrics_series *const *)b;
+    for (size_t i = 0; i < g_cmp_n; i++) {
+        size_t n = x->values[i].len < y->values[i].len ? x->values[i].len : y->values[i].len;
+        int c = n ? memcmp(x->values[i].p, y->values[i].p, n) : 0;
+        if (c)
+            return c;
+        if (x->values[i].len != y->values[i].len)
+            return x->values[i].len < y->values[i].len ? -1 : 1;
+    }
+    return 0;
+}
+
+static int cmp_fam(const void *a, const void *b)
+{
+    const struct keel_metrics_family *x = *(const struct keel_metrics_family *const *)a;
+    const struct keel_metrics_family *y = *(const struct keel_metrics_family *const *)b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->id < y->id ? -1 : x->id > y->id);
+}
+
+struct snapshot {
+    struct keel_metrics_family **fams;
+    size_t n_fams;
+    struct keel_metrics_shard **shards;
+    size_t n_shards;
+};
+
+static void snapshot_take(struct keel_metrics *reg, struct snapshot *sn)
+{
+    pthread_mutex_lock(&reg->mu);
+    sn->n_fams = reg->n_fams;
+    sn->fams = keel_alloc((sn->n_fams ? sn->n_fams : 1) * sizeof(*sn->fams));
+    memcpy(sn->fams, reg->fams, sn->n_fams * sizeof(*sn->fams));
+    sn->n_shards = 0;
+    for (struct keel_metrics_shard *sh = reg->shards; sh; sh = sh->next)
+        sn->n_shards++;
+    sn->shards = keel_alloc((sn->n_shards ? sn->n_shards : 1) * sizeof(*sn->shards));
+    size_t i = 0;
+    for (struct keel_metrics_shard *sh = reg->shards; sh; sh = sh->next)
+        sn->shards[i++] = sh;
+    pthread_mutex_unlock(&reg->mu);
+}
+
+/* Series of f from every shard, sorted by label values and merged. Returns the count. */
+static size_t collect(const struct snapshot *sn, const struct keel_metrics_family *f, struct merged **outp)
+{
+    struct keel_metrics_series **all = NULL;
+    size_t n = 0, cap = 0;
+    for (size_t i = 0; i < sn->n_shards; i++) {
+        struct keel_metrics_shard *sh = sn->shards[i];
+        pthread_mutex_lock(&sh->mu);
+        if (f->id < sh->n_tabs) {
+            const struct keel_metrics_table *t = &sh->tabs[f->id];
+            if (n + t->n_all > cap) {
+                cap = (n + t->n_all) * 2;
+                all = keel_realloc(all, cap * sizeof(*all));
+            }
+            memcpy(all + n, t->all, t->n_all * sizeof(*all));
+            n += t->n_all;
+        }
+        pthread_mutex_unlock(&sh->mu);
+    }
+    if (n == 0) {
+        *outp = NULL;
+        return 0;
+    }
+    g_cmp_n = f->n_labels;
+    qsort(all, n, sizeof(*all), cmp_series);
+    struct merged *m = keel_calloc(n, sizeof(*m));
+    size_t nb = f->n_bounds + 1, k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct keel_metrics_series *s = all[i];
+        if (k == 0 || cmp_series(&m[k - 1].s, &all[i]) != 0) {
+            m[k].s = s;
+            m[k].v = 0;
+            m[k].stamp = 0;
+            if (f->type == KEEL_METRIC_HISTOGRAM)
+                m[k].buckets = keel_calloc(nb, sizeof(uint64_t));
+            if (f->type == KEEL_METRIC_GAUGE)
+                m[k].v = NAN;
+            k++;
+        }
+        struct merged *d = &m[k - 1];
+        double v = atomic_load_explicit(&((struct keel_metrics_series *)s)->v, memory_order_relaxed);
+        if (f->type == KEEL_METRIC_GAUGE) {
+            uint64_t st = atomic_load_explicit(&((struct keel_metrics_series *)s)->stamp, memory_order_relaxed);
+            if (isnan(d->v) || st >= d->stamp) {
+                d->v = v;
+                d->stamp = st;
+            }
+        } else {
+            d->v += v;
+        }
+        if (f->type == KEEL_METRIC_HISTOGRAM)
+            for (size_t b = 0; b < nb; b++)
+                d->buckets[b] += atomic_load_explicit(&s->buckets[b], memory_order_relaxed);
+    }
+    free(all);
+    *outp = m;
+    return k;
+}
+
+static void put_labels(struct keel_buf *out, const struct keel_metrics_family *f, const struct keel_metrics_series *s,
+                       const char *le)
+{
+    if (f->n_labels == 0 && !le)
+        return;
+    keel_buf_append(out, "{", 1);
+    for (size_t i = 0; i < f->n_labels; i++) {
+        if (i)
+            keel_buf_append(out, ",", 1);
+        keel_buf_append_str(out, f->labels[i]);
+        keel_buf_append(out, "=\"", 2);
+        put_escaped(out, s->values[i].p, s->values[i].len, true);
+        keel_buf_append(out, "\"", 1);
+    }
+    if (le) {
+        if (f->n_labels)
+            keel_buf_append(out, ",", 1);
+        keel_buf_append(out, "le=\"", 4);
+        keel_buf_append_str(out, le);
+        keel_buf_append(out, "\"", 1);
+    }
+    keel_buf_append(out, "}", 1);
+}
+
+static void put_series(struct keel_buf *out, const struct keel_metrics_family *f, const struct merged *m)
+{
+    if (f->type != KEEL_METRIC_HISTOGRAM) {
+        keel_buf_append_str(out, f->name);
+        put_labels(out, f, m->s, NULL);
+        keel_buf_append(out, " ", 1);
+        put_float(out, m->v);
+        keel_buf_append(out, "\n", 1);
+        return;
+    }
+    uint64_t cum = 0;
+    char le[40];
+    for (size_t b = 0; b <= f->n_bounds; b++) {
+        cum += m->buckets[b];
+        if (b < f->n_bounds)
+            keel_metrics_fmt_float(f->bounds[b], le);
+        else
+            strcpy(le, "+Inf");
+        keel_buf_append_str(out, f->name);
+        keel_buf_append(out, "_bucket", 7);
+        put_labels(out, f, m->s, le);
+        keel_buf_append(out, " ", 1);
+        put_float(out, (double)cum);
+        keel_buf_append(out, "\n", 1);
+    }
+    keel_buf_append_str(out, f->name);
+    keel_buf_append(out, "_sum", 4);
+    put_labels(out, f, m->s, NULL);
+    keel_buf_append(out, " ", 1);
+    put_float(out, m->v);
+    keel_buf_append(out, "\n", 1);
+    keel_buf_append_str(out, f->name);
+    keel_buf_append(out, "_count", 6);
+    put_labels(out, f, m->s, NULL);
+    keel_buf_append(out, " ", 1);
+    put_float(out, (double)cum); /* = the +Inf bucket, by construction */
+    keel_buf_append(out, "\n", 1);
+}
+
+static void merged_free(const struct keel_metrics_family *f, struct merged *m, size_t n)
+{
+    if (f->type == KEEL_METRIC_HISTOGRAM)
+        for (size_t i = 0; i < n; i++)
+            free(m[i].buckets);
+    free(m);
+}
+
+void keel_metrics_scrape(struct keel_metrics *reg, struct keel_buf *out)
+{
+    static const char *const types[] = { "counter", "gauge", "histogram" };
+    pthread_mutex_lock(&scrape_mu);
+    struct snapshot sn;
+    snapshot_take(reg, &sn);
+    qsort(sn.fams, sn.n_fams, sizeof(*sn.fams), cmp_fam);
+    const char *printed = NULL; /* name whose HELP/TYPE is out */
+    for (size_t i = 0; i < sn.n_fams; i++) {
+        const struct keel_metrics_family *f = sn.fams[i];
+        struct merged *m;
+        size_t n = collect(&sn, f, &m);
+        if (n == 0)
+            continue;
+        if (!printed || strcmp(printed, f->name)) {
+            if (f->help && f->help[0]) {
+                keel_buf_append(out, "# HELP ", 7);
+                keel_buf_append_str(out, f->name);
+                keel_buf_append(out, " ", 1);
+                put_escaped(out, f->help, strlen(f->help), false);
+                keel_buf_append(out, "\n", 1);
+            }
+            keel_buf_printf(out, "# TYPE %s %s\n", f->name, types[f->type]);
+            printed = f->name;
+        }
+        for (size_t j = 0; j < n; j++)
+            put_series(out, f, &m[j]);
+        merged_free(f, m, n);
+    }
+    free(sn.fams);
+    free(sn.shards);
+    pthread_mutex_unlock(&scrape_mu);
+}
+
+int keel_metrics_get(struct keel_metrics *reg, const char *name, const struct keel_str *label_values, size_t n,
+                     double *out)
+{
+    int rc = -1;
+    double total = 0;
+    pthread_mutex_lock(&scrape_mu);
+    struct snapshot sn;
+    snapshot_take(reg, &sn);
+    for (size_t i = 0; i < sn.n_fams; i++) {
+        const struct keel_metrics_family *f = sn.fams[i];
+        if (strcmp(f->name, name) || f->n_labels != n)
+            continue;
+        struct merged *m;
+        size_t k = collect(&sn, f, &m);
+        for (size_t j = 0; j < k; j++) {
+            bool eq = true;
+            for (size_t l = 0; l < n && eq; l++)
+                eq = keel_str_eq(m[j].s->values[l], label_values[l]);
+            if (!eq)
+                continue;
+            rc = 0;
+            if (f->type == KEEL_METRIC_HISTOGRAM) {
+                for (size_t b = 0; b <= f->n_bounds; b++)
+                    total += (double)m[j].buckets[b];
+            } else {
+                total += m[j].v;
+            }
+        }
+        merged_free(f, m, k);
+    }
+    free(sn.fams);
+    free(sn.shards);
+    pthread_mutex_unlock(&scrape_mu);
+    if (rc == 0)
+        *out = total;
+    return rc;
+}
