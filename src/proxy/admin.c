@@ -142,6 +142,8 @@ void admin_stats_prometheus(struct server *srv, struct keel_buf *out)
                     (unsigned long long)keel_config_reload_failures());
     metric(out, "keel_config_generation", "gauge", "Generation number of the running config.",
            srv->gen != NULL && srv->gen->cfg != NULL ? srv->gen->cfg->generation : 0);
+    /* the mesh's own metrics: istio_* standard metrics and Mixer prometheus handlers */
+    keel_metrics_scrape(srv->metrics, out);
 }
 
 static void json_str(struct keel_buf *out, const char *s)

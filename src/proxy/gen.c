@@ -13,13 +13,38 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Who we are, in the forms the bag, the peer header and the telemetry plan want. */
+static void self_identity(struct proxy_gen *g)
+{
+    const struct keel_registry_workload *wl = g->self;
+    struct keel_peer meta = { .present = true };
+    g->self_labels = keel_calloc(wl->n_labels + 1, sizeof(*g->self_labels));
+    size_t n = wl->n_labels < KEEL_PEER_MAX_LABELS ? wl->n_labels : KEEL_PEER_MAX_LABELS;
+    for (size_t i = 0; i < n; i++) {
+        g->self_labels[i].k = keel_str_c(wl->labels[i].key);
+        g->self_labels[i].v = keel_str_c(wl->labels[i].value);
+        meta.labels[i] = g->self_labels[i];
+    }
+    meta.n_labels = n;
+    g->identity = (struct report_identity){ keel_str_c(wl->name), keel_str_c(wl->namespace),
+                                            keel_str_c(wl->service_account), g->self_labels, n };
+    meta.name = g->identity.name;
+    meta.namespace = g->identity.namespace;
+    meta.service_account = g->identity.service_account;
+    if (wl->n_services > 0) {
+        g->self_service = wl->services[0];
+        meta.service = keel_str_c(g->self_service->fqdn);
+    }
+    keel_peer_encode(&meta, &g->metadata);
+    snprintf(g->reporter_uid, sizeof(g->reporter_uid), "kubernetes://%s.%s", wl->name,
+             wl->namespace);
+}
+
 struct proxy_gen *gen_new(struct server *srv, struct keel_config *cfg)
 {
     struct proxy_gen *g = keel_calloc(1, sizeof(*g));
     atomic_init(&g->refs, 1);
     g->cfg = cfg;
-    if (cfg == NULL)
-        return g;
     size_t n_ports = 0;
     g->port_base = keel_calloc(cfg->n_services + 1, sizeof(*g->port_base));
     for (size_t i = 0; i < cfg->n_services; i++) {
@@ -52,11 +77,23 @@ struct proxy_gen *gen_new(struct server *srv, struct keel_config *cfg)
             }
         }
     }
+    struct keel_telemetry_workload tw = { .namespace = "default" };
     if (srv->opt->workload != NULL) {
         g->self = keel_registry_workload(cfg, srv->opt->workload);
         if (g->self == NULL)
             keel_log_warn("--workload %s: no such WorkloadEntry in the config", srv->opt->workload);
     }
+    if (g->self != NULL) {
+        self_identity(g);
+        tw = (struct keel_telemetry_workload){ g->self->name, g->self->namespace, g->self->labels,
+                                               g->self->n_labels, NULL };
+    }
+    struct keel_diag d;
+    keel_diag_init(&d);
+    g->tel = keel_telemetry_new(cfg, srv->metrics, &tw, &d);
+    for (size_t i = 0; i < d.n; i++)
+        keel_log_warn("%s", d.msgs[i]);
+    keel_diag_fini(&d);
     return g;
 }
 
@@ -69,6 +106,9 @@ void gen_unref(struct proxy_gen *g)
 {
     if (g == NULL || atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) != 1)
         return;
+    keel_telemetry_free(g->tel);
+    free(g->self_labels);
+    keel_buf_release(&g->metadata);
     if (g->cfg != NULL) {
         size_t n_ports = 0;
         for (size_t i = 0; i < g->cfg->n_services; i++)

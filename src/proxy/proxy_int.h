@@ -9,7 +9,10 @@
 #include "config/config.h"
 #include "core/sink.h"
 #include "http/http.h"
+#include "proxy/peer.h"
 #include "proxy/proxy.h"
+#include "proxy/report.h"
+#include "telemetry/engine.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -78,8 +81,14 @@ struct gen_port {
 /* One config generation as the proxy uses it (gen.c). Immutable once published. */
 struct proxy_gen {
     atomic_long refs;
-    struct keel_config *cfg;                    /* NULL: no config dir */
+    struct keel_config *cfg;                    /* an empty one without a config dir */
     const struct keel_registry_workload *self;  /* --workload, when found */
+    struct report_identity identity;            /* self, as the bag wants it */
+    struct keel_str_pair *self_labels;
+    struct keel_buf metadata;                   /* our x-keel-peer-metadata value */
+    const struct keel_registry_service *self_service; /* the first service we back */
+    char reporter_uid[300];
+    struct keel_telemetry *tel;                 /* the telemetry plan of this config */
     size_t *port_base;                          /* per service: index of its first port */
     struct gen_port *ports;
 };
@@ -129,6 +138,8 @@ struct worker {
     struct keel_buf log;           /* access-log lines of this loop turn */
     uint64_t log_lines;
     struct proxy_stats stats;
+    struct keel_telemetry_shard *tel;  /* metric series and stdio lines of this worker */
+    struct report_scratch *report;     /* the attribute bag, refilled per report */
 };
 
 struct server {
@@ -143,6 +154,8 @@ struct server {
     struct admin *admin;
     struct keel_accesslog_format *log_format;
     struct keel_sink *log_sink;
+    struct keel_metrics *metrics;      /* istio_* and keel_telemetry_* families */
+    struct keel_sink *stdio_sinks[KEEL_TELEMETRY_N_STREAMS]; /* Mixer stdio handler output */
     struct worker *workers;
     int n_workers;
     atomic_bool ready;

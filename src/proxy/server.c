@@ -123,7 +123,12 @@ static int load_initial_config(struct server *srv)
 {
     const char *dir = config_dir(srv->opt);
     struct keel_config *cfg = NULL;
-    if (dir != NULL) {
+    if (dir == NULL) {
+        struct keel_diag d;
+        keel_diag_init(&d);
+        cfg = keel_config_load_sources(NULL, 0, &d); /* empty: standard metrics only */
+        keel_diag_fini(&d);
+    } else {
         struct keel_diag d;
         keel_diag_init(&d);
         cfg = keel_config_load_paths(&dir, 1, &d);
@@ -144,6 +149,10 @@ static int build(struct server *srv, const struct keel_proxy_options *o)
 {
     srv->opt = o;
     pthread_mutex_init(&srv->gen_lock, NULL);
+    srv->metrics = keel_metrics_new();
+    char err[256];
+    srv->stdio_sinks[KEEL_TELEMETRY_STDOUT] = keel_sink_open("/dev/stdout", 4 << 20, err, sizeof(err));
+    srv->stdio_sinks[KEEL_TELEMETRY_STDERR] = keel_sink_open("/dev/stderr", 1 << 20, err, sizeof(err));
     if (load_initial_config(srv) < 0)
         return -1;
     size_t max_headers = o->max_headers < KEEL_HTTP_MAX_HEADERS ? o->max_headers
@@ -202,7 +211,6 @@ static int build(struct server *srv, const struct keel_proxy_options *o)
                   ? cfg->mesh.access_log_format : NULL;
     }
     if (path != NULL && *path) {
-        char err[256];
         if (fmt == NULL && enc == KEEL_ACCESSLOG_TEXT)
             fmt = keel_accesslog_istio_text_format;
         srv->log_format = keel_accesslog_compile(fmt, enc, err, sizeof(err));
@@ -408,6 +416,10 @@ out:
     free(srv.listeners);
     free(srv.targets);
     gen_unref(srv.gen);
+    for (int i = 0; i < KEEL_TELEMETRY_N_STREAMS; i++)
+        if (srv.stdio_sinks[i] != NULL)
+            keel_sink_close(srv.stdio_sinks[i]);
+    keel_metrics_free(srv.metrics);
     keel_buf_pool_drain();
     return status;
 }

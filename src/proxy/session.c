@@ -79,6 +79,8 @@ struct session {
     struct keel_http_chunked req_chunked;
     char request_id[36];
     bool generated_id;
+    struct keel_peer peer;         /* the other sidecar's identity, if it sent one */
+    struct keel_str svc_host, svc_name, svc_ns; /* the destination service */
 
     /* the response */
     struct keel_buf rhead;
@@ -233,6 +235,8 @@ static void reset_request(struct session *s)
     s->up_host[0] = s->up_local[0] = '\0';
     s->path = s->authority = (struct keel_str){ NULL, 0 };
     s->service_time[0] = '\0';
+    s->peer.present = false;
+    s->svc_host = s->svc_name = s->svc_ns = (struct keel_str){ NULL, 0 };
     if (s->wg != NULL) {
         worker_gen_release(s->w, s->wg);
         s->wg = NULL;
@@ -299,6 +303,7 @@ void session_start(struct worker *w, const struct listener_spec *spec, int fd,
         s->t_start_us = s->conn_start_us;
         s->t_start_wall_us = s->conn_start_wall_us;
         s->target = spec->target;
+        s->wg = worker_gen_acquire(w);
         s->phase = PH_CONNECT;
         int err = 0;
         s->attempts = 1;
@@ -392,11 +397,32 @@ static void abort_exchange(struct session *s, uint32_t flag, const char *details
 
 /* ------------------------------------------------------------------ access log */
 
+/* The telemetry report of the exchange described by r (DESIGN.md data flow 1-3). */
+static void report(struct session *s, const struct keel_access_record *r, const char *tcp_event)
+{
+    if (s->wg == NULL)
+        return;
+    const struct proxy_gen *g = s->wg->g;
+    struct report_in in = {
+        .r = r,
+        .outbound = s->spec->kind != LISTEN_INBOUND,
+        .self = g->self != NULL ? &g->identity : NULL,
+        .peer = &s->peer,
+        .service_host = s->svc_host,
+        .service_name = s->svc_name,
+        .service_namespace = s->svc_ns,
+        .reporter_uid = g->self != NULL ? g->reporter_uid : NULL,
+        .tcp_event = tcp_event,
+        .tcp_received_delta = r->bytes_received,
+        .tcp_sent_delta = r->bytes_sent,
+    };
+    report_fill(s->w->report, &in);
+    keel_telemetry_report(g->tel, s->w->tel, &s->w->report->bag);
+}
+
 static void log_exchange(struct session *s)
 {
     struct worker *w = s->w;
-    if (srv_of(s)->log_format == NULL)
-        return;
     int64_t now = keel_loop_now_us(w->loop);
     struct keel_access_record r = { 0 };
     r.is_tcp = s->spec->kind == LISTEN_TCP;
@@ -438,7 +464,9 @@ static void log_exchange(struct session *s)
     r.downstream_remote = keel_str_c(s->remote);
     if (!r.is_tcp && s->target != NULL)
         r.route_name = LIT("default");
-    worker_log_line(w, &r);
+    if (srv_of(s)->log_format != NULL)
+        worker_log_line(w, &r);
+    report(s, &r, "close");
 }
 
 static void count_status(struct session *s)
@@ -518,6 +546,12 @@ static enum route_result route_request(struct session *s)
 {
     struct server *srv = srv_of(s);
     if (s->spec->kind == LISTEN_INBOUND) {
+        const struct keel_registry_service *svc = s->wg->g->self_service;
+        if (svc != NULL) {
+            s->svc_host = keel_str_c(svc->fqdn);
+            s->svc_name = keel_str_c(svc->name);
+            s->svc_ns = keel_str_c(svc->namespace);
+        }
         s->target = s->spec->target;
         return s->target != NULL ? ROUTE_OK : ROUTE_NONE;
     }
@@ -541,6 +575,7 @@ static enum route_result route_request(struct session *s)
         if ((r->port == 0 || r->port == port) && strlen(r->host) == host.len &&
             strncasecmp(r->host, host.p, host.len) == 0) {
             s->target = &r->target;
+            s->svc_host = s->svc_name = keel_str_c(r->host);
             return ROUTE_OK;
         }
     }
@@ -552,6 +587,9 @@ static enum route_result route_request(struct session *s)
         keel_registry_resolve(g->cfg, host.p, host.len, colon ? port : 0, ns);
     if (rp == NULL)
         return ROUTE_NONE;
+    s->svc_host = keel_str_c(rp->service->fqdn);
+    s->svc_name = keel_str_c(rp->service->name);
+    s->svc_ns = keel_str_c(rp->service->namespace);
     const struct gen_port *gp = gen_port_of(g, rp);
     if (gp->n_targets == 0)
         return ROUTE_NO_ENDPOINT;
@@ -586,7 +624,8 @@ static void write_upstream_head(struct session *s, struct keel_buf *b)
         if (keel_http_is_hop_by_hop(h->name) || keel_http_hop_marked(&s->meta, i))
             continue;
         if (keel_str_caseeq(h->name, LIT("content-length")) ||
-            keel_str_caseeq(h->name, LIT("x-forwarded-for")))
+            keel_str_caseeq(h->name, LIT("x-forwarded-for")) ||
+            keel_str_caseeq(h->name, LIT(KEEL_PEER_HEADER)))
             continue;
         if (keel_str_caseeq(h->name, LIT("host"))) {
             host_sent = true;
@@ -608,6 +647,10 @@ static void write_upstream_head(struct session *s, struct keel_buf *b)
     }
     if (s->meta.xfp.len == 0)
         append_header(b, LIT("x-forwarded-proto"), LIT("http"));
+    const struct proxy_gen *g = s->wg->g;
+    if (s->spec->kind == LISTEN_OUTBOUND && g->self != NULL)
+        append_header(b, LIT(KEEL_PEER_HEADER),
+                      (struct keel_str){ keel_buf_rptr(&g->metadata), keel_buf_len(&g->metadata) });
     switch (s->meta.body) {
     case KEEL_HTTP_BODY_LENGTH:
         keel_buf_printf(b, "content-length: %llu\r\n", (unsigned long long)s->meta.content_length);
@@ -673,6 +716,10 @@ static void take_request(struct session *s, size_t head_len)
         /* an id of another length is kept as is; the log reads it from the headers */
         memset(s->request_id, '-', sizeof(s->request_id));
     }
+    if (s->spec->kind == LISTEN_INBOUND)
+        for (size_t i = 0; i < s->req.n_headers; i++)
+            if (keel_str_caseeq(s->hdrs[i].name, LIT(KEEL_PEER_HEADER)))
+                keel_peer_parse(s->hdrs[i].value, &s->peer);
     s->upgrade = s->meta.conn_upgrade && s->meta.upgrade.len > 0;
     switch (s->meta.body) {
     case KEEL_HTTP_BODY_LENGTH: s->req_left = s->meta.content_length; break;
@@ -725,6 +772,11 @@ void session_upstream_connected(struct session *s)
         s->phase = PH_TUNNEL;
         set_timer(s, T_TUNNEL, TUNNEL_IDLE_TIMEOUT_MS);
         touch(s);
+        struct keel_access_record r = { .is_tcp = true, .start_us = s->t_start_wall_us,
+                                        .upstream_host = keel_str_c(s->up_host),
+                                        .downstream_local = keel_str_c(s->local),
+                                        .downstream_remote = keel_str_c(s->remote) };
+        report(s, &r, "open");
         return;
     }
     s->phase = PH_FORWARD;
@@ -893,8 +945,17 @@ static void write_response_head(struct session *s)
         if (keel_http_is_hop_by_hop(h->name) && !(s->upgrade && res->status == 101 &&
                                                   keel_str_caseeq(h->name, LIT("upgrade"))))
             continue;
+        if (keel_str_caseeq(h->name, LIT(KEEL_PEER_HEADER))) {
+            if (s->spec->kind == LISTEN_OUTBOUND)
+                keel_peer_parse(h->value, &s->peer);
+            continue;
+        }
         append_header(b, h->name, h->value);
     }
+    const struct proxy_gen *g = s->wg->g;
+    if (s->spec->kind == LISTEN_INBOUND && g->self != NULL)
+        append_header(b, LIT(KEEL_PEER_HEADER),
+                      (struct keel_str){ keel_buf_rptr(&g->metadata), keel_buf_len(&g->metadata) });
     if (s->rmeta.body == KEEL_HTTP_BODY_LENGTH) {
         keel_buf_printf(b, "content-length: %llu\r\n", (unsigned long long)s->rmeta.content_length);
     } else if (s->rmeta.body != KEEL_HTTP_BODY_NONE) {

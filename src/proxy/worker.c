@@ -15,9 +15,25 @@
 #define ACCEPT_BATCH 64
 #define LOG_FLUSH_BYTES (64 * 1024)
 
+/* Mixer stdio handler lines of this turn, to the process's stdout / stderr sinks. */
+static void flush_stdio(struct worker *w)
+{
+    for (int i = 0; i < KEEL_TELEMETRY_N_STREAMS; i++) {
+        struct keel_telemetry_output *o = keel_telemetry_shard_output(w->tel, i);
+        if (o->lines == 0)
+            continue;
+        if (w->srv->stdio_sinks[i] != NULL)
+            keel_sink_submit(w->srv->stdio_sinks[i], keel_buf_rptr(&o->buf), keel_buf_len(&o->buf),
+                             o->lines);
+        o->buf.rpos = o->buf.wpos = 0;
+        o->lines = 0;
+    }
+}
+
 static void flush_log(void *arg)
 {
     struct worker *w = arg;
+    flush_stdio(w);
     if (w->log_lines == 0)
         return;
     keel_sink_submit(w->srv->log_sink, keel_buf_rptr(&w->log), keel_buf_len(&w->log),
@@ -135,8 +151,9 @@ int worker_init(struct worker *w, struct server *srv, int index)
     w->wake.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     w->wake.cb = on_wake;
     keel_loop_add_in(w->loop, &w->wake);
-    if (srv->log_sink != NULL)
-        keel_loop_on_before_sleep(w->loop, flush_log, w);
+    w->tel = keel_telemetry_shard_new(srv->metrics);
+    w->report = report_scratch_new();
+    keel_loop_on_before_sleep(w->loop, flush_log, w);
     keel_loop_on_before_sleep(w->loop, check_drained, w);
     return 0;
 }
@@ -163,6 +180,8 @@ void worker_fini(struct worker *w)
     sessions_free_recycled(w);
     upconn_free_recycled(w);
     worker_gen_fini(w);
+    keel_telemetry_shard_free(w->tel);
+    report_scratch_free(w->report);
     free(w->listeners);
     keel_loop_free(w->loop);
 }

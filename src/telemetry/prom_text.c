@@ -161,7 +161,7 @@ static size_t collect(const struct snapshot *sn, const struct keel_metrics_famil
     for (size_t i = 0; i < sn->n_shards; i++) {
         struct keel_metrics_shard *sh = sn->shards[i];
         pthread_mutex_lock(&sh->mu);
-        if (f->id < sh->n_tabs) {
+        if (f->id < sh->n_tabs && sh->tabs[f->id].n_all) {
             const struct keel_metrics_table *t = &sh->tabs[f->id];
             if (n + t->n_all > cap) {
                 cap = (n + t->n_all) * 2;

@@ -470,6 +470,7 @@ static void derive_labels(struct keel_telemetry_shard *sh, const struct keel_att
     /* protocol, status */
     if (tcp) {
         lv[TL_REQUEST_PROTOCOL] = S(K("tcp"));
+        lv[TL_RESPONSE_CODE] = lv[TL_GRPC_RESPONSE_STATUS] = S(K("")); /* not TCP labels */
     } else {
         bool grpc = (LABEL(bag, KEEL_ATTR_REQUEST_HEADERS, "content-type", &v) && is_grpc_content_type(v)) ||
                     (bag_str(bag, KEEL_ATTR_CONTEXT_PROTOCOL, &v) && v.len >= 4 && !memcmp(v.p, "grpc", 4));

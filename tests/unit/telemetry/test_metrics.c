@@ -20,7 +20,7 @@ static char *scrape(struct keel_metrics *reg)
 {
     struct keel_buf b = { 0 };
     keel_metrics_scrape(reg, &b);
-    char *s = strndup(keel_buf_rptr(&b), keel_buf_len(&b));
+    char *s = b.data ? strndup(keel_buf_rptr(&b), keel_buf_len(&b)) : strdup("");
     keel_buf_release(&b);
     return s;
 }

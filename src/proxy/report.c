@@ -1,0 +1,258 @@
+/* From a finished exchange to the attribute bag the telemetry engine reads
+ * (spec/attributes.md §5: what a sidecar fills, per reporter). The bag only points: at
+ * the session's head buffers, the generation's strings, and this worker's scratch. */
+#include "proxy/report.h"
+
+#include "core/alloc.h"
+#include "telemetry/response_flags.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LIT(s) (struct keel_str){ (s), sizeof(s) - 1 }
+
+struct report_scratch *report_scratch_new(void)
+{
+    return keel_calloc(1, sizeof(struct report_scratch));
+}
+
+void report_scratch_free(struct report_scratch *sc)
+{
+    if (sc == NULL)
+        return;
+    keel_buf_release(&sc->text);
+    free(sc);
+}
+
+static void set(struct keel_attr_bag *bag, int id, struct keel_value v)
+{
+    keel_attr_bag_set(bag, id, &v);
+}
+
+static void set_str(struct keel_attr_bag *bag, int id, struct keel_str s)
+{
+    if (s.len > 0)
+        set(bag, id, keel_value_str(s.p, s.len));
+}
+
+static void set_cstr(struct keel_attr_bag *bag, int id, const char *s)
+{
+    if (s != NULL && *s)
+        set(bag, id, keel_value_str(s, strlen(s)));
+}
+
+/* A string built in the scratch text buffer. Offsets, not pointers, until the buffer has
+ * stopped growing: report_fill resolves them at the end. */
+struct pending {
+    int id;
+    size_t off, len;
+};
+
+static void set_text(struct report_scratch *sc, struct pending *p, size_t *np, int id,
+                     const char *fmt, const char *a, size_t alen, const char *b, size_t blen)
+{
+    size_t off = keel_buf_len(&sc->text);
+    keel_buf_printf(&sc->text, fmt, (int)alen, a, (int)blen, b);
+    p[*np] = (struct pending){ id, off, keel_buf_len(&sc->text) - off };
+    (*np)++;
+}
+
+static struct keel_value timestamp(int64_t wall_us)
+{
+    struct keel_value v = { .type = KEEL_VALUE_TIMESTAMP };
+    v.u.t.sec = wall_us / 1000000;
+    v.u.t.nsec = (int32_t)(wall_us % 1000000) * 1000;
+    return v;
+}
+
+/* "1.2.3.4:5678" / "[::1]:80" -> IP value and port. */
+static bool ip_port(struct keel_str s, struct keel_value *ip, int64_t *port)
+{
+    char buf[64];
+    if (s.len == 0 || s.len >= sizeof(buf))
+        return false;
+    memcpy(buf, s.p, s.len);
+    buf[s.len] = '\0';
+    char *colon = strrchr(buf, ':');
+    if (colon == NULL)
+        return false;
+    *colon = '\0';
+    *port = atoi(colon + 1);
+    char *host = buf;
+    if (host[0] == '[') {
+        host++;
+        host[strlen(host) - 1] = '\0';
+    }
+    *ip = (struct keel_value){ .type = KEEL_VALUE_IP_ADDRESS };
+    if (inet_pton(AF_INET, host, ip->u.ip.a) == 1) {
+        ip->u.ip.len = 4;
+        return true;
+    }
+    if (inet_pton(AF_INET6, host, ip->u.ip.a) == 1) {
+        ip->u.ip.len = 16;
+        return true;
+    }
+    return false;
+}
+
+/* Header arrays as maps with lower-case names (HTTP names are case-insensitive; the
+ * expression language's map keys are not). */
+static struct keel_value header_map(struct report_scratch *sc, struct keel_str_pair *pairs,
+                                    const struct keel_http_header *h, size_t n, size_t *lower_used)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < REPORT_MAX_HEADERS; i++) {
+        if (h[i].name.len > sizeof(sc->lower) - *lower_used)
+            break;
+        char *dst = sc->lower + *lower_used;
+        for (size_t j = 0; j < h[i].name.len; j++) {
+            char c = h[i].name.p[j];
+            dst[j] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+        }
+        pairs[k].k = (struct keel_str){ dst, h[i].name.len };
+        pairs[k].v = h[i].value;
+        *lower_used += h[i].name.len;
+        k++;
+    }
+    return keel_value_map(pairs, k);
+}
+
+static void identity(struct keel_attr_bag *bag, const struct report_identity *id, bool source)
+{
+    if (id == NULL || id->name.len == 0)
+        return;
+    set_str(bag, source ? KEEL_ATTR_SOURCE_WORKLOAD_NAME : KEEL_ATTR_DESTINATION_WORKLOAD_NAME, id->name);
+    set_str(bag, source ? KEEL_ATTR_SOURCE_NAME : KEEL_ATTR_DESTINATION_NAME, id->name);
+    set_str(bag, source ? KEEL_ATTR_SOURCE_WORKLOAD_NAMESPACE : KEEL_ATTR_DESTINATION_WORKLOAD_NAMESPACE,
+            id->namespace);
+    set_str(bag, source ? KEEL_ATTR_SOURCE_NAMESPACE : KEEL_ATTR_DESTINATION_NAMESPACE, id->namespace);
+    set_str(bag, source ? KEEL_ATTR_SOURCE_SERVICE_ACCOUNT : KEEL_ATTR_DESTINATION_SERVICE_ACCOUNT,
+            id->service_account);
+    set(bag, source ? KEEL_ATTR_SOURCE_LABELS : KEEL_ATTR_DESTINATION_LABELS,
+        keel_value_map(id->labels, id->n_labels));
+}
+
+void report_fill(struct report_scratch *sc, const struct report_in *in)
+{
+    struct keel_attr_bag *bag = &sc->bag;
+    const struct keel_access_record *r = in->r;
+    struct pending pend[8];
+    size_t npend = 0, lower_used = 0;
+    keel_attr_bag_clear(bag);
+    sc->text.rpos = sc->text.wpos = 0;
+
+    set(bag, KEEL_ATTR_CONTEXT_REPORTER_KIND,
+        in->outbound ? keel_value_str("outbound", 8) : keel_value_str("inbound", 7));
+    set(bag, KEEL_ATTR_CONTEXT_PROTOCOL, r->is_tcp ? keel_value_str("tcp", 3) : keel_value_str("http", 4));
+    set(bag, KEEL_ATTR_CONTEXT_TIME, timestamp(r->start_us + r->duration_us));
+
+    /* who is who: outbound reports are made by the source, inbound by the destination */
+    struct report_identity peer = { 0 };
+    if (in->peer != NULL && in->peer->present) {
+        peer.name = in->peer->name;
+        peer.namespace = in->peer->namespace;
+        peer.service_account = in->peer->service_account;
+        peer.labels = in->peer->labels;
+        peer.n_labels = in->peer->n_labels;
+    }
+    const struct report_identity *src = in->outbound ? in->self : &peer;
+    const struct report_identity *dst = in->outbound ? &peer : in->self;
+    identity(bag, src, true);
+    identity(bag, dst, false);
+    if (src != NULL && src->service_account.len > 0)
+        set_text(sc, pend, &npend, KEEL_ATTR_SOURCE_PRINCIPAL, "spiffe://cluster.local/ns/%.*s/sa/%.*s",
+                 src->namespace.p, src->namespace.len, src->service_account.p, src->service_account.len);
+    if (dst != NULL && dst->service_account.len > 0)
+        set_text(sc, pend, &npend, KEEL_ATTR_DESTINATION_PRINCIPAL,
+                 "spiffe://cluster.local/ns/%.*s/sa/%.*s", dst->namespace.p, dst->namespace.len,
+                 dst->service_account.p, dst->service_account.len);
+    if (src != NULL && src->name.len > 0)
+        set_text(sc, pend, &npend, KEEL_ATTR_SOURCE_UID, "kubernetes://%.*s.%.*s", src->name.p,
+                 src->name.len, src->namespace.p, src->namespace.len);
+    if (dst != NULL && dst->name.len > 0)
+        set_text(sc, pend, &npend, KEEL_ATTR_DESTINATION_UID, "kubernetes://%.*s.%.*s", dst->name.p,
+                 dst->name.len, dst->namespace.p, dst->namespace.len);
+
+    /* the destination service: the route's service (outbound), the one we back (inbound) */
+    set_str(bag, KEEL_ATTR_DESTINATION_SERVICE_HOST, in->service_host);
+    set_str(bag, KEEL_ATTR_DESTINATION_SERVICE_NAME, in->service_name);
+    set_str(bag, KEEL_ATTR_DESTINATION_SERVICE_NAMESPACE, in->service_namespace);
+
+    struct keel_value ip;
+    int64_t port;
+    if (ip_port(r->downstream_remote, &ip, &port) && !in->outbound) {
+        set(bag, KEEL_ATTR_SOURCE_IP, ip);
+        set(bag, KEEL_ATTR_SOURCE_PORT, keel_value_int(port));
+    }
+    struct keel_str dst_addr = in->outbound ? r->upstream_host : r->downstream_local;
+    if (ip_port(dst_addr, &ip, &port)) {
+        set(bag, KEEL_ATTR_DESTINATION_IP, ip);
+        set(bag, KEEL_ATTR_DESTINATION_PORT, keel_value_int(port));
+    }
+    set(bag, KEEL_ATTR_REQUEST_TIME, timestamp(r->start_us));
+
+    if (r->is_tcp) {
+        set(bag, KEEL_ATTR_CONNECTION_EVENT, keel_value_str(in->tcp_event, strlen(in->tcp_event)));
+        set(bag, KEEL_ATTR_CONNECTION_RECEIVED_BYTES, keel_value_int((int64_t)in->tcp_received_delta));
+        set(bag, KEEL_ATTR_CONNECTION_SENT_BYTES, keel_value_int((int64_t)in->tcp_sent_delta));
+        set(bag, KEEL_ATTR_CONNECTION_RECEIVED_BYTES_TOTAL, keel_value_int((int64_t)r->bytes_received));
+        set(bag, KEEL_ATTR_CONNECTION_SENT_BYTES_TOTAL, keel_value_int((int64_t)r->bytes_sent));
+        set(bag, KEEL_ATTR_CONNECTION_DURATION, keel_value_duration(r->duration_us * 1000));
+        set(bag, KEEL_ATTR_CONNECTION_MTLS, keel_value_bool(false));
+    } else {
+        set_str(bag, KEEL_ATTR_REQUEST_METHOD, r->method);
+        set_str(bag, KEEL_ATTR_REQUEST_PATH, r->path);
+        struct keel_str url_path = r->path;
+        const char *q = url_path.len ? memchr(url_path.p, '?', url_path.len) : NULL;
+        if (q != NULL) {
+            set(bag, KEEL_ATTR_REQUEST_QUERY, keel_value_str(q + 1, (size_t)(url_path.p + url_path.len - q - 1)));
+            url_path.len = (size_t)(q - url_path.p);
+        }
+        set_str(bag, KEEL_ATTR_REQUEST_URL_PATH, url_path);
+        set_str(bag, KEEL_ATTR_REQUEST_HOST, r->authority);
+        set_str(bag, KEEL_ATTR_REQUEST_SCHEME, r->scheme);
+        set_str(bag, KEEL_ATTR_REQUEST_PROTOCOL, r->protocol);
+        set_str(bag, KEEL_ATTR_REQUEST_ID, r->request_id);
+        struct keel_value hm = header_map(sc, sc->req_pairs, r->req_headers, r->n_req_headers, &lower_used);
+        set(bag, KEEL_ATTR_REQUEST_HEADERS, hm);
+        const struct keel_str *ua = keel_value_map_get(&hm, "user-agent", 10);
+        if (ua != NULL)
+            set_str(bag, KEEL_ATTR_REQUEST_USERAGENT, *ua);
+        const struct keel_str *ref = keel_value_map_get(&hm, "referer", 7);
+        if (ref != NULL)
+            set_str(bag, KEEL_ATTR_REQUEST_REFERER, *ref);
+        set(bag, KEEL_ATTR_REQUEST_SIZE, keel_value_int((int64_t)r->bytes_received));
+        set(bag, KEEL_ATTR_REQUEST_TOTAL_SIZE,
+            keel_value_int((int64_t)(r->bytes_received + r->request_headers_bytes)));
+        set(bag, KEEL_ATTR_REQUEST_HEADERS_BYTES, keel_value_int((int64_t)r->request_headers_bytes));
+        if (r->request_duration_us >= 0)
+            set(bag, KEEL_ATTR_REQUEST_DURATION, keel_value_duration(r->request_duration_us * 1000));
+        set(bag, KEEL_ATTR_RESPONSE_CODE, keel_value_int(r->status));
+        set_str(bag, KEEL_ATTR_RESPONSE_CODE_DETAILS, r->code_details);
+        set(bag, KEEL_ATTR_RESPONSE_SIZE, keel_value_int((int64_t)r->bytes_sent));
+        set(bag, KEEL_ATTR_RESPONSE_TOTAL_SIZE,
+            keel_value_int((int64_t)(r->bytes_sent + r->response_headers_bytes)));
+        set(bag, KEEL_ATTR_RESPONSE_HEADERS_BYTES, keel_value_int((int64_t)r->response_headers_bytes));
+        set(bag, KEEL_ATTR_RESPONSE_DURATION, keel_value_duration(r->duration_us * 1000));
+        if (r->response_duration_us >= 0)
+            set(bag, KEEL_ATTR_RESPONSE_BACKEND_LATENCY,
+                keel_value_duration(r->response_duration_us * 1000));
+        set(bag, KEEL_ATTR_RESPONSE_TIME, timestamp(r->start_us + r->duration_us));
+        set(bag, KEEL_ATTR_RESPONSE_HEADERS,
+            header_map(sc, sc->resp_pairs, r->resp_headers, r->n_resp_headers, &lower_used));
+    }
+    set(bag, KEEL_ATTR_RESPONSE_FLAGS, keel_value_int((int64_t)r->flags));
+    if (r->flags != 0) {
+        size_t off = keel_buf_len(&sc->text);
+        keel_buf_reserve(&sc->text, 128);
+        size_t n = keel_rf_format(r->flags, 0, keel_buf_wptr(&sc->text), keel_buf_room(&sc->text));
+        sc->text.wpos += n;
+        pend[npend++] = (struct pending){ KEEL_ATTR_CONTEXT_PROXY_ERROR_CODE, off, n };
+    }
+    set_cstr(bag, KEEL_ATTR_CONTEXT_REPORTER_UID, in->reporter_uid);
+    /* the scratch text has stopped growing: point the bag at it */
+    for (size_t i = 0; i < npend; i++)
+        set(bag, pend[i].id, keel_value_str(sc->text.data + pend[i].off, pend[i].len));
+}
