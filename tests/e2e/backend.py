@@ -8,6 +8,7 @@ Endpoints:
   GET  /status/N          status N; a short body unless N is 1xx/204/304
   GET  /conn              the id of this TCP connection (keep-alive reuse is visible)
   GET  /name              NAME from the command line (tells backends apart)
+  GET  /healthz           200 "ok"
   GET  /headers           the request head as received, as JSON {"line":..,"headers":[[k,v]..]}
   POST /echo              the request body back (Content-Length framing)
   POST /count             {"bytes": N, "sha256": ...} of the body (CL or chunked)
@@ -107,6 +108,8 @@ def serve(sock):
                     respond(sock, code, b"" if head_only else payload, reason="X",
                             headers=[("Content-Length", len(payload))] if head_only else (),
                             length=not head_only)
+            elif path == "/healthz":
+                respond(sock, 200, b"ok\n")
             elif path == "/name":
                 respond(sock, 200, NAME.encode())
             elif path == "/conn":

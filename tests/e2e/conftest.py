@@ -137,8 +137,8 @@ class Keel:
 
 @pytest.fixture
 def keel(procs, tmp_path):
-    def start(*extra, upstream=None, access_log=True, concurrency=1, env=None):
-        inbound, outbound, admin = free_port(), free_port(), free_port()
+    def start(*extra, upstream=None, access_log=True, concurrency=1, env=None, inbound_port=None):
+        inbound, outbound, admin = inbound_port or free_port(), free_port(), free_port()
         log = str(tmp_path / ("access-%d.log" % inbound))
         args = WRAPPER + [KEEL, "proxy", "--inbound", "127.0.0.1:%d" % inbound,
                 "--outbound", "127.0.0.1:%d" % outbound, "--admin", "127.0.0.1:%d" % admin,
