@@ -19,6 +19,8 @@ static const char usage_text[] =
     "  --route HOST[:PORT]=ADDR    outbound destination (repeatable), checked before the registry\n"
     "  --config-dir DIR            Istio YAML resources, watched and reloaded (./keel.d if present)\n"
     "  --workload NAME.NAMESPACE   the WorkloadEntry this sidecar runs for\n"
+    "  --telemetry on|off          istio_* metrics and Mixer rules per request (on)\n"
+    "  --metric-series-limit N     series per metric before new ones are refused (10000)\n"
     "  --tcp-route LISTEN=ADDR     proxy a TCP port as bytes (repeatable)\n"
     "  --admin ADDR                admin listener (127.0.0.1:15000)\n"
     "  --concurrency N             worker threads (default: CPUs this process may use)\n"
@@ -40,7 +42,7 @@ enum {
     OPT_CONCURRENCY, OPT_ACCESS_LOG, OPT_ACCESS_LOG_FORMAT, OPT_ACCESS_LOG_ENCODING,
     OPT_HEADERS_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_CONNECT_TIMEOUT, OPT_UPSTREAM_TIMEOUT,
     OPT_DRAIN_TIMEOUT, OPT_MAX_HEADERS_KB, OPT_MAX_HEADERS, OPT_MAX_URI, OPT_LOG_LEVEL,
-    OPT_CONFIG_DIR, OPT_WORKLOAD,
+    OPT_CONFIG_DIR, OPT_WORKLOAD, OPT_TELEMETRY, OPT_SERIES_LIMIT,
 };
 
 static const struct option options[] = {
@@ -65,6 +67,8 @@ static const struct option options[] = {
     { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
     { "config-dir", required_argument, NULL, OPT_CONFIG_DIR },
     { "workload", required_argument, NULL, OPT_WORKLOAD },
+    { "telemetry", required_argument, NULL, OPT_TELEMETRY },
+    { "metric-series-limit", required_argument, NULL, OPT_SERIES_LIMIT },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -98,6 +102,13 @@ int keel_cmd_proxy(int argc, char **argv)
         case OPT_ADMIN: o.admin = optarg; break;
         case OPT_CONFIG_DIR: o.config_dir = optarg; break;
         case OPT_WORKLOAD: o.workload = optarg; break;
+        case OPT_TELEMETRY:
+            if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
+                fprintf(stderr, "keel proxy: --telemetry: on or off\n");
+                goto out;
+            }
+            o.telemetry_off = !strcmp(optarg, "off");
+            break;
         case OPT_ROUTE:
             if (keel_proxy_route_parse(optarg, &o.routes[o.n_routes]) < 0) {
                 fprintf(stderr, "keel proxy: --route '%s': want HOST[:PORT]=ADDR\n", optarg);
@@ -143,6 +154,7 @@ int keel_cmd_proxy(int argc, char **argv)
         case OPT_MAX_HEADERS_KB:
         case OPT_MAX_HEADERS:
         case OPT_MAX_URI:
+        case OPT_SERIES_LIMIT:
             if (number(options[idx].name, optarg, c == OPT_UPSTREAM_TIMEOUT ? 0 : 1, &v) < 0)
                 goto out;
             switch (c) {
@@ -154,6 +166,7 @@ int keel_cmd_proxy(int argc, char **argv)
             case OPT_DRAIN_TIMEOUT: o.drain_timeout_ms = v; break;
             case OPT_MAX_HEADERS_KB: o.max_request_headers_kb = (size_t)v; break;
             case OPT_MAX_HEADERS: o.max_headers = (size_t)v; break;
+            case OPT_SERIES_LIMIT: o.metric_series_limit = (size_t)v; break;
             default: o.max_uri_bytes = (size_t)v; break;
             }
             break;

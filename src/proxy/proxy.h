@@ -38,6 +38,8 @@ struct keel_proxy_options {
     const char *upstream;          /* the local app, target of inbound */
     const char *config_dir;        /* NULL: ./keel.d when it exists */
     const char *workload;          /* NAME.NAMESPACE: who this sidecar is */
+    bool telemetry_off;            /* no metrics or Mixer rules (access log unaffected) */
+    size_t metric_series_limit;    /* per metric family; 0: the registry's default */
     struct keel_proxy_route *routes;
     size_t n_routes;
     struct keel_proxy_tcp_route *tcp_routes;

@@ -150,6 +150,8 @@ static int build(struct server *srv, const struct keel_proxy_options *o)
     srv->opt = o;
     pthread_mutex_init(&srv->gen_lock, NULL);
     srv->metrics = keel_metrics_new();
+    if (o->metric_series_limit > 0)
+        keel_metrics_set_series_limit(srv->metrics, o->metric_series_limit);
     char err[256];
     srv->stdio_sinks[KEEL_TELEMETRY_STDOUT] = keel_sink_open("/dev/stdout", 4 << 20, err, sizeof(err));
     srv->stdio_sinks[KEEL_TELEMETRY_STDERR] = keel_sink_open("/dev/stderr", 1 << 20, err, sizeof(err));

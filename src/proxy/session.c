@@ -400,7 +400,7 @@ static void abort_exchange(struct session *s, uint32_t flag, const char *details
 /* The telemetry report of the exchange described by r (DESIGN.md data flow 1-3). */
 static void report(struct session *s, const struct keel_access_record *r, const char *tcp_event)
 {
-    if (s->wg == NULL)
+    if (s->wg == NULL || srv_of(s)->opt->telemetry_off)
         return;
     const struct proxy_gen *g = s->wg->g;
     struct report_in in = {

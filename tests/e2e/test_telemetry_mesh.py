@@ -346,3 +346,18 @@ def test_exact_counts_under_load(keel, backend_factory, tmp_path):
             time.sleep(0.2)
         assert count == n
         assert m.metric(w, "keel_access_log_lines_total", result="dropped") == 0
+
+
+def test_series_limit_and_telemetry_off(keel, backend):
+    k = keel("--metric-series-limit", "3", upstream=backend)
+    for code in (200, 201, 202, 203, 204, 205):
+        raw_exchange(k.inbound, b"GET /status/%d HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" % code)
+    _, text = http_get("http://127.0.0.1:%d/stats/prometheus" % k.admin)
+    series = [l for l in text.splitlines() if l.startswith("istio_requests_total{")]
+    assert len(series) == 3
+    assert 'keel_metrics_series_overflow_total{metric="istio_requests_total"} 3' in text
+    off = keel("--telemetry", "off", upstream=backend)
+    raw_exchange(off.inbound, b"GET /status/200 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    _, text = http_get("http://127.0.0.1:%d/stats/prometheus" % off.admin)
+    assert "istio_requests_total{" not in text
+    assert 'keel_downstream_rq_total{response_code_class="2xx"} 1' in text
