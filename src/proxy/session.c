@@ -780,11 +780,9 @@ void session_upstream_connected(struct session *s)
         return;
     }
     s->phase = PH_FORWARD;
-    int64_t t = srv_of(s)->opt->upstream_timeout_ms;
-    if (t > 0)
-        set_timer(s, T_RESPONSE, t);
-    else
-        set_timer(s, T_BODY, BODY_IDLE_TIMEOUT_MS);
+    /* the response timeout starts once the whole request is upstream (Envoy's route
+     * timeout); until then only inactivity ends a slow upload */
+    set_timer(s, T_BODY, BODY_IDLE_TIMEOUT_MS);
     touch(s);
 }
 
@@ -1136,8 +1134,12 @@ static bool do_forward(struct session *s)
         if (n > 0)
             progress = true;
     }
-    if (s->req_done && keel_buf_len(&u->out) == 0 && s->t_upstream_sent_us < 0)
+    if (s->req_done && keel_buf_len(&u->out) == 0 && s->t_upstream_sent_us < 0) {
         s->t_upstream_sent_us = keel_loop_now_us(s->w->loop);
+        int64_t t = srv_of(s)->opt->upstream_timeout_ms;
+        if (t > 0 && !s->res_head_done)
+            set_timer(s, T_RESPONSE, t);
+    }
 
     /* upstream -> client: read only once what was read before has moved on (or to
      * complete a head), so an EOF is never seen ahead of unforwarded bytes */

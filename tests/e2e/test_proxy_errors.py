@@ -115,3 +115,21 @@ def test_stale_pooled_connection_is_retried(keel, backend):
         assert status_of(out) == 200
         out = raw_exchange(k.inbound, b"GET /status/200 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         assert status_of(out) == 200
+
+
+def test_upstream_timeout_starts_after_the_request_body(keel, backend):
+    # a slow upload longer than --upstream-timeout is fine: the timer starts once the
+    # whole request is upstream, as Envoy's route timeout does
+    k = keel("--upstream-timeout", "400", upstream=backend)
+    s = socket.create_connection(("127.0.0.1", k.inbound), timeout=5)
+    s.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\nConnection: close\r\n\r\n")
+    for piece in (b"abc", b"def", b"ghi"):
+        time.sleep(0.3)
+        s.sendall(piece)
+    out = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        out += chunk
+    assert status_of(out) == 200 and out.endswith(b"abcdefghi")
