@@ -36,6 +36,9 @@ struct keel_ynode {
     size_t n;                    /* SEQ: items; MAP: pairs */
     struct keel_ynode **kids;    /* SEQ: kids[i]; MAP: kids[2i] key, kids[2i+1] value */
     int block_line, block_indent; /* BLOCK scalars: first content line and its indent */
+    const char *raw;             /* multi-line scalars: the source text from the node's first character */
+    size_t raw_len;
+    int raw_col_off;             /* column shift of every raw line (the ConfigMap mesh string) */
 };
 
 /* Parse every document of data into roots (NULL for empty documents). Positions are
@@ -75,6 +78,7 @@ void keel_config_warn_at(struct keel_config_ctx *c, const struct keel_config_pos
 enum keel_field_type {
     KEEL_FT_STR,      /* const char * */
     KEEL_FT_INT,      /* int64_t */
+    KEEL_FT_PORT,     /* int64_t in 1..65535 */
     KEEL_FT_BOOL,     /* bool */
     KEEL_FT_BOOL3,    /* int: -1 unset, 0, 1 */
     KEEL_FT_DOUBLE,   /* double */
@@ -131,6 +135,7 @@ struct keel_config_pos keel_config_pos_of(const struct keel_ynode *n);
 /* Scalar helpers (report the error themselves). */
 int keel_config_scalar_str(struct keel_config_ctx *c, const struct keel_ynode *n, const char **out);
 int keel_config_scalar_int(struct keel_config_ctx *c, const struct keel_ynode *n, int64_t *out);
+int keel_config_scalar_port(struct keel_config_ctx *c, const struct keel_ynode *n, int64_t *out);
 int keel_config_parse_duration_ms(const char *s, int64_t *ms);
 
 /* The one place expressions are compiled (expr.c). */

@@ -27,6 +27,48 @@ static void remember(struct keel_config_ctx *c, struct keel_config_expr *e)
     im->exprs[im->n_exprs++] = e;
 }
 
+/* A column inside a scalar written over several lines (a block scalar, a folded plain or
+ * quoted one): walk the value and its source text together to find the line and column of
+ * value byte k. The source's extra characters are the quotes, the block indicator line,
+ * indentation, escapes and the line breaks that folding turned into spaces. */
+static struct keel_config_pos map_multiline(const struct keel_ynode *n, size_t k)
+{
+    const char *r = n->raw, *end = n->raw + n->raw_len, *v = n->str;
+    bool quoted = n->style == KEEL_YSTYLE_SINGLE || n->style == KEEL_YSTYLE_DOUBLE;
+    struct keel_config_pos p = keel_config_pos_of(n), last;
+    if (n->style == KEEL_YSTYLE_BLOCK)
+        while (r < end && *r != '\n')
+            r++, p.col++;
+    else if (quoted)
+        r++, p.col++;
+    last = p;
+#define SKIPPABLE(ch) ((ch) == ' ' || (ch) == '\t' || (ch) == '\n' || (ch) == '\r' || (quoted && ((ch) == '\\' || (ch) == '\'')))
+#define ADVANCE() (*r++ == '\n' ? (p.line++, p.col = 1 + n->raw_col_off) : p.col++)
+    size_t ci = 0;
+    while (ci < k && ci < n->len && r < end) {
+        if (*r == v[ci]) {
+            ADVANCE();
+            ci++;
+            last = p;
+        } else if (SKIPPABLE(*r)) {
+            ADVANCE();
+        } else if (v[ci] == ' ' || v[ci] == '\n') {
+            ci++; /* a line break folded into the value */
+        } else {
+            ADVANCE(); /* an escape sequence: one value byte for several source bytes */
+            ci++;
+            last = p;
+        }
+    }
+    if (k >= n->len)
+        return last; /* just after the value's last character */
+    while (r < end && *r != v[k] && SKIPPABLE(*r))
+        ADVANCE();
+#undef SKIPPABLE
+#undef ADVANCE
+    return p;
+}
+
 int keel_config_expr_compile(struct keel_config_ctx *c, struct keel_config_expr *e, const struct keel_ynode *n,
                              enum keel_config_dialect d, enum keel_expr_want want)
 {
@@ -48,7 +90,9 @@ int keel_config_expr_compile(struct keel_config_ctx *c, struct keel_config_expr 
     e->compiled = keel_expr_compile(n->str, n->len, d == KEEL_CONFIG_CEL ? KEEL_EXPR_CEL : KEEL_EXPR_CEXL, &err);
     if (e->compiled == NULL) {
         struct keel_config_pos p = e->pos;
-        if (err.col > 0)
+        if (err.col > 0 && n->raw != NULL)
+            p = map_multiline(n, (size_t)err.col - 1);
+        else if (err.col > 0)
             p.col += err.col - 1;
         keel_config_err_at(c, &p, "invalid expression: %s", err.msg[0] ? err.msg : "syntax error");
         return -1;

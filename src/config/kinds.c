@@ -5,6 +5,7 @@
 
 #include "core/alloc.h"
 
+#include <arpa/inet.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -519,7 +520,7 @@ static int bind_target_port(struct keel_config_ctx *c, const struct keel_ynode *
         return -1;
     }
     if (n->style == KEEL_YSTYLE_PLAIN && n->str[0] >= '0' && n->str[0] <= '9')
-        return keel_config_scalar_int(c, n, &p->target_port);
+        return keel_config_scalar_port(c, n, &p->target_port);
     p->target_port_name = n->str;
     return 0;
 }
@@ -527,7 +528,7 @@ static int bind_target_port(struct keel_config_ctx *c, const struct keel_ynode *
 #define SP(f) offsetof(struct keel_config_service_port, f)
 static const struct keel_field service_port_fields[] = {
     { .name = "name", .type = KEEL_FT_STR, .off = SP(name) },
-    { .name = "port", .type = KEEL_FT_INT, .off = SP(port), .required = true },
+    { .name = "port", .type = KEEL_FT_PORT, .off = SP(port), .required = true },
     { .name = "targetPort", .type = KEEL_FT_CUSTOM, .fn = bind_target_port },
     { .name = "protocol", .type = KEEL_FT_STR, .off = SP(protocol) },
     { .name = "appProtocol", .type = KEEL_FT_STR, .off = SP(app_protocol) },
@@ -582,19 +583,51 @@ static int bind_we_ports(struct keel_config_ctx *c, const struct keel_ynode *n, 
         w->ports[i].key = k->str ? k->str : "";
         w->ports[i].value = v->str ? v->str : "";
         w->ports[i].pos = keel_config_pos_of(v);
-        if (keel_config_scalar_int(c, v, &w->ports_num[i]) < 0)
+        if (keel_config_scalar_port(c, v, &w->ports_num[i]) < 0)
             rc = -1;
-        else if (w->ports_num[i] <= 0 || w->ports_num[i] > 65535) {
-            keel_config_err(c, v, "port %lld out of range 1-65535", (long long)w->ports_num[i]);
-            rc = -1;
-        }
     }
     return rc;
 }
 
+/* An IP address, a DNS name or unix://PATH (as Istio validates it); not "host:port". */
+static int bind_we_address(struct keel_config_ctx *c, const struct keel_ynode *n, void *base)
+{
+    struct keel_config_workloadentry_spec *w = base;
+    if (n->type != KEEL_YNODE_SCALAR) {
+        keel_config_err(c, n, "\"address\": expected a string, got %s", keel_ynode_type_name(n));
+        return -1;
+    }
+    const char *s = n->str;
+    unsigned char buf[sizeof(struct in6_addr)];
+    bool ok = inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1 ||
+              (!strncmp(s, "unix://", 7) && s[7] != '\0');
+    if (!ok && n->len > 0 && n->len <= 253) {
+        ok = true;
+        size_t label = 0;
+        for (size_t i = 0; i <= n->len && ok; i++) {
+            char ch = s[i];
+            if (ch == '.' || ch == '\0') {
+                ok = label > 0 && label <= 63 && s[i - 1] != '-';
+                label = 0;
+            } else if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                       (ch == '-' && label > 0)) {
+                label++;
+            } else {
+                ok = false;
+            }
+        }
+    }
+    if (!ok) {
+        keel_config_err(c, n, "invalid address \"%s\" (expected an IP address, a host name or unix://PATH)", s);
+        return -1;
+    }
+    w->address = s;
+    return 0;
+}
+
 #define WE(f) offsetof(struct keel_config_workloadentry_spec, f)
 static const struct keel_field we_fields[] = {
-    { .name = "address", .type = KEEL_FT_STR, .off = WE(address) },
+    { .name = "address", .type = KEEL_FT_CUSTOM, .fn = bind_we_address },
     { .name = "ports", .type = KEEL_FT_CUSTOM, .fn = bind_we_ports },
     { .name = "labels", .type = KEEL_FT_KVMAP, .off = WE(labels), .off2 = WE(n_labels) },
     { .name = "network", .type = KEEL_FT_STR, .off = WE(network) },
@@ -608,10 +641,10 @@ static const struct keel_config_schema we_schema = { "WorkloadEntry spec", we_fi
 
 #define SEP(f) offsetof(struct keel_config_se_port, f)
 static const struct keel_field se_port_fields[] = {
-    { .name = "number", .type = KEEL_FT_INT, .off = SEP(number), .required = true },
+    { .name = "number", .type = KEEL_FT_PORT, .off = SEP(number), .required = true },
     { .name = "protocol", .type = KEEL_FT_STR, .off = SEP(protocol) },
     { .name = "name", .type = KEEL_FT_STR, .off = SEP(name) },
-    { .name = "targetPort", .type = KEEL_FT_INT, .off = SEP(target_port) },
+    { .name = "targetPort", .type = KEEL_FT_PORT, .off = SEP(target_port) },
     END
 };
 #undef SEP
@@ -639,7 +672,7 @@ static const struct keel_config_schema se_schema = { "ServiceEntry spec", se_fie
 static const struct keel_field gw_listener_fields[] = {
     { .name = "name", .type = KEEL_FT_STR, .off = GL(name), .required = true },
     { .name = "hostname", .type = KEEL_FT_STR, .off = GL(hostname) },
-    { .name = "port", .type = KEEL_FT_INT, .off = GL(port), .required = true },
+    { .name = "port", .type = KEEL_FT_PORT, .off = GL(port), .required = true },
     { .name = "protocol", .type = KEEL_FT_STR, .off = GL(protocol), .required = true },
     { .name = "allowedRoutes", .type = KEEL_FT_ANY },
     { .name = "tls", .type = KEEL_FT_ANY },
@@ -698,7 +731,7 @@ static const struct keel_config_schema default_providers_schema = { "defaultProv
 #define EP(f) offsetof(struct keel_config_ext_provider, f)
 static const struct keel_field zipkin_fields[] = {
     { .name = "service", .type = KEEL_FT_STR, .off = EP(zipkin_service), .required = true },
-    { .name = "port", .type = KEEL_FT_INT, .off = EP(zipkin_port), .required = true },
+    { .name = "port", .type = KEEL_FT_PORT, .off = EP(zipkin_port), .required = true },
     { .name = "maxTagLength", .type = KEEL_FT_INT, .off = EP(zipkin_max_tag_length) },
     { .name = "enable64bitTraceId", .type = KEEL_FT_BOOL, .off = EP(zipkin_enable_64bit_trace_id) },
     { .name = "path", .type = KEEL_FT_STR, .off = EP(zipkin_path) },

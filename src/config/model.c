@@ -310,7 +310,7 @@ int keel_config_model(struct keel_config_ctx *c)
         if (o->invalid)
             continue;
         if (t->n_selector && t->n_target_refs)
-            keel_config_err_at(c, &o->pos, "Telemetry \"%s\": selector and targetRefs are mutually exclusive",
+            keel_config_err_at(c, &t->target_refs[0].pos, "Telemetry \"%s\": selector and targetRefs are mutually exclusive",
                                o->name);
         for (size_t i = 0; i < t->n_metrics; i++)
             check_providers(c, t->metrics[i].providers, t->metrics[i].n_providers);

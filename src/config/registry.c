@@ -207,9 +207,8 @@ int keel_config_build_registry(struct keel_config_ctx *c)
             p->protocol = keel_proto_of_port(cp->name, cp->app_protocol, cp->protocol, (int)cp->port);
             if (cp->port <= 0 || cp->port > 65535)
                 keel_config_err_at(c, &cp->pos, "port %lld out of range 1-65535", (long long)cp->port);
-            for (size_t j = 0; j < i; j++)
-                if (sv->n_ports > 1 && (cp->name == NULL || cp->name[0] == '\0'))
-                    keel_config_err_at(c, &cp->pos, "Service \"%s\" has several ports: each needs a name", o->name);
+            if (sv->n_ports > 1 && (cp->name == NULL || cp->name[0] == '\0'))
+                keel_config_err_at(c, &cp->pos, "Service \"%s\" has several ports: each needs a name", o->name);
             for (size_t k = 0; k < cfg->n_workloads; k++) {
                 struct keel_registry_workload *w = &cfg->workloads[k];
                 if (strcmp(w->namespace, s->namespace) || !selects(s->selector, s->n_selector, w->labels, w->n_labels))

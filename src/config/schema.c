@@ -60,6 +60,17 @@ int keel_config_scalar_int(struct keel_config_ctx *c, const struct keel_ynode *n
     return 0;
 }
 
+int keel_config_scalar_port(struct keel_config_ctx *c, const struct keel_ynode *n, int64_t *out)
+{
+    if (keel_config_scalar_int(c, n, out) < 0)
+        return -1;
+    if (*out < 1 || *out > 65535) {
+        keel_config_err(c, n, "port %lld out of range 1-65535", (long long)*out);
+        return -1;
+    }
+    return 0;
+}
+
 static int scalar_bool(struct keel_config_ctx *c, const struct keel_ynode *n, bool *out)
 {
     if (n->type == KEEL_YNODE_SCALAR && n->style == KEEL_YSTYLE_PLAIN) {
@@ -189,6 +200,8 @@ static int bind_field(struct keel_config_ctx *c, const struct keel_field *f, con
     }
     case KEEL_FT_INT:
         return keel_config_scalar_int(c, v, AT(base, f->off, int64_t));
+    case KEEL_FT_PORT:
+        return keel_config_scalar_port(c, v, AT(base, f->off, int64_t));
     case KEEL_FT_BOOL:
         return scalar_bool(c, v, AT(base, f->off, bool));
     case KEEL_FT_BOOL3: {

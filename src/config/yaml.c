@@ -31,6 +31,21 @@ static void syntax_error(struct yparse *y)
     const char *what = y->p.problem ? y->p.problem : "invalid YAML";
     int line = (int)y->p.problem_mark.line + 1 + y->line_off;
     int col = (int)y->p.problem_mark.column + 1 + y->col_off;
+    if (y->p.problem_mark.index >= y->len) {
+        /* at the end of the input libyaml moves its mark to a line of its own, past the
+         * text (for the mesh string inside a ConfigMap: past the string); report the
+         * position where the text really ends */
+        line = 1 + y->line_off;
+        col = 1 + y->col_off;
+        for (size_t i = 0; i < y->len; i++) {
+            if (y->data[i] == '\n') {
+                line++;
+                col = 1 + y->col_off;
+            } else {
+                col++;
+            }
+        }
+    }
     if (y->p.context)
         keel_diag_error(y->diag, y->file, line, col, "YAML syntax error: %s %s", what, y->p.context);
     else
@@ -101,6 +116,14 @@ static struct keel_ynode *parse_node(struct yparse *y, yaml_event_t *ev)
             break;
         }
         default: n->style = KEEL_YSTYLE_PLAIN; break;
+        }
+        /* a scalar over several lines keeps its source, so that a column inside its value
+         * (an expression error) can be mapped back to the right line (expr.c) */
+        if (ev->end_mark.line != ev->start_mark.line && ev->end_mark.index <= y->len &&
+            ev->start_mark.index < ev->end_mark.index) {
+            n->raw_len = ev->end_mark.index - ev->start_mark.index;
+            n->raw = keel_config_arena_strndup(y->a, y->data + ev->start_mark.index, n->raw_len);
+            n->raw_col_off = y->col_off;
         }
         add_anchor(y, ev->data.scalar.anchor, n);
         break;

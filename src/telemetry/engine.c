@@ -86,6 +86,7 @@ struct keel_telemetry_shard *keel_telemetry_shard_new(struct keel_metrics *reg)
 {
     struct keel_telemetry_shard *sh = keel_calloc(1, sizeof(*sh));
     sh->ms = keel_metrics_shard_new(reg);
+    sh->std_cache = keel_calloc(TEL_STD_CACHE, sizeof(*sh->std_cache));
     return sh;
 }
 
@@ -98,6 +99,7 @@ void keel_telemetry_shard_free(struct keel_telemetry_shard *sh)
     for (int i = 0; i < KEEL_TELEMETRY_N_STREAMS; i++)
         keel_buf_release(&sh->out[i].buf);
     free(sh->fs);
+    free(sh->std_cache);
     free(sh);
 }
 

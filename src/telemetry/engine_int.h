@@ -135,8 +135,22 @@ struct keel_telemetry {
     struct keel_metrics_family *err_match, *err_instance, *err_attrgen, *err_sample;
 };
 
+/* Recently seen standard HTTP label tuples and their series in the (default-labelled)
+ * HTTP families, so a report finds all four with one hash and one compare
+ * (standard_metrics.c). Direct-mapped by tuple hash; an entry is a cache of lookups,
+ * never the only record of anything, so replacing it is always safe. */
+#define TEL_STD_CACHE 256
+#define TEL_STD_HTTP 4 /* TM_REQUESTS_TOTAL .. TM_RESPONSE_BYTES */
+struct tel_std_entry {
+    uint64_t hash;
+    const struct keel_str *vals; /* the tuple (a cached series' labels); NULL: none yet */
+    struct keel_metrics_family *fam[TEL_STD_HTTP];
+    struct keel_metrics_series *s[TEL_STD_HTTP]; /* valid for fam[k] only */
+};
+
 struct keel_telemetry_shard {
     struct keel_metrics_shard *ms;
+    struct tel_std_entry *std_cache; /* TEL_STD_CACHE entries */
     struct keel_buf scratch; /* label text of the current report */
     struct keel_str_pair *fs; /* filter_state entries handed to the bag */
     size_t fs_cap;

@@ -216,38 +216,65 @@ struct keel_metrics_shard *keel_metrics_shard_new(struct keel_metrics *reg)
     return sh;
 }
 
-/* 8 bytes at a time, one multiply per word; each value's tail word carries its length,
- * so ("ab","c") and ("a","bc") differ. Collisions only cost a compare. */
-static inline uint64_t mix(uint64_t h, uint64_t k)
+/* wyhash-style: each value costs one 64x64->128 multiply per 16 bytes (values up to 16
+ * bytes -- most label values -- exactly one), read with overlapping loads so no byte is
+ * read twice into the same lane and none outside the value. The value's length is folded
+ * into its word, so ("ab","c") and ("a","bc") differ. Collisions only cost a compare. */
+static inline uint64_t mum(uint64_t a, uint64_t b)
 {
-    h = (h ^ k) * 0x9E3779B97F4A7C15ull;
-    return h ^ (h >> 29);
+    __uint128_t r = (__uint128_t)a * b;
+    return (uint64_t)r ^ (uint64_t)(r >> 64);
 }
+
+static inline uint64_t rd8(const unsigned char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static inline uint64_t rd4(const unsigned char *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+#define HASH_S0 0xa0761d6478bd642full
+#define HASH_S1 0xe7037ed1a0b428dbull
+#define HASH_S2 0x8ebc6af09c88c6e3ull
 
 uint64_t keel_metrics_hash(const struct keel_str *values, size_t n)
 {
     uint64_t h = 0x243F6A8885A308D3ull ^ n;
     for (size_t i = 0; i < n; i++) {
         const unsigned char *p = (const unsigned char *)values[i].p;
-        size_t len = values[i].len, rest = len;
-        while (rest >= 8) {
-            uint64_t k;
-            memcpy(&k, p, 8);
-            h = mix(h, k);
-            p += 8;
-            rest -= 8;
+        size_t len = values[i].len;
+        uint64_t a, b;
+        if (len <= 16) {
+            if (len >= 4) {
+                size_t o = (len >> 3) << 2;
+                a = (rd4(p) << 32) | rd4(p + o);
+                b = (rd4(p + len - 4) << 32) | rd4(p + len - 4 - o);
+            } else if (len) {
+                a = ((uint64_t)p[0] << 16) | ((uint64_t)p[len >> 1] << 8) | p[len - 1];
+                b = 0;
+            } else {
+                a = b = 0;
+            }
+        } else {
+            size_t rest = len;
+            while (rest > 16) {
+                h = mum(rd8(p) ^ HASH_S1, rd8(p + 8) ^ h);
+                p += 16;
+                rest -= 16;
+            }
+            a = rd8(p + rest - 16);
+            b = rd8(p + rest - 8);
         }
-        uint64_t k = (uint64_t)len << 56;
-        if (rest) {
-            uint64_t t = 0;
-            memcpy(&t, p, rest);
-            k ^= t;
-        }
-        h = mix(h, k);
+        h = mum(a ^ HASH_S1 ^ ((uint64_t)len << 32), b ^ h ^ HASH_S2);
     }
-    h ^= h >> 33;
-    h *= 0xFF51AFD7ED558CCDull;
-    return h ^ (h >> 33);
+    return mum(h ^ HASH_S0, n ^ HASH_S1);
 }
 
 static inline bool str_eq(struct keel_str a, struct keel_str b)
@@ -373,16 +400,8 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-void keel_metrics_update_h(struct keel_metrics_shard *sh, struct keel_metrics_family *f,
-                           const struct keel_str *label_values, uint64_t hash, double v)
+static void series_update(struct keel_metrics_family *f, struct keel_metrics_series *s, double v)
 {
-    if (f->type == KEEL_METRIC_COUNTER && !(v >= 0)) {
-        count_to(sh, sh->reg->rejected, f->name);
-        return;
-    }
-    struct keel_metrics_series *s = lookup(sh, f, label_values, hash);
-    if (!s)
-        return;
     switch (f->type) {
     case KEEL_METRIC_COUNTER:
         store_add(&s->v, v);
@@ -407,6 +426,39 @@ void keel_metrics_update_h(struct keel_metrics_shard *sh, struct keel_metrics_fa
         break;
     }
     }
+}
+
+void keel_metrics_update_h(struct keel_metrics_shard *sh, struct keel_metrics_family *f,
+                           const struct keel_str *label_values, uint64_t hash, double v)
+{
+    if (f->type == KEEL_METRIC_COUNTER && !(v >= 0)) {
+        count_to(sh, sh->reg->rejected, f->name);
+        return;
+    }
+    struct keel_metrics_series *s = lookup(sh, f, label_values, hash);
+    if (s)
+        series_update(f, s, v);
+}
+
+struct keel_metrics_series *keel_metrics_series_find(struct keel_metrics_shard *sh, struct keel_metrics_family *f,
+                                                     const struct keel_str *label_values, uint64_t hash)
+{
+    return lookup(sh, f, label_values, hash);
+}
+
+const struct keel_str *keel_metrics_series_values(const struct keel_metrics_series *s)
+{
+    return s->values;
+}
+
+void keel_metrics_series_update(struct keel_metrics_shard *sh, struct keel_metrics_family *f,
+                                struct keel_metrics_series *s, double v)
+{
+    if (f->type == KEEL_METRIC_COUNTER && !(v >= 0)) {
+        count_to(sh, sh->reg->rejected, f->name);
+        return;
+    }
+    series_update(f, s, v);
 }
 
 void keel_metrics_add(struct keel_metrics_shard *sh, struct keel_metrics_family *f, const struct keel_str *label_values,

@@ -76,6 +76,19 @@ void keel_metrics_observe(struct keel_metrics_shard *sh, struct keel_metrics_fam
 void keel_metrics_update_h(struct keel_metrics_shard *sh, struct keel_metrics_family *f,
                            const struct keel_str *label_values, uint64_t hash, double v);
 
+/* Series handles, for callers that update several families sharing one label tuple
+ * (the standard HTTP metrics): find each series once, keep the handle, update it
+ * directly. A handle stays valid as long as the registry (series are never freed) and
+ * belongs to sh. find creates the series if new; NULL when f is at its series limit (the
+ * overflow is counted, as by an update). series_update is keel_metrics_update_h without
+ * the lookup (same checks, same effect); values are the series' n_labels label values. */
+struct keel_metrics_series;
+struct keel_metrics_series *keel_metrics_series_find(struct keel_metrics_shard *sh, struct keel_metrics_family *f,
+                                                     const struct keel_str *label_values, uint64_t hash);
+const struct keel_str *keel_metrics_series_values(const struct keel_metrics_series *s);
+void keel_metrics_series_update(struct keel_metrics_shard *sh, struct keel_metrics_family *f,
+                                struct keel_metrics_series *s, double v);
+
 /* Append every family with at least one series, merged over all shards, in text format
  * 0.0.4: families sorted by name, `# HELP` then `# TYPE`, series sorted by label values,
  * histogram buckets cumulative with +Inf, _sum, _count; numbers in Go's shortest %g.

@@ -510,18 +510,11 @@ static bool bag_int(const struct keel_attr_bag *bag, int id, int64_t *out)
     return true;
 }
 
-/* Record one metric: its label tuple from lv (+ evaluated tag expressions). */
+/* Record one metric whose labels are not exactly the standard HTTP list (TCP metrics,
+ * Telemetry tagOverrides): its label tuple from lv (+ evaluated tag expressions). */
 static void record(const struct tel_std_metric_plan *mp, struct keel_telemetry_shard *sh,
-                   const struct keel_attr_bag *bag, const struct tel_lv *lv, uint64_t std_hash, bool tcp, double v)
+                   const struct keel_attr_bag *bag, const struct tel_lv *lv, double v)
 {
-    if (mp->is_default && !tcp) {
-        /* resolved here: an earlier metric's tag expression may have moved scratch */
-        struct keel_str std_vals[TL__COUNT];
-        for (int i = 0; i < TL__COUNT; i++)
-            std_vals[i] = tel_lv_str(sh, lv[i]);
-        keel_metrics_update_h(sh->ms, mp->fam, std_vals, std_hash, v);
-        return;
-    }
     struct tel_lv tmp[TL__COUNT + MAX_TAGS];
     for (size_t i = 0; i < mp->n; i++) {
         if (mp->slots[i].builtin >= 0) {
@@ -536,6 +529,122 @@ static void record(const struct tel_std_metric_plan *mp, struct keel_telemetry_s
     keel_metrics_update_h(sh->ms, mp->fam, vals, keel_metrics_hash(vals, mp->n), v);
 }
 
+/* Label values are short: compare with word loads (overlapping at the tail) rather than a
+ * memcmp call per label. */
+static inline bool bytes_eq(const char *a, const char *b, size_t n)
+{
+    uint64_t x, y;
+    uint32_t u, w;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, a + i, 8);
+            memcpy(&y, b + i, 8);
+            if (x != y)
+                return false;
+        }
+        memcpy(&x, a + n - 8, 8);
+        memcpy(&y, b + n - 8, 8);
+        return x == y;
+    }
+    if (n >= 4) {
+        memcpy(&u, a, 4);
+        memcpy(&w, b, 4);
+        if (u != w)
+            return false;
+        memcpy(&u, a + n - 4, 4);
+        memcpy(&w, b + n - 4, 4);
+        return u == w;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != b[i])
+            return false;
+    return true;
+}
+
+static bool tuple_eq(const struct keel_str *a, const struct keel_str *b)
+{
+    for (int i = 0; i < TL__COUNT; i++)
+        if (a[i].len != b[i].len)
+            return false;
+    for (int i = 0; i < TL__COUNT; i++)
+        if (!bytes_eq(a[i].p, b[i].p, a[i].len))
+            return false;
+    return true;
+}
+
+/* The standard tuple as slices; re-resolved if scratch moved (a tag expression of a
+ * metric recorded in between may have grown it). */
+static const struct keel_str *std_vals(struct keel_telemetry_shard *sh, const struct tel_lv *lv, struct keel_str *vals,
+                                       const char **base)
+{
+    if (*base != sh->scratch.data) {
+        for (int i = 0; i < TL__COUNT; i++)
+            vals[i] = tel_lv_str(sh, lv[i]);
+        *base = sh->scratch.data;
+    }
+    return vals;
+}
+
+/* One HTTP metric with the standard labels: through the shard's tuple cache. */
+static void record_std(const struct tel_std_metric_plan *mp, int k, struct keel_telemetry_shard *sh,
+                       struct tel_std_entry *e, const struct keel_str *vals, uint64_t h, double v)
+{
+    if (e->fam[k] != mp->fam || !e->s[k]) {
+        e->fam[k] = mp->fam;
+        e->s[k] = keel_metrics_series_find(sh->ms, mp->fam, vals, h); /* NULL: over the limit */
+        if (!e->s[k])
+            return;
+        if (!e->vals)
+            e->vals = keel_metrics_series_values(e->s[k]);
+    }
+    keel_metrics_series_update(sh->ms, mp->fam, e->s[k], v);
+}
+
+static void run_http(const struct tel_std_metric_plan *mp, struct keel_telemetry_shard *sh,
+                     const struct keel_attr_bag *bag, const struct tel_lv *lv)
+{
+    double val[TEL_STD_HTTP];
+    bool want[TEL_STD_HTTP], any_std = false;
+    int64_t n;
+    want[TM_REQUESTS_TOTAL] = !mp[TM_REQUESTS_TOTAL].drop;
+    val[TM_REQUESTS_TOTAL] = 1;
+    want[TM_REQUEST_DURATION] = !mp[TM_REQUEST_DURATION].drop && bag_int(bag, KEEL_ATTR_RESPONSE_DURATION, &n);
+    val[TM_REQUEST_DURATION] = want[TM_REQUEST_DURATION] ? (double)(n / 1000000) : 0;
+    want[TM_REQUEST_BYTES] = !mp[TM_REQUEST_BYTES].drop;
+    if (!bag_int(bag, KEEL_ATTR_REQUEST_TOTAL_SIZE, &n) && !bag_int(bag, KEEL_ATTR_REQUEST_SIZE, &n))
+        n = 0;
+    val[TM_REQUEST_BYTES] = (double)n;
+    want[TM_RESPONSE_BYTES] = !mp[TM_RESPONSE_BYTES].drop;
+    if (!bag_int(bag, KEEL_ATTR_RESPONSE_TOTAL_SIZE, &n) && !bag_int(bag, KEEL_ATTR_RESPONSE_SIZE, &n))
+        n = 0;
+    val[TM_RESPONSE_BYTES] = (double)n;
+    for (int k = 0; k < TEL_STD_HTTP; k++)
+        any_std |= want[k] && mp[k].is_default;
+    /* the shared standard tuple: hashed, and its cache entry found, once */
+    struct keel_str vals[TL__COUNT];
+    const char *base = NULL;
+    struct tel_std_entry *e = NULL;
+    uint64_t h = 0;
+    if (any_std) {
+        std_vals(sh, lv, vals, &base);
+        h = keel_metrics_hash(vals, TL__COUNT);
+        e = &sh->std_cache[h & (TEL_STD_CACHE - 1)];
+        if (e->hash != h || !e->vals || !tuple_eq(e->vals, vals)) {
+            memset(e, 0, sizeof(*e));
+            e->hash = h;
+        }
+    }
+    /* in metric order, as the series were always created */
+    for (int k = 0; k < TEL_STD_HTTP; k++) {
+        if (!want[k])
+            continue;
+        if (mp[k].is_default)
+            record_std(&mp[k], k, sh, e, std_vals(sh, lv, vals, &base), h, val[k]);
+        else
+            record(&mp[k], sh, bag, lv, val[k]);
+    }
+}
+
 void tel_std_run(const struct keel_telemetry *t, struct keel_telemetry_shard *sh, const struct keel_attr_bag *bag)
 {
     struct keel_str s;
@@ -545,37 +654,19 @@ void tel_std_run(const struct keel_telemetry *t, struct keel_telemetry_shard *sh
     const struct tel_std_metric_plan *mp = t->std.m[outbound ? TEL_CLIENT : TEL_SERVER];
     struct tel_lv lv[TL__COUNT];
     derive_labels(sh, bag, outbound, tcp, lv);
-    /* the shared standard tuple (HTTP list), hashed once */
-    struct keel_str vals[TL__COUNT];
-    for (int i = 0; i < TL__COUNT; i++)
-        vals[i] = tel_lv_str(sh, lv[i]);
-    uint64_t h = tcp ? 0 : keel_metrics_hash(vals, TL__COUNT);
-    int64_t n;
     if (!tcp) {
-        if (!mp[TM_REQUESTS_TOTAL].drop)
-            record(&mp[TM_REQUESTS_TOTAL], sh, bag, lv, h, tcp, 1);
-        if (!mp[TM_REQUEST_DURATION].drop && bag_int(bag, KEEL_ATTR_RESPONSE_DURATION, &n))
-            record(&mp[TM_REQUEST_DURATION], sh, bag, lv, h, tcp, (double)(n / 1000000));
-        if (!mp[TM_REQUEST_BYTES].drop) {
-            if (!bag_int(bag, KEEL_ATTR_REQUEST_TOTAL_SIZE, &n) && !bag_int(bag, KEEL_ATTR_REQUEST_SIZE, &n))
-                n = 0;
-            record(&mp[TM_REQUEST_BYTES], sh, bag, lv, h, tcp, (double)n);
-        }
-        if (!mp[TM_RESPONSE_BYTES].drop) {
-            if (!bag_int(bag, KEEL_ATTR_RESPONSE_TOTAL_SIZE, &n) && !bag_int(bag, KEEL_ATTR_RESPONSE_SIZE, &n))
-                n = 0;
-            record(&mp[TM_RESPONSE_BYTES], sh, bag, lv, h, tcp, (double)n);
-        }
+        run_http(mp, sh, bag, lv);
         return;
     }
+    int64_t n;
     struct keel_str ev = { 0 };
     bag_str(bag, KEEL_ATTR_CONNECTION_EVENT, &ev);
     if (!mp[TM_TCP_OPENED].drop && ev.len == 4 && !memcmp(ev.p, "open", 4))
-        record(&mp[TM_TCP_OPENED], sh, bag, lv, h, tcp, 1);
+        record(&mp[TM_TCP_OPENED], sh, bag, lv, 1);
     if (!mp[TM_TCP_SENT].drop && bag_int(bag, KEEL_ATTR_CONNECTION_SENT_BYTES, &n) && n >= 0)
-        record(&mp[TM_TCP_SENT], sh, bag, lv, h, tcp, (double)n);
+        record(&mp[TM_TCP_SENT], sh, bag, lv, (double)n);
     if (!mp[TM_TCP_RECEIVED].drop && bag_int(bag, KEEL_ATTR_CONNECTION_RECEIVED_BYTES, &n) && n >= 0)
-        record(&mp[TM_TCP_RECEIVED], sh, bag, lv, h, tcp, (double)n);
+        record(&mp[TM_TCP_RECEIVED], sh, bag, lv, (double)n);
     if (!mp[TM_TCP_CLOSED].drop && ev.len == 5 && !memcmp(ev.p, "close", 5))
-        record(&mp[TM_TCP_CLOSED], sh, bag, lv, h, tcp, 1);
+        record(&mp[TM_TCP_CLOSED], sh, bag, lv, 1);
 }

@@ -247,13 +247,13 @@ def prometheus(procs, tmp_path):
     def start(targets):
         port = free_port()
         cfg = tmp_path / "prometheus.yml"
-        cfg.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        cfg.write_text("global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
                        "scrape_configs:\n- job_name: envoy-stats\n  metrics_path: /stats/prometheus\n"
                        "  static_configs:\n  - targets: [%s]\n" % ", ".join("'127.0.0.1:%d'" % t for t in targets))
         p = Proc([binary, "--config.file", str(cfg), "--storage.tsdb.path", str(tmp_path / "tsdb"),
                   "--web.listen-address", "127.0.0.1:%d" % port], str(tmp_path / "prometheus.log"))
         procs.append(p)
-        deadline = time.time() + 20
+        deadline = time.time() + 40
         while time.time() < deadline:
             try:
                 if len(prometheus_query(port, 'up == 1')) == len(targets):
@@ -261,7 +261,10 @@ def prometheus(procs, tmp_path):
             except OSError:
                 pass
             time.sleep(0.2)
-        raise AssertionError("prometheus did not scrape all targets:\n" + p.output()[-3000:])
+        with urllib.request.urlopen("http://127.0.0.1:%d/api/v1/targets" % port, timeout=5) as r:
+            health = [(t["scrapeUrl"], t["health"], t["lastError"])
+                      for t in json.loads(r.read())["data"]["activeTargets"]]
+        raise AssertionError("prometheus did not scrape all targets: %s" % health)
     return start
 
 
