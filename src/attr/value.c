@@ -238,8 +238,59 @@ static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
     *y = (int64_t)yoe + era * 400 + (*m <= 2);
 }
 
+static inline void put2(char *d, unsigned v)
+{
+    d[0] = (char)('0' + v / 10);
+    d[1] = (char)('0' + v % 10);
+}
+
+/* "YYYY-MM-DDTHH:MM:SS.uuuuuuZ". Reports in one second share their first 19 bytes: each
+ * thread keeps the last second it formatted. Years outside 0..9999 and out-of-range
+ * nanoseconds take the printf path (its exact output). */
 size_t keel_value_fmt_timestamp(struct keel_time t, char *dst, size_t cap)
 {
+    static _Thread_local bool cached_ok;
+    static _Thread_local int64_t cached_sec;
+    static _Thread_local char cached[19];
+    char buf[64];
+    if (t.nsec >= 0 && t.nsec < 1000000000) {
+        if (!cached_ok || t.sec != cached_sec) {
+            int64_t days = t.sec / 86400, rem = t.sec % 86400;
+            if (rem < 0) {
+                rem += 86400;
+                days--;
+            }
+            int64_t y;
+            unsigned m, d;
+            civil_from_days(days, &y, &m, &d);
+            if (y < 0 || y > 9999)
+                goto slow;
+            unsigned r = (unsigned)rem;
+            put2(cached, (unsigned)(y / 100));
+            put2(cached + 2, (unsigned)(y % 100));
+            cached[4] = '-';
+            put2(cached + 5, m);
+            cached[7] = '-';
+            put2(cached + 8, d);
+            cached[10] = 'T';
+            put2(cached + 11, r / 3600);
+            cached[13] = ':';
+            put2(cached + 14, r / 60 % 60);
+            cached[16] = ':';
+            put2(cached + 17, r % 60);
+            cached_sec = t.sec;
+            cached_ok = true;
+        }
+        unsigned us = (unsigned)t.nsec / 1000;
+        memcpy(buf, cached, 19);
+        buf[19] = '.';
+        put2(buf + 20, us / 10000);
+        put2(buf + 22, us / 100 % 100);
+        put2(buf + 24, us % 100);
+        buf[26] = 'Z';
+        return put(dst, cap, 0, buf, 27);
+    }
+slow:;
     int64_t days = t.sec / 86400, rem = t.sec % 86400;
     if (rem < 0) {
         rem += 86400;
@@ -248,7 +299,6 @@ size_t keel_value_fmt_timestamp(struct keel_time t, char *dst, size_t cap)
     int64_t y;
     unsigned m, d;
     civil_from_days(days, &y, &m, &d);
-    char buf[64];
     int n = snprintf(buf, sizeof(buf), "%04lld-%02u-%02uT%02d:%02d:%02d.%06dZ", (long long)y, m, d,
                      (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60), (int)(t.nsec / 1000));
     return put(dst, cap, 0, buf, (size_t)n);
@@ -346,18 +396,28 @@ static void append_scalar(const struct keel_value *v, struct keel_buf *out)
     char tmp[512];
     size_t n = 0;
     switch (v->type) {
-    case KEEL_VALUE_INT64:
-        n = (size_t)snprintf(tmp, sizeof(tmp), "%lld", (long long)v->u.i);
-        break;
-    case KEEL_VALUE_UINT64:
-        n = (size_t)snprintf(tmp, sizeof(tmp), "%llu", (unsigned long long)v->u.u);
-        break;
+    case KEEL_VALUE_INT64: {
+        uint64_t u = v->u.i < 0 ? (uint64_t)0 - (uint64_t)v->u.i : (uint64_t)v->u.i;
+        size_t w = fmt_uint(tmp, 24, u);
+        if (v->u.i < 0)
+            tmp[--w] = '-';
+        keel_buf_append(out, tmp + w, 24 - w);
+        return;
+    }
+    case KEEL_VALUE_UINT64: {
+        size_t w = fmt_uint(tmp, 24, v->u.u);
+        keel_buf_append(out, tmp + w, 24 - w);
+        return;
+    }
     case KEEL_VALUE_DOUBLE:
         n = keel_value_fmt_double(v->u.d, tmp, sizeof(tmp));
         break;
     case KEEL_VALUE_BOOL:
-        n = (size_t)snprintf(tmp, sizeof(tmp), "%s", v->u.b ? "true" : "false");
-        break;
+        if (v->u.b)
+            keel_buf_append(out, "true", 4);
+        else
+            keel_buf_append(out, "false", 5);
+        return;
     case KEEL_VALUE_DURATION:
         n = keel_value_fmt_duration(v->u.i, tmp, sizeof(tmp));
         break;
@@ -407,27 +467,48 @@ void keel_value_format(const struct keel_value *v, struct keel_buf *out)
     }
 }
 
+/* One reserve for the common case (nothing to escape); an escape re-reserves for the
+ * worst case of what is left. Invariant: before byte i, room >= n - i + 1 (the rest
+ * unescaped, then the closing quote). */
 static void json_str(const char *p, size_t n, struct keel_buf *out)
 {
-    keel_buf_append(out, "\"", 1);
+    static const char hex[] = "0123456789abcdef";
+    keel_buf_reserve(out, n + 2);
+    char *d = out->data + out->wpos;
+    *d++ = '"';
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)p[i];
-        if (c == '"' || c == '\\') {
-            char e[2] = { '\\', (char)c };
-            keel_buf_append(out, e, 2);
-        } else if (c == '\n') {
-            keel_buf_append(out, "\\n", 2);
-        } else if (c == '\t') {
-            keel_buf_append(out, "\\t", 2);
-        } else if (c == '\r') {
-            keel_buf_append(out, "\\r", 2);
-        } else if (c < 0x20 || c == 0x7f) {
-            keel_buf_printf(out, "\\u%04x", c);
-        } else {
-            keel_buf_append(out, (const char *)&c, 1);
+        if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f) {
+            *d++ = (char)c;
+            continue;
+        }
+        out->wpos = (size_t)(d - out->data);
+        keel_buf_reserve(out, n - i + 6); /* "\u00XX" + the rest + '"' */
+        d = out->data + out->wpos;
+        *d++ = '\\';
+        switch (c) {
+        case '"':
+        case '\\':
+            *d++ = (char)c;
+            break;
+        case '\n':
+            *d++ = 'n';
+            break;
+        case '\t':
+            *d++ = 't';
+            break;
+        case '\r':
+            *d++ = 'r';
+            break;
+        default:
+            memcpy(d, "u00", 3);
+            d[3] = hex[c >> 4];
+            d[4] = hex[c & 15];
+            d += 5;
         }
     }
-    keel_buf_append(out, "\"", 1);
+    *d++ = '"';
+    out->wpos = (size_t)(d - out->data);
 }
 
 void keel_value_format_json(const struct keel_value *v, struct keel_buf *out)
@@ -464,6 +545,22 @@ void keel_value_format_json(const struct keel_value *v, struct keel_buf *out)
     case KEEL_VALUE_NONE:
         keel_buf_append_str(out, "null");
         return;
+    case KEEL_VALUE_STRING:
+    case KEEL_VALUE_BYTES:
+    case KEEL_VALUE_DNS_NAME:
+    case KEEL_VALUE_EMAIL_ADDRESS:
+    case KEEL_VALUE_URI:
+        json_str(v->u.s.p, v->u.s.len, out);
+        return;
+    case KEEL_VALUE_DURATION:
+    case KEEL_VALUE_TIMESTAMP: {
+        /* short and never escaped, but quoted the same way */
+        char tmp[64];
+        size_t n = v->type == KEEL_VALUE_DURATION ? keel_value_fmt_duration(v->u.i, tmp, sizeof(tmp))
+                                                  : keel_value_fmt_timestamp(v->u.t, tmp, sizeof(tmp));
+        json_str(tmp, n < sizeof(tmp) ? n : sizeof(tmp), out);
+        return;
+    }
     default: {
         struct keel_buf tmp = { 0 };
         keel_value_format(v, &tmp);
