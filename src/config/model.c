@@ -97,9 +97,10 @@ static void model_rule(struct keel_config_ctx *c, struct keel_config_rule *r)
             if (ignored)
                 keel_config_warn_at(c, &a->handler.pos, "handler \"%s\" uses an unsupported adapter; action ignored",
                                     a->handler.s);
-            else
-                keel_config_err_at(c, &a->handler.pos, "handler \"%s\" not found (looked for %s)", a->handler.s,
-                                   tried);
+            else /* Mixer drops the action and applies the rest (mixer-config.md §4.3) */
+                keel_config_warn_at(c, &a->handler.pos,
+                                    "handler \"%s\" not found (looked for %s); action dropped", a->handler.s,
+                                    tried);
         } else if (h->kind != KEEL_CONFIG_PROMETHEUS && h->kind != KEEL_CONFIG_STDIO) {
             keel_config_err_at(c, &a->handler.pos, "\"%s\" is a %s, not a handler", a->handler.s, h->kind_written);
             h = NULL;
@@ -109,11 +110,13 @@ static void model_rule(struct keel_config_ctx *c, struct keel_config_rule *r)
         for (size_t j = 0; j < a->n_instances; j++) {
             struct keel_config_name *in = &a->instances[j];
             struct keel_config_object *o = resolve_ref(c, in->s, "instance", ns, tried, sizeof(tried), &ignored);
+            a->instance_objs[j] = NULL;
             if (o == NULL) {
                 if (ignored)
                     keel_config_warn_at(c, &in->pos, "instance \"%s\" uses an unsupported template; ignored", in->s);
                 else
-                    keel_config_err_at(c, &in->pos, "instance \"%s\" not found (looked for %s)", in->s, tried);
+                    keel_config_warn_at(c, &in->pos, "instance \"%s\" not found (looked for %s); dropped", in->s,
+                                        tried);
                 continue;
             }
             if (o->kind != KEEL_CONFIG_METRIC && o->kind != KEEL_CONFIG_LOGENTRY) {
