@@ -97,11 +97,11 @@ def test_apply_invalid_writes_nothing(tmp_path):
     before = {p.name: p.read_text() for p in d.iterdir()}
     bad = tmp_path / "bad.yaml"
     bad.write_text('apiVersion: "config.istio.io/v1alpha2"\nkind: rule\nmetadata:\n  name: newlogstdio\n'
-                   '  namespace: istio-system\nspec:\n  actions:\n  - handler: missing.stdio\n'
-                   '    instances: [newlog.logentry]\n')
+                   '  namespace: istio-system\nspec:\n  match: response.code | "x"\n  actions:\n'
+                   '  - handler: newhandler.stdio\n    instances: [newlog.logentry]\n')
     r = keel("apply", "-f", bad, "--config-dir", d)
     assert r.returncode == 1
-    assert f"{bad}:8:14: error: handler \"missing.stdio\" not found" in r.stderr
+    assert f"{bad}:7:26: error: invalid expression: type mismatch" in r.stderr
     assert {p.name: p.read_text() for p in d.iterdir()} == before
 
 
