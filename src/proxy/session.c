@@ -77,7 +77,8 @@ struct session {
     bool retried;
     uint64_t req_left;             /* Content-Length bytes still to come */
     struct keel_http_chunked req_chunked;
-    char request_id[36];
+    char request_id[36];           /* a generated id */
+    struct keel_str rid;           /* the id as forwarded: received, or request_id */
     bool generated_id;
     struct keel_peer peer;         /* the other sidecar's identity, if it sent one */
     struct keel_str svc_host, svc_name, svc_ns; /* the destination service */
@@ -222,6 +223,7 @@ static void reset_request(struct session *s)
     keel_buf_release(&s->rhead);
     s->started = s->req_done = s->upgrade = s->sent_continue = s->retried = false;
     s->generated_id = false;
+    s->rid = (struct keel_str){ NULL, 0 };
     s->res_head_done = s->res_done = s->res_chunked_out = s->res_close_delimited = false;
     s->req_left = s->res_left = 0;
     memset(&s->req_chunked, 0, sizeof(s->req_chunked));
@@ -441,7 +443,7 @@ static void log_exchange(struct session *s)
         r.protocol = s->req.minor == 1 ? LIT("HTTP/1.1") : LIT("HTTP/1.0");
         r.req_headers = s->hdrs;
         r.n_req_headers = s->req.n_headers;
-        r.request_id = (struct keel_str){ s->request_id, 36 };
+        r.request_id = s->rid;
     }
     if (s->res_head_done) {
         r.resp_headers = s->rhdrs;
@@ -703,18 +705,16 @@ static void take_request(struct session *s, size_t head_len)
         s->path = s->req.target;
         s->authority = s->meta.host;
     }
-    if (s->meta.request_id.len == 36) {
-        memcpy(s->request_id, s->meta.request_id.p, 36);
-    } else if (s->meta.request_id.len == 0) {
+    if (s->meta.request_id.len > 0) {
+        s->rid = s->meta.request_id; /* kept as the client sent it, whatever its form */
+    } else {
         keel_uuid4(s->request_id);
         s->generated_id = true;
-        /* visible to the access log's %REQ(X-REQUEST-ID)% like a received header */
+        s->rid = (struct keel_str){ s->request_id, 36 };
+        /* forwarded, and visible to %REQ(X-REQUEST-ID)%, like a received header */
         s->hdrs[s->req.n_headers].name = LIT("x-request-id");
-        s->hdrs[s->req.n_headers].value = (struct keel_str){ s->request_id, 36 };
+        s->hdrs[s->req.n_headers].value = s->rid;
         s->req.n_headers++;
-    } else {
-        /* an id of another length is kept as is; the log reads it from the headers */
-        memset(s->request_id, '-', sizeof(s->request_id));
     }
     if (s->spec->kind == LISTEN_INBOUND)
         for (size_t i = 0; i < s->req.n_headers; i++)
