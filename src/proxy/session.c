@@ -569,7 +569,9 @@ static enum route_result route_request(struct session *s)
             break;
     }
     if (colon != NULL) {
-        port = atoi(colon + 1);
+        port = 0;
+        for (const char *d = colon + 1; d < host.p + host.len && port <= 65535; d++)
+            port = *d >= '0' && *d <= '9' ? port * 10 + (*d - '0') : 65536;
         host.len = (size_t)(colon - host.p);
     }
     for (size_t i = 0; i < srv->opt->n_routes; i++) {
