@@ -467,19 +467,41 @@ void keel_value_format(const struct keel_value *v, struct keel_buf *out)
     }
 }
 
-/* One reserve for the common case (nothing to escape); an escape re-reserves for the
- * worst case of what is left. Invariant: before byte i, room >= n - i + 1 (the rest
- * unescaped, then the closing quote). */
+/* Any byte JSON escapes here (< 0x20, '"', '\\', 0x7f) among 8: the exact "has a byte
+ * less than / equal to" word tests. */
+static inline bool needs_escape8(uint64_t x)
+{
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+    uint64_t q = x ^ (ones * '"'), bs = x ^ (ones * '\\'), del = x ^ (ones * 0x7f);
+    uint64_t t = ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((bs - ones) & ~bs) | ((del - ones) & ~del);
+    return (t & high) != 0;
+}
+
+/* One reserve for the common case (nothing to escape), 8 clean bytes per step; an
+ * escape re-reserves for the worst case of what is left. Invariant: before byte i,
+ * room >= n - i + 1 (the rest unescaped, then the closing quote). */
 static void json_str(const char *p, size_t n, struct keel_buf *out)
 {
     static const char hex[] = "0123456789abcdef";
     keel_buf_reserve(out, n + 2);
     char *d = out->data + out->wpos;
     *d++ = '"';
-    for (size_t i = 0; i < n; i++) {
+    size_t i = 0;
+    while (i < n) {
+        if (i + 8 <= n) {
+            uint64_t x;
+            memcpy(&x, p + i, 8);
+            if (!needs_escape8(x)) {
+                memcpy(d, &x, 8);
+                d += 8;
+                i += 8;
+                continue;
+            }
+        }
         unsigned char c = (unsigned char)p[i];
         if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f) {
             *d++ = (char)c;
+            i++;
             continue;
         }
         out->wpos = (size_t)(d - out->data);
@@ -506,6 +528,7 @@ static void json_str(const char *p, size_t n, struct keel_buf *out)
             d[4] = hex[c & 15];
             d += 5;
         }
+        i++;
     }
     *d++ = '"';
     out->wpos = (size_t)(d - out->data);

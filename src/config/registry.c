@@ -4,6 +4,7 @@
 
 #include "core/alloc.h"
 #include "core/buf.h"
+#include "core/json.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -355,20 +356,6 @@ const struct keel_registry_workload *keel_registry_workload(const struct keel_co
 
 /* ---- /config_dump ---- */
 
-static void json_str(struct keel_buf *out, const char *s)
-{
-    keel_buf_append(out, "\"", 1);
-    for (; s && *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            keel_buf_printf(out, "\\%c", ch);
-        else if (ch < 0x20)
-            keel_buf_printf(out, "\\u%04x", ch);
-        else
-            keel_buf_append(out, s, 1);
-    }
-    keel_buf_append(out, "\"", 1);
-}
 
 static void json_kv(struct keel_buf *out, const struct keel_config_kv *kv, size_t n)
 {
@@ -376,9 +363,9 @@ static void json_kv(struct keel_buf *out, const struct keel_config_kv *kv, size_
     for (size_t i = 0; i < n; i++) {
         if (i)
             keel_buf_append_str(out, ",");
-        json_str(out, kv[i].key);
+        keel_json_str(out, kv[i].key);
         keel_buf_append_str(out, ":");
-        json_str(out, kv[i].value);
+        keel_json_str(out, kv[i].value);
     }
     keel_buf_append_str(out, "}");
 }
@@ -392,33 +379,33 @@ void keel_config_dump_json(const struct keel_config *cfg, struct keel_buf *out)
     for (size_t i = 0; i < cfg->n_services; i++) {
         const struct keel_registry_service *s = &cfg->services[i];
         keel_buf_append_str(out, i ? ",{\"name\":" : "{\"name\":");
-        json_str(out, s->name);
+        keel_json_str(out, s->name);
         keel_buf_append_str(out, ",\"namespace\":");
-        json_str(out, s->namespace);
+        keel_json_str(out, s->namespace);
         keel_buf_append_str(out, ",\"host\":");
-        json_str(out, s->fqdn);
+        keel_json_str(out, s->fqdn);
         keel_buf_append_str(out, ",\"kind\":");
-        json_str(out, s->source->kind_written);
+        keel_json_str(out, s->source->kind_written);
         keel_buf_append_str(out, ",\"ports\":[");
         for (size_t j = 0; j < s->n_ports; j++) {
             const struct keel_registry_port *p = &s->ports[j];
             keel_buf_append_str(out, j ? ",{\"name\":" : "{\"name\":");
-            json_str(out, p->name);
+            keel_json_str(out, p->name);
             keel_buf_printf(out, ",\"port\":%d,\"targetPort\":", p->port);
             if (p->target_port_name)
-                json_str(out, p->target_port_name);
+                keel_json_str(out, p->target_port_name);
             else
                 keel_buf_printf(out, "%d", p->target_port ? p->target_port : p->port);
             keel_buf_append_str(out, ",\"protocol\":");
-            json_str(out, keel_proto_name(p->protocol));
+            keel_json_str(out, keel_proto_name(p->protocol));
             keel_buf_append_str(out, ",\"endpoints\":[");
             for (size_t e = 0; e < p->n_endpoints; e++) {
                 keel_buf_append_str(out, e ? ",{\"address\":" : "{\"address\":");
-                json_str(out, p->endpoints[e].address);
+                keel_json_str(out, p->endpoints[e].address);
                 keel_buf_printf(out, ",\"port\":%d", p->endpoints[e].port);
                 if (p->endpoints[e].workload) {
                     keel_buf_append_str(out, ",\"workload\":");
-                    json_str(out, p->endpoints[e].workload->key);
+                    keel_json_str(out, p->endpoints[e].workload->key);
                 }
                 keel_buf_append_str(out, "}");
             }
@@ -430,13 +417,13 @@ void keel_config_dump_json(const struct keel_config *cfg, struct keel_buf *out)
     for (size_t i = 0; i < cfg->n_workloads; i++) {
         const struct keel_registry_workload *w = &cfg->workloads[i];
         keel_buf_append_str(out, i ? ",{\"name\":" : "{\"name\":");
-        json_str(out, w->name);
+        keel_json_str(out, w->name);
         keel_buf_append_str(out, ",\"namespace\":");
-        json_str(out, w->namespace);
+        keel_json_str(out, w->namespace);
         keel_buf_append_str(out, ",\"address\":");
-        json_str(out, w->address);
+        keel_json_str(out, w->address);
         keel_buf_append_str(out, ",\"serviceAccount\":");
-        json_str(out, w->service_account);
+        keel_json_str(out, w->service_account);
         keel_buf_append_str(out, ",\"labels\":");
         json_kv(out, w->labels, w->n_labels);
         keel_buf_append_str(out, ",\"ports\":");
@@ -445,7 +432,7 @@ void keel_config_dump_json(const struct keel_config *cfg, struct keel_buf *out)
         for (size_t j = 0; j < w->n_services; j++) {
             if (j)
                 keel_buf_append_str(out, ",");
-            json_str(out, w->services[j]->fqdn);
+            keel_json_str(out, w->services[j]->fqdn);
         }
         keel_buf_append_str(out, "]}");
     }

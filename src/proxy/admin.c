@@ -4,6 +4,7 @@
 
 #include "core/alloc.h"
 #include "core/err.h"
+#include "core/json.h"
 #include "core/log.h"
 
 #include <errno.h>
@@ -146,20 +147,6 @@ void admin_stats_prometheus(struct server *srv, struct keel_buf *out)
     keel_metrics_scrape(srv->metrics, out);
 }
 
-static void json_str(struct keel_buf *out, const char *s)
-{
-    keel_buf_append(out, "\"", 1);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            keel_buf_printf(out, "\\%c", ch);
-        else if (ch < 0x20)
-            keel_buf_printf(out, "\\u%04x", ch);
-        else
-            keel_buf_append(out, s, 1);
-    }
-    keel_buf_append(out, "\"", 1);
-}
 
 void admin_config_dump(struct server *srv, struct keel_buf *out)
 {
@@ -168,14 +155,14 @@ void admin_config_dump(struct server *srv, struct keel_buf *out)
     for (size_t i = 0; i < srv->n_listeners; i++) {
         const struct listener_spec *l = &srv->listeners[i];
         keel_buf_append_str(out, i ? ",{\"name\":" : "{\"name\":");
-        json_str(out, kinds[l->kind]);
+        keel_json_str(out, kinds[l->kind]);
         keel_buf_append_str(out, ",\"address\":");
-        json_str(out, l->addr_str);
+        keel_json_str(out, l->addr_str);
         keel_buf_append_str(out, ",\"protocol\":");
-        json_str(out, l->kind == LISTEN_TCP ? "tcp" : "http");
+        keel_json_str(out, l->kind == LISTEN_TCP ? "tcp" : "http");
         if (l->target != NULL) {
             keel_buf_append_str(out, ",\"cluster\":");
-            json_str(out, l->target->cluster);
+            keel_json_str(out, l->target->cluster);
         }
         keel_buf_append_str(out, "}");
     }
@@ -183,9 +170,9 @@ void admin_config_dump(struct server *srv, struct keel_buf *out)
     for (size_t i = 0; i < srv->opt->n_routes; i++) {
         const struct keel_proxy_route *r = &srv->opt->routes[i];
         keel_buf_append_str(out, i ? ",{\"host\":" : "{\"host\":");
-        json_str(out, r->host);
+        keel_json_str(out, r->host);
         keel_buf_printf(out, ",\"port\":%d,\"cluster\":", r->port);
-        json_str(out, r->target.cluster);
+        keel_json_str(out, r->target.cluster);
         keel_buf_append_str(out, "}");
     }
     keel_buf_append_str(out, "],\"upstreams\":[");
@@ -196,11 +183,11 @@ void admin_config_dump(struct server *srv, struct keel_buf *out)
             continue;
         keel_buf_append_str(out, first ? "{\"cluster\":" : ",{\"cluster\":");
         first = false;
-        json_str(out, t->cluster);
+        keel_json_str(out, t->cluster);
         keel_buf_append_str(out, ",\"address\":");
-        json_str(out, t->addr_str);
+        keel_json_str(out, t->addr_str);
         keel_buf_append_str(out, ",\"protocol\":");
-        json_str(out, i > srv->opt->n_routes ? "tcp" : "http");
+        keel_json_str(out, i > srv->opt->n_routes ? "tcp" : "http");
         keel_buf_append_str(out, "}");
     }
     keel_buf_printf(out, "],\"concurrency\":%d", srv->n_workers);

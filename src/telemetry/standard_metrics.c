@@ -349,23 +349,70 @@ static const struct side_ids DST = { KEEL_ATTR_DESTINATION_LABELS, KEEL_ATTR_DES
 
 #define K(lit) ((struct keel_str){ (lit), sizeof(lit) - 1 })
 
-static struct keel_str canonical_service(const struct keel_attr_bag *bag, const struct side_ids *s)
+/* The workload labels the standard labels read, found in one pass over the map (the
+ * first pair of each key wins, as keel_value_map_get); the keys have distinct lengths. */
+enum { WL_APP, WL_VERSION, WL_K8S_NAME, WL_K8S_VERSION, WL_CANON_NAME, WL_CANON_REV, WL__COUNT };
+struct side_labels {
+    unsigned found; /* 1 << WL_* */
+    struct keel_str v[WL__COUNT];
+};
+
+static void side_labels(const struct keel_attr_bag *bag, int id, struct side_labels *out)
+{
+    out->found = 0;
+    const struct keel_value *m = keel_attr_bag_get(bag, id);
+    if (!m || m->type != KEEL_VALUE_STRING_MAP)
+        return;
+    for (size_t i = 0; i < m->u.map.n; i++) {
+        const struct keel_str_pair *kv = &m->u.map.kv[i];
+        int w;
+        const char *lit;
+        switch (kv->k.len) {
+        case 3: w = WL_APP, lit = "app"; break;
+        case 7: w = WL_VERSION, lit = "version"; break;
+        case 22: w = WL_K8S_NAME, lit = "app.kubernetes.io/name"; break;
+        case 25: w = WL_K8S_VERSION, lit = "app.kubernetes.io/version"; break;
+        case 31: w = WL_CANON_NAME, lit = "service.istio.io/canonical-name"; break;
+        case 35: w = WL_CANON_REV, lit = "service.istio.io/canonical-revision"; break;
+        default: continue;
+        }
+        if (!(out->found & (1u << w)) && !memcmp(kv->k.p, lit, kv->k.len)) {
+            out->found |= 1u << w;
+            out->v[w] = kv->v;
+        }
+    }
+}
+
+static bool side_get(const struct side_labels *l, int w, struct keel_str *out)
+{
+    if (!(l->found & (1u << w)))
+        return false;
+    *out = l->v[w];
+    return true;
+}
+
+static struct keel_str canonical_service(const struct keel_attr_bag *bag, const struct side_ids *s,
+                                         const struct side_labels *l)
 {
     struct keel_str v;
-    if (LABEL(bag, s->labels, "service.istio.io/canonical-name", &v) ||
-        LABEL(bag, s->labels, "app.kubernetes.io/name", &v) || LABEL(bag, s->labels, "app", &v) ||
+    if (side_get(l, WL_CANON_NAME, &v) || side_get(l, WL_K8S_NAME, &v) || side_get(l, WL_APP, &v) ||
         bag_str(bag, s->workload_name, &v))
         return v;
     return K("unknown");
 }
 
-static struct keel_str canonical_revision(const struct keel_attr_bag *bag, const struct side_ids *s)
+static struct keel_str canonical_revision(const struct side_labels *l)
 {
     struct keel_str v;
-    if (LABEL(bag, s->labels, "service.istio.io/canonical-revision", &v) ||
-        LABEL(bag, s->labels, "app.kubernetes.io/version", &v) || LABEL(bag, s->labels, "version", &v))
+    if (side_get(l, WL_CANON_REV, &v) || side_get(l, WL_K8S_VERSION, &v) || side_get(l, WL_VERSION, &v))
         return v;
     return K("latest");
+}
+
+static struct keel_str side_or_unknown(const struct side_labels *l, int w)
+{
+    struct keel_str v;
+    return side_get(l, w, &v) ? v : K("unknown");
 }
 
 static struct keel_str workload_namespace(const struct keel_attr_bag *bag, const struct side_ids *s)
@@ -424,21 +471,24 @@ static void derive_labels(struct keel_telemetry_shard *sh, const struct keel_att
     struct keel_str v, v2;
     lv[TL_REPORTER] = S(outbound ? K("source") : K("destination"));
     lv[TL_SOURCE_WORKLOAD] = S(or_unknown(bag, KEEL_ATTR_SOURCE_WORKLOAD_NAME));
-    lv[TL_SOURCE_CANONICAL_SERVICE] = S(canonical_service(bag, &SRC));
-    lv[TL_SOURCE_CANONICAL_REVISION] = S(canonical_revision(bag, &SRC));
+    struct side_labels sl, dl;
+    side_labels(bag, KEEL_ATTR_SOURCE_LABELS, &sl);
+    side_labels(bag, KEEL_ATTR_DESTINATION_LABELS, &dl);
+    lv[TL_SOURCE_CANONICAL_SERVICE] = S(canonical_service(bag, &SRC, &sl));
+    lv[TL_SOURCE_CANONICAL_REVISION] = S(canonical_revision(&sl));
     lv[TL_SOURCE_WORKLOAD_NAMESPACE] = S(workload_namespace(bag, &SRC));
     lv[TL_SOURCE_PRINCIPAL] = S(or_unknown(bag, KEEL_ATTR_SOURCE_PRINCIPAL));
-    lv[TL_SOURCE_APP] = S(label_or_unknown(bag, KEEL_ATTR_SOURCE_LABELS, "app", 3));
-    lv[TL_SOURCE_VERSION] = S(label_or_unknown(bag, KEEL_ATTR_SOURCE_LABELS, "version", 7));
+    lv[TL_SOURCE_APP] = S(side_or_unknown(&sl, WL_APP));
+    lv[TL_SOURCE_VERSION] = S(side_or_unknown(&sl, WL_VERSION));
     lv[TL_SOURCE_CLUSTER] = S(label_or_unknown(bag, KEEL_ATTR_SOURCE_METADATA, "CLUSTER_ID", 10));
     lv[TL_DESTINATION_WORKLOAD] = S(or_unknown(bag, KEEL_ATTR_DESTINATION_WORKLOAD_NAME));
     lv[TL_DESTINATION_WORKLOAD_NAMESPACE] = S(workload_namespace(bag, &DST));
     lv[TL_DESTINATION_PRINCIPAL] = S(or_unknown(bag, KEEL_ATTR_DESTINATION_PRINCIPAL));
-    lv[TL_DESTINATION_APP] = S(label_or_unknown(bag, KEEL_ATTR_DESTINATION_LABELS, "app", 3));
-    lv[TL_DESTINATION_VERSION] = S(label_or_unknown(bag, KEEL_ATTR_DESTINATION_LABELS, "version", 7));
-    struct keel_str dcanon = canonical_service(bag, &DST);
+    lv[TL_DESTINATION_APP] = S(side_or_unknown(&dl, WL_APP));
+    lv[TL_DESTINATION_VERSION] = S(side_or_unknown(&dl, WL_VERSION));
+    struct keel_str dcanon = canonical_service(bag, &DST, &dl);
     lv[TL_DESTINATION_CANONICAL_SERVICE] = S(dcanon);
-    lv[TL_DESTINATION_CANONICAL_REVISION] = S(canonical_revision(bag, &DST));
+    lv[TL_DESTINATION_CANONICAL_REVISION] = S(canonical_revision(&dl));
     /* destination_service: cluster metadata host; else Host (outbound only); else the
      * canonical name (inbound) */
     bool has_host = bag_str(bag, KEEL_ATTR_DESTINATION_SERVICE_HOST, &v) && v.len;
