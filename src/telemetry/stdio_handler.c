@@ -7,7 +7,6 @@
 #include <string.h>
 #include <time.h>
 
-static const char *const level_names[] = { "info", "warn", "error" };
 static const struct keel_time zero_time = { -62135596800LL, 0 }; /* 0001-01-01T00:00:00Z */
 
 void tel_stdio_plan(struct keel_telemetry *t, struct tel_stdio *s, const struct keel_config_stdio *cfg,
@@ -33,33 +32,56 @@ static int level_of(const struct keel_config_stdio *cfg, struct keel_str sev)
     return KEEL_CONFIG_LEVEL_INFO;
 }
 
-static void put_time(struct keel_buf *b, struct keel_time tm)
+/* Appends without a call when there is room (every line after the buffer's first fill). */
+static inline void put(struct keel_buf *b, const void *p, size_t n)
 {
-    char tmp[64];
-    size_t n = keel_value_fmt_timestamp(tm, tmp, sizeof(tmp));
-    keel_buf_append(b, tmp, n < sizeof(tmp) ? n : sizeof(tmp));
+    if (b->cap - b->wpos < n) {
+        keel_buf_append(b, p, n);
+        return;
+    }
+    memcpy(b->data + b->wpos, p, n);
+    b->wpos += n;
 }
 
+static inline char *cpy(char *d, const void *p, size_t n)
+{
+    memcpy(d, p, n);
+    return d + n;
+}
+
+#define TIME_MAX 64 /* keel_value_fmt_timestamp never writes more */
+
+static char *put_time(char *d, struct keel_time tm)
+{
+    size_t n = keel_value_fmt_timestamp(tm, d, TIME_MAX);
+    return d + (n < TIME_MAX ? n : TIME_MAX);
+}
+
+/* The head in one reserve and direct stores. */
 static void put_head(const struct tel_stdio *s, struct keel_buf *b, int level, struct keel_time tm,
                      struct keel_str fqn)
 {
-    const char *lv = level_names[level >= 0 && level <= 2 ? level : 0];
+    static const struct keel_str level_names[] = { { "info", 4 }, { "warn", 4 }, { "error", 5 } };
+    struct keel_str lv = level_names[level >= 0 && level <= 2 ? level : 0];
+    keel_buf_reserve(b, 48 + lv.len + TIME_MAX + fqn.len);
+    char *d = b->data + b->wpos;
     if (s->json) {
-        keel_buf_append_str(b, "{\"level\":\"");
-        keel_buf_append_str(b, lv);
-        keel_buf_append_str(b, "\",\"time\":\"");
-        put_time(b, tm);
-        keel_buf_append_str(b, "\",\"instance\":\"");
-        keel_buf_append(b, fqn.p, fqn.len);
-        keel_buf_append(b, "\"", 1);
+        d = cpy(d, "{\"level\":\"", 10);
+        d = cpy(d, lv.p, lv.len);
+        d = cpy(d, "\",\"time\":\"", 10);
+        d = put_time(d, tm);
+        d = cpy(d, "\",\"instance\":\"", 14);
+        d = cpy(d, fqn.p, fqn.len);
+        *d++ = '"';
     } else {
-        put_time(b, tm);
-        keel_buf_append(b, "\t", 1);
-        keel_buf_append_str(b, lv);
-        keel_buf_append(b, "\t", 1);
-        keel_buf_append(b, fqn.p, fqn.len);
-        keel_buf_append(b, "\t{", 2);
+        d = put_time(d, tm);
+        *d++ = '\t';
+        d = cpy(d, lv.p, lv.len);
+        *d++ = '\t';
+        d = cpy(d, fqn.p, fqn.len);
+        d = cpy(d, "\t{", 2);
     }
+    b->wpos = (size_t)(d - b->data);
 }
 
 /* one field: JSON `,"k":v`, console `"k": v` with ", " between fields */
@@ -70,16 +92,16 @@ static int put_field(const struct tel_stdio *s, struct keel_buf *b, size_t idx, 
     if (keel_expr_eval(f->expr, bag, &v, NULL) < 0)
         return -1;
     if (!s->json && idx)
-        keel_buf_append(b, ", ", 2);
+        put(b, ", ", 2);
     struct keel_str k = s->json ? f->key_json : f->key_console;
-    keel_buf_append(b, k.p, k.len);
+    put(b, k.p, k.len);
     keel_value_format_json(&v, b);
     return 0;
 }
 
 static void put_tail(const struct tel_stdio *s, struct keel_telemetry_output *o)
 {
-    keel_buf_append(&o->buf, "}\n", 2);
+    put(&o->buf, "}\n", 2);
     o->lines++;
 }
 

@@ -133,3 +133,27 @@ def test_upstream_timeout_starts_after_the_request_body(keel, backend):
             break
         out += chunk
     assert status_of(out) == 200 and out.endswith(b"abcdefghi")
+
+
+def test_upstream_connect_timeout_is_503_uf(keel):
+    # a listener that never accepts, its queue filled: further SYNs go unanswered
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(0)
+    port = ls.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(("127.0.0.1", port))
+        fillers.append(c)
+    time.sleep(0.1)
+    k = keel("--connect-timeout", "300", upstream=port)
+    t0 = time.time()
+    out = raw_exchange(k.inbound, b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert status_of(out) == 503
+    assert 0.25 < time.time() - t0 < 2
+    assert '" 503 UF upstream_reset_before_response_started{connection_failure} ' in k.log_lines(1)[-1]
+    for c in fillers:
+        c.close()
+    ls.close()
