@@ -26,8 +26,11 @@ static void self_identity(struct proxy_gen *g)
         meta.labels[i] = g->self_labels[i];
     }
     meta.n_labels = n;
-    g->identity = (struct report_identity){ keel_str_c(wl->name), keel_str_c(wl->namespace),
-                                            keel_str_c(wl->service_account), g->self_labels, n };
+    g->identity = (struct report_identity){ .name = keel_str_c(wl->name),
+                                            .namespace = keel_str_c(wl->namespace),
+                                            .service_account = keel_str_c(wl->service_account),
+                                            .labels = g->self_labels,
+                                            .n_labels = n };
     meta.name = g->identity.name;
     meta.namespace = g->identity.namespace;
     meta.service_account = g->identity.service_account;
@@ -36,8 +39,13 @@ static void self_identity(struct proxy_gen *g)
         meta.service = keel_str_c(g->self_service->fqdn);
     }
     keel_peer_encode(&meta, &g->metadata);
-    snprintf(g->reporter_uid, sizeof(g->reporter_uid), "kubernetes://%s.%s", wl->name,
-             wl->namespace);
+    if (wl->service_account != NULL && *wl->service_account) {
+        snprintf(g->self_principal, sizeof(g->self_principal), "spiffe://cluster.local/ns/%s/sa/%s",
+                 wl->namespace, wl->service_account);
+        g->identity.principal = keel_str_c(g->self_principal);
+    }
+    snprintf(g->self_uid, sizeof(g->self_uid), "kubernetes://%s.%s", wl->name, wl->namespace);
+    g->identity.uid = keel_str_c(g->self_uid);
 }
 
 struct proxy_gen *gen_new(struct server *srv, struct keel_config *cfg)

@@ -86,8 +86,8 @@ struct proxy_gen {
     struct report_identity identity;            /* self, as the bag wants it */
     struct keel_str_pair *self_labels;
     struct keel_buf metadata;                   /* our x-keel-peer-metadata value */
+    char self_principal[300], self_uid[300];
     const struct keel_registry_service *self_service; /* the first service we back */
-    char reporter_uid[300];
     struct keel_telemetry *tel;                 /* the telemetry plan of this config */
     size_t *port_base;                          /* per service: index of its first port */
     struct gen_port *ports;

@@ -50,13 +50,35 @@ struct pending {
     size_t off, len;
 };
 
-static void set_text(struct report_scratch *sc, struct pending *p, size_t *np, int id,
-                     const char *fmt, const char *a, size_t alen, const char *b, size_t blen)
+/* prefix + a + mid + b, e.g. the principal "spiffe://cluster.local/ns/" NS "/sa/" SA */
+static void set_concat(struct report_scratch *sc, struct pending *p, size_t *np, int id,
+                       const char *prefix, struct keel_str a, const char *mid, struct keel_str b)
 {
     size_t off = keel_buf_len(&sc->text);
-    keel_buf_printf(&sc->text, fmt, (int)alen, a, (int)blen, b);
+    keel_buf_append_str(&sc->text, prefix);
+    keel_buf_append(&sc->text, a.p, a.len);
+    keel_buf_append_str(&sc->text, mid);
+    keel_buf_append(&sc->text, b.p, b.len);
     p[*np] = (struct pending){ id, off, keel_buf_len(&sc->text) - off };
     (*np)++;
+}
+
+static void principal_and_uid(struct report_scratch *sc, struct pending *p, size_t *np,
+                              const struct report_identity *id, bool source)
+{
+    if (id == NULL || id->name.len == 0)
+        return;
+    int pid = source ? KEEL_ATTR_SOURCE_PRINCIPAL : KEEL_ATTR_DESTINATION_PRINCIPAL;
+    int uid = source ? KEEL_ATTR_SOURCE_UID : KEEL_ATTR_DESTINATION_UID;
+    if (id->principal.len > 0)
+        set_str(&sc->bag, pid, id->principal);
+    else if (id->service_account.len > 0)
+        set_concat(sc, p, np, pid, "spiffe://cluster.local/ns/", id->namespace, "/sa/",
+                   id->service_account);
+    if (id->uid.len > 0)
+        set_str(&sc->bag, uid, id->uid);
+    else
+        set_concat(sc, p, np, uid, "kubernetes://", id->name, ".", id->namespace);
 }
 
 static struct keel_value timestamp(int64_t wall_us)
@@ -161,19 +183,8 @@ void report_fill(struct report_scratch *sc, const struct report_in *in)
     const struct report_identity *dst = in->outbound ? &peer : in->self;
     identity(bag, src, true);
     identity(bag, dst, false);
-    if (src != NULL && src->service_account.len > 0)
-        set_text(sc, pend, &npend, KEEL_ATTR_SOURCE_PRINCIPAL, "spiffe://cluster.local/ns/%.*s/sa/%.*s",
-                 src->namespace.p, src->namespace.len, src->service_account.p, src->service_account.len);
-    if (dst != NULL && dst->service_account.len > 0)
-        set_text(sc, pend, &npend, KEEL_ATTR_DESTINATION_PRINCIPAL,
-                 "spiffe://cluster.local/ns/%.*s/sa/%.*s", dst->namespace.p, dst->namespace.len,
-                 dst->service_account.p, dst->service_account.len);
-    if (src != NULL && src->name.len > 0)
-        set_text(sc, pend, &npend, KEEL_ATTR_SOURCE_UID, "kubernetes://%.*s.%.*s", src->name.p,
-                 src->name.len, src->namespace.p, src->namespace.len);
-    if (dst != NULL && dst->name.len > 0)
-        set_text(sc, pend, &npend, KEEL_ATTR_DESTINATION_UID, "kubernetes://%.*s.%.*s", dst->name.p,
-                 dst->name.len, dst->namespace.p, dst->namespace.len);
+    principal_and_uid(sc, pend, &npend, src, true);
+    principal_and_uid(sc, pend, &npend, dst, false);
 
     /* the destination service: the route's service (outbound), the one we back (inbound) */
     set_str(bag, KEEL_ATTR_DESTINATION_SERVICE_HOST, in->service_host);

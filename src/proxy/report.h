@@ -12,6 +12,7 @@
 /* A workload identity with its labels as string pairs. */
 struct report_identity {
     struct keel_str name, namespace, service_account;
+    struct keel_str principal, uid; /* when known ahead (self); else built per report */
     const struct keel_str_pair *labels;
     size_t n_labels;
 };

@@ -413,7 +413,7 @@ static void report(struct session *s, const struct keel_access_record *r, const 
         .service_host = s->svc_host,
         .service_name = s->svc_name,
         .service_namespace = s->svc_ns,
-        .reporter_uid = g->self != NULL ? g->reporter_uid : NULL,
+        .reporter_uid = g->self != NULL ? g->self_uid : NULL,
         .tcp_event = tcp_event,
         .tcp_received_delta = r->bytes_received,
         .tcp_sent_delta = r->bytes_sent,
