@@ -82,6 +82,11 @@ struct tel_instance {
     /* logentry */
     const struct keel_expr *severity;
     const struct keel_expr *timestamp; /* NULL = zero time */
+    /* resolved at plan time: a severity that is one string literal, a timestamp that is
+     * one attribute (the VM would only load it) */
+    bool severity_is_const;
+    struct keel_str severity_const;
+    int timestamp_attr; /* attribute id, or -1: evaluate timestamp */
     struct tel_named *vars;            /* sorted by name (bytewise) */
     size_t n_vars;
 };

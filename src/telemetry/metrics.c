@@ -244,55 +244,92 @@ static inline uint64_t rd4(const unsigned char *p)
 #define HASH_S1 0xe7037ed1a0b428dbull
 #define HASH_S2 0x8ebc6af09c88c6e3ull
 
-uint64_t keel_metrics_hash(const struct keel_str *values, size_t n)
+/* one value (its length folded in) into the lane h */
+static inline uint64_t hash_value(uint64_t h, const unsigned char *p, size_t len)
 {
-    uint64_t h = 0x243F6A8885A308D3ull ^ n;
-    for (size_t i = 0; i < n; i++) {
-        const unsigned char *p = (const unsigned char *)values[i].p;
-        size_t len = values[i].len;
-        uint64_t a, b;
-        if (len <= 16) {
-            if (len >= 4) {
-                size_t o = (len >> 3) << 2;
-                a = (rd4(p) << 32) | rd4(p + o);
-                b = (rd4(p + len - 4) << 32) | rd4(p + len - 4 - o);
-            } else if (len) {
-                a = ((uint64_t)p[0] << 16) | ((uint64_t)p[len >> 1] << 8) | p[len - 1];
-                b = 0;
-            } else {
-                a = b = 0;
-            }
+    uint64_t a, b;
+    if (len <= 16) {
+        if (len >= 4) {
+            size_t o = (len >> 3) << 2;
+            a = (rd4(p) << 32) | rd4(p + o);
+            b = (rd4(p + len - 4) << 32) | rd4(p + len - 4 - o);
+        } else if (len) {
+            a = ((uint64_t)p[0] << 16) | ((uint64_t)p[len >> 1] << 8) | p[len - 1];
+            b = 0;
         } else {
-            size_t rest = len;
-            while (rest > 16) {
-                h = mum(rd8(p) ^ HASH_S1, rd8(p + 8) ^ h);
-                p += 16;
-                rest -= 16;
-            }
-            a = rd8(p + rest - 16);
-            b = rd8(p + rest - 8);
+            a = b = 0;
         }
-        h = mum(a ^ HASH_S1 ^ ((uint64_t)len << 32), b ^ h ^ HASH_S2);
+    } else {
+        size_t rest = len;
+        while (rest > 16) {
+            h = mum(rd8(p) ^ HASH_S1, rd8(p + 8) ^ h);
+            p += 16;
+            rest -= 16;
+        }
+        a = rd8(p + rest - 16);
+        b = rd8(p + rest - 8);
     }
-    return mum(h ^ HASH_S0, n ^ HASH_S1);
+    return mum(a ^ HASH_S1 ^ ((uint64_t)len << 32), b ^ h ^ HASH_S2);
 }
 
-static inline bool str_eq(struct keel_str a, struct keel_str b)
+/* Two lanes (even and odd values) halve the chain of dependent multiplies. */
+uint64_t keel_metrics_hash(const struct keel_str *values, size_t n)
 {
-    if (a.len != b.len)
-        return false;
-    for (size_t i = 0; i < a.len; i++) /* short label values: cheaper than a memcmp call */
-        if (a.p[i] != b.p[i])
+    uint64_t h0 = 0x243F6A8885A308D3ull ^ n, h1 = 0x13198A2E03707344ull;
+    size_t i = 0;
+    for (; i + 2 <= n; i += 2) {
+        h0 = hash_value(h0, (const unsigned char *)values[i].p, values[i].len);
+        h1 = hash_value(h1, (const unsigned char *)values[i + 1].p, values[i + 1].len);
+    }
+    if (i < n)
+        h0 = hash_value(h0, (const unsigned char *)values[i].p, values[i].len);
+    return mum(h0 ^ HASH_S0, h1 ^ HASH_S1);
+}
+
+/* Label values are short: compare with word loads (overlapping at the tail) rather than
+ * a memcmp call or a byte loop per label. */
+static inline bool bytes_eq(const char *a, const char *b, size_t n)
+{
+    uint64_t x, y;
+    uint32_t u, w, u2, w2;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, a + i, 8);
+            memcpy(&y, b + i, 8);
+            if (x != y)
+                return false;
+        }
+        memcpy(&x, a + n - 8, 8);
+        memcpy(&y, b + n - 8, 8);
+        return x == y;
+    }
+    if (n >= 4) {
+        memcpy(&u, a, 4);
+        memcpy(&w, b, 4);
+        memcpy(&u2, a + n - 4, 4);
+        memcpy(&w2, b + n - 4, 4);
+        return u == w && u2 == w2;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != b[i])
+            return false;
+    return true;
+}
+
+bool keel_metrics_values_eq(const struct keel_str *a, const struct keel_str *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) /* lengths first: the cheap mismatch */
+        if (a[i].len != b[i].len)
+            return false;
+    for (size_t i = 0; i < n; i++)
+        if (!bytes_eq(a[i].p, b[i].p, a[i].len))
             return false;
     return true;
 }
 
 static bool series_eq(const struct keel_metrics_series *s, const struct keel_str *v, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        if (!str_eq(s->values[i], v[i]))
-            return false;
-    return true;
+    return keel_metrics_values_eq(s->values, v, n);
 }
 
 static void table_rehash(struct keel_metrics_table *t)

@@ -25,6 +25,7 @@
 #include "core/buf.h"
 #include "core/str.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -62,6 +63,8 @@ struct keel_metrics_shard *keel_metrics_shard_new(struct keel_metrics *reg);
 /* Hash of a label-value tuple; pass it to the *_h variants to hash once for several
  * families sharing the same values. */
 uint64_t keel_metrics_hash(const struct keel_str *values, size_t n);
+/* Equality of two label-value tuples of n values (bytewise). */
+bool keel_metrics_values_eq(const struct keel_str *a, const struct keel_str *b, size_t n);
 
 /* label_values: exactly keel_metrics_family_n_labels(f) slices (copied when a series is
  * created). Counter: v >= 0 added (negative/NaN rejected and counted). Gauge: set.

@@ -43,6 +43,37 @@ static bool exprs_ok(const struct keel_config_named_expr *e, size_t n)
     return true;
 }
 
+/* A source that is one string literal without escapes ('"warning"'): its value, checked
+ * against the compiled expression's own result. */
+static bool const_string(struct keel_telemetry *t, const struct keel_config_expr *x, struct keel_str *out)
+{
+    if (!x->src || !x->compiled)
+        return false;
+    size_t n = strlen(x->src);
+    if (n < 2 || x->src[0] != '"' || x->src[n - 1] != '"' || strpbrk(x->src + 1, "\\\"") != x->src + n - 1)
+        return false;
+    struct keel_attr_bag empty;
+    keel_attr_bag_clear(&empty);
+    struct keel_value v;
+    if (keel_expr_eval(x->compiled, &empty, &v, NULL) < 0 || v.type != KEEL_VALUE_STRING || v.u.s.len != n - 2 ||
+        memcmp(v.u.s.p, x->src + 1, n - 2))
+        return false;
+    char *p = tel_palloc(t, n - 1);
+    memcpy(p, v.u.s.p, n - 2);
+    *out = (struct keel_str){ p, n - 2 };
+    return true;
+}
+
+/* A source that is exactly one attribute name of type t: the VM would only load it
+ * (absent or another type -> an evaluation error). */
+static int bare_attribute(const struct keel_config_expr *x, enum keel_value_type t)
+{
+    if (!x->src || !x->compiled)
+        return -1;
+    int id = keel_attr_lookup(x->src, strlen(x->src));
+    return id >= 0 && keel_attr_type(id) == t && keel_expr_result_type(x->compiled) == t ? id : -1;
+}
+
 static struct tel_instance *instance_plan(struct keel_telemetry *t, struct inst_cache *c,
                                           const struct keel_config_object *o, struct keel_diag *d)
 {
@@ -52,6 +83,7 @@ static struct tel_instance *instance_plan(struct keel_telemetry *t, struct inst_
     struct tel_instance *in = tel_palloc(t, sizeof(*in));
     in->obj = o;
     in->fqn = keel_str_c(o->fqn);
+    in->timestamp_attr = -1;
     if (o->kind == KEEL_CONFIG_METRIC) {
         const struct keel_config_metric *m = (const void *)o;
         if (!m->value.compiled || !exprs_ok(m->dimensions, m->n_dimensions))
@@ -68,6 +100,8 @@ static struct tel_instance *instance_plan(struct keel_telemetry *t, struct inst_
         in->is_log = true;
         in->severity = l->severity.compiled;
         in->timestamp = l->timestamp.compiled;
+        in->severity_is_const = const_string(t, &l->severity, &in->severity_const);
+        in->timestamp_attr = bare_attribute(&l->timestamp, KEEL_VALUE_TIMESTAMP);
         in->vars = tel_palloc(t, (l->n_variables ? l->n_variables : 1) * sizeof(*in->vars));
         in->n_vars = l->n_variables;
         named_fill(t, in->vars, l->variables, l->n_variables);

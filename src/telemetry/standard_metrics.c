@@ -579,49 +579,6 @@ static void record(const struct tel_std_metric_plan *mp, struct keel_telemetry_s
     keel_metrics_update_h(sh->ms, mp->fam, vals, keel_metrics_hash(vals, mp->n), v);
 }
 
-/* Label values are short: compare with word loads (overlapping at the tail) rather than a
- * memcmp call per label. */
-static inline bool bytes_eq(const char *a, const char *b, size_t n)
-{
-    uint64_t x, y;
-    uint32_t u, w;
-    if (n >= 8) {
-        for (size_t i = 0; i + 8 < n; i += 8) {
-            memcpy(&x, a + i, 8);
-            memcpy(&y, b + i, 8);
-            if (x != y)
-                return false;
-        }
-        memcpy(&x, a + n - 8, 8);
-        memcpy(&y, b + n - 8, 8);
-        return x == y;
-    }
-    if (n >= 4) {
-        memcpy(&u, a, 4);
-        memcpy(&w, b, 4);
-        if (u != w)
-            return false;
-        memcpy(&u, a + n - 4, 4);
-        memcpy(&w, b + n - 4, 4);
-        return u == w;
-    }
-    for (size_t i = 0; i < n; i++)
-        if (a[i] != b[i])
-            return false;
-    return true;
-}
-
-static bool tuple_eq(const struct keel_str *a, const struct keel_str *b)
-{
-    for (int i = 0; i < TL__COUNT; i++)
-        if (a[i].len != b[i].len)
-            return false;
-    for (int i = 0; i < TL__COUNT; i++)
-        if (!bytes_eq(a[i].p, b[i].p, a[i].len))
-            return false;
-    return true;
-}
-
 /* The standard tuple as slices; re-resolved if scratch moved (a tag expression of a
  * metric recorded in between may have grown it). */
 static const struct keel_str *std_vals(struct keel_telemetry_shard *sh, const struct tel_lv *lv, struct keel_str *vals,
@@ -679,7 +636,7 @@ static void run_http(const struct tel_std_metric_plan *mp, struct keel_telemetry
         std_vals(sh, lv, vals, &base);
         h = keel_metrics_hash(vals, TL__COUNT);
         e = &sh->std_cache[h & (TEL_STD_CACHE - 1)];
-        if (e->hash != h || !e->vals || !tuple_eq(e->vals, vals)) {
+        if (e->hash != h || !e->vals || !keel_metrics_values_eq(e->vals, vals, TL__COUNT)) {
             memset(e, 0, sizeof(*e));
             e->hash = h;
         }

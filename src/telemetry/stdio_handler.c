@@ -111,7 +111,9 @@ int tel_stdio_log(const struct tel_stdio *s, struct keel_telemetry_shard *sh, co
     const struct keel_config_stdio *cfg = s->cfg;
     struct keel_value v;
     int level = KEEL_CONFIG_LEVEL_INFO;
-    if (in->severity) {
+    if (in->severity_is_const) {
+        level = level_of(cfg, in->severity_const);
+    } else if (in->severity) {
         if (keel_expr_eval(in->severity, bag, &v, NULL) < 0)
             return -1;
         if (v.type == KEEL_VALUE_STRING)
@@ -120,7 +122,12 @@ int tel_stdio_log(const struct tel_stdio *s, struct keel_telemetry_shard *sh, co
     if (level < cfg->output_level)
         return 0;
     struct keel_time tm = zero_time;
-    if (in->timestamp) {
+    if (in->timestamp_attr >= 0) {
+        const struct keel_value *tv = keel_attr_bag_get(bag, in->timestamp_attr);
+        if (!tv || tv->type != KEEL_VALUE_TIMESTAMP)
+            return -1;
+        tm = tv->u.t;
+    } else if (in->timestamp) {
         if (keel_expr_eval(in->timestamp, bag, &v, NULL) < 0 || v.type != KEEL_VALUE_TIMESTAMP)
             return -1;
         tm = v.u.t;
