@@ -21,6 +21,7 @@ static const char usage_text[] =
     "  --workload NAME.NAMESPACE   the WorkloadEntry this sidecar runs for\n"
     "  --telemetry on|off          istio_* metrics and Mixer rules per request (on)\n"
     "  --metric-series-limit N     series per metric before new ones are refused (10000)\n"
+    "  --metric-expiry MS          drop metric series not updated for MS (0 = never)\n"
     "  --tcp-route LISTEN=ADDR     proxy a TCP port as bytes (repeatable)\n"
     "  --admin ADDR                admin listener (127.0.0.1:15000)\n"
     "  --concurrency N             worker threads (default: CPUs this process may use)\n"
@@ -42,7 +43,7 @@ enum {
     OPT_CONCURRENCY, OPT_ACCESS_LOG, OPT_ACCESS_LOG_FORMAT, OPT_ACCESS_LOG_ENCODING,
     OPT_HEADERS_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_CONNECT_TIMEOUT, OPT_UPSTREAM_TIMEOUT,
     OPT_DRAIN_TIMEOUT, OPT_MAX_HEADERS_KB, OPT_MAX_HEADERS, OPT_MAX_URI, OPT_LOG_LEVEL,
-    OPT_CONFIG_DIR, OPT_WORKLOAD, OPT_TELEMETRY, OPT_SERIES_LIMIT,
+    OPT_CONFIG_DIR, OPT_WORKLOAD, OPT_TELEMETRY, OPT_SERIES_LIMIT, OPT_METRIC_EXPIRY,
 };
 
 static const struct option options[] = {
@@ -69,6 +70,7 @@ static const struct option options[] = {
     { "workload", required_argument, NULL, OPT_WORKLOAD },
     { "telemetry", required_argument, NULL, OPT_TELEMETRY },
     { "metric-series-limit", required_argument, NULL, OPT_SERIES_LIMIT },
+    { "metric-expiry", required_argument, NULL, OPT_METRIC_EXPIRY },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -155,7 +157,9 @@ int keel_cmd_proxy(int argc, char **argv)
         case OPT_MAX_HEADERS:
         case OPT_MAX_URI:
         case OPT_SERIES_LIMIT:
-            if (number(options[idx].name, optarg, c == OPT_UPSTREAM_TIMEOUT ? 0 : 1, &v) < 0)
+        case OPT_METRIC_EXPIRY:
+            if (number(options[idx].name, optarg,
+                       c == OPT_UPSTREAM_TIMEOUT || c == OPT_METRIC_EXPIRY ? 0 : 1, &v) < 0)
                 goto out;
             switch (c) {
             case OPT_CONCURRENCY: o.concurrency = (int)v; break;
@@ -167,6 +171,7 @@ int keel_cmd_proxy(int argc, char **argv)
             case OPT_MAX_HEADERS_KB: o.max_request_headers_kb = (size_t)v; break;
             case OPT_MAX_HEADERS: o.max_headers = (size_t)v; break;
             case OPT_SERIES_LIMIT: o.metric_series_limit = (size_t)v; break;
+            case OPT_METRIC_EXPIRY: o.metric_expiry_ms = v; break;
             default: o.max_uri_bytes = (size_t)v; break;
             }
             break;

@@ -40,6 +40,7 @@ struct keel_proxy_options {
     const char *workload;          /* NAME.NAMESPACE: who this sidecar is */
     bool telemetry_off;            /* no metrics or Mixer rules (access log unaffected) */
     size_t metric_series_limit;    /* per metric family; 0: the registry's default */
+    int64_t metric_expiry_ms;      /* drop series not updated for this long; 0: never */
     struct keel_proxy_route *routes;
     size_t n_routes;
     struct keel_proxy_tcp_route *tcp_routes;

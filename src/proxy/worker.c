@@ -33,6 +33,8 @@ static void flush_stdio(struct worker *w)
 static void flush_log(void *arg)
 {
     struct worker *w = arg;
+    keel_telemetry_shard_tick(w->tel, (uint64_t)keel_loop_now_us(w->loop) * 1000,
+                              (uint64_t)w->srv->opt->metric_expiry_ms * 1000000);
     flush_stdio(w);
     if (w->log_lines == 0)
         return;

@@ -140,3 +140,12 @@ void keel_telemetry_report(const struct keel_telemetry *t, struct keel_telemetry
     if (t->n_rules)
         tel_rules_run(t, sh, bag);
 }
+
+void keel_telemetry_shard_tick(struct keel_telemetry_shard *sh, uint64_t now_ns, uint64_t max_age_ns)
+{
+    keel_metrics_shard_tick(sh->ms, now_ns);
+    if (max_age_ns == 0 || now_ns - keel_metrics_shard_last_sweep(sh->ms) < max_age_ns / 2)
+        return;
+    if (keel_metrics_shard_expire(sh->ms, max_age_ns) > 0) /* the cache may point at them */
+        memset(sh->std_cache, 0, TEL_STD_CACHE * sizeof(*sh->std_cache));
+}

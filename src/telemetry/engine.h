@@ -77,4 +77,8 @@ struct keel_telemetry_output {
 };
 struct keel_telemetry_output *keel_telemetry_shard_output(struct keel_telemetry_shard *sh, int stream);
 
+/* Once per event-loop turn on sh's thread: advance the shard's clock and, when
+ * max_age_ns > 0, every max_age_ns / 2 drop the series not updated for max_age_ns. */
+void keel_telemetry_shard_tick(struct keel_telemetry_shard *sh, uint64_t now_ns, uint64_t max_age_ns);
+
 #endif

@@ -390,6 +390,7 @@ static struct keel_metrics_series *lookup(struct keel_metrics_shard *sh, struct 
     }
     atomic_fetch_add_explicit(&f->n_series, 1, memory_order_relaxed);
     struct keel_metrics_series *s = series_new(f, v, hash);
+    s->touched = sh->now;
     pthread_mutex_lock(&sh->mu);
     if (f->id >= sh->n_tabs) {
         size_t n = f->id + 16;
@@ -437,8 +438,10 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static void series_update(struct keel_metrics_family *f, struct keel_metrics_series *s, double v)
+static void series_update(struct keel_metrics_shard *sh, struct keel_metrics_family *f,
+                          struct keel_metrics_series *s, double v)
 {
+    s->touched = sh->now;
     switch (f->type) {
     case KEEL_METRIC_COUNTER:
         store_add(&s->v, v);
@@ -474,7 +477,7 @@ void keel_metrics_update_h(struct keel_metrics_shard *sh, struct keel_metrics_fa
     }
     struct keel_metrics_series *s = lookup(sh, f, label_values, hash);
     if (s)
-        series_update(f, s, v);
+        series_update(sh, f, s, v);
 }
 
 struct keel_metrics_series *keel_metrics_series_find(struct keel_metrics_shard *sh, struct keel_metrics_family *f,
@@ -495,7 +498,7 @@ void keel_metrics_series_update(struct keel_metrics_shard *sh, struct keel_metri
         count_to(sh, sh->reg->rejected, f->name);
         return;
     }
-    series_update(f, s, v);
+    series_update(sh, f, s, v);
 }
 
 void keel_metrics_add(struct keel_metrics_shard *sh, struct keel_metrics_family *f, const struct keel_str *label_values,
@@ -514,4 +517,59 @@ void keel_metrics_observe(struct keel_metrics_shard *sh, struct keel_metrics_fam
                           const struct keel_str *label_values, double v)
 {
     keel_metrics_update_h(sh, f, label_values, keel_metrics_hash(label_values, f->n_labels), v);
+}
+
+/* ---- expiry: series not updated for a while disappear (Mixer's metricsExpirationPolicy).
+ * Only the owner thread removes series from its shard, so its own caches can be told
+ * (the telemetry shard clears its series cache); the mutex keeps a concurrent scrape
+ * from seeing the tables half rebuilt. */
+
+void keel_metrics_shard_tick(struct keel_metrics_shard *sh, uint64_t now_ns)
+{
+    sh->now = now_ns;
+}
+
+size_t keel_metrics_shard_expire(struct keel_metrics_shard *sh, uint64_t max_age_ns)
+{
+    struct keel_metrics *reg = sh->reg;
+    size_t removed = 0;
+    sh->last_sweep = sh->now;
+    pthread_mutex_lock(&sh->mu);
+    for (size_t id = 0; id < sh->n_tabs; id++) {
+        struct keel_metrics_table *t = &sh->tabs[id];
+        if (t->n_all == 0)
+            continue;
+        struct keel_metrics_family *f = reg->fams[id];
+        if (f == reg->overflow || f == reg->rejected)
+            continue; /* keel's own accounting stays */
+        size_t kept = 0;
+        for (size_t i = 0; i < t->n_all; i++) {
+            struct keel_metrics_series *s = t->all[i];
+            if (sh->now - s->touched <= max_age_ns) {
+                t->all[kept++] = s;
+                continue;
+            }
+            free(s->buckets);
+            free(s);
+            atomic_fetch_sub_explicit(&f->n_series, 1, memory_order_relaxed);
+            removed++;
+        }
+        if (kept == t->n_all)
+            continue;
+        t->n_all = t->n = kept;
+        memset(t->slots, 0, t->cap * sizeof(*t->slots));
+        for (size_t i = 0; i < kept; i++) {
+            size_t j = t->all[i]->hash & (t->cap - 1);
+            while (t->slots[j])
+                j = (j + 1) & (t->cap - 1);
+            t->slots[j] = t->all[i];
+        }
+    }
+    pthread_mutex_unlock(&sh->mu);
+    return removed;
+}
+
+uint64_t keel_metrics_shard_last_sweep(const struct keel_metrics_shard *sh)
+{
+    return sh->last_sweep;
 }

@@ -97,6 +97,13 @@ void keel_metrics_series_update(struct keel_metrics_shard *sh, struct keel_metri
  * histogram buckets cumulative with +Inf, _sum, _count; numbers in Go's shortest %g.
  * Thread-safe against concurrent updates. Content-Type: KEEL_METRICS_CONTENT_TYPE. */
 void keel_metrics_scrape(struct keel_metrics *reg, struct keel_buf *out);
+
+/* Expiry, on the shard's own thread: tick sets the shard's coarse clock (ns, any
+ * monotonic origin) that updates stamp their series with; expire frees the series not
+ * updated for max_age_ns and returns how many. */
+void keel_metrics_shard_tick(struct keel_metrics_shard *sh, uint64_t now_ns);
+size_t keel_metrics_shard_expire(struct keel_metrics_shard *sh, uint64_t max_age_ns);
+uint64_t keel_metrics_shard_last_sweep(const struct keel_metrics_shard *sh);
 #define KEEL_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 
 /* Merged value of one series (tests and tools): counter/gauge value, histogram count.

@@ -30,6 +30,7 @@ struct keel_metrics_series {
     _Atomic double v;        /* counter/gauge value; histogram sum */
     _Atomic uint64_t stamp;  /* gauge: time of the last set (merge: latest wins) */
     _Atomic uint64_t *buckets; /* histogram: n_bounds + 1 non-cumulative counts (last = +Inf) */
+    uint64_t touched;        /* shard clock at the last update (owner only): expiry */
     struct keel_str *values; /* n_labels slices into the same allocation */
 };
 
@@ -47,6 +48,8 @@ struct keel_metrics_shard {
     struct keel_metrics_table *tabs; /* indexed by family id; grown on first use */
     size_t n_tabs;
     struct keel_metrics_shard *next;
+    uint64_t now;         /* coarse clock (ns) the owner sets each loop turn: expiry */
+    uint64_t last_sweep;
 };
 
 struct keel_metrics {

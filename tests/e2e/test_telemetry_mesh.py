@@ -364,3 +364,18 @@ def test_series_limit_and_telemetry_off(keel, backend):
     _, text = http_get("http://127.0.0.1:%d/stats/prometheus" % off.admin)
     assert "istio_requests_total{" not in text
     assert 'keel_downstream_rq_total{response_code_class="2xx"} 1' in text
+
+
+def test_metric_expiry(keel, backend):
+    k = keel("--metric-expiry", "300", upstream=backend)
+    raw_exchange(k.inbound, b"GET /status/200 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    _, text = http_get("http://127.0.0.1:%d/stats/prometheus" % k.admin)
+    assert "istio_requests_total{" in text
+    deadline = time.time() + 5
+    while time.time() < deadline and "istio_requests_total{" in text:
+        time.sleep(0.2)
+        _, text = http_get("http://127.0.0.1:%d/stats/prometheus" % k.admin)
+    assert "istio_requests_total{" not in text
+    raw_exchange(k.inbound, b"GET /status/201 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    _, text = http_get("http://127.0.0.1:%d/stats/prometheus" % k.admin)
+    assert 'response_code="201"' in text and 'response_code="200"' not in text

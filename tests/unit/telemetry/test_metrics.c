@@ -197,6 +197,44 @@ static void test_variants_and_limit(void **state)
     keel_metrics_free(reg);
 }
 
+/* Series not updated for max_age are dropped (and may come back); the others stay. */
+static void test_expiry(void **state)
+{
+    (void)state;
+    struct keel_metrics *reg = keel_metrics_new();
+    const char *l[] = { "k" };
+    struct keel_metrics_family *c = keel_metrics_family(reg, "c_total", KEEL_METRIC_COUNTER, "c", l, 1, NULL, 0,
+                                                        NULL, 0);
+    double bounds[] = { 1, 10 };
+    struct keel_metrics_family *h = keel_metrics_family(reg, "h", KEEL_METRIC_HISTOGRAM, "h", l, 1, bounds, 2,
+                                                        NULL, 0);
+    struct keel_metrics_shard *sh = keel_metrics_shard_new(reg);
+    struct keel_str old = KEEL_STR("old"), fresh = KEEL_STR("fresh");
+    keel_metrics_shard_tick(sh, 1000);
+    keel_metrics_add(sh, c, &old, 1);
+    keel_metrics_observe(sh, h, &old, 5);
+    for (int i = 0; i < 40; i++) { /* enough to grow the table past its first size */
+        char name[8];
+        snprintf(name, sizeof(name), "n%d", i);
+        struct keel_str v = keel_str_c(name);
+        keel_metrics_add(sh, c, &v, 1);
+    }
+    keel_metrics_shard_tick(sh, 5000);
+    keel_metrics_add(sh, c, &fresh, 2);
+    assert_int_equal(keel_metrics_shard_expire(sh, 3000), 42); /* old in c and h, n0..n39 */
+    char *s = scrape(reg);
+    assert_string_equal(s, "# HELP c_total c\n# TYPE c_total counter\nc_total{k=\"fresh\"} 2\n");
+    free(s);
+    /* the survivor is still found (the table was rebuilt), an expired one starts over */
+    keel_metrics_add(sh, c, &fresh, 1);
+    keel_metrics_add(sh, c, &old, 1);
+    s = scrape(reg);
+    assert_string_equal(s, "# HELP c_total c\n# TYPE c_total counter\nc_total{k=\"fresh\"} 3\n"
+                           "c_total{k=\"old\"} 1\n");
+    free(s);
+    keel_metrics_free(reg);
+}
+
 /* 2 writers x 100k while a third thread scrapes: sums exact */
 struct writer {
     struct keel_metrics *reg;
@@ -280,6 +318,7 @@ int main(void)
         cmocka_unit_test(test_histogram_escape_gauge),
         cmocka_unit_test(test_variants_and_limit),
         cmocka_unit_test(test_concurrency),
+        cmocka_unit_test(test_expiry),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     keel_buf_pool_drain();
