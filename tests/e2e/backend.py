@@ -9,6 +9,7 @@ Endpoints:
   GET  /conn              the id of this TCP connection (keep-alive reuse is visible)
   GET  /name              NAME from the command line (tells backends apart)
   GET  /healthz           200 "ok"
+  GET  /drop              closes the connection without answering
   GET  /headers           the request head as received, as JSON {"line":..,"headers":[[k,v]..]}
   POST /echo              the request body back (Content-Length framing)
   POST /count             {"bytes": N, "sha256": ...} of the body (CL or chunked)
@@ -108,6 +109,8 @@ def serve(sock):
                     respond(sock, code, b"" if head_only else payload, reason="X",
                             headers=[("Content-Length", len(payload))] if head_only else (),
                             length=not head_only)
+            elif path == "/drop":
+                return  # close without a response
             elif path == "/healthz":
                 respond(sock, 200, b"ok\n")
             elif path == "/name":

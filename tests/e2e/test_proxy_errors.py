@@ -157,3 +157,12 @@ def test_upstream_connect_timeout_is_503_uf(keel):
     for c in fillers:
         c.close()
     ls.close()
+
+
+def test_upstream_closing_before_response_is_503_uc(keel, backend):
+    k = keel(upstream=backend)
+    out = raw_exchange(k.inbound, b"GET /drop HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert status_of(out) == 503
+    assert out.endswith(b"reset reason: connection termination")
+    line = k.log_lines(1)[-1]
+    assert '"GET /drop HTTP/1.1" 503 UC upstream_reset_before_response_started{connection_termination} ' in line
