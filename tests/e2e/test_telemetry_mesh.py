@@ -280,7 +280,8 @@ def wait_query(port, q, want, timeout=15):
 
 
 def test_prometheus_scrapes_the_seed_queries(keel, backend_factory, tmp_path, prometheus):
-    m = Mesh(keel, backend_factory, tmp_path, BOOKINFO)
+    # istio-telemetry: in seed 001 the Mixer workload itself was the destination counted
+    m = Mesh(keel, backend_factory, tmp_path, dict(BOOKINFO, **{"istio-telemetry": ("telemetry", "v1")}))
     m.add("001-doublerequestcount.yaml")
     m.start()
     port = prometheus([k.admin for k in m.proxies.values()])
@@ -288,6 +289,7 @@ def test_prometheus_scrapes_the_seed_queries(keel, backend_factory, tmp_path, pr
         assert m.call("sleep-v1", "productpage:9080") == 200
         assert m.call("productpage-v1", "reviews:9080") == 200
         assert m.call("productpage-v1", "details:9080") == 200
+        assert m.call("productpage-v1", "telemetry:9080") == 200
         time.sleep(1.2)
 
     def value(res):
@@ -298,7 +300,11 @@ def test_prometheus_scrapes_the_seed_queries(keel, backend_factory, tmp_path, pr
     got = wait_query(port, 'istio_requests_total{destination_service="reviews.default.svc.cluster.local", '
                            'destination_version="v3"}', lambda r: value(r) == 6)
     assert {r["metric"]["source_workload"] for r in got} == {"productpage-v1"}
-    wait_query(port, 'istio_requests_total', lambda r: value(r) == 18)
+    wait_query(port, 'istio_requests_total', lambda r: value(r) == 24)
+    got = wait_query(port, 'istio_double_request_count{destination="istio-telemetry"}',
+                     lambda r: value(r) == 12)
+    assert {(r["metric"]["reporter"], r["metric"]["source"]) for r in got} == {
+        ("client", "productpage-v1"), ("server", "productpage-v1")}
     wait_query(port, 'rate(istio_requests_total{destination_service=~"productpage.*", response_code="200"}[5m])',
                lambda r: len(r) == 2 and all(float(x["value"][1]) > 0 for x in r))
     got = wait_query(port, 'istio_double_request_count{destination="productpage-v1"}',
