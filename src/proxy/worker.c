@@ -30,12 +30,8 @@ static void flush_stdio(struct worker *w)
     }
 }
 
-static void flush_log(void *arg)
+static void flush_access_log(struct worker *w)
 {
-    struct worker *w = arg;
-    keel_telemetry_shard_tick(w->tel, (uint64_t)keel_loop_now_us(w->loop) * 1000,
-                              (uint64_t)w->srv->opt->metric_expiry_ms * 1000000);
-    flush_stdio(w);
     if (w->log_lines == 0)
         return;
     keel_sink_submit(w->srv->log_sink, keel_buf_rptr(&w->log), keel_buf_len(&w->log),
@@ -44,12 +40,23 @@ static void flush_log(void *arg)
     w->log_lines = 0;
 }
 
+/* The end of a loop turn: advance the telemetry shard's clock (and expire stale series),
+ * hand this turn's log lines to their writer threads. */
+static void before_sleep(void *arg)
+{
+    struct worker *w = arg;
+    keel_telemetry_shard_tick(w->tel, (uint64_t)keel_loop_now_us(w->loop) * 1000,
+                              (uint64_t)w->srv->opt->metric_expiry_ms * 1000000);
+    flush_stdio(w);
+    flush_access_log(w);
+}
+
 void worker_log_line(struct worker *w, const struct keel_access_record *r)
 {
     keel_accesslog_render(w->srv->log_format, r, &w->log);
     w->log_lines++;
     if (keel_buf_len(&w->log) >= LOG_FLUSH_BYTES)
-        flush_log(w);
+        flush_access_log(w);
 }
 
 static void on_accept(struct keel_io *io, uint32_t events)
@@ -113,7 +120,7 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     keel_loop_run(w->loop);
-    flush_log(w);
+    before_sleep(w);
     upconn_pool_close_all(w);
     close_listeners(w);
     keel_loop_run_deferred(w->loop);
@@ -155,7 +162,7 @@ int worker_init(struct worker *w, struct server *srv, int index)
     keel_loop_add_in(w->loop, &w->wake);
     w->tel = keel_telemetry_shard_new(srv->metrics);
     w->report = report_scratch_new();
-    keel_loop_on_before_sleep(w->loop, flush_log, w);
+    keel_loop_on_before_sleep(w->loop, before_sleep, w);
     keel_loop_on_before_sleep(w->loop, check_drained, w);
     return 0;
 }
