@@ -249,6 +249,7 @@ struct control {
     struct keel_config_watch *watcher;
     const char *dir;
     struct keel_timer deadline;
+    int workers_started;
     int workers_done;
     bool draining;
 };
@@ -287,7 +288,7 @@ static void on_done(struct keel_io *io, uint32_t events)
     uint64_t v;
     if (read(io->fd, &v, sizeof(v)) == (ssize_t)sizeof(v))
         c->workers_done += (int)v;
-    if (c->workers_done >= c->srv->n_workers)
+    if (c->workers_done >= c->workers_started)
         keel_loop_stop(c->loop);
 }
 
@@ -381,6 +382,7 @@ int keel_proxy_run(const struct keel_proxy_options *o)
     for (; started < srv.n_workers; started++)
         if (worker_start(&srv.workers[started]) != 0)
             break;
+    c.workers_started = started;
     if (started < srv.n_workers) {
         keel_log_error("could not start worker threads");
         start_drain(&c, "startup failure");
