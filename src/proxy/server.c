@@ -395,7 +395,8 @@ int keel_proxy_run(const struct keel_proxy_options *o)
                                                                      : "tcp");
         keel_log_info("%d workers, admin on %s", srv.n_workers, srv.admin_str);
     }
-    keel_loop_run(c.loop);
+    if (started > 0) /* runs until the last started worker has drained */
+        keel_loop_run(c.loop);
     for (int i = 0; i < started; i++)
         pthread_join(srv.workers[i].thread, NULL);
     status = started == srv.n_workers ? 0 : 1;
