@@ -109,3 +109,20 @@ def test_bad_access_log_format_is_refused(tmp_path):
                        capture_output=True, timeout=5)
     assert p.returncode != 0
     assert b"NOT_AN_OPERATOR" in p.stderr
+
+
+def test_drain_deadline_cuts_what_is_left(keel, backend):
+    k = keel("--drain-timeout", "300", upstream=backend)
+    out = []
+    t = threading.Thread(target=lambda: out.append(
+        raw_exchange(k.inbound, b"GET /slow?ms=3000 HTTP/1.1\r\nHost: a\r\n\r\n", timeout=5)))
+    t.start()
+    time.sleep(0.2)
+    t0 = time.time()
+    k.proc.p.send_signal(signal.SIGTERM)
+    assert k.proc.p.wait(5) == 0
+    assert time.time() - t0 < 2
+    t.join()
+    assert out == [b""]  # cut: the connection closed without a response
+    line = k.log_lines(1)[-1]
+    assert '"GET /slow?ms=3000 HTTP/1.1" 0 ' in line

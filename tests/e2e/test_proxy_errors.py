@@ -166,3 +166,29 @@ def test_upstream_closing_before_response_is_503_uc(keel, backend):
     assert out.endswith(b"reset reason: connection termination")
     line = k.log_lines(1)[-1]
     assert '"GET /drop HTTP/1.1" 503 UC upstream_reset_before_response_started{connection_termination} ' in line
+
+
+def test_garbage_never_hurts_the_proxy(keel, backend):
+    import random
+    rng = random.Random(1234)
+    k = keel(upstream=backend, concurrency=2)
+    seeds = [b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+             b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"]
+    for i in range(300):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 8)):  # flip, insert or cut bytes
+            pos = rng.randrange(len(data))
+            op = rng.random()
+            if op < 0.4:
+                data[pos] = rng.randrange(256)
+            elif op < 0.7:
+                data[pos:pos] = bytes([rng.randrange(256)])
+            else:
+                del data[pos:pos + rng.randint(1, 4)]
+        try:
+            raw_exchange(k.inbound, bytes(data), timeout=0.3)
+        except OSError:
+            pass
+    assert k.proc.p.poll() is None
+    out = raw_exchange(k.inbound, b"GET /status/200 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert status_of(out) == 200
