@@ -637,13 +637,41 @@ int keel_expr_eval(const struct keel_expr *e, const struct keel_attr_bag *bag, s
     return KEEL_EINVAL;
 }
 
-/* RE2 -> POSIX ERE for the common escapes: \d \D \w \W \s \S outside brackets, (?i). */
+/* A {n}, {n,} or {n,m} repetition at p (p[0] == '{'): its length, or 0 when it is not
+ * one (then '{' is a literal, as in RE2); *count: its largest count. */
+static size_t repeat_len(const char *p, size_t len, long *count)
+{
+    size_t i = 1;
+    long lo = 0, hi = -1;
+    if (i >= len || p[i] < '0' || p[i] > '9')
+        return 0;
+    for (; i < len && p[i] >= '0' && p[i] <= '9'; i++)
+        lo = lo > 1000 ? lo : lo * 10 + (p[i] - '0');
+    if (i < len && p[i] == ',') {
+        i++;
+        if (i < len && p[i] >= '0' && p[i] <= '9')
+            for (hi = 0; i < len && p[i] >= '0' && p[i] <= '9'; i++)
+                hi = hi > 1000 ? hi : hi * 10 + (p[i] - '0');
+    }
+    if (i >= len || p[i] != '}')
+        return 0;
+    *count = hi > lo ? hi : lo;
+    return i + 1;
+}
+
+/* RE2 -> POSIX ERE for the common escapes: \d \D \w \W \s \S outside brackets, (?i).
+ * What RE2 refuses is refused here too, before glibc's regcomp can blow up on it: a
+ * repetition of a repetition (`a**`, `a++`, `a{2}{3}`; a lone lazy `?` after one is
+ * accepted and dropped, since only match / no match matters), and counted repetitions
+ * adding up to more than 1000 (RE2's limit; glibc expands nested counts in memory). */
 int expr_regcomp(regex_t *re, const char *p, size_t len)
 {
     char buf[2048];
     size_t o = 0;
     int flags = REG_EXTENDED | REG_NOSUB;
     bool inclass = false;
+    bool after_rep = false, after_lazy = false; /* the last token was a repetition */
+    long counted = 0;                           /* sum of the {n,m} counts so far */
     if (len >= 4 && !memcmp(p, "(?i)", 4)) {
         flags |= REG_ICASE;
         p += 4;
@@ -655,6 +683,33 @@ int expr_regcomp(regex_t *re, const char *p, size_t len)
         char c = p[i];
         if (c == 0)
             return -1;
+        if (!inclass && (c == '*' || c == '+' || c == '?' || c == '{')) {
+            size_t n = 1;
+            long count = 0;
+            if (c == '{' && (n = repeat_len(p + i, len - i, &count)) == 0) {
+                buf[o++] = '\\'; /* not a repetition: a literal brace */
+                buf[o++] = c;
+                after_rep = false;
+                continue;
+            }
+            counted += count;
+            if (counted > 1000 || (after_rep && (c != '?' || after_lazy)))
+                return -1;
+            if (after_rep) { /* lazy modifier: the same matches */
+                after_lazy = true;
+                continue;
+            }
+            if (o + n + 16 >= sizeof(buf))
+                return -1;
+            memcpy(buf + o, p + i, n);
+            o += n;
+            i += n - 1;
+            after_rep = true;
+            after_lazy = false;
+            continue;
+        }
+        if (!inclass)
+            after_rep = after_lazy = false;
         if (c == '\\' && i + 1 < len) {
             const char *rep = NULL;
             switch (p[i + 1]) {
