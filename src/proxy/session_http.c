@@ -1,0 +1,800 @@
+/* An HTTP/1.1 exchange on a session: the request head (parsed, analysed, routed), the
+ * upstream request head, request and response bodies (Content-Length, chunked or
+ * close-delimited, re-framed as the client needs), interim responses, local replies,
+ * and the end of the exchange (upstream back to its pool, next request or close). */
+#include "proxy/session_int.h"
+
+#include "core/alloc.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/rand.h"
+#include "telemetry/response_flags.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static void begin_upstream(struct session *s, bool fresh);
+static void finish_request(struct session *s);
+
+static void append_header(struct keel_buf *b, struct keel_str name, struct keel_str value)
+{
+    keel_buf_reserve(b, name.len + value.len + 4);
+    char *p = keel_buf_wptr(b);
+    memcpy(p, name.p, name.len);
+    p += name.len;
+    *p++ = ':';
+    *p++ = ' ';
+    memcpy(p, value.p, value.len);
+    p += value.len;
+    *p++ = '\r';
+    *p++ = '\n';
+    b->wpos += name.len + value.len + 4;
+}
+
+static const char *reason_phrase(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 431: return "Request Header Fields Too Large";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+/* ------------------------------------------------------------------ local replies */
+
+/* Answer the current request ourselves. The connection closes afterwards when asked,
+ * or when unread request body bytes would otherwise be taken for the next request. */
+void session_local_reply(struct session *s, int status, uint32_t flags, const char *details,
+                        const char *body, bool close_after)
+{
+    session_drop_upstream(s);
+    s->status = status;
+    s->flags |= flags;
+    s->details = details;
+    if (s->started && !s->req_done)
+        close_after = true;
+    if (s->draining || s->rdhup)
+        close_after = true;
+    if (close_after)
+        s->keepalive = false;
+    size_t blen = strlen(body);
+    size_t before = keel_buf_len(&s->out);
+    keel_buf_printf(&s->out, "HTTP/1.1 %d %s\r\ncontent-length: %zu\r\ncontent-type: text/plain\r\n%s\r\n",
+                    status, reason_phrase(status), blen,
+                    s->keepalive ? "" : "connection: close\r\n");
+    s->res_head_bytes = keel_buf_len(&s->out) - before;
+    bool head = s->started && s->req.method.len == 4 && memcmp(s->req.method.p, "HEAD", 4) == 0;
+    if (!head) {
+        keel_buf_append(&s->out, body, blen);
+        s->bytes_sent = blen;
+    }
+    s->phase = PH_REPLY;
+    session_set_timer(s, T_BODY, BODY_IDLE_TIMEOUT_MS);
+    session_touch(s);
+}
+
+void session_reject_malformed(struct session *s, const struct keel_http_perror *e)
+{
+    int status = 400;
+    switch (e->kind) {
+    case KEEL_HTTP_PERR_URI_TOO_LONG: status = 414; break;
+    case KEEL_HTTP_PERR_HEADERS_TOO_LARGE: status = 431; break;
+    case KEEL_HTTP_PERR_VERSION: status = 505; break;
+    default: break;
+    }
+    keel_log_info("conn %llu from %s: %d: %s at byte %zu", (unsigned long long)s->conn_id,
+                  s->remote, status, e->what, e->offset);
+    stat_add(&s->w->stats.downstream_rq_bad, 1);
+    if (!s->started) {
+        s->t_start_us = keel_loop_now_us(s->w->loop);
+        s->t_start_wall_us = keel_loop_wall_us(s->w->loop);
+    }
+    s->req_done = true;
+    session_local_reply(s, status, KEEL_RF_DPE, "http1.codec_error", "Bad Request", true);
+}
+
+/* ------------------------------------------------------------------ request head */
+
+
+enum route_result { ROUTE_OK, ROUTE_NONE, ROUTE_NO_ENDPOINT };
+
+
+/* Pick the target of the current request: the app for inbound; for outbound a --route,
+ * else the registry's service for the authority, round-robin over its endpoints. */
+static enum route_result route_request(struct session *s)
+{
+    struct server *srv = session_srv(s);
+    if (s->spec->kind == LISTEN_INBOUND) {
+        const struct keel_registry_service *svc = s->wg->g->self_service;
+        if (svc != NULL) {
+            s->svc_host = keel_str_c(svc->fqdn);
+            s->svc_name = keel_str_c(svc->name);
+            s->svc_ns = keel_str_c(svc->namespace);
+        }
+        s->target = s->spec->target;
+        return s->target != NULL ? ROUTE_OK : ROUTE_NONE;
+    }
+    struct keel_str host = s->authority;
+    int port = 80;
+    const char *colon = NULL;
+    for (size_t i = host.len; i > 0; i--) {
+        if (host.p[i - 1] == ':') {
+            colon = host.p + i - 1;
+            break;
+        }
+        if (host.p[i - 1] == ']')
+            break;
+    }
+    if (colon != NULL) {
+        port = 0;
+        for (const char *d = colon + 1; d < host.p + host.len && port <= 65535; d++)
+            port = *d >= '0' && *d <= '9' ? port * 10 + (*d - '0') : 65536;
+        host.len = (size_t)(colon - host.p);
+    }
+    for (size_t i = 0; i < srv->opt->n_routes; i++) {
+        const struct keel_proxy_route *r = &srv->opt->routes[i];
+        if ((r->port == 0 || r->port == port) && strlen(r->host) == host.len &&
+            strncasecmp(r->host, host.p, host.len) == 0) {
+            s->target = &r->target;
+            s->svc_host = s->svc_name = keel_str_c(r->host);
+            return ROUTE_OK;
+        }
+    }
+    const struct proxy_gen *g = s->wg->g;
+    if (g->cfg == NULL || host.len == 0)
+        return ROUTE_NONE;
+    const char *ns = g->self != NULL ? g->self->namespace : NULL;
+    const struct keel_registry_port *rp =
+        keel_registry_resolve(g->cfg, host.p, host.len, colon ? port : 0, ns);
+    if (rp == NULL)
+        return ROUTE_NONE;
+    s->svc_host = keel_str_c(rp->service->fqdn);
+    s->svc_name = keel_str_c(rp->service->name);
+    s->svc_ns = keel_str_c(rp->service->namespace);
+    const struct gen_port *gp = gen_port_of(g, rp);
+    if (gp->n_targets == 0)
+        return ROUTE_NO_ENDPOINT;
+    s->target = &gp->targets[s->w->rr++ % gp->n_targets];
+    return ROUTE_OK;
+}
+
+/* Split an absolute-form target "http://host[:port]/path?q" into authority and path. */
+static bool split_absolute(struct keel_str t, struct keel_str *authority, struct keel_str *path)
+{
+    if (t.len < 8 || strncasecmp(t.p, "http://", 7) != 0)
+        return false;
+    const char *a = t.p + 7, *end = t.p + t.len, *p = a;
+    while (p < end && *p != '/' && *p != '?')
+        p++;
+    *authority = (struct keel_str){ a, (size_t)(p - a) };
+    *path = p < end ? (struct keel_str){ p, (size_t)(end - p) } : LIT("/");
+    return authority->len > 0;
+}
+
+/* Write the upstream request head into u->out. */
+static void write_upstream_head(struct session *s, struct keel_buf *b)
+{
+    keel_buf_reserve(b, s->req.method.len + s->path.len + 16);
+    keel_buf_append(b, s->req.method.p, s->req.method.len);
+    keel_buf_append(b, " ", 1);
+    keel_buf_append(b, s->path.p, s->path.len);
+    keel_buf_append(b, " HTTP/1.1\r\n", 11);
+    bool host_sent = false;
+    for (size_t i = 0; i < s->req.n_headers; i++) {
+        const struct keel_http_header *h = &s->hdrs[i];
+        if (keel_http_is_hop_by_hop(h->name) || keel_http_hop_marked(&s->meta, i))
+            continue;
+        if (keel_str_caseeq(h->name, LIT("content-length")) ||
+            keel_str_caseeq(h->name, LIT("x-forwarded-for")) ||
+            keel_str_caseeq(h->name, LIT(KEEL_PEER_HEADER)))
+            continue;
+        if (keel_str_caseeq(h->name, LIT("host"))) {
+            host_sent = true;
+            append_header(b, h->name, s->authority);
+            continue;
+        }
+        append_header(b, h->name, h->value);
+    }
+    if (!host_sent && s->authority.len > 0)
+        append_header(b, LIT("host"), s->authority);
+    /* x-forwarded-for: append the client's address to what came in */
+    struct keel_str ip = { s->remote[0] == '[' ? s->remote + 1 : s->remote,
+                           s->remote[0] == '[' ? s->remote_ip_len - 2 : s->remote_ip_len };
+    if (s->meta.xff.len > 0) {
+        keel_buf_printf(b, "x-forwarded-for: %.*s, %.*s\r\n", (int)s->meta.xff.len,
+                        s->meta.xff.p, (int)ip.len, ip.p);
+    } else {
+        append_header(b, LIT("x-forwarded-for"), ip);
+    }
+    if (s->meta.xfp.len == 0)
+        append_header(b, LIT("x-forwarded-proto"), LIT("http"));
+    const struct proxy_gen *g = s->wg->g;
+    if (s->spec->kind == LISTEN_OUTBOUND && g->self != NULL)
+        append_header(b, LIT(KEEL_PEER_HEADER),
+                      (struct keel_str){ keel_buf_rptr(&g->metadata), keel_buf_len(&g->metadata) });
+    switch (s->meta.body) {
+    case KEEL_HTTP_BODY_LENGTH:
+        keel_buf_printf(b, "content-length: %llu\r\n", (unsigned long long)s->meta.content_length);
+        break;
+    case KEEL_HTTP_BODY_CHUNKED:
+        keel_buf_append(b, "transfer-encoding: chunked\r\n", 28);
+        break;
+    default:
+        break;
+    }
+    if (s->upgrade) {
+        append_header(b, LIT("connection"), LIT("upgrade"));
+        append_header(b, LIT("upgrade"), s->meta.upgrade);
+    }
+    keel_buf_append(b, "\r\n", 2);
+}
+
+/* A complete request head is at the front of s->in: take it. */
+static void take_request(struct session *s, size_t head_len)
+{
+    struct worker *w = s->w;
+    /* own the head bytes: s->in moves on as the body streams through */
+    keel_buf_append(&s->head, keel_buf_rptr(&s->in), head_len);
+    ptrdiff_t delta = s->head.data - keel_buf_rptr(&s->in);
+#define MOVE(str) ((str).p = (str).p ? (str).p + delta : NULL)
+    MOVE(s->req.method);
+    MOVE(s->req.target);
+    for (size_t i = 0; i < s->req.n_headers; i++) {
+        MOVE(s->hdrs[i].name);
+        MOVE(s->hdrs[i].value);
+    }
+#undef MOVE
+    keel_buf_consume(&s->in, head_len);
+    s->started = true;
+    s->req_head_bytes = head_len;
+    s->t_start_us = keel_loop_now_us(w->loop);
+    s->t_start_wall_us = keel_loop_wall_us(w->loop);
+
+    struct keel_http_perror e;
+    if (keel_http_analyze_request(&s->req, &s->meta, &e) < 0) {
+        s->req_done = true;
+        session_reject_malformed(s, &e);
+        return;
+    }
+    if (s->meta.conn_close)
+        s->keepalive = false;
+    if (!split_absolute(s->req.target, &s->authority, &s->path)) {
+        s->path = s->req.target;
+        s->authority = s->meta.host;
+    }
+    if (s->meta.request_id.len > 0) {
+        s->rid = s->meta.request_id; /* kept as the client sent it, whatever its form */
+    } else {
+        keel_uuid4(s->request_id);
+        s->generated_id = true;
+        s->rid = (struct keel_str){ s->request_id, 36 };
+        /* forwarded, and visible to %REQ(X-REQUEST-ID)%, like a received header */
+        s->hdrs[s->req.n_headers].name = LIT("x-request-id");
+        s->hdrs[s->req.n_headers].value = s->rid;
+        s->req.n_headers++;
+    }
+    if (s->spec->kind == LISTEN_INBOUND)
+        for (size_t i = 0; i < s->req.n_headers; i++)
+            if (keel_str_caseeq(s->hdrs[i].name, LIT(KEEL_PEER_HEADER)))
+                keel_peer_parse(s->hdrs[i].value, &s->peer);
+    s->upgrade = s->meta.conn_upgrade && s->meta.upgrade.len > 0;
+    switch (s->meta.body) {
+    case KEEL_HTTP_BODY_LENGTH: s->req_left = s->meta.content_length; break;
+    case KEEL_HTTP_BODY_CHUNKED: break;
+    default: s->req_done = true; s->t_req_done_us = s->t_start_us; break;
+    }
+    s->wg = worker_gen_acquire(w);
+    switch (route_request(s)) {
+    case ROUTE_OK:
+        break;
+    case ROUTE_NONE:
+        session_local_reply(s, 404, KEEL_RF_NR, "route_not_found", "", false);
+        return;
+    case ROUTE_NO_ENDPOINT:
+        stat_add(&w->stats.upstream_rq_no_endpoint, 1);
+        session_local_reply(s, 503, KEEL_RF_UH, "no_healthy_upstream", "no healthy upstream", false);
+        return;
+    }
+    if (s->meta.expect_continue && s->req.minor == 1 && !s->req_done) {
+        keel_buf_append(&s->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        s->sent_continue = true;
+    }
+    begin_upstream(s, false);
+}
+
+static void begin_upstream(struct session *s, bool fresh)
+{
+    int err = 0;
+    s->attempts++;
+    s->phase = PH_CONNECT;
+    s->u = upconn_acquire(s->w, s->target, s, fresh, &err);
+    if (s->u == NULL) {
+        session_upstream_failed(s, err);
+        return;
+    }
+    write_upstream_head(s, &s->u->out);
+    if (s->u->connected) {
+        session_upstream_connected(s);
+    } else {
+        session_set_timer(s, T_CONNECT, session_srv(s)->opt->connect_timeout_ms);
+    }
+}
+
+void session_upstream_connected(struct session *s)
+{
+    keel_buf_release(&s->rhead);
+    snprintf(s->up_host, sizeof(s->up_host), "%s", s->target->addr_str);
+    snprintf(s->up_local, sizeof(s->up_local), "%s", s->u->local);
+    if (s->spec->kind == LISTEN_TCP) {
+        s->phase = PH_TUNNEL;
+        session_set_timer(s, T_TUNNEL, TUNNEL_IDLE_TIMEOUT_MS);
+        session_touch(s);
+        struct keel_access_record r = { .is_tcp = true, .start_us = s->t_start_wall_us,
+                                        .upstream_host = keel_str_c(s->up_host),
+                                        .downstream_local = keel_str_c(s->local),
+                                        .downstream_remote = keel_str_c(s->remote) };
+        session_report(s, &r, "open");
+        return;
+    }
+    s->phase = PH_FORWARD;
+    /* the response timeout starts once the whole request is upstream (Envoy's route
+     * timeout); until then only inactivity ends a slow upload */
+    session_set_timer(s, T_BODY, BODY_IDLE_TIMEOUT_MS);
+    session_touch(s);
+}
+
+void session_upstream_failed(struct session *s, int err)
+{
+    s->u = NULL;
+    stat_add(&s->w->stats.upstream_cx_connect_fail, 1);
+    snprintf(s->up_host, sizeof(s->up_host), "%s", s->target->addr_str);
+    if (s->spec->kind == LISTEN_TCP) {
+        s->flags |= KEEL_RF_UF;
+        session_log_exchange(s);
+        session_close(s);
+        return;
+    }
+    keel_log_debug("upstream %s: connect failed: %s", s->up_host, strerror(err));
+    session_local_reply(s, 503, KEEL_RF_UF, "upstream_reset_before_response_started{connection_failure}",
+                "upstream connect error or disconnect/reset before headers. reset reason: "
+                "connection failure",
+                false);
+}
+
+/* PH_HEAD: read and parse until a request head is complete. */
+bool session_http_head(struct session *s)
+{
+    struct server *srv = session_srv(s);
+    if (s->draining && keel_buf_len(&s->in) == 0) {
+        session_close(s);
+        return false;
+    }
+    if (keel_buf_len(&s->in) > 0) {
+        s->req.headers = s->hdrs;
+        struct keel_http_perror e;
+        int rc = keel_http_parse_request(keel_buf_rptr(&s->in), keel_buf_len(&s->in),
+                                         &srv->limits, &s->req, &e);
+        if (rc > 0) {
+            take_request(s, (size_t)rc);
+            return true;
+        }
+        if (rc == KEEL_EINVAL) {
+            session_reject_malformed(s, &e);
+            return true;
+        }
+    }
+    if (!s->io.readable)
+        return false;
+    bool was_empty = keel_buf_len(&s->in) == 0;
+    ssize_t n = session_read(&s->io, &s->in, srv->limits.max_head_bytes + 1024);
+    if (n > 0) {
+        if (was_empty)
+            session_set_timer(s, T_HEADERS, srv->opt->request_headers_timeout_ms);
+        return true;
+    }
+    if (n == KEEL_AGAIN)
+        return false;
+    /* EOF or error between requests: a normal close; mid-head: nothing to answer */
+    session_close(s);
+    return false;
+}
+
+/* ------------------------------------------------------------------ forwarding */
+
+/* Move request body bytes from s->in to the upstream's out buffer. */
+static bool forward_request_body(struct session *s)
+{
+    struct keel_buf *out = &s->u->out;
+    bool progress = false;
+    while (!s->req_done && keel_buf_len(&s->in) > 0 && keel_buf_len(out) < HIGH_WATER) {
+        if (s->meta.body == KEEL_HTTP_BODY_LENGTH) {
+            size_t n = keel_buf_len(&s->in);
+            if (n > s->req_left)
+                n = (size_t)s->req_left;
+            keel_buf_append(out, keel_buf_rptr(&s->in), n);
+            keel_buf_consume(&s->in, n);
+            s->req_left -= n;
+            s->bytes_received += n;
+            if (s->req_left == 0)
+                s->req_done = true;
+        } else {
+            size_t consumed, off, len;
+            int rc = keel_http_chunked_step(&s->req_chunked, keel_buf_rptr(&s->in),
+                                            keel_buf_len(&s->in), &consumed, &off, &len);
+            if (rc < 0) {
+                struct keel_http_perror e = { KEEL_HTTP_PERR_SYNTAX, 0, "bad chunked framing" };
+                session_reject_malformed(s, &e);
+                return true;
+            }
+            if (rc == KEEL_CHUNK_DATA) {
+                keel_buf_printf(out, "%zx\r\n", len);
+                keel_buf_append(out, keel_buf_rptr(&s->in) + off, len);
+                keel_buf_append(out, "\r\n", 2);
+                s->bytes_received += len;
+            } else if (rc == KEEL_CHUNK_DONE) {
+                keel_buf_append(out, "0\r\n\r\n", 5);
+                s->req_done = true;
+            }
+            keel_buf_consume(&s->in, consumed);
+        }
+        progress = true;
+        if (s->req_done)
+            s->t_req_done_us = keel_loop_now_us(s->w->loop);
+    }
+    return progress;
+}
+
+void session_response_timeout(struct session *s)
+{
+    stat_add(&s->w->stats.upstream_rq_timeout, 1);
+    if (!s->res_head_done) {
+        session_local_reply(s, 504, KEEL_RF_UT, "upstream_response_timeout", "upstream request timeout",
+                    false);
+        session_run(s);
+        return;
+    }
+    session_abort_exchange(s, KEEL_RF_UT, "upstream_response_timeout");
+}
+
+/* The upstream went away before the response was complete. */
+static void upstream_gone(struct session *s)
+{
+    if (!s->res_head_done) {
+        /* A pooled connection that the server closed while idle: try once more on a fresh
+         * one when nothing of the request body has been consumed yet. */
+        if (s->u->reused && !s->retried && s->meta.body == KEEL_HTTP_BODY_NONE &&
+            keel_buf_len(&s->u->in) == 0) {
+            s->retried = true;
+            stat_add(&s->w->stats.upstream_rq_retry, 1);
+            session_drop_upstream(s);
+            begin_upstream(s, true);
+            return;
+        }
+        session_local_reply(s, 503, KEEL_RF_UC,
+                    "upstream_reset_before_response_started{connection_termination}",
+                    "upstream connect error or disconnect/reset before headers. reset reason: "
+                    "connection termination",
+                    false);
+        return;
+    }
+    /* mid-response: the client can only learn of it by the connection closing */
+    session_abort_exchange(s, KEEL_RF_UC, "upstream_reset_after_response_started{connection_termination}");
+}
+
+static void write_response_head(struct session *s)
+{
+    struct keel_buf *b = &s->out;
+    size_t before = keel_buf_len(b);
+    const struct keel_http_response *res = &s->res;
+    keel_buf_printf(b, "HTTP/1.1 %d %.*s\r\n", res->status, (int)res->reason.len, res->reason.p);
+    bool no_body = s->rmeta.body == KEEL_HTTP_BODY_NONE;
+    for (size_t i = 0; i < res->n_headers; i++) {
+        const struct keel_http_header *h = &s->rhdrs[i];
+        if (keel_http_hop_marked(&s->rmeta, i))
+            continue;
+        if (keel_str_caseeq(h->name, LIT("content-length"))) {
+            if (no_body) /* HEAD and 304 answers keep the length they describe */
+                append_header(b, h->name, h->value);
+            continue;
+        }
+        if (keel_http_is_hop_by_hop(h->name) && !(s->upgrade && res->status == 101 &&
+                                                  keel_str_caseeq(h->name, LIT("upgrade"))))
+            continue;
+        if (keel_str_caseeq(h->name, LIT(KEEL_PEER_HEADER))) {
+            if (s->spec->kind == LISTEN_OUTBOUND)
+                keel_peer_parse(h->value, &s->peer);
+            continue;
+        }
+        append_header(b, h->name, h->value);
+    }
+    const struct proxy_gen *g = s->wg->g;
+    if (s->spec->kind == LISTEN_INBOUND && g->self != NULL)
+        append_header(b, LIT(KEEL_PEER_HEADER),
+                      (struct keel_str){ keel_buf_rptr(&g->metadata), keel_buf_len(&g->metadata) });
+    if (s->rmeta.body == KEEL_HTTP_BODY_LENGTH) {
+        keel_buf_printf(b, "content-length: %llu\r\n", (unsigned long long)s->rmeta.content_length);
+    } else if (s->rmeta.body != KEEL_HTTP_BODY_NONE) {
+        if (s->req.minor == 1) {
+            keel_buf_append(b, "transfer-encoding: chunked\r\n", 28);
+            s->res_chunked_out = true;
+        } else {
+            s->res_close_delimited = true;
+            s->keepalive = false;
+        }
+    }
+    int64_t ust = (s->t_first_byte_us - (s->t_upstream_sent_us >= 0 ? s->t_upstream_sent_us
+                                                                     : s->t_start_us)) / 1000;
+    int n = snprintf(s->service_time, sizeof(s->service_time), "%lld", (long long)ust);
+    struct keel_http_header *st = &s->rhdrs[s->res.n_headers++]; /* the log sees it too */
+    st->name = LIT("x-envoy-upstream-service-time");
+    st->value = (struct keel_str){ s->service_time, (size_t)n };
+    append_header(b, st->name, st->value);
+    if (res->status == 101) {
+        append_header(b, LIT("connection"), LIT("upgrade"));
+    } else if (!s->keepalive || s->draining) {
+        s->keepalive = false;
+        append_header(b, LIT("connection"), LIT("close"));
+    } else if (s->req.minor == 0) {
+        append_header(b, LIT("connection"), LIT("keep-alive"));
+    }
+    keel_buf_append(b, "\r\n", 2);
+    s->res_head_bytes = keel_buf_len(b) - before;
+}
+
+/* Parse the response head in u->in. Returns true on progress. */
+static bool take_response_head(struct session *s)
+{
+    struct upconn *u = s->u;
+    struct keel_http_perror e;
+    s->res.headers = s->rhdrs;
+    int rc = keel_http_parse_response(keel_buf_rptr(&u->in), keel_buf_len(&u->in),
+                                      &session_srv(s)->limits, &s->res, &e);
+    if (rc == KEEL_AGAIN)
+        return false;
+    if (rc < 0 || keel_http_analyze_response(&s->res, s->req.method, &s->rmeta, &e) < 0) {
+        keel_log_info("upstream %s: bad response: %s", s->up_host, e.what);
+        session_local_reply(s, 502, KEEL_RF_UPE, "upstream_reset_before_response_started{protocol_error}",
+                    "upstream protocol error", false);
+        return true;
+    }
+    size_t head_len = (size_t)rc;
+    if (s->res.status >= 100 && s->res.status < 200 && s->res.status != 101) {
+        /* interim response: pass 1xx on to HTTP/1.1 clients (not a second 100) */
+        if (s->req.minor == 1 && !(s->res.status == 100 && s->sent_continue))
+            keel_buf_append(&s->out, keel_buf_rptr(&u->in), head_len);
+        keel_buf_consume(&u->in, head_len);
+        return true;
+    }
+    keel_buf_release(&s->rhead);
+    keel_buf_append(&s->rhead, keel_buf_rptr(&u->in), head_len);
+    ptrdiff_t delta = s->rhead.data - keel_buf_rptr(&u->in);
+    s->res.reason.p += delta;
+    for (size_t i = 0; i < s->res.n_headers; i++) {
+        s->rhdrs[i].name.p += delta;
+        s->rhdrs[i].value.p += delta;
+    }
+    keel_buf_consume(&u->in, head_len);
+    s->status = s->res.status;
+    s->details = "via_upstream";
+    s->res_head_done = true;
+    s->res_left = s->rmeta.content_length;
+    if (s->res.status == 101 && s->upgrade) {
+        write_response_head(s);
+        s->bytes_sent = s->res_head_bytes; /* WebSocket: BYTES_SENT counts the headers */
+        s->keepalive = false;
+        s->req_done = s->res_done = false; /* from here: "FIN passed on" per direction */
+        s->phase = PH_TUNNEL;
+        session_set_timer(s, T_TUNNEL, TUNNEL_IDLE_TIMEOUT_MS);
+        return true;
+    }
+    write_response_head(s);
+    if (s->rmeta.body == KEEL_HTTP_BODY_NONE ||
+        (s->rmeta.body == KEEL_HTTP_BODY_LENGTH && s->res_left == 0))
+        s->res_done = true;
+    session_set_timer(s, T_BODY, BODY_IDLE_TIMEOUT_MS);
+    return true;
+}
+
+/* Move response body bytes from u->in to s->out. */
+static bool forward_response_body(struct session *s)
+{
+    struct keel_buf *in = &s->u->in;
+    bool progress = false;
+    while (!s->res_done && keel_buf_len(in) > 0 && keel_buf_len(&s->out) < HIGH_WATER) {
+        const char *data = NULL;
+        size_t len = 0, consumed;
+        if (s->rmeta.body == KEEL_HTTP_BODY_CHUNKED) {
+            size_t off;
+            int rc = keel_http_chunked_step(&s->res_chunked, keel_buf_rptr(in), keel_buf_len(in),
+                                            &consumed, &off, &len);
+            if (rc < 0) {
+                session_abort_exchange(s, KEEL_RF_UPE, "upstream_reset_after_response_started{protocol_error}");
+                return false;
+            }
+            if (rc == KEEL_CHUNK_DATA)
+                data = keel_buf_rptr(in) + off;
+            else if (rc == KEEL_CHUNK_DONE)
+                s->res_done = true;
+        } else {
+            len = keel_buf_len(in);
+            if (s->rmeta.body == KEEL_HTTP_BODY_LENGTH && len > s->res_left)
+                len = (size_t)s->res_left;
+            data = keel_buf_rptr(in);
+            consumed = len;
+            if (s->rmeta.body == KEEL_HTTP_BODY_LENGTH) {
+                s->res_left -= len;
+                if (s->res_left == 0)
+                    s->res_done = true;
+            }
+        }
+        if (data != NULL && len > 0) {
+            if (s->res_chunked_out) {
+                keel_buf_printf(&s->out, "%zx\r\n", len);
+                keel_buf_append(&s->out, data, len);
+                keel_buf_append(&s->out, "\r\n", 2);
+            } else {
+                keel_buf_append(&s->out, data, len);
+            }
+            s->bytes_sent += len;
+        }
+        keel_buf_consume(in, consumed);
+        if (s->res_done && s->res_chunked_out)
+            keel_buf_append(&s->out, "0\r\n\r\n", 5);
+        progress = true;
+    }
+    return progress;
+}
+
+/* The upstream connection may carry another request once this exchange completed
+ * cleanly on both sides. */
+static bool upstream_reusable(const struct session *s)
+{
+    return s->res_done && s->req_done && !s->rmeta.conn_close &&
+           s->rmeta.body != KEEL_HTTP_BODY_EOF && keel_buf_len(&s->u->in) == 0 &&
+           keel_buf_len(&s->u->out) == 0;
+}
+
+bool session_http_forward(struct session *s)
+{
+    struct upconn *u = s->u;
+    bool progress = false;
+    ssize_t n;
+
+    /* client -> upstream */
+    if (!s->req_done) {
+        if (keel_buf_len(&s->in) > 0 && forward_request_body(s))
+            progress = true;
+        if (s->phase != PH_FORWARD)
+            return true;
+        if (!s->req_done && keel_buf_len(&s->in) == 0 && s->io.readable &&
+            keel_buf_len(&u->out) < HIGH_WATER) {
+            n = session_read(&s->io, &s->in, READ_CHUNK);
+            if (n > 0) {
+                progress = true;
+                session_touch(s);
+            } else if (n == 0 || n == KEEL_EIO) {
+                session_abort_exchange(s, KEEL_RF_DC, "downstream_remote_disconnect");
+                return false;
+            }
+        }
+    } else if (s->rdhup && !s->res_done) {
+        /* the client left while we wait for or relay the response (Envoy: DC) */
+        session_abort_exchange(s, KEEL_RF_DC, "downstream_remote_disconnect");
+        return false;
+    }
+    if (keel_buf_len(&u->out) > 0 && u->io.writable) {
+        n = session_flush(&u->io, &u->out);
+        if (n < 0) {
+            upstream_gone(s);
+            return true;
+        }
+        if (n > 0)
+            progress = true;
+    }
+    if (s->req_done && keel_buf_len(&u->out) == 0 && s->t_upstream_sent_us < 0) {
+        s->t_upstream_sent_us = keel_loop_now_us(s->w->loop);
+        int64_t t = session_srv(s)->opt->upstream_timeout_ms;
+        if (t > 0 && !s->res_head_done)
+            session_set_timer(s, T_RESPONSE, t);
+    }
+
+    /* upstream -> client: read only once what was read before has moved on (or to
+     * complete a head), so an EOF is never seen ahead of unforwarded bytes */
+    if (!s->res_done && u->io.readable && keel_buf_len(&s->out) < HIGH_WATER &&
+        (keel_buf_len(&u->in) == 0 || !s->res_head_done)) {
+        n = session_read(&u->io, &u->in, READ_CHUNK);
+        if (n > 0) {
+            if (s->t_first_byte_us < 0)
+                s->t_first_byte_us = keel_loop_now_us(s->w->loop);
+            progress = true;
+            session_touch(s);
+        } else if (n == 0 || n == KEEL_EIO) {
+            if (s->res_head_done && s->rmeta.body == KEEL_HTTP_BODY_EOF) {
+                s->res_done = true;
+                if (s->res_chunked_out)
+                    keel_buf_append(&s->out, "0\r\n\r\n", 5);
+                progress = true;
+            } else {
+                upstream_gone(s);
+                return true;
+            }
+        }
+    }
+    if (!s->res_head_done && keel_buf_len(&u->in) > 0) {
+        if (take_response_head(s))
+            progress = true;
+        if (s->phase != PH_FORWARD)
+            return true;
+    }
+    if (s->res_head_done && !s->res_done && keel_buf_len(&u->in) > 0 &&
+        forward_response_body(s))
+        progress = true;
+    if (s->phase != PH_FORWARD)
+        return false;
+
+    if (keel_buf_len(&s->out) > 0 && s->io.writable) {
+        n = session_flush(&s->io, &s->out);
+        if (n < 0) {
+            session_abort_exchange(s, KEEL_RF_DC, "downstream_remote_disconnect");
+            return false;
+        }
+        if (n > 0)
+            progress = true;
+    }
+    if (s->res_done && keel_buf_len(&s->out) == 0) {
+        if (!s->req_done)
+            s->keepalive = false; /* answered early: the rest of the body is not ours */
+        finish_request(s);
+        return s->phase != PH_CLOSED;
+    }
+    return progress;
+}
+
+static void finish_request(struct session *s)
+{
+    if (s->u != NULL) {
+        bool reuse = upstream_reusable(s);
+        upconn_release(s->u, reuse);
+        s->u = NULL;
+    }
+    session_log_exchange(s);
+    session_count_status(s);
+    if (!s->keepalive || s->draining || s->rdhup) {
+        session_close(s);
+        return;
+    }
+    session_wait_request(s);
+}
+
+/* PH_REPLY: flush the local response, then go on or close. */
+bool session_http_reply(struct session *s)
+{
+    if (keel_buf_len(&s->out) > 0) {
+        if (!s->io.writable)
+            return false;
+        ssize_t n = session_flush(&s->io, &s->out);
+        if (n < 0) {
+            session_abort_exchange(s, KEEL_RF_DC, NULL);
+            return false;
+        }
+        if (keel_buf_len(&s->out) > 0)
+            return false;
+    }
+    finish_request(s);
+    return s->phase != PH_CLOSED;
+}

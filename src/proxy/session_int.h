@@ -1,0 +1,134 @@
+/* What the session files share: a downstream connection (struct session) and the
+ * functions one part of its life calls in another.
+ *   session.c          lifecycle, timers, dispatch (session_run), drain
+ *   session_http.c     an HTTP/1.1 exchange: request head, routing, bodies, response
+ *   session_tunnel.c   bytes both ways (TCP routes, WebSocket after 101)
+ *   session_log.c      the access-log line and the telemetry report of an exchange */
+#ifndef KEEL_PROXY_SESSION_INT_H
+#define KEEL_PROXY_SESSION_INT_H
+
+#include "proxy/proxy_int.h"
+
+#include <sys/types.h>
+
+#define HIGH_WATER (64 * 1024)   /* stop reading a side once its sink holds this much */
+#define READ_CHUNK 16384
+#define BODY_IDLE_TIMEOUT_MS (300 * 1000)
+#define TUNNEL_IDLE_TIMEOUT_MS (3600 * 1000)
+#define FREE_SESSIONS_MAX 4096
+
+enum phase {
+    PH_HEAD,        /* waiting for (the rest of) a request head */
+    PH_CONNECT,     /* upstream connect in progress */
+    PH_FORWARD,     /* request and response in flight */
+    PH_REPLY,       /* sending a locally generated response */
+    PH_TUNNEL,      /* bytes both ways (TCP route, upgraded HTTP) */
+    PH_CLOSED,
+};
+
+enum timer_role { T_NONE, T_IDLE, T_HEADERS, T_CONNECT, T_RESPONSE, T_BODY, T_TUNNEL };
+
+struct session {
+    struct keel_io io;
+    struct keel_defer free_defer;
+    struct keel_defer resume;      /* more work after a fairness yield */
+    struct keel_timer timer;
+    enum timer_role timer_role;
+    int64_t last_activity_ms;
+    struct worker *w;
+    const struct listener_spec *spec;
+    struct session *next, *prev;   /* worker's open sessions */
+    struct keel_buf in, out;       /* from / to the client */
+    struct upconn *u;
+    enum phase phase;
+    bool rdhup;                    /* client half-closed or reset */
+    bool ds_eof, us_eof;           /* tunnel: FIN seen from the client / the upstream */
+    bool draining;
+    bool keepalive;                /* another request may follow on this connection */
+    uint64_t conn_id;
+    int64_t conn_start_us, conn_start_wall_us;
+    char remote[KEEL_ADDR_STRLEN], local[KEEL_ADDR_STRLEN];
+    size_t remote_ip_len;          /* "1.2.3.4" part of remote */
+
+    /* the current request */
+    struct keel_buf head;          /* request head bytes, owned: slices point here */
+    struct keel_http_header hdrs[KEEL_HTTP_MAX_HEADERS + 2];
+    struct keel_http_request req;
+    struct keel_http_meta meta;
+    struct keel_str path;          /* origin-form path sent upstream */
+    struct keel_str authority;
+    const struct keel_proxy_target *target; /* where this exchange goes */
+    struct worker_gen *wg;         /* the config generation this request started on */
+    bool started;                  /* a request head has been taken */
+    bool req_done;                 /* request body fully read and queued upstream */
+    bool upgrade;                  /* asked to switch protocols */
+    bool sent_continue;
+    bool retried;
+    uint64_t req_left;             /* Content-Length bytes still to come */
+    struct keel_http_chunked req_chunked;
+    char request_id[36];           /* a generated id */
+    struct keel_str rid;           /* the id as forwarded: received, or request_id */
+    bool generated_id;
+    struct keel_peer peer;         /* the other sidecar's identity, if it sent one */
+    struct keel_str svc_host, svc_name, svc_ns; /* the destination service */
+
+    /* the response */
+    struct keel_buf rhead;
+    struct keel_http_header rhdrs[KEEL_HTTP_MAX_HEADERS + 1];
+    struct keel_http_response res;
+    struct keel_http_meta rmeta;
+    bool res_head_done;
+    bool res_done;
+    bool res_chunked_out;          /* we frame the body with chunked to the client */
+    bool res_close_delimited;      /* the client body ends with our close */
+    uint64_t res_left;
+    struct keel_http_chunked res_chunked;
+    char service_time[24];
+
+    /* what the access log says */
+    int status;
+    uint32_t flags;
+    const char *details;
+    uint64_t bytes_received, bytes_sent, req_head_bytes, res_head_bytes;
+    int64_t t_start_us, t_start_wall_us, t_req_done_us, t_upstream_sent_us, t_first_byte_us;
+    uint32_t attempts;
+    char up_host[KEEL_ADDR_STRLEN], up_local[KEEL_ADDR_STRLEN];
+};
+
+
+#define LIT(s) (struct keel_str){ (s), sizeof(s) - 1 }
+
+static inline struct server *session_srv(const struct session *s) { return s->w->srv; }
+static inline void session_touch(struct session *s)
+{
+    s->last_activity_ms = keel_loop_now_ms(s->w->loop);
+}
+
+/* session.c */
+void session_set_timer(struct session *s, enum timer_role role, int64_t ms);
+ssize_t session_read(struct keel_io *io, struct keel_buf *b, size_t max);
+ssize_t session_flush(struct keel_io *io, struct keel_buf *b);
+void session_wait_request(struct session *s);
+void session_close(struct session *s);
+void session_drop_upstream(struct session *s);
+void session_abort_exchange(struct session *s, uint32_t flag, const char *details);
+void session_run(struct session *s);
+
+/* session_http.c */
+void session_local_reply(struct session *s, int status, uint32_t flags, const char *details,
+                         const char *body, bool close_after);
+void session_reject_malformed(struct session *s, const struct keel_http_perror *e);
+void session_response_timeout(struct session *s);
+bool session_http_head(struct session *s);
+bool session_http_forward(struct session *s);
+bool session_http_reply(struct session *s);
+
+/* session_tunnel.c */
+bool session_tunnel(struct session *s);
+
+/* session_log.c */
+void session_report(struct session *s, const struct keel_access_record *r, const char *tcp_event);
+void session_log_exchange(struct session *s);
+void session_count_status(struct session *s);
+
+#endif
