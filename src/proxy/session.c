@@ -20,8 +20,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define FREE_SESSIONS_MAX 4096
-
 static void on_timer(struct keel_timer *t);
 static void on_io(struct keel_io *io, uint32_t events);
 static void on_free(struct keel_defer *d);
