@@ -1,7 +1,12 @@
 /* Line sink: a byte ring filled by any thread under a mutex held only for a memcpy, and
  * one writer thread that writes the filled region with blocking write(2) outside the lock.
  * Ring space is returned only after the bytes are written, so the writer reads straight
- * from the ring while submitters fill the free part. */
+ * from the ring while submitters fill the free part.
+ *
+ * The writer lingers up to LINGER_NS after it is woken so that the lines of many event-
+ * loop turns go out in one write: waking it on every turn cost a fifth of a busy
+ * proxy's CPU in context switches. It hurries when the ring is a quarter full, and for
+ * flush and close. */
 #include "core/sink.h"
 
 #include "core/alloc.h"
@@ -18,6 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#define LINGER_NS 1000000 /* 1 ms: Envoy flushes its access logs every second */
+
 struct keel_sink {
     int fd;
     bool own_fd;
@@ -33,6 +40,8 @@ struct keel_sink {
     uint64_t submitted_bytes; /* monotonic, accepted bytes */
     uint64_t done_bytes;    /* monotonic, bytes written or given up */
     bool stop;
+    bool writer_idle;       /* the writer sleeps until woken (nothing queued) */
+    bool hurry;             /* a flush waits: no lingering */
 
     pthread_t thread;
     _Atomic uint64_t written;
@@ -87,10 +96,25 @@ static void *writer_main(void *arg)
 
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        while (s->used == 0 && !s->stop)
+        while (s->used == 0 && !s->stop) {
+            s->writer_idle = true;
             pthread_cond_wait(&s->work, &s->mu);
+            s->writer_idle = false;
+        }
         if (s->used == 0 && s->stop)
             break;
+        if (!s->stop && !s->hurry && s->used < s->cap / 4) {
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_nsec += LINGER_NS;
+            if (until.tv_nsec >= 1000000000) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000;
+            }
+            while (!s->stop && !s->hurry && s->used < s->cap / 4)
+                if (pthread_cond_timedwait(&s->work, &s->mu, &until) == ETIMEDOUT)
+                    break;
+        }
         /* take everything queued: [tail, tail+used) in at most two pieces */
         size_t len = s->used;
         size_t tail = (s->head + s->cap - s->used) % s->cap;
@@ -119,6 +143,8 @@ static void *writer_main(void *arg)
         pthread_mutex_lock(&s->mu);
         s->used -= len;
         s->done_bytes += len;
+        if (s->done_bytes >= s->submitted_bytes)
+            s->hurry = false;
         pthread_cond_broadcast(&s->done);
     }
     pthread_mutex_unlock(&s->mu);
@@ -157,7 +183,11 @@ struct keel_sink *keel_sink_open(const char *path, size_t capacity, char *err, s
     atomic_init(&s->written, 0);
     atomic_init(&s->dropped, 0);
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->work, NULL);
+    pthread_condattr_t mono;
+    pthread_condattr_init(&mono);
+    pthread_condattr_setclock(&mono, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->work, &mono);
+    pthread_condattr_destroy(&mono);
     pthread_cond_init(&s->done, NULL);
 
     /* the writer runs with every signal blocked: signals go to the loop threads, and a
@@ -196,13 +226,13 @@ void keel_sink_submit(struct keel_sink *s, const char *p, size_t len, uint64_t n
     if (len > first)
         memcpy(s->ring, p + first, len - first);
     s->head = (s->head + len) % s->cap;
-    bool was_idle = s->used == 0;
     s->used += len;
     s->queued_lines += n_lines;
     s->submitted_bytes += len;
+    /* wake a sleeping writer, or cut its lingering short once a quarter is queued */
+    bool wake = s->writer_idle || (s->used >= s->cap / 4 && s->used - len < s->cap / 4);
     pthread_mutex_unlock(&s->mu);
-    /* the writer only sleeps when the ring is empty */
-    if (was_idle)
+    if (wake)
         pthread_cond_signal(&s->work);
 }
 
@@ -210,6 +240,10 @@ void keel_sink_flush(struct keel_sink *s)
 {
     pthread_mutex_lock(&s->mu);
     uint64_t target = s->submitted_bytes;
+    if (s->done_bytes < target) {
+        s->hurry = true;
+        pthread_cond_signal(&s->work);
+    }
     while (s->done_bytes < target)
         pthread_cond_wait(&s->done, &s->mu);
     pthread_mutex_unlock(&s->mu);
