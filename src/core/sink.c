@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #define LINGER_NS 1000000 /* 1 ms: Envoy flushes its access logs every second */
+#define CLOSE_DEADLINE_S 2 /* close gives up on a file that does not drain (a stalled pipe) */
 
 struct keel_sink {
     int fd;
@@ -37,6 +38,7 @@ struct keel_sink {
     size_t head;            /* next free byte (mod cap) */
     size_t used;            /* bytes queued, including those being written */
     uint64_t queued_lines;  /* lines not yet taken by the writer */
+    uint64_t inflight_lines; /* lines of the batch being written */
     uint64_t submitted_bytes; /* monotonic, accepted bytes */
     uint64_t done_bytes;    /* monotonic, bytes written or given up */
     bool stop;
@@ -94,6 +96,9 @@ static void *writer_main(void *arg)
 {
     struct keel_sink *s = arg;
 
+    /* cancellable only inside write(2), never while holding the mutex: close cancels a
+     * writer stuck on a file that does not drain */
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
     pthread_mutex_lock(&s->mu);
     for (;;) {
         while (s->used == 0 && !s->stop) {
@@ -120,12 +125,16 @@ static void *writer_main(void *arg)
         size_t tail = (s->head + s->cap - s->used) % s->cap;
         uint64_t lines = s->queued_lines;
         s->queued_lines = 0;
+        s->inflight_lines = lines;
         pthread_mutex_unlock(&s->mu);
 
         size_t first = len < s->cap - tail ? len : s->cap - tail;
+        int state;
+        pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &state);
         size_t w = write_all(s->fd, s->ring + tail, first);
         if (w == first && len > first)
             w += write_all(s->fd, s->ring, len - first);
+        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &state);
         if (w == len) {
             atomic_fetch_add(&s->written, lines);
         } else {
@@ -141,6 +150,7 @@ static void *writer_main(void *arg)
         }
 
         pthread_mutex_lock(&s->mu);
+        s->inflight_lines = 0;
         s->used -= len;
         s->done_bytes += len;
         if (s->done_bytes >= s->submitted_bytes)
@@ -253,12 +263,19 @@ void keel_sink_close(struct keel_sink *s)
 {
     if (s == NULL)
         return;
-    keel_sink_flush(s);
     pthread_mutex_lock(&s->mu);
-    s->stop = true;
+    s->stop = true; /* the writer writes what is queued, then ends */
     pthread_cond_signal(&s->work);
     pthread_mutex_unlock(&s->mu);
-    pthread_join(s->thread, NULL);
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += CLOSE_DEADLINE_S;
+    if (pthread_timedjoin_np(s->thread, NULL, &deadline) != 0) {
+        /* stuck in write(2) on a file nobody drains: what is left is dropped, counted */
+        pthread_cancel(s->thread);
+        pthread_join(s->thread, NULL);
+        atomic_fetch_add(&s->dropped, s->queued_lines + s->inflight_lines);
+    }
     if (s->own_fd)
         close(s->fd);
     pthread_cond_destroy(&s->done);

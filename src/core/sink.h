@@ -12,7 +12,9 @@ struct keel_sink;
 /* path: a file (created/appended), "/dev/stdout" or "/dev/stderr" (the process's fd 1/2).
  * capacity: ring size in bytes. NULL with a message in err on failure. */
 struct keel_sink *keel_sink_open(const char *path, size_t capacity, char *err, size_t errlen);
-/* Flush what is queued, stop the writer thread, close the file, free. */
+/* Write what is queued, stop the writer thread, close the file, free. A file that does
+ * not drain within 2 s (a pipe nobody reads) is given up on: the rest is dropped and
+ * counted. */
 void keel_sink_close(struct keel_sink *s);
 /* Queue n_lines complete lines held in p[0..len). Thread-safe; holds a mutex only for a
  * memcpy. If they do not fit, all n_lines are dropped and counted. */

@@ -182,6 +182,30 @@ static void blocked_pipe_drops_and_counts(void **state)
     assert_int_equal(dr.bytes, written_before_close * sizeof(linebuf));
 }
 
+/* ---- close gives up on a pipe nobody reads, within its deadline ---- */
+
+static void close_is_bounded_on_a_stalled_pipe(void **state)
+{
+    int pfd[2];
+    char path[64], err[128];
+    assert_int_equal(pipe(pfd), 0);
+    fcntl(pfd[1], F_SETPIPE_SZ, 4096);
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", pfd[1]);
+    struct keel_sink *s = keel_sink_open(path, 65536, err, sizeof(err));
+    assert_non_null(s);
+    char linebuf[101];
+    memset(linebuf, 'y', 100);
+    linebuf[100] = '\n';
+    for (int i = 0; i < 500; i++) /* 50 KB: more than the pipe holds */
+        keel_sink_submit(s, linebuf, sizeof(linebuf), 1);
+    double t0 = now_s();
+    keel_sink_close(s); /* nobody reads: the writer is stuck in write(2) */
+    double took = now_s() - t0;
+    assert_true(took >= 1.5 && took < 4.0);
+    close(pfd[1]);
+    close(pfd[0]);
+}
+
 /* ---- write errors count as drops and the writer keeps going ---- */
 
 static void write_errors_count_as_dropped(void **state)
@@ -271,6 +295,7 @@ int main(void)
         cmocka_unit_test(write_errors_count_as_dropped),
         cmocka_unit_test(open_errors_and_std_streams),
         cmocka_unit_test(flush_and_close_semantics),
+        cmocka_unit_test(close_is_bounded_on_a_stalled_pipe),
     };
     return cmocka_run_group_tests_name("core/sink", tests, NULL, NULL);
 }
