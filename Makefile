@@ -14,7 +14,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/*/test_*.c))
 UNIT_BIN := $(UNIT_SRC:%.c=$(BUILD)/%)
 
-.PHONY: all deps test test-unit test-e2e test-asan test-valgrind fuzz bench demo clean
+.PHONY: all deps test test-unit test-e2e test-asan test-tsan test-valgrind fuzz bench demo clean
 all: $(BUILD)/keel
 
 deps:
@@ -57,6 +57,14 @@ test-asan: deps
 	    CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 	    test-e2e
 
+# The multi-threaded paths (workers, admin, config swaps, drain, telemetry under load)
+# under ThreadSanitizer: keel exits non-zero on a race, which the e2e fixtures check.
+test-tsan: deps
+	$(MAKE) BUILD=build-tsan CC=clang CFLAGS="-O1 -g -fsanitize=thread" all
+	KEEL_BIN=build-tsan/keel KEEL_LOAD_REQUESTS=20000 TSAN_OPTIONS="halt_on_error=0 exitcode=66" \
+	    scripts/run-e2e-tests.sh tests/e2e/test_proxy_admin.py tests/e2e/test_proxy_registry.py \
+	    tests/e2e/test_reload_under_load.py tests/e2e/test_telemetry_mesh.py
+
 # Unit tests and the proxy's end-to-end tests under valgrind memcheck (DWARF 4: the
 # valgrind of Debian 12 reads it fully).
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
@@ -70,7 +78,7 @@ demo:
 	@echo "keel demo: not yet — the local mesh arrives with the local-mesh issue."
 
 clean:
-	rm -rf build build-asan build-fuzz build-vg
+	rm -rf build build-asan build-tsan build-fuzz build-vg
 
 -include $(LIB_OBJ:.o=.d) $(BUILD)/src/cli/main.d
 

@@ -134,7 +134,7 @@ struct worker {
     size_t n_free_sessions, n_free_upconns;
     uint64_t next_conn_id;
     bool draining;
-    bool stopping;
+    atomic_bool stopping;          /* set by the main thread at the drain deadline */
     struct keel_buf log;           /* access-log lines of this loop turn */
     uint64_t log_lines;
     struct proxy_stats stats;

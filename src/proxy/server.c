@@ -326,7 +326,7 @@ static void on_deadline(struct keel_timer *t)
     struct control *c = (struct control *)((char *)t - offsetof(struct control, deadline));
     keel_log_warn("drain deadline passed: closing what is left");
     for (int i = 0; i < c->srv->n_workers; i++) {
-        c->srv->workers[i].stopping = true;
+        atomic_store(&c->srv->workers[i].stopping, true);
         worker_wake(&c->srv->workers[i]);
     }
 }

@@ -102,7 +102,7 @@ static void on_wake(struct keel_io *io, uint32_t events)
     if (read(io->fd, &v, sizeof(v)) < 0)
         return;
     worker_gen_switch(w);
-    if (w->stopping) {
+    if (atomic_load(&w->stopping)) {
         /* the drain deadline passed: end what is left */
         sessions_abort(w);
         keel_loop_stop(w->loop);
