@@ -89,8 +89,8 @@ struct upconn *upconn_acquire(struct worker *w, const struct keel_proxy_target *
                               struct session *s, bool fresh, int *err)
 {
     struct pool *p = pool_of(w, &t->addr);
-    struct upconn *u;
-    while (!fresh && (u = p->idle) != NULL) {
+    struct upconn *u = p->idle;
+    if (!fresh && u != NULL) {
         p->idle = u->next;
         p->n_idle--;
         keel_timer_cancel(w->loop, &u->idle_timer);
