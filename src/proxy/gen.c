@@ -60,6 +60,7 @@ struct proxy_gen *gen_new(struct server *srv, struct keel_config *cfg)
         n_ports += cfg->services[i].n_ports;
     }
     g->ports = keel_calloc(n_ports + 1, sizeof(*g->ports));
+    g->n_ports = n_ports;
     for (size_t i = 0; i < cfg->n_services; i++) {
         const struct keel_registry_service *svc = &cfg->services[i];
         for (size_t j = 0; j < svc->n_ports; j++) {
@@ -117,14 +118,9 @@ void gen_unref(struct proxy_gen *g)
     keel_telemetry_free(g->tel);
     free(g->self_labels);
     keel_buf_release(&g->metadata);
-    if (g->cfg != NULL) {
-        size_t n_ports = 0;
-        for (size_t i = 0; i < g->cfg->n_services; i++)
-            n_ports += g->cfg->services[i].n_ports;
-        for (size_t i = 0; i < n_ports; i++)
-            free(g->ports[i].targets);
-        keel_config_unref(g->cfg);
-    }
+    for (size_t i = 0; i < g->n_ports; i++)
+        free(g->ports[i].targets);
+    keel_config_unref(g->cfg);
     free(g->ports);
     free(g->port_base);
     free(g);

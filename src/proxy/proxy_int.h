@@ -91,6 +91,7 @@ struct proxy_gen {
     struct keel_telemetry *tel;                 /* the telemetry plan of this config */
     size_t *port_base;                          /* per service: index of its first port */
     struct gen_port *ports;
+    size_t n_ports;
 };
 
 /* A worker's handle on a generation: users = requests in flight that started on it. */
