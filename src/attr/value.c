@@ -2,6 +2,7 @@
  * Nothing here allocates except through the caller's keel_buf. */
 #include "attr/attr.h"
 
+#include "core/fmt.h"
 #include "core/err.h"
 
 #include <arpa/inet.h>
@@ -307,49 +308,9 @@ slow:;
 /* Go strconv.FormatFloat(d, 'f', -1, 64): shortest round-trip digits, no exponent. */
 size_t keel_value_fmt_double(double d, char *dst, size_t cap)
 {
-    char e[40], out[400];
-    if (isnan(d))
-        return put(dst, cap, 0, "NaN", 3);
-    if (isinf(d))
-        return d > 0 ? put(dst, cap, 0, "+Inf", 4) : put(dst, cap, 0, "-Inf", 4);
-    int prec;
-    for (prec = 0; prec < 17; prec++) {
-        snprintf(e, sizeof(e), "%.*e", prec, d);
-        if (strtod(e, NULL) == d)
-            break;
-    }
-    /* e = [-]D[.DDD]e[+-]XX */
-    char digits[24];
-    size_t nd = 0, o = 0;
-    const char *p = e;
-    if (*p == '-')
-        out[o++] = '-', p++;
-    for (; *p && *p != 'e'; p++)
-        if (*p != '.')
-            digits[nd++] = *p;
-    int exp = atoi(p + 1);
-    while (nd > 1 && digits[nd - 1] == '0')
-        nd--;
-    if (nd == 1 && digits[0] == '0') {
-        out[o++] = '0';
-    } else if (exp < 0) {
-        out[o++] = '0';
-        out[o++] = '.';
-        for (int i = -1; i > exp; i--)
-            out[o++] = '0';
-        memcpy(out + o, digits, nd);
-        o += nd;
-    } else {
-        size_t intlen = (size_t)exp + 1;
-        for (size_t i = 0; i < intlen; i++)
-            out[o++] = i < nd ? digits[i] : '0';
-        if (nd > intlen) {
-            out[o++] = '.';
-            memcpy(out + o, digits + intlen, nd - intlen);
-            o += nd - intlen;
-        }
-    }
-    return put(dst, cap, 0, out, o);
+    char out[KEEL_FMT_DOUBLE_MAX];
+    size_t n = keel_fmt_double(d, 'f', out);
+    return put(dst, cap, 0, out, n);
 }
 
 size_t keel_value_fmt_ip(const struct keel_value *v, char *dst, size_t cap)

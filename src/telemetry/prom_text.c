@@ -3,6 +3,7 @@
 #include "telemetry/metrics.h"
 
 #include "core/alloc.h"
+#include "core/fmt.h"
 #include "telemetry/metrics_int.h"
 
 #include <math.h>
@@ -12,66 +13,12 @@
 
 size_t keel_metrics_fmt_float(double v, char *dst)
 {
-    if (isnan(v))
-        return (size_t)snprintf(dst, 32, "NaN");
-    if (isinf(v))
-        return (size_t)snprintf(dst, 32, v > 0 ? "+Inf" : "-Inf");
-    if (v == 0)
-        return (size_t)snprintf(dst, 32, signbit(v) ? "-0" : "0");
-    /* shortest round-trip digits */
-    char e[40];
-    int prec;
-    for (prec = 0; prec < 17; prec++) {
-        snprintf(e, sizeof(e), "%.*e", prec, v);
-        if (strtod(e, NULL) == v)
-            break;
-    }
-    char digits[24];
-    size_t nd = 0, o = 0;
-    const char *p = e;
-    if (*p == '-')
-        dst[o++] = '-', p++;
-    for (; *p && *p != 'e'; p++)
-        if (*p != '.')
-            digits[nd++] = *p;
-    int exp = atoi(p + 1);
-    while (nd > 1 && digits[nd - 1] == '0')
-        nd--;
-    /* Go strconv 'g' with precision -1 decides %e vs %f with eprec = 6 (ftoa.go):
-     * 1e+06, 1.234567e+06, 100000, 0.0001, 1e-05. */
-    const int eprec = 6;
-    if (exp < -4 || exp >= eprec) {
-        dst[o++] = digits[0];
-        if (nd > 1) {
-            dst[o++] = '.';
-            memcpy(dst + o, digits + 1, nd - 1);
-            o += nd - 1;
-        }
-        o += (size_t)snprintf(dst + o, 8, "e%c%02d", exp < 0 ? '-' : '+', exp < 0 ? -exp : exp);
-    } else if (exp < 0) {
-        dst[o++] = '0';
-        dst[o++] = '.';
-        for (int i = -1; i > exp; i--)
-            dst[o++] = '0';
-        memcpy(dst + o, digits, nd);
-        o += nd;
-    } else {
-        size_t intlen = (size_t)exp + 1;
-        for (size_t i = 0; i < intlen; i++)
-            dst[o++] = i < nd ? digits[i] : '0';
-        if (nd > intlen) {
-            dst[o++] = '.';
-            memcpy(dst + o, digits + intlen, nd - intlen);
-            o += nd - intlen;
-        }
-    }
-    dst[o] = '\0';
-    return o;
+    return keel_fmt_double(v, 'g', dst);
 }
 
 static void put_float(struct keel_buf *out, double v)
 {
-    char tmp[40];
+    char tmp[KEEL_FMT_DOUBLE_MAX];
     size_t n = keel_metrics_fmt_float(v, tmp);
     keel_buf_append(out, tmp, n);
 }
