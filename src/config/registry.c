@@ -220,6 +220,23 @@ static void backs(struct keel_config_ctx *c, struct keel_registry_workload *w, c
     w->services = n;
 }
 
+/* The workloads the service's selector picks become endpoints of port p. */
+static void add_selected(struct keel_config_ctx *c, struct builder *b, const struct label_index *lix,
+                         const struct keel_registry_service *s, struct keel_registry_port *p)
+{
+    struct keel_config *cfg = c->cfg;
+    size_t r, end = label_index_range(lix, s->namespace, s->selector, s->n_selector, &r);
+    for (; r < end; r++) {
+        struct keel_registry_workload *w = &cfg->workloads[lix->refs[r].w];
+        if (!selects(s->selector, s->n_selector, w->labels, w->n_labels))
+            continue;
+        int port = endpoint_port(&w->source->spec, p);
+        if (port > 0)
+            add_ep(b, w, w->address, port);
+        backs(c, w, s, NULL);
+    }
+}
+
 int keel_config_build_registry(struct keel_config_ctx *c)
 {
     struct keel_config *cfg = c->cfg;
@@ -278,16 +295,7 @@ int keel_config_build_registry(struct keel_config_ctx *c)
                 keel_config_err_at(c, &cp->pos, "port %lld out of range 1-65535", (long long)cp->port);
             if (sv->n_ports > 1 && (cp->name == NULL || cp->name[0] == '\0'))
                 keel_config_err_at(c, &cp->pos, "Service \"%s\" has several ports: each needs a name", o->name);
-            size_t r, end = label_index_range(&lix, s->namespace, s->selector, s->n_selector, &r);
-            for (; r < end; r++) {
-                struct keel_registry_workload *w = &cfg->workloads[lix.refs[r].w];
-                if (!selects(s->selector, s->n_selector, w->labels, w->n_labels))
-                    continue;
-                int port = endpoint_port(&w->source->spec, p);
-                if (port > 0)
-                    add_ep(&b, w, w->address, port);
-                backs(c, w, s, NULL);
-            }
+            add_selected(c, &b, &lix, s, p);
             flush_eps(&b, p);
         }
         if (keel_config_index_put(&im->services, s->fqdn, s) == NULL)
@@ -322,16 +330,7 @@ int keel_config_build_registry(struct keel_config_ctx *c)
                     if (se->endpoints[e].address && port > 0)
                         add_ep(&b, NULL, se->endpoints[e].address, port);
                 }
-                size_t r, end = label_index_range(&lix, s->namespace, s->selector, s->n_selector, &r);
-                for (; r < end; r++) {
-                    struct keel_registry_workload *w = &cfg->workloads[lix.refs[r].w];
-                    if (!selects(s->selector, s->n_selector, w->labels, w->n_labels))
-                        continue;
-                    int port = endpoint_port(&w->source->spec, p);
-                    if (port > 0)
-                        add_ep(&b, w, w->address, port);
-                    backs(c, w, s, NULL);
-                }
+                add_selected(c, &b, &lix, s, p);
                 flush_eps(&b, p);
             }
             struct keel_registry_service *prev = keel_config_index_put(&im->services, s->fqdn, s);
