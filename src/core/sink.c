@@ -261,6 +261,11 @@ void keel_sink_flush(struct keel_sink *s)
 
 void keel_sink_close(struct keel_sink *s)
 {
+    keel_sink_close_counted(s, NULL, NULL);
+}
+
+void keel_sink_close_counted(struct keel_sink *s, uint64_t *written, uint64_t *dropped)
+{
     if (s == NULL)
         return;
     pthread_mutex_lock(&s->mu);
@@ -276,6 +281,10 @@ void keel_sink_close(struct keel_sink *s)
         pthread_join(s->thread, NULL);
         atomic_fetch_add(&s->dropped, s->queued_lines + s->inflight_lines);
     }
+    if (written != NULL)
+        *written = atomic_load(&s->written);
+    if (dropped != NULL)
+        *dropped = atomic_load(&s->dropped);
     if (s->own_fd)
         close(s->fd);
     pthread_cond_destroy(&s->done);

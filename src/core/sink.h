@@ -16,6 +16,8 @@ struct keel_sink *keel_sink_open(const char *path, size_t capacity, char *err, s
  * not drain within 2 s (a pipe nobody reads) is given up on: the rest is dropped and
  * counted. */
 void keel_sink_close(struct keel_sink *s);
+/* The same, giving the final counts of lines written and dropped. */
+void keel_sink_close_counted(struct keel_sink *s, uint64_t *written, uint64_t *dropped);
 /* Queue n_lines complete lines held in p[0..len). Thread-safe; holds a mutex only for a
  * memcpy. If they do not fit, all n_lines are dropped and counted. */
 void keel_sink_submit(struct keel_sink *s, const char *p, size_t len, uint64_t n_lines);

@@ -121,10 +121,13 @@ void admin_stats_prometheus(struct server *srv, struct keel_buf *out)
            "TCP proxy bytes received from downstream.", SUM(tcp_bytes_received));
     metric(out, "keel_tcp_sent_bytes_total", "counter", "TCP proxy bytes sent to downstream.",
            SUM(tcp_bytes_sent));
-    uint64_t written = 0, dropped = 0;
-    if (srv->log_sink != NULL) {
-        written = keel_sink_lines_written(srv->log_sink);
-        dropped = keel_sink_lines_dropped(srv->log_sink);
+    /* closed logs' totals plus the running one's (main thread: srv->gen is stable) */
+    uint64_t written = atomic_load(&srv->log_written_closed);
+    uint64_t dropped = atomic_load(&srv->log_dropped_closed);
+    const struct access_log *al = srv->gen != NULL ? srv->gen->log : NULL;
+    if (al != NULL) {
+        written += keel_sink_lines_written(al->sink);
+        dropped += keel_sink_lines_dropped(al->sink);
     }
     keel_buf_printf(out, "# HELP keel_access_log_lines_total Access-log lines, by what became "
                          "of them.\n# TYPE keel_access_log_lines_total counter\n"

@@ -48,11 +48,36 @@ static void self_identity(struct proxy_gen *g)
     g->identity.uid = keel_str_c(g->self_uid);
 }
 
+/* The generation's access log: the --access-log flag's, else the mesh config's; the
+ * running one is kept when its settings did not change, or when the new one cannot be
+ * opened (said in the log). Main thread. */
+static struct access_log *gen_access_log(struct server *srv, const struct keel_config *cfg)
+{
+    if (srv->flag_log != NULL)
+        return access_log_ref(srv->flag_log);
+    const struct keel_config_mesh *m = &cfg->mesh;
+    if (m->access_log_file == NULL || m->access_log_file[0] == '\0')
+        return NULL;
+    enum keel_accesslog_encoding enc =
+        m->access_log_encoding == KEEL_CONFIG_LOG_JSON ? KEEL_ACCESSLOG_JSON : KEEL_ACCESSLOG_TEXT;
+    const char *fmt = m->access_log_format && *m->access_log_format ? m->access_log_format : NULL;
+    struct access_log *cur = srv->gen != NULL ? srv->gen->log : NULL;
+    if (access_log_is(cur, m->access_log_file, enc, fmt))
+        return access_log_ref(cur);
+    struct access_log *al = access_log_open(srv, m->access_log_file, enc, fmt);
+    if (al == NULL && cur != NULL) {
+        keel_log_warn("access log: still writing %s", cur->path);
+        return access_log_ref(cur);
+    }
+    return al;
+}
+
 struct proxy_gen *gen_new(struct server *srv, struct keel_config *cfg)
 {
     struct proxy_gen *g = keel_calloc(1, sizeof(*g));
     atomic_init(&g->refs, 1);
     g->cfg = cfg;
+    g->log = gen_access_log(srv, cfg);
     size_t n_ports = 0;
     g->port_base = keel_calloc(cfg->n_services + 1, sizeof(*g->port_base));
     for (size_t i = 0; i < cfg->n_services; i++) {
@@ -116,6 +141,7 @@ void gen_unref(struct proxy_gen *g)
     if (g == NULL || atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) != 1)
         return;
     keel_telemetry_free(g->tel);
+    access_log_unref(g->log);
     free(g->self_labels);
     keel_buf_release(&g->metadata);
     for (size_t i = 0; i < g->n_ports; i++)

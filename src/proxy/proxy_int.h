@@ -71,6 +71,18 @@ struct server;
 struct session;
 struct upconn;
 
+/* An access-log destination (access_log.c): shared by generations with the same
+ * settings, refcounted; the last reference closes the file. */
+struct access_log {
+    atomic_long refs;
+    struct server *srv;
+    char *path;
+    enum keel_accesslog_encoding encoding;
+    char *format_src;                  /* NULL: Istio's default */
+    struct keel_accesslog_format *format;
+    struct keel_sink *sink;
+};
+
 /* The upstream targets of one service port of the registry. */
 struct gen_port {
     const struct keel_registry_port *rp;
@@ -89,6 +101,7 @@ struct proxy_gen {
     char self_principal[300], self_uid[300];
     const struct keel_registry_service *self_service; /* the first service we back */
     struct keel_telemetry *tel;                 /* the telemetry plan of this config */
+    struct access_log *log;                     /* NULL: no access log */
     size_t *port_base;                          /* per service: index of its first port */
     struct gen_port *ports;
     size_t n_ports;
@@ -136,8 +149,9 @@ struct worker {
     uint64_t next_conn_id;
     bool draining;
     atomic_bool stopping;          /* set by the main thread at the drain deadline */
-    struct keel_buf log;           /* access-log lines of this loop turn */
+    struct keel_buf log;           /* access-log lines of this loop turn ... */
     uint64_t log_lines;
+    struct access_log *log_target; /* ... for this destination (a reference) */
     struct proxy_stats stats;
     struct keel_telemetry_shard *tel;  /* metric series and stdio lines of this worker */
     struct report_scratch *report;     /* the attribute bag, refilled per report */
@@ -153,8 +167,8 @@ struct server {
     struct keel_addr admin_addr;
     char admin_str[KEEL_ADDR_STRLEN];
     struct admin *admin;
-    struct keel_accesslog_format *log_format;
-    struct keel_sink *log_sink;
+    struct access_log *flag_log;   /* --access-log: every generation uses it */
+    atomic_uint_fast64_t log_written_closed, log_dropped_closed; /* of closed logs */
     struct keel_metrics *metrics;      /* istio_* and keel_telemetry_* families */
     struct keel_sink *stdio_sinks[KEEL_TELEMETRY_N_STREAMS]; /* Mixer stdio handler output */
     struct worker *workers;
@@ -183,7 +197,15 @@ int worker_init(struct worker *w, struct server *srv, int index);
 int worker_start(struct worker *w);
 void worker_wake(struct worker *w); /* first call: drain; after w->stopping is set: stop */
 void worker_fini(struct worker *w);
-void worker_log_line(struct worker *w, const struct keel_access_record *r);
+void worker_log_line(struct worker *w, struct access_log *al, const struct keel_access_record *r);
+
+/* access_log.c */
+struct access_log *access_log_open(struct server *srv, const char *path,
+                                   enum keel_accesslog_encoding enc, const char *fmt);
+bool access_log_is(const struct access_log *al, const char *path,
+                   enum keel_accesslog_encoding enc, const char *fmt);
+struct access_log *access_log_ref(struct access_log *al);
+void access_log_unref(struct access_log *al);
 
 /* session.c: a downstream connection (HTTP or TCP) */
 void session_start(struct worker *w, const struct listener_spec *spec, int fd,

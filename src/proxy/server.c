@@ -142,6 +142,9 @@ static int load_initial_config(struct server *srv)
                       (unsigned long long)cfg->generation);
     }
     srv->gen = gen_new(srv, cfg);
+    if (srv->gen->log == NULL && srv->flag_log == NULL && cfg->mesh.access_log_file != NULL &&
+        *cfg->mesh.access_log_file)
+        return -1; /* the mesh config's access log could not be opened: said above */
     return 0;
 }
 
@@ -149,6 +152,13 @@ static int build(struct server *srv, const struct keel_proxy_options *o)
 {
     srv->opt = o;
     pthread_mutex_init(&srv->gen_lock, NULL);
+    /* the access log: the flag wins over the mesh config's accessLogFile (seed 001) */
+    if (o->access_log != NULL && *o->access_log) {
+        srv->flag_log = access_log_open(srv, o->access_log, o->access_log_encoding,
+                                        o->access_log_format);
+        if (srv->flag_log == NULL)
+            return -1;
+    }
     srv->metrics = keel_metrics_new();
     if (o->metric_series_limit > 0)
         keel_metrics_set_series_limit(srv->metrics, o->metric_series_limit);
@@ -199,32 +209,6 @@ static int build(struct server *srv, const struct keel_proxy_options *o)
     if (keel_addr_parse(o->admin ? o->admin : "127.0.0.1:15000", &srv->admin_addr) < 0) {
         keel_log_error("bad --admin address");
         return -1;
-    }
-    /* the access log: flags win; else the mesh config's accessLogFile (seed 001) */
-    const char *path = o->access_log, *fmt = o->access_log_format;
-    enum keel_accesslog_encoding enc = o->access_log_encoding;
-    const struct keel_config *cfg = srv->gen->cfg;
-    if (path == NULL && cfg != NULL && cfg->mesh.access_log_file != NULL &&
-        *cfg->mesh.access_log_file) {
-        path = cfg->mesh.access_log_file;
-        enc = cfg->mesh.access_log_encoding == KEEL_CONFIG_LOG_JSON ? KEEL_ACCESSLOG_JSON
-                                                                    : KEEL_ACCESSLOG_TEXT;
-        fmt = cfg->mesh.access_log_format && *cfg->mesh.access_log_format
-                  ? cfg->mesh.access_log_format : NULL;
-    }
-    if (path != NULL && *path) {
-        if (fmt == NULL && enc == KEEL_ACCESSLOG_TEXT)
-            fmt = keel_accesslog_istio_text_format;
-        srv->log_format = keel_accesslog_compile(fmt, enc, err, sizeof(err));
-        if (srv->log_format == NULL) {
-            keel_log_error("access log format: %s", err);
-            return -1;
-        }
-        srv->log_sink = keel_sink_open(path, 4 << 20, err, sizeof(err));
-        if (srv->log_sink == NULL) {
-            keel_log_error("access log %s: %s", path, err);
-            return -1;
-        }
     }
     return 0;
 }
@@ -414,13 +398,11 @@ out_workers:
         keel_config_watch_free(c.watcher);
     keel_loop_free(c.loop);
 out:
-    if (srv.log_sink != NULL)
-        keel_sink_close(srv.log_sink);
-    keel_accesslog_format_free(srv.log_format);
     free(srv.workers);
     free(srv.listeners);
     free(srv.targets);
     gen_unref(srv.gen);
+    access_log_unref(srv.flag_log);
     for (int i = 0; i < KEEL_TELEMETRY_N_STREAMS; i++)
         if (srv.stdio_sinks[i] != NULL)
             keel_sink_close(srv.stdio_sinks[i]);

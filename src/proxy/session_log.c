@@ -69,8 +69,10 @@ void session_log_exchange(struct session *s)
     r.downstream_remote = keel_str_c(s->remote);
     if (!r.is_tcp && s->target != NULL)
         r.route_name = LIT("default");
-    if (session_srv(s)->log_format != NULL)
-        worker_log_line(w, &r);
+    /* the log of the generation the request started on (a bad request: the current one) */
+    struct access_log *al = (s->wg != NULL ? s->wg : w->cur)->g->log;
+    if (al != NULL)
+        worker_log_line(w, al, &r);
     session_report(s, &r, "close");
 }
 

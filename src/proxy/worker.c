@@ -34,7 +34,7 @@ static void flush_access_log(struct worker *w)
 {
     if (w->log_lines == 0)
         return;
-    keel_sink_submit(w->srv->log_sink, keel_buf_rptr(&w->log), keel_buf_len(&w->log),
+    keel_sink_submit(w->log_target->sink, keel_buf_rptr(&w->log), keel_buf_len(&w->log),
                      w->log_lines);
     w->log.rpos = w->log.wpos = 0;
     w->log_lines = 0;
@@ -51,9 +51,14 @@ static void before_sleep(void *arg)
     flush_access_log(w);
 }
 
-void worker_log_line(struct worker *w, const struct keel_access_record *r)
+void worker_log_line(struct worker *w, struct access_log *al, const struct keel_access_record *r)
 {
-    keel_accesslog_render(w->srv->log_format, r, &w->log);
+    if (al != w->log_target) { /* a reload changed the destination: batch per destination */
+        flush_access_log(w);
+        access_log_unref(w->log_target);
+        w->log_target = access_log_ref(al);
+    }
+    keel_accesslog_render(al->format, r, &w->log);
     w->log_lines++;
     if (keel_buf_len(&w->log) >= LOG_FLUSH_BYTES)
         flush_access_log(w);
@@ -189,6 +194,7 @@ void worker_fini(struct worker *w)
     sessions_free_recycled(w);
     upconn_free_recycled(w);
     worker_gen_fini(w);
+    access_log_unref(w->log_target);
     keel_telemetry_shard_free(w->tel);
     report_scratch_free(w->report);
     free(w->listeners);

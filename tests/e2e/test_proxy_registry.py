@@ -147,3 +147,52 @@ def test_invalid_config_at_startup_is_refused(tmp_path):
                        capture_output=True, timeout=10)
     assert p.returncode != 0
     assert b"bad.yaml:5:3: error:" in p.stderr
+
+
+MESH = """apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |-
+    accessLogFile: "%s"
+    accessLogEncoding: %s
+"""
+
+
+def test_mesh_access_log_follows_reloads(keel, backend, tmp_path):
+    # seed 001: `--set global.proxy.accessLogFile="/dev/stdout"` turns the access log on,
+    # an empty value turns it off again -- at runtime, on the next config generation
+    d = tmp_path / "keel.d"
+    d.mkdir()
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    (d / "mesh.yaml").write_text(MESH % (a, "TEXT"))
+    k = keel("--config-dir", str(d), upstream=backend, access_log=False)
+
+    def call(path):
+        raw_exchange(k.inbound, b"GET %s HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" % path)
+
+    def lines(p):
+        return p.read_text().splitlines() if p.exists() else []
+
+    call(b"/status/201")
+    assert wait_for_lines(a, 1) and '"GET /status/201 HTTP/1.1" 201' in lines(a)[0]
+    gen = k.stats()["keel_config_generation"]
+    (d / "mesh.yaml").write_text(MESH % ("", "TEXT"))            # off
+    wait_generation(k, gen + 1)
+    call(b"/status/202")
+    (d / "mesh.yaml").write_text(MESH % (b, "JSON"))             # on, elsewhere, as JSON
+    wait_generation(k, gen + 2)
+    call(b"/status/203")
+    assert wait_for_lines(b, 1)
+    assert len(lines(a)) == 1                                    # nothing while it was off
+    assert json.loads(lines(b)[0])["response_code"] == 203
+    assert k.stats()['keel_access_log_lines_total{result="written"}'] == 2
+
+
+def wait_for_lines(p, n, timeout=3):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if p.exists() and len(p.read_text().splitlines()) >= n:
+            return True
+        time.sleep(0.05)
+    return False

@@ -1,0 +1,76 @@
+/* Access-log destinations: a compiled format and the sink it writes to. Generations
+ * share one while its settings stay the same (a reload does not reopen the file); the
+ * mesh config can turn the log on, off, or point it elsewhere at any reload (seed 001's
+ * accessLogFile). The last reference closes the sink; its counts move to the server's
+ * totals so /stats/prometheus never goes backwards. */
+#include "proxy/proxy_int.h"
+
+#include "core/alloc.h"
+#include "core/log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static bool same_str(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+struct access_log *access_log_open(struct server *srv, const char *path,
+                                   enum keel_accesslog_encoding enc, const char *fmt)
+{
+    char err[256];
+    const char *src = fmt;
+    if (src == NULL && enc == KEEL_ACCESSLOG_TEXT)
+        src = keel_accesslog_istio_text_format;
+    struct keel_accesslog_format *f = keel_accesslog_compile(src, enc, err, sizeof(err));
+    if (f == NULL) {
+        keel_log_error("access log format: %s", err);
+        return NULL;
+    }
+    struct keel_sink *sink = keel_sink_open(path, 4 << 20, err, sizeof(err));
+    if (sink == NULL) {
+        keel_log_error("access log %s: %s", path, err);
+        keel_accesslog_format_free(f);
+        return NULL;
+    }
+    struct access_log *al = keel_calloc(1, sizeof(*al));
+    atomic_init(&al->refs, 1);
+    al->srv = srv;
+    al->path = keel_strdup(path);
+    al->encoding = enc;
+    al->format_src = fmt != NULL ? keel_strdup(fmt) : NULL;
+    al->format = f;
+    al->sink = sink;
+    return al;
+}
+
+bool access_log_is(const struct access_log *al, const char *path,
+                   enum keel_accesslog_encoding enc, const char *fmt)
+{
+    return al != NULL && strcmp(al->path, path) == 0 && al->encoding == enc &&
+           same_str(al->format_src, fmt);
+}
+
+struct access_log *access_log_ref(struct access_log *al)
+{
+    if (al != NULL)
+        atomic_fetch_add_explicit(&al->refs, 1, memory_order_relaxed);
+    return al;
+}
+
+void access_log_unref(struct access_log *al)
+{
+    if (al == NULL || atomic_fetch_sub_explicit(&al->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    /* writes what is queued (at most 2 s on a stalled file); its counts live on in the
+     * server's totals */
+    uint64_t written, dropped;
+    keel_sink_close_counted(al->sink, &written, &dropped);
+    atomic_fetch_add(&al->srv->log_written_closed, written);
+    atomic_fetch_add(&al->srv->log_dropped_closed, dropped);
+    keel_accesslog_format_free(al->format);
+    free(al->path);
+    free(al->format_src);
+    free(al);
+}
