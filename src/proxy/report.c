@@ -7,6 +7,7 @@
 #include "telemetry/response_flags.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,31 +90,24 @@ static struct keel_value timestamp(int64_t wall_us)
     return v;
 }
 
-/* "1.2.3.4:5678" / "[::1]:80" -> IP value and port. */
-static bool ip_port(struct keel_str s, struct keel_value *ip, int64_t *port)
+/* A socket address as an IP value and a port (no text round trip). */
+static bool ip_port(const struct keel_addr *a, struct keel_value *ip, int64_t *port)
 {
-    char buf[64];
-    if (s.len == 0 || s.len >= sizeof(buf))
+    if (a == NULL)
         return false;
-    memcpy(buf, s.p, s.len);
-    buf[s.len] = '\0';
-    char *colon = strrchr(buf, ':');
-    if (colon == NULL)
-        return false;
-    *colon = '\0';
-    *port = atoi(colon + 1);
-    char *host = buf;
-    if (host[0] == '[') {
-        host++;
-        host[strlen(host) - 1] = '\0';
-    }
     *ip = (struct keel_value){ .type = KEEL_VALUE_IP_ADDRESS };
-    if (inet_pton(AF_INET, host, ip->u.ip.a) == 1) {
+    if (a->ss.ss_family == AF_INET) {
+        const struct sockaddr_in *v4 = (const struct sockaddr_in *)&a->ss;
+        memcpy(ip->u.ip.a, &v4->sin_addr, 4);
         ip->u.ip.len = 4;
+        *port = ntohs(v4->sin_port);
         return true;
     }
-    if (inet_pton(AF_INET6, host, ip->u.ip.a) == 1) {
+    if (a->ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)&a->ss;
+        memcpy(ip->u.ip.a, &v6->sin6_addr, 16);
         ip->u.ip.len = 16;
+        *port = ntohs(v6->sin6_port);
         return true;
     }
     return false;
@@ -193,12 +187,11 @@ void report_fill(struct report_scratch *sc, const struct report_in *in)
 
     struct keel_value ip;
     int64_t port;
-    if (ip_port(r->downstream_remote, &ip, &port) && !in->outbound) {
+    if (!in->outbound && ip_port(in->downstream_remote, &ip, &port)) {
         set(bag, KEEL_ATTR_SOURCE_IP, ip);
         set(bag, KEEL_ATTR_SOURCE_PORT, keel_value_int(port));
     }
-    struct keel_str dst_addr = in->outbound ? r->upstream_host : r->downstream_local;
-    if (ip_port(dst_addr, &ip, &port)) {
+    if (ip_port(in->outbound ? in->upstream : in->downstream_local, &ip, &port)) {
         set(bag, KEEL_ATTR_DESTINATION_IP, ip);
         set(bag, KEEL_ATTR_DESTINATION_PORT, keel_value_int(port));
     }

@@ -4,6 +4,7 @@
 
 #include "attr/attr.h"
 #include "core/buf.h"
+#include "net/sock.h"
 #include "proxy/peer.h"
 #include "telemetry/accesslog.h"
 
@@ -31,6 +32,7 @@ struct report_in {
     bool outbound;                       /* reporter: the source's sidecar */
     const struct report_identity *self;  /* NULL: unknown */
     const struct keel_peer *peer;        /* the other side, from metadata exchange */
+    const struct keel_addr *downstream_remote, *downstream_local, *upstream; /* or NULL */
     struct keel_str service_host, service_name, service_namespace;
     const char *reporter_uid;
     const char *tcp_event;               /* TCP: "open" or "close" */

@@ -154,9 +154,9 @@ void session_start(struct worker *w, const struct listener_spec *spec, int fd,
     s->remote_ip_len = colon ? (size_t)(colon - s->remote) : strlen(s->remote);
     if (s->remote[0] == '[') /* "[v6]:port": the XFF value is the bare address */
         s->remote_ip_len = s->remote_ip_len >= 2 ? s->remote_ip_len : 0;
-    struct keel_addr local;
-    keel_sock_local(fd, &local);
-    keel_addr_format((const struct sockaddr *)&local.ss, s->local, sizeof(s->local));
+    s->remote_addr = *peer;
+    keel_sock_local(fd, &s->local_addr);
+    keel_addr_format((const struct sockaddr *)&s->local_addr.ss, s->local, sizeof(s->local));
     s->next = w->sessions;
     if (w->sessions)
         w->sessions->prev = s;

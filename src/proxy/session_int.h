@@ -47,7 +47,8 @@ struct session {
     bool keepalive;                /* another request may follow on this connection */
     uint64_t conn_id;
     int64_t conn_start_us, conn_start_wall_us;
-    char remote[KEEL_ADDR_STRLEN], local[KEEL_ADDR_STRLEN];
+    struct keel_addr remote_addr, local_addr;
+    char remote[KEEL_ADDR_STRLEN], local[KEEL_ADDR_STRLEN]; /* the same, as text for logs */
     size_t remote_ip_len;          /* "1.2.3.4" part of remote */
 
     /* the current request */
