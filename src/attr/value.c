@@ -239,6 +239,18 @@ static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
     *y = (int64_t)yoe + era * 400 + (*m <= 2);
 }
 
+/* Epoch seconds -> civil date and the seconds into that day. */
+static void civil_from_seconds(int64_t sec, int64_t *y, unsigned *m, unsigned *d, int64_t *rem)
+{
+    int64_t days = sec / 86400;
+    *rem = sec % 86400;
+    if (*rem < 0) {
+        *rem += 86400;
+        days--;
+    }
+    civil_from_days(days, y, m, d);
+}
+
 static inline void put2(char *d, unsigned v)
 {
     d[0] = (char)('0' + v / 10);
@@ -256,14 +268,9 @@ size_t keel_value_fmt_timestamp(struct keel_time t, char *dst, size_t cap)
     char buf[64];
     if (t.nsec >= 0 && t.nsec < 1000000000) {
         if (!cached_ok || t.sec != cached_sec) {
-            int64_t days = t.sec / 86400, rem = t.sec % 86400;
-            if (rem < 0) {
-                rem += 86400;
-                days--;
-            }
-            int64_t y;
+            int64_t y, rem;
             unsigned m, d;
-            civil_from_days(days, &y, &m, &d);
+            civil_from_seconds(t.sec, &y, &m, &d, &rem);
             if (y < 0 || y > 9999)
                 goto slow;
             unsigned r = (unsigned)rem;
@@ -292,14 +299,9 @@ size_t keel_value_fmt_timestamp(struct keel_time t, char *dst, size_t cap)
         return put(dst, cap, 0, buf, 27);
     }
 slow:;
-    int64_t days = t.sec / 86400, rem = t.sec % 86400;
-    if (rem < 0) {
-        rem += 86400;
-        days--;
-    }
-    int64_t y;
+    int64_t y, rem;
     unsigned m, d;
-    civil_from_days(days, &y, &m, &d);
+    civil_from_seconds(t.sec, &y, &m, &d, &rem);
     int n = snprintf(buf, sizeof(buf), "%04lld-%02u-%02uT%02d:%02d:%02d.%06dZ", (long long)y, m, d,
                      (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60), (int)(t.nsec / 1000));
     return put(dst, cap, 0, buf, (size_t)n);

@@ -20,6 +20,7 @@ struct keel_proxy_target {
  * target. */
 struct keel_proxy_route {
     char host[128];
+    size_t host_len;
     int port;                      /* 0: any port */
     struct keel_proxy_target target;
 };

@@ -59,6 +59,7 @@ int keel_proxy_route_parse(const char *spec, struct keel_proxy_route *r)
         r->port = (int)port;
         *colon = '\0';
     }
+    r->host_len = strlen(r->host);
     char cluster[160];
     snprintf(cluster, sizeof(cluster), "outbound|%d||%s", r->port ? r->port : 80, r->host);
     return parse_target(eq + 1, cluster, &r->target);

@@ -148,7 +148,7 @@ static enum route_result route_request(struct session *s)
     }
     for (size_t i = 0; i < srv->opt->n_routes; i++) {
         const struct keel_proxy_route *r = &srv->opt->routes[i];
-        if ((r->port == 0 || r->port == port) && strlen(r->host) == host.len &&
+        if ((r->port == 0 || r->port == port) && r->host_len == host.len &&
             strncasecmp(r->host, host.p, host.len) == 0) {
             s->target = &r->target;
             s->svc_host = s->svc_name = keel_str_c(r->host);
