@@ -14,7 +14,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/*/test_*.c))
 UNIT_BIN := $(UNIT_SRC:%.c=$(BUILD)/%)
 
-.PHONY: all deps test test-unit test-e2e test-asan test-tsan test-valgrind fuzz bench demo clean
+.PHONY: FORCE all deps test test-unit test-e2e test-asan test-tsan test-valgrind fuzz bench demo clean
 all: $(BUILD)/keel
 
 deps:
@@ -27,6 +27,20 @@ $(BUILD)/%.o: %.c
 $(BUILD)/libkeel.a: $(LIB_OBJ)
 	@rm -f $@
 	$(AR) rcs $@ $^
+
+# `keel --version`: the version and the commit built from, written to a header that only
+# changes (and rebuilds main.o) when the commit does.
+KEEL_VERSION := 0.8.0
+KEEL_COMMIT  := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(shell \
+                  git diff --quiet HEAD -- 2>/dev/null || echo -dirty)
+$(BUILD)/version.h: FORCE
+	@mkdir -p $(dir $@)
+	@printf '#define KEEL_VERSION "%s"\n#define KEEL_COMMIT "%s"\n' '$(KEEL_VERSION)' \
+	    '$(KEEL_COMMIT)' >$@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
+FORCE:
+$(BUILD)/src/cli/main.o: $(BUILD)/version.h
+$(BUILD)/src/cli/main.o: CPPFLAGS += -I$(BUILD)
 
 $(BUILD)/keel: $(BUILD)/src/cli/main.o $(BUILD)/libkeel.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)

@@ -1,6 +1,6 @@
 /* Attributes: the Istio vocabulary interned to small ids (attr.def), typed values that
  * do not own their bytes, and the bag a proxy fills per request without copying.
- * Spec: shared/spec/attributes.md. */
+ * Reference: docs/TELEMETRY.md and Istio's attribute vocabulary. */
 #ifndef KEEL_ATTR_ATTR_H
 #define KEEL_ATTR_ATTR_H
 

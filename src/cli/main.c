@@ -2,8 +2,16 @@
  * in src/cli/ plus one row here. */
 #include "cli/commands.h"
 
+#include "version.h"
+
 #include <stdio.h>
 #include <string.h>
+
+static int version(int argc, char **argv)
+{
+    printf("keel %s (commit %s)\n", KEEL_VERSION, KEEL_COMMIT);
+    return 0;
+}
 
 static const struct command {
     const char *name;
@@ -15,6 +23,7 @@ static const struct command {
     { "validate", keel_cmd_validate, "check config files: errors as FILE:LINE:COL" },
     { "apply", keel_cmd_apply, "validate a file and write it atomically into a config dir" },
     { "get", keel_cmd_get, "list the resources of a config dir (kubectl-like table)" },
+    { "version", version, "print the version and the commit built from (also --version)" },
 };
 
 static int usage(FILE *out)
@@ -30,6 +39,8 @@ int main(int argc, char **argv)
 {
     if (argc < 2)
         return usage(stderr);
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V"))
+        return version(argc - 1, argv + 1);
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help"))
         return usage(stdout);
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)

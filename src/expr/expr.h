@@ -1,6 +1,6 @@
 /* The expression languages: Mixer's CEXL and the CEL subset of Istio's newer resources,
  * one lexer/parser, a type checker against the attribute vocabulary, a compiler to
- * bytecode and an allocation-free VM. Spec: shared/spec/expressions.md. */
+ * bytecode and an allocation-free VM. Reference: docs/EXPRESSIONS.md. */
 #ifndef KEEL_EXPR_EXPR_H
 #define KEEL_EXPR_EXPR_H
 

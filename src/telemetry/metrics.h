@@ -1,5 +1,5 @@
 /* Metric registry: counters, gauges and histograms, sharded per worker, merged at scrape
- * into Prometheus text format 0.0.4 (shared/spec/prometheus-format.md).
+ * into Prometheus text format 0.0.4.
  *
  * The registry is process-wide and outlives config generations, so a reload never resets
  * a counter. A family is (name, type, help, label names, bucket bounds). Asking again for

@@ -1,5 +1,5 @@
 /* Scrape: merge every shard of the registry into Prometheus text format 0.0.4
- * (shared/spec/prometheus-format.md §1 and §3: Go client ordering and number format). */
+ * (Go client ordering and number format). */
 #include "telemetry/metrics.h"
 
 #include "core/alloc.h"

@@ -5,9 +5,7 @@ import shutil
 import subprocess
 
 KEEL = os.environ.get("KEEL_BIN", "build/keel")
-SEEDS = pathlib.Path("/work/shared/fixtures/seeds")
-if not SEEDS.exists():
-    SEEDS = pathlib.Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "seeds"
+SEEDS = pathlib.Path(__file__).resolve().parents[2] / "examples" / "seeds"
 
 
 def keel(*args, cwd=None):

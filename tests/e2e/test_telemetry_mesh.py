@@ -19,7 +19,7 @@ import pytest
 from conftest import KEEL, free_port, http_get, raw_exchange
 
 SEEDS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                     "..", "shared", "fixtures", "seeds")
+                     "examples", "seeds")
 
 
 def seed(name):

@@ -17,9 +17,7 @@ static inline struct keel_config *load_str(const char *name, const char *yaml, s
 
 static inline const char *seeds_dir(void)
 {
-    if (access("/work/shared/fixtures/seeds", R_OK) == 0)
-        return "/work/shared/fixtures/seeds";
-    return "../shared/fixtures/seeds";
+    return "examples/seeds";
 }
 
 static inline struct keel_config *load_seed(const char *file, struct keel_diag *d)

@@ -18,7 +18,7 @@
 
 static const char *seeds_dir(void)
 {
-    return access("/work/shared/fixtures/seeds", R_OK) == 0 ? "/work/shared/fixtures/seeds" : "../shared/fixtures/seeds";
+    return "examples/seeds";
 }
 
 static struct keel_config *load_seed(const char *file)
