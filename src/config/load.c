@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define KEEL_CONFIG_FILE_MAX (16 << 20)
+
 static _Atomic uint64_t generations;
 static _Atomic uint64_t reload_failures;
 static _Atomic uint64_t reload_successes;
@@ -206,6 +208,13 @@ static char *read_file(const char *path, size_t *len, struct keel_diag *d)
         if (r == 0)
             break;
         n += (size_t)r;
+        if (n > KEEL_CONFIG_FILE_MAX) {
+            /* a config is a few KB; a symlink to /dev/zero or a log file must not eat memory */
+            keel_diag_error(d, path, 0, 0, "file larger than %d MiB: not a config", KEEL_CONFIG_FILE_MAX >> 20);
+            free(buf);
+            close(fd);
+            return NULL;
+        }
     }
     close(fd);
     *len = n;
