@@ -44,3 +44,51 @@ def test_ten_thousand_idle_connections_do_not_starve_active_ones(keel, backend):
     finally:
         for s in idle:
             s.close()
+
+
+def test_backend_restarting_under_load(keel, procs, tmp_path):
+    """wrk drives keel while its backend is killed and restarted five times: keel never
+    fails, answers only 200 or Envoy's 503 (UF refused / UC closed), logs every request,
+    and serves normally again once the backend is back."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    from conftest import HERE, Proc, free_port, wait_port
+
+    port = free_port()
+
+    def start():
+        p = Proc([sys.executable, os.path.join(HERE, "backend.py"), str(port), "b"],
+                 str(tmp_path / "backend.log"))
+        wait_port(port)
+        return p
+
+    b = start()
+    k = keel(upstream=port, concurrency=2)
+    wrk = subprocess.Popen(["wrk", "-t1", "-c8", "-d6s", k.url("/status/200")],
+                           stdout=subprocess.PIPE, text=True)
+    for _ in range(5):
+        time.sleep(0.5)
+        b.p.send_signal(signal.SIGKILL)
+        b.p.wait()
+        b.log.close()
+        time.sleep(0.3)
+        b = start()
+    procs.append(b)
+    out, _ = wrk.communicate(timeout=30)
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    assert total > 100, out
+    assert k.proc.p.poll() is None  # keel is up
+    assert http_get(k.url("/status/200"))[0] == 200
+    lines = k.log_lines(total + 1, timeout=5)
+    assert len(lines) >= total
+    codes = {}
+    for l in lines:
+        m = re.search(r'" (\d+) (\S+) ', l)
+        assert m, l
+        key = (m.group(1), m.group(2)) if m.group(2) != "DC" else ("-", "DC")  # wrk's cut at its end
+        codes[key] = codes.get(key, 0) + 1
+    assert set(codes) <= {("200", "-"), ("503", "UF"), ("503", "UC"), ("-", "DC")}, codes
+    assert codes.get(("503", "UF"), 0) + codes.get(("503", "UC"), 0) > 0, codes
