@@ -247,6 +247,8 @@ void keel_loop_run(struct keel_loop *l)
                 io->writable = true;
             if (ev & (EPOLLHUP | EPOLLERR))
                 io->hup = true;
+            if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+                io->rdhup = true;
             io->cb(io, ev);
         }
         keel_loop_run_deferred(l);

@@ -2,7 +2,8 @@
  * update the cached clock, run expired timers, poll with the nearest timer as timeout,
  * dispatch I/O, run deferred callbacks (frees of closed objects), then the before-sleep
  * hooks (flush batched output such as access-log lines).
- * I/O is edge-triggered: an io remembers readiness until a read/write says EAGAIN. */
+ * I/O is edge-triggered: an io remembers readiness until a read/write says EAGAIN, and
+ * remembers a FIN (rdhup) for good, so that an EOF that arrived with data is not lost. */
 #ifndef KEEL_CORE_LOOP_H
 #define KEEL_CORE_LOOP_H
 
@@ -26,6 +27,9 @@ struct keel_io {
     bool readable; /* an edge said so and no read has hit EAGAIN since */
     bool writable;
     bool hup;      /* peer hung up or error */
+    bool rdhup;    /* the peer's FIN (or an error) was seen: once the bytes before it are
+                    * read, a read returns 0. Edge-triggered input reports FIN together with
+                    * the last bytes, so a short read does not prove the socket drained. */
 };
 
 struct keel_timer {
