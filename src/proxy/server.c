@@ -28,6 +28,7 @@ void keel_proxy_options_defaults(struct keel_proxy_options *o)
     o->connect_timeout_ms = 10000;      /* Istio's connectTimeout */
     o->upstream_timeout_ms = 15000;     /* Envoy's default route timeout */
     o->drain_timeout_ms = 5000;
+    o->stream_idle_timeout_ms = 300 * 1000; /* Envoy's stream_idle_timeout */
     o->max_request_headers_kb = 60;     /* Envoy's max_request_headers_kb */
     o->max_headers = 100;               /* Envoy's max_headers_count */
     o->max_uri_bytes = 8192;

@@ -338,9 +338,15 @@ static void on_timer(struct keel_timer *t)
         return;
     case T_BODY:
     case T_TUNNEL: {
-        int64_t limit = s->timer_role == T_BODY ? BODY_IDLE_TIMEOUT_MS : TUNNEL_IDLE_TIMEOUT_MS;
+        int64_t limit = s->timer_role == T_BODY ? session_stream_idle_ms(s) : TUNNEL_IDLE_TIMEOUT_MS;
         if (now - s->last_activity_ms < limit) {
             keel_timer_set(s->w->loop, &s->timer, limit - (now - s->last_activity_ms));
+            return;
+        }
+        if (s->timer_role == T_BODY && s->phase == PH_FORWARD && !s->res_head_done) {
+            /* nothing of a response sent yet: say so, as Envoy does (408, SI) */
+            session_local_reply(s, 408, KEEL_RF_SI, "stream_idle_timeout", "stream timeout", true);
+            session_run(s);
             return;
         }
         session_abort_exchange(s, s->timer_role == T_BODY ? KEEL_RF_SI : 0, "stream_idle_timeout");

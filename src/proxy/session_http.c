@@ -84,7 +84,7 @@ void session_local_reply(struct session *s, int status, uint32_t flags, const ch
         s->bytes_sent = blen;
     }
     s->phase = PH_REPLY;
-    session_set_timer(s, T_BODY, BODY_IDLE_TIMEOUT_MS);
+    session_set_timer(s, T_BODY, session_stream_idle_ms(s));
     session_touch(s);
 }
 
@@ -354,7 +354,7 @@ void session_upstream_connected(struct session *s)
     s->phase = PH_FORWARD;
     /* the response timeout starts once the whole request is upstream (Envoy's route
      * timeout); until then only inactivity ends a slow upload */
-    session_set_timer(s, T_BODY, BODY_IDLE_TIMEOUT_MS);
+    session_set_timer(s, T_BODY, session_stream_idle_ms(s));
     session_touch(s);
 }
 
@@ -606,7 +606,7 @@ static bool take_response_head(struct session *s)
     if (s->rmeta.body == KEEL_HTTP_BODY_NONE ||
         (s->rmeta.body == KEEL_HTTP_BODY_LENGTH && s->res_left == 0))
         s->res_done = true;
-    session_set_timer(s, T_BODY, BODY_IDLE_TIMEOUT_MS);
+    session_set_timer(s, T_BODY, session_stream_idle_ms(s));
     return true;
 }
 
