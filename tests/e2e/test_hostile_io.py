@@ -263,3 +263,141 @@ def test_stream_idle_timeout_on_stalled_body(keel, backend):
     assert b"connection: close" in out.lower()
     line = k.log_lines(1)[-1]
     assert '" 408 SI stream_idle_timeout ' in line, line
+
+
+# ---------------------------------------------------------------- descriptors, limits
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def own_procs():
+    started = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def request_ok(port, timeout=1.0):
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        c.request("GET", "/status/200", headers={"Host": "a"})
+        r = c.getresponse()
+        r.read()
+        c.close()
+        return r.status == 200
+    except OSError:
+        return False
+
+
+def test_fd_exhaustion_backs_off(own_procs, tmp_path, backend):
+    """64 descriptors, 100 clients: accepting pauses instead of spinning, the warning is
+    rate-limited, the pauses are counted, and service resumes once clients leave."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    errpath = tmp_path / "keel.err"
+    p, inbound, admin, _ = start_keel(own_procs, tmp_path, upstream=backend,
+                                      stderr=open(str(errpath), "wb"), preexec_fn=limit)
+    clients = []
+    for _ in range(100):
+        s = socket.socket()
+        s.settimeout(2)
+        s.connect(("127.0.0.1", inbound))  # completes in the kernel's backlog
+        clients.append(s)
+    time.sleep(0.3)  # let the worker accept what it can and hit EMFILE
+    cpu0, err0 = cpu_seconds(p.pid), errpath.stat().st_size
+    time.sleep(2)
+    cpu = cpu_seconds(p.pid) - cpu0
+    grown = errpath.stat().st_size - err0
+    assert cpu < 0.3, "keel spun: %.2f s CPU in 2 s" % cpu
+    assert grown < 10 * 1024, "stderr grew by %d bytes in 2 s" % grown
+    assert b"Too many open files" in errpath.read_bytes()
+    for s in clients:
+        s.close()
+    deadline = time.time() + 5
+    while not request_ok(inbound) and time.time() < deadline:
+        time.sleep(0.05)
+    assert request_ok(inbound)
+    st = stats_of(admin)
+    assert st["keel_downstream_cx_fd_exhausted_total"] >= 1
+
+
+def test_max_connections_closes_the_excess(keel, backend):
+    k = keel("--max-connections", "5", upstream=backend)
+    held = []
+    for _ in range(5):
+        s = socket.create_connection(("127.0.0.1", k.inbound), timeout=2)
+        held.append(s)
+    deadline = time.time() + 3
+    while k.stats()["keel_downstream_cx_active"] < 5 and time.time() < deadline:
+        time.sleep(0.02)
+    sixth = socket.create_connection(("127.0.0.1", k.inbound), timeout=2)
+    sixth.sendall(b"GET /status/200 HTTP/1.1\r\nHost: a\r\n\r\n")
+    try:
+        assert sixth.recv(65536) == b""  # closed without an answer
+    except ConnectionResetError:
+        pass
+    sixth.close()
+    st = k.stats()
+    assert st["keel_downstream_cx_overflow_total"] == 1
+    assert st["keel_downstream_cx_active"] == 5
+    held.pop().close()
+    deadline = time.time() + 3
+    while k.stats()["keel_downstream_cx_active"] > 4 and time.time() < deadline:
+        time.sleep(0.02)
+    assert request_ok(k.inbound)  # a slot is free again
+    for s in held:
+        s.close()
+
+
+# ---------------------------------------------------------------- a stderr nobody reads
+
+def fill_pipe(pid):
+    """Fill keel's stderr pipe from our side, through /proc: nobody will ever read it."""
+    fd = os.open("/proc/%d/fd/2" % pid, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        while True:
+            os.write(fd, b"#" * 4096)
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def test_stalled_stderr_never_stalls_requests(own_procs, tmp_path):
+    """stderr is a full pipe; every request logs a line (debug) or a rate-limited one
+    (info): requests are still answered at once, and the lost lines are counted."""
+    dead = free_port()
+    p, inbound, admin, _ = start_keel(own_procs, tmp_path, "--log-level", "debug",
+                                      upstream=dead, stderr=subprocess.PIPE)
+    fill_pipe(p.pid)
+    c = http.client.HTTPConnection("127.0.0.1", inbound, timeout=2)
+    t0 = time.time()
+    for i in range(2000):
+        c.request("GET", "/x%d" % i, headers={"Host": "a"})
+        r = c.getresponse()
+        r.read()
+        assert r.status == 503
+    c.close()
+    for i in range(50):  # malformed: one rate-limited info line each
+        assert raw_exchange(inbound, b"GET / HTTP/1.1\r\n\r\n", timeout=2).startswith(
+            b"HTTP/1.1 400")
+    assert time.time() - t0 < 20
+    st = stats_of(admin)
+    assert st['keel_log_lines_total{result="dropped"}'] > 0
+    assert st['keel_log_lines_total{result="suppressed"}'] > 0
+    p.terminate()
+    assert p.wait(10) == 0  # the stuck writer is given up on at exit
