@@ -238,6 +238,78 @@ def test_tcp_route_client_data_and_fin_together(keel):
     assert sorted(be.results) == sorted(b"x%d" % i for i in range(30))
 
 
+def read_to_eof(s):
+    out = b""
+    while True:
+        chunk = s.recv(65536)  # a hang here is the bug: socket.timeout fails the test
+        if not chunk:
+            return out
+        out += chunk
+
+
+WS_REQ = b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+
+
+def test_websocket_fin_with_data_both_ways(keel, backend):
+    """After a 101, bytes and FIN arriving together are passed on, FIN included, in
+    either direction."""
+    def upstream_closes(c):
+        read_request_head(c)
+        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\n\r\nbye from upstream")
+
+    be = RawBackend(upstream_closes)
+    k = keel(upstream=be.port)
+    for i in range(10):
+        s = socket.create_connection(("127.0.0.1", k.inbound), timeout=2)
+        s.sendall(WS_REQ)
+        out = read_to_eof(s)
+        s.close()
+        assert out.startswith(b"HTTP/1.1 101") and out.endswith(b"bye from upstream")
+    k2 = keel(upstream=backend)  # backend.py echoes until our FIN, then closes
+    for i in range(10):
+        s = socket.create_connection(("127.0.0.1", k2.inbound), timeout=2)
+        s.sendall(WS_REQ)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(4096)
+        assert head.startswith(b"HTTP/1.1 101")
+        s.sendall(b"ping %d" % i)
+        s.shutdown(socket.SHUT_WR)
+        out = head + read_to_eof(s)
+        s.close()
+        assert out.endswith(b"ping %d" % i)
+    assert len(k2.log_lines(10)) == 10
+
+
+def test_eof_pending_behind_backpressure(keel):
+    """A big close-delimited body and its FIN arrive while the client does not read:
+    keel stops reading the upstream (its buffer toward the client is full) and must still
+    see the FIN when it resumes."""
+    big = b"0123456789abcdef" * 65536  # 1 MiB
+
+    def handler(c):
+        read_request_head(c)
+        c.sendall(b"HTTP/1.0 200 OK\r\n\r\n" + big)
+
+    be = RawBackend(handler)
+    k = keel(upstream=be.port)
+    for i in range(5):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(2)
+        s.connect(("127.0.0.1", k.inbound))
+        s.sendall(b"GET /big HTTP/1.0\r\nHost: a\r\n\r\n")
+        time.sleep(0.3)  # the backend has sent everything and closed; we read nothing yet
+        out = read_to_eof(s)
+        s.close()
+        assert out.endswith(big), len(out)
+    lines = k.log_lines(5)
+    assert len(lines) == 5
+    for line in lines:
+        assert '" 200 - via_upstream ' in line and " 0 %d " % len(big) in line, line
+
+
 def test_client_half_close_is_ended_like_envoy(keel, backend):
     """A client that shuts its write side after a complete request: Envoy takes the FIN
     for a disconnect (DC). Whatever the order of bytes and FIN, the exchange must end at
