@@ -12,7 +12,9 @@ import subprocess
 import threading
 import time
 
-from conftest import KEEL, free_port, http_get, raw_exchange, wait_port
+import pytest
+
+from conftest import KEEL, free_port, http_get, raw_exchange
 
 
 class RawBackend:
@@ -339,13 +341,11 @@ def test_stream_idle_timeout_on_stalled_body(keel, backend):
 
 # ---------------------------------------------------------------- descriptors, limits
 
-import pytest  # noqa: E402
-
-
 @pytest.fixture
 def own_procs():
     started = []
     yield started
+    unclean = []
     for p in started:
         if p.poll() is None:
             p.terminate()
@@ -354,6 +354,9 @@ def own_procs():
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        if p.returncode != 0:  # keel drains and exits 0; a sanitizer finding makes it not
+            unclean.append(p.returncode)
+    assert not unclean
 
 
 def cpu_seconds(pid):
@@ -389,13 +392,15 @@ def test_fd_exhaustion_backs_off(own_procs, tmp_path, backend):
         s.settimeout(2)
         s.connect(("127.0.0.1", inbound))  # completes in the kernel's backlog
         clients.append(s)
-    time.sleep(0.3)  # let the worker accept what it can and hit EMFILE
+    deadline = time.time() + 3  # the worker accepts what it can, then hits EMFILE
+    while b"Too many open files" not in errpath.read_bytes() and time.time() < deadline:
+        time.sleep(0.02)
     cpu0, err0 = cpu_seconds(p.pid), errpath.stat().st_size
     time.sleep(2)
     cpu = cpu_seconds(p.pid) - cpu0
     grown = errpath.stat().st_size - err0
-    assert cpu < 0.3, "keel spun: %.2f s CPU in 2 s" % cpu
     assert grown < 10 * 1024, "stderr grew by %d bytes in 2 s" % grown
+    assert cpu < 0.3, "keel spun: %.2f s CPU in 2 s" % cpu
     assert b"Too many open files" in errpath.read_bytes()
     for s in clients:
         s.close()
@@ -467,7 +472,8 @@ def test_stalled_stderr_never_stalls_requests(own_procs, tmp_path):
     for i in range(50):  # malformed: one rate-limited info line each
         assert raw_exchange(inbound, b"GET / HTTP/1.1\r\n\r\n", timeout=2).startswith(
             b"HTTP/1.1 400")
-    assert time.time() - t0 < 20
+    took = time.time() - t0
+    assert took < 10, took
     st = stats_of(admin)
     assert st['keel_log_lines_total{result="dropped"}'] > 0
     assert st['keel_log_lines_total{result="suppressed"}'] > 0
