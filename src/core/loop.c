@@ -101,7 +101,8 @@ void keel_loop_del(struct keel_loop *l, struct keel_io *io)
 
 static void on_pause_end(struct keel_timer *t)
 {
-    struct keel_io_pause *p = (struct keel_io_pause *)((char *)t - offsetof(struct keel_io_pause, timer));
+    struct keel_io_pause *p =
+        (struct keel_io_pause *)((char *)t - offsetof(struct keel_io_pause, timer));
     if (p->io->fd >= 0)
         add(p->loop, p->io, EPOLLIN);
 }

@@ -338,7 +338,8 @@ static void on_timer(struct keel_timer *t)
         return;
     case T_BODY:
     case T_TUNNEL: {
-        int64_t limit = s->timer_role == T_BODY ? session_stream_idle_ms(s) : TUNNEL_IDLE_TIMEOUT_MS;
+        int64_t limit =
+            s->timer_role == T_BODY ? session_stream_idle_ms(s) : TUNNEL_IDLE_TIMEOUT_MS;
         if (now - s->last_activity_ms < limit) {
             keel_timer_set(s->w->loop, &s->timer, limit - (now - s->last_activity_ms));
             return;
