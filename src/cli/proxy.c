@@ -33,6 +33,10 @@ static const char usage_text[] =
     "  --connect-timeout MS        upstream connect timeout (10000) -> 503 UF\n"
     "  --upstream-timeout MS       time to the upstream response head (15000, 0 = none) -> 504 UT\n"
     "  --drain-timeout MS          on SIGTERM, time given to requests in flight (5000)\n"
+    "  --stream-idle-timeout MS    an exchange without a byte either way for MS (300000)\n"
+    "                              -> 408 SI, or the connection closed once a response started\n"
+    "  --max-connections N         client connections per worker; more are closed at once and\n"
+    "                              counted in keel_downstream_cx_overflow_total (0 = no limit)\n"
     "  --max-request-headers-kb N  request head size limit (60) -> 431\n"
     "  --max-headers N             request header count limit (100, at most 128) -> 431\n"
     "  --max-uri-bytes N           request target length limit (8192) -> 414\n"
@@ -44,6 +48,7 @@ enum {
     OPT_HEADERS_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_CONNECT_TIMEOUT, OPT_UPSTREAM_TIMEOUT,
     OPT_DRAIN_TIMEOUT, OPT_MAX_HEADERS_KB, OPT_MAX_HEADERS, OPT_MAX_URI, OPT_LOG_LEVEL,
     OPT_CONFIG_DIR, OPT_WORKLOAD, OPT_TELEMETRY, OPT_SERIES_LIMIT, OPT_METRIC_EXPIRY,
+    OPT_STREAM_IDLE_TIMEOUT, OPT_MAX_CONNECTIONS,
 };
 
 static const struct option options[] = {
@@ -71,6 +76,8 @@ static const struct option options[] = {
     { "telemetry", required_argument, NULL, OPT_TELEMETRY },
     { "metric-series-limit", required_argument, NULL, OPT_SERIES_LIMIT },
     { "metric-expiry", required_argument, NULL, OPT_METRIC_EXPIRY },
+    { "stream-idle-timeout", required_argument, NULL, OPT_STREAM_IDLE_TIMEOUT },
+    { "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -158,8 +165,14 @@ int keel_cmd_proxy(int argc, char **argv)
         case OPT_MAX_URI:
         case OPT_SERIES_LIMIT:
         case OPT_METRIC_EXPIRY:
+        case OPT_STREAM_IDLE_TIMEOUT:
+        case OPT_MAX_CONNECTIONS:
             if (number(options[idx].name, optarg,
-                       c == OPT_UPSTREAM_TIMEOUT || c == OPT_METRIC_EXPIRY ? 0 : 1, &v) < 0)
+                       c == OPT_UPSTREAM_TIMEOUT || c == OPT_METRIC_EXPIRY ||
+                               c == OPT_MAX_CONNECTIONS
+                           ? 0
+                           : 1,
+                       &v) < 0)
                 goto out;
             switch (c) {
             case OPT_CONCURRENCY: o.concurrency = (int)v; break;
@@ -172,6 +185,8 @@ int keel_cmd_proxy(int argc, char **argv)
             case OPT_MAX_HEADERS: o.max_headers = (size_t)v; break;
             case OPT_SERIES_LIMIT: o.metric_series_limit = (size_t)v; break;
             case OPT_METRIC_EXPIRY: o.metric_expiry_ms = v; break;
+            case OPT_STREAM_IDLE_TIMEOUT: o.stream_idle_timeout_ms = v; break;
+            case OPT_MAX_CONNECTIONS: o.max_connections = (size_t)v; break;
             default: o.max_uri_bytes = (size_t)v; break;
             }
             break;

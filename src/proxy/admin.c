@@ -16,6 +16,7 @@
 
 struct admin {
     struct keel_io io;
+    struct keel_io_pause pause;    /* accepting paused: out of file descriptors */
     struct server *srv;
     struct keel_loop *loop;
     struct admin_conn *conns;
@@ -89,6 +90,21 @@ void admin_stats_prometheus(struct server *srv, struct keel_buf *out)
            SUM(downstream_cx_total));
     metric(out, "keel_downstream_cx_active", "gauge", "Downstream connections open.",
            SUM(downstream_cx_active));
+    metric(out, "keel_downstream_cx_overflow_total", "counter",
+           "Connections closed at once for being over --max-connections.",
+           SUM(downstream_cx_overflow));
+    metric(out, "keel_downstream_cx_fd_exhausted_total", "counter",
+           "Accepts that failed for want of file descriptors (accepting pauses 200 ms).",
+           SUM(downstream_cx_fd_exhausted));
+    uint64_t log_written, log_dropped, log_suppressed;
+    keel_log_counts(&log_written, &log_dropped, &log_suppressed);
+    keel_buf_printf(out, "# HELP keel_log_lines_total Lines of keel's own log (stderr), by what "
+                         "became of them.\n# TYPE keel_log_lines_total counter\n"
+                         "keel_log_lines_total{result=\"written\"} %llu\n"
+                         "keel_log_lines_total{result=\"dropped\"} %llu\n"
+                         "keel_log_lines_total{result=\"suppressed\"} %llu\n",
+                    (unsigned long long)log_written, (unsigned long long)log_dropped,
+                    (unsigned long long)log_suppressed);
     keel_buf_printf(out, "# HELP keel_downstream_rq_total HTTP requests answered, by response "
                          "code class (none: no response was sent).\n"
                          "# TYPE keel_downstream_rq_total counter\n");
@@ -305,8 +321,12 @@ static void on_accept(struct keel_io *io, uint32_t events)
     struct admin *a = (struct admin *)io;
     struct keel_addr peer;
     int fd = keel_sock_accept(io->fd, &peer);
-    if (fd < 0)
+    if (fd < 0) {
+        /* out of descriptors: the level-triggered listener would spin the main thread */
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+            keel_loop_pause_in(a->loop, io, &a->pause, 200);
         return;
+    }
     struct admin_conn *c = keel_calloc(1, sizeof(*c));
     c->a = a;
     c->io.fd = fd;
@@ -347,6 +367,7 @@ void admin_stop(struct server *srv, struct keel_loop *loop)
         return;
     while (a->conns != NULL)
         conn_close(a->conns);
+    keel_loop_pause_cancel(&a->pause);
     keel_loop_del(loop, &a->io);
     close(a->io.fd);
     keel_loop_run_deferred(loop);

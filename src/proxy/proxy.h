@@ -55,6 +55,9 @@ struct keel_proxy_options {
     int64_t connect_timeout_ms;
     int64_t upstream_timeout_ms;   /* 0: none */
     int64_t drain_timeout_ms;
+    int64_t stream_idle_timeout_ms; /* no bytes either way during an exchange -> 408 SI */
+    size_t max_connections;        /* per worker; above it new connections are closed at
+                                    * once (Envoy's listener limit); 0: no limit */
     size_t max_request_headers_kb;
     size_t max_headers;
     size_t max_uri_bytes;

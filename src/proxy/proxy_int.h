@@ -32,6 +32,8 @@ struct listener_spec {
 #define PROXY_COUNTERS(X)                                                     \
     X(downstream_cx_total, "Downstream connections accepted")                 \
     X(downstream_cx_active, "Downstream connections open")                    \
+    X(downstream_cx_overflow, "Connections closed at once over --max-connections") \
+    X(downstream_cx_fd_exhausted, "Accepts failed for want of file descriptors") \
     X(downstream_rq_total, "HTTP requests received")                          \
     X(downstream_rq_1xx, "")                                                  \
     X(downstream_rq_2xx, "")                                                  \
@@ -126,6 +128,7 @@ struct pool {
 
 struct worker_listener {
     struct keel_io io;
+    struct keel_io_pause pause;    /* accepting paused: out of file descriptors */
     const struct listener_spec *spec;
     struct worker *w;
 };

@@ -38,7 +38,11 @@ void session_set_timer(struct session *s, enum timer_role role, int64_t ms)
     keel_timer_set(s->w->loop, &s->timer, ms);
 }
 
-/* Read from fd into b (at most max bytes). >0 bytes, 0 EOF, KEEL_AGAIN, KEEL_EIO. */
+/* Read from fd into b (at most max bytes). >0 bytes, 0 EOF, KEEL_AGAIN, KEEL_EIO.
+ * Every read of a proxied socket goes through here. A short read ends readiness (the
+ * socket is drained, the next edge will say when more comes) unless the peer's FIN has
+ * been seen: that edge has come and gone, so io stays readable and the next read, made
+ * whenever the reader has room again (after backpressure too), returns the EOF. */
 ssize_t session_read(struct keel_io *io, struct keel_buf *b, size_t max)
 {
     keel_buf_reserve(b, max < 4096 ? max : 4096);
@@ -48,8 +52,8 @@ ssize_t session_read(struct keel_io *io, struct keel_buf *b, size_t max)
     ssize_t n = read(io->fd, keel_buf_wptr(b), room);
     if (n > 0) {
         b->wpos += (size_t)n;
-        if ((size_t)n < room)
-            io->readable = false; /* short read: the socket is drained */
+        if ((size_t)n < room && !io->rdhup)
+            io->readable = false;
         return n;
     }
     if (n == 0)
@@ -334,9 +338,16 @@ static void on_timer(struct keel_timer *t)
         return;
     case T_BODY:
     case T_TUNNEL: {
-        int64_t limit = s->timer_role == T_BODY ? BODY_IDLE_TIMEOUT_MS : TUNNEL_IDLE_TIMEOUT_MS;
+        int64_t limit =
+            s->timer_role == T_BODY ? session_stream_idle_ms(s) : TUNNEL_IDLE_TIMEOUT_MS;
         if (now - s->last_activity_ms < limit) {
             keel_timer_set(s->w->loop, &s->timer, limit - (now - s->last_activity_ms));
+            return;
+        }
+        if (s->timer_role == T_BODY && s->phase == PH_FORWARD && !s->res_head_done) {
+            /* nothing of a response sent yet: say so, as Envoy does (408, SI) */
+            session_local_reply(s, 408, KEEL_RF_SI, "stream_idle_timeout", "stream timeout", true);
+            session_run(s);
             return;
         }
         session_abort_exchange(s, s->timer_role == T_BODY ? KEEL_RF_SI : 0, "stream_idle_timeout");

@@ -84,7 +84,7 @@ void session_local_reply(struct session *s, int status, uint32_t flags, const ch
         s->bytes_sent = blen;
     }
     s->phase = PH_REPLY;
-    session_set_timer(s, T_BODY, BODY_IDLE_TIMEOUT_MS);
+    session_set_timer(s, T_BODY, session_stream_idle_ms(s));
     session_touch(s);
 }
 
@@ -97,8 +97,8 @@ void session_reject_malformed(struct session *s, const struct keel_http_perror *
     case KEEL_HTTP_PERR_VERSION: status = 505; break;
     default: break;
     }
-    keel_log_info("conn %llu from %s: %d: %s at byte %zu", (unsigned long long)s->conn_id,
-                  s->remote, status, e->what, e->offset);
+    keel_log_limited(KEEL_LOG_INFO, KEEL_LOG_PER_SEC, "conn %llu from %s: %d: %s at byte %zu",
+                     (unsigned long long)s->conn_id, s->remote, status, e->what, e->offset);
     stat_add(&s->w->stats.downstream_rq_bad, 1);
     if (!s->started) {
         s->t_start_us = keel_loop_now_us(s->w->loop);
@@ -354,7 +354,7 @@ void session_upstream_connected(struct session *s)
     s->phase = PH_FORWARD;
     /* the response timeout starts once the whole request is upstream (Envoy's route
      * timeout); until then only inactivity ends a slow upload */
-    session_set_timer(s, T_BODY, BODY_IDLE_TIMEOUT_MS);
+    session_set_timer(s, T_BODY, session_stream_idle_ms(s));
     session_touch(s);
 }
 
@@ -567,7 +567,8 @@ static bool take_response_head(struct session *s)
     if (rc == KEEL_AGAIN)
         return false;
     if (rc < 0 || keel_http_analyze_response(&s->res, s->req.method, &s->rmeta, &e) < 0) {
-        keel_log_info("upstream %s: bad response: %s", s->up_host, e.what);
+        keel_log_limited(KEEL_LOG_INFO, KEEL_LOG_PER_SEC, "upstream %s: bad response: %s",
+                         s->up_host, e.what);
         session_local_reply(s, 502, KEEL_RF_UPE, "upstream_reset_before_response_started{protocol_error}",
                     "upstream protocol error", false);
         return true;
@@ -606,7 +607,7 @@ static bool take_response_head(struct session *s)
     if (s->rmeta.body == KEEL_HTTP_BODY_NONE ||
         (s->rmeta.body == KEEL_HTTP_BODY_LENGTH && s->res_left == 0))
         s->res_done = true;
-    session_set_timer(s, T_BODY, BODY_IDLE_TIMEOUT_MS);
+    session_set_timer(s, T_BODY, session_stream_idle_ms(s));
     return true;
 }
 

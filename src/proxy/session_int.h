@@ -13,7 +13,6 @@
 
 #define HIGH_WATER (64 * 1024)   /* stop reading a side once its sink holds this much */
 #define READ_CHUNK 16384
-#define BODY_IDLE_TIMEOUT_MS (300 * 1000)
 #define TUNNEL_IDLE_TIMEOUT_MS (3600 * 1000)
 #define FREE_SESSIONS_MAX 4096
 
@@ -100,6 +99,11 @@ struct session {
 #define LIT(s) (struct keel_str){ (s), sizeof(s) - 1 }
 
 static inline struct server *session_srv(const struct session *s) { return s->w->srv; }
+/* --stream-idle-timeout: the longest an exchange may go without a byte either way */
+static inline int64_t session_stream_idle_ms(const struct session *s)
+{
+    return s->w->srv->opt->stream_idle_timeout_ms;
+}
 static inline void session_touch(struct session *s)
 {
     s->last_activity_ms = keel_loop_now_ms(s->w->loop);
