@@ -490,6 +490,7 @@ struct keel_config_mesh {
 struct keel_config_string_match { /* Istio StringMatch: one of exact, prefix, regex */
     struct keel_config_pos pos;
     const char *exact, *prefix, *regex;
+    struct keel_config_pos regex_pos;
 };
 
 struct keel_config_kv_match { /* headers / queryParams / withoutHeaders entry */

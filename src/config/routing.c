@@ -54,7 +54,7 @@ static int compile_regex(struct keel_config_ctx *c, const struct keel_config_str
     char *anchored = keel_config_arena_printf(c->a, "%s^(%s)$", ci ? "(?i)" : "", p);
     regex_t *re = keel_config_arena_alloc(c->a, sizeof(*re));
     if (keel_expr_regcomp(re, anchored, strlen(anchored)) < 0) {
-        keel_config_err_at(c, &m->pos, "invalid regex \"%s\" (RE2 syntax, as Envoy's safe_regex)", m->regex);
+        keel_config_err_at(c, &m->regex_pos, "invalid regex \"%s\" (RE2 syntax, as Envoy's safe_regex)", m->regex);
         return -1;
     }
     keep_regex(c, re);

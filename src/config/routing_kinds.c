@@ -14,7 +14,7 @@
 static const struct keel_field sm_fields[] = {
     { .name = "exact", .type = KEEL_FT_STR, .off = SM(exact) },
     { .name = "prefix", .type = KEEL_FT_STR, .off = SM(prefix) },
-    { .name = "regex", .type = KEEL_FT_STR, .off = SM(regex) },
+    { .name = "regex", .type = KEEL_FT_STR, .off = SM(regex), .pos_off = SM(regex_pos) },
     END
 };
 #undef SM
