@@ -163,10 +163,12 @@ static int dest_port_index(const struct keel_route_dest *d, int req_port)
 static enum route_result route_vs(struct session *s, const struct keel_route_vs *v, int req_port)
 {
     const struct proxy_gen *g = s->wg->g;
+    /* sourceLabels are the calling workload's: ours, except at a waypoint (not matched there) */
+    bool own = session_srv(s)->opt->role != KEEL_PROXY_WAYPOINT && g->self != NULL;
     struct keel_route_req rq = {
         .method = s->req.method, .path = s->path, .authority = s->authority, .scheme = LIT("http"),
         .headers = s->hdrs, .n_headers = s->req.n_headers, .port = req_port,
-        .source_labels = g->self ? g->self->labels : NULL, .n_source_labels = g->self ? g->self->n_labels : 0,
+        .source_labels = own ? g->self->labels : NULL, .n_source_labels = own ? g->self->n_labels : 0,
     };
     const struct keel_route_http *h = keel_route_select(v, &rq, &s->rt.which);
     if (h == NULL)

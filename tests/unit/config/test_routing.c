@@ -207,6 +207,44 @@ static void warnings_for_missing_things(void **state)
     keel_config_unref(cfg);
 }
 
+static void other_matches(void **state)
+{
+    struct keel_diag d;
+    struct keel_config *cfg = load_str("m.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r, namespace: ns1}\n"
+        "spec:\n  hosts: [svc, '*.example.com']\n  http:\n"
+        "  - name: no-debug\n    match: [{withoutHeaders: {x-debug: {}}, uri: {exact: /A, }, ignoreUriCase: true}]\n"
+        "    route: [{destination: {host: svc.ns1.svc.cluster.local}}]\n"
+        "  - name: auth\n    match: [{authority: {prefix: api.}, port: 8080}]\n"
+        "    route: [{destination: {host: svc.ns1.svc.cluster.local}}]\n"
+        "  - name: from-sleep\n    match: [{sourceLabels: {app: sleep}}]\n"
+        "    route: [{destination: {host: svc.ns1.svc.cluster.local}}]\n", &d);
+    assert_non_null(cfg);
+    const struct keel_route_vs *v = &cfg->routing->vs[0];
+    assert_string_equal(v->hosts[0], "svc.ns1.svc.cluster.local");
+    assert_true(keel_route_vs_has_host(v, KEEL_STR("API.example.com"), NULL));
+    assert_false(keel_route_vs_has_host(v, KEEL_STR("example.com"), NULL));
+    assert_false(keel_route_vs_has_host(v, KEEL_STR("svc"), "svc.default.svc.cluster.local"));
+    const struct keel_route_match *which;
+    struct keel_http_header dbg[] = { { KEEL_STR("X-Debug"), KEEL_STR("") } };
+    struct keel_route_req r = req("GET", "/a", NULL, 0);
+    assert_string_equal(keel_route_select(v, &r, &which)->name, "no-debug");
+    r = req("GET", "/a", dbg, 1);
+    assert_null(keel_route_select(v, &r, &which));
+    r = req("GET", "/b", NULL, 0);
+    r.authority = KEEL_STR("api.example.com:8080");
+    r.port = 8080;
+    assert_string_equal(keel_route_select(v, &r, &which)->name, "auth");
+    r.port = 80;
+    assert_null(keel_route_select(v, &r, &which));
+    struct keel_config_kv sleep[] = { { "version", "v1", { 0 } }, { "app", "sleep", { 0 } } };
+    r.source_labels = sleep;
+    r.n_source_labels = 2;
+    assert_string_equal(keel_route_select(v, &r, &which)->name, "from-sleep");
+    keel_diag_fini(&d);
+    keel_config_unref(cfg);
+}
+
 static void waypoint_of_namespace(void **state)
 {
     struct keel_diag d;
@@ -249,6 +287,7 @@ int main(void)
         cmocka_unit_test(selection),
         cmocka_unit_test(gateway_binding),
         cmocka_unit_test(warnings_for_missing_things),
+        cmocka_unit_test(other_matches),
         cmocka_unit_test(waypoint_of_namespace),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
