@@ -18,7 +18,9 @@ static const char usage_text[] =
     "  --outbound ADDR             outbound listener, the app's HTTP proxy (127.0.0.1:15001; off)\n"
     "  --route HOST[:PORT]=ADDR    outbound destination (repeatable), checked before the registry\n"
     "  --config-dir DIR            Istio YAML resources, watched and reloaded (./keel.d if present)\n"
-    "  --workload NAME.NAMESPACE   the WorkloadEntry this sidecar runs for\n"
+    "  --workload NAME.NAMESPACE   the WorkloadEntry this sidecar runs for (waypoint: its Gateway)\n"
+    "  --role ROLE                 sidecar, gateway (Istio ingress: Gateway + VirtualService routes\n"
+    "                              on --outbound) or waypoint (reporter=\"waypoint\") (sidecar)\n"
     "  --telemetry on|off          istio_* metrics and Mixer rules per request (on)\n"
     "  --metric-series-limit N     series per metric before new ones are refused (10000)\n"
     "  --metric-expiry MS          drop metric series not updated for MS (0 = never)\n"
@@ -48,7 +50,7 @@ enum {
     OPT_HEADERS_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_CONNECT_TIMEOUT, OPT_UPSTREAM_TIMEOUT,
     OPT_DRAIN_TIMEOUT, OPT_MAX_HEADERS_KB, OPT_MAX_HEADERS, OPT_MAX_URI, OPT_LOG_LEVEL,
     OPT_CONFIG_DIR, OPT_WORKLOAD, OPT_TELEMETRY, OPT_SERIES_LIMIT, OPT_METRIC_EXPIRY,
-    OPT_STREAM_IDLE_TIMEOUT, OPT_MAX_CONNECTIONS,
+    OPT_STREAM_IDLE_TIMEOUT, OPT_MAX_CONNECTIONS, OPT_ROLE,
 };
 
 static const struct option options[] = {
@@ -73,6 +75,7 @@ static const struct option options[] = {
     { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
     { "config-dir", required_argument, NULL, OPT_CONFIG_DIR },
     { "workload", required_argument, NULL, OPT_WORKLOAD },
+    { "role", required_argument, NULL, OPT_ROLE },
     { "telemetry", required_argument, NULL, OPT_TELEMETRY },
     { "metric-series-limit", required_argument, NULL, OPT_SERIES_LIMIT },
     { "metric-expiry", required_argument, NULL, OPT_METRIC_EXPIRY },
@@ -111,6 +114,18 @@ int keel_cmd_proxy(int argc, char **argv)
         case OPT_ADMIN: o.admin = optarg; break;
         case OPT_CONFIG_DIR: o.config_dir = optarg; break;
         case OPT_WORKLOAD: o.workload = optarg; break;
+        case OPT_ROLE:
+            if (!strcmp(optarg, "sidecar")) {
+                o.role = KEEL_PROXY_SIDECAR;
+            } else if (!strcmp(optarg, "gateway")) {
+                o.role = KEEL_PROXY_GATEWAY;
+            } else if (!strcmp(optarg, "waypoint")) {
+                o.role = KEEL_PROXY_WAYPOINT;
+            } else {
+                fprintf(stderr, "keel proxy: --role: sidecar, gateway or waypoint\n");
+                goto out;
+            }
+            break;
         case OPT_TELEMETRY:
             if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
                 fprintf(stderr, "keel proxy: --telemetry: on or off\n");

@@ -34,6 +34,7 @@ static void config_free(struct keel_config *cfg)
     for (size_t i = 0; i < im->n_exprs; i++)
         keel_config_expr_release(im->exprs[i]);
     free(im->exprs);
+    keel_config_routing_fini(im);
     free(im->objs);
     keel_config_index_fini(&im->by_fqn);
     keel_config_index_fini(&im->by_identity);
@@ -71,8 +72,10 @@ static void load_one(struct keel_config_ctx *c, const char *name, const char *da
 
 static struct keel_config *finish(struct keel_config_ctx *c)
 {
-    if (keel_config_model(c) == 0 && c->errors == 0)
+    if (keel_config_model(c) == 0 && c->errors == 0) {
         keel_config_build_registry(c);
+        keel_config_build_routing(c);
+    }
     if (c->errors) {
         config_free(c->cfg);
         return NULL;

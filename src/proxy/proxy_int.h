@@ -12,6 +12,7 @@
 #include "proxy/peer.h"
 #include "proxy/proxy.h"
 #include "proxy/report.h"
+#include "proxy/route.h"
 #include "telemetry/engine.h"
 
 #include <pthread.h>
@@ -107,6 +108,9 @@ struct proxy_gen {
     size_t *port_base;                          /* per service: index of its first port */
     struct gen_port *ports;
     size_t n_ports;
+    struct route_gen route;                     /* VirtualService targets, waypoints (route.c) */
+    char self_ns[128];                          /* the namespace of --workload, found or not */
+    char self_name[128];                        /* ... and its name (a waypoint's Gateway) */
 };
 
 /* A worker's handle on a generation: users = requests in flight that started on it. */

@@ -111,6 +111,7 @@ static void reset_request(struct session *s)
     s->service_time[0] = '\0';
     s->peer.present = false;
     s->svc_host = s->svc_name = s->svc_ns = (struct keel_str){ NULL, 0 };
+    route_state_reset(s);
     if (s->wg != NULL) {
         worker_gen_release(s->w, s->wg);
         s->wg = NULL;
@@ -233,6 +234,7 @@ void session_close(struct session *s)
     keel_buf_release(&s->out);
     keel_buf_release(&s->head);
     keel_buf_release(&s->rhead);
+    route_state_reset(s);
     if (s->wg != NULL) {
         worker_gen_release(w, s->wg);
         s->wg = NULL;

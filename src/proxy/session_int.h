@@ -71,6 +71,7 @@ struct session {
     bool generated_id;
     struct keel_peer peer;         /* the other sidecar's identity, if it sent one */
     struct keel_str svc_host, svc_name, svc_ns; /* the destination service */
+    struct route_state rt;         /* VirtualService route, fault, retries (route.c) */
 
     /* the response */
     struct keel_buf rhead;
@@ -127,6 +128,7 @@ void session_response_timeout(struct session *s);
 bool session_http_head(struct session *s);
 bool session_http_forward(struct session *s);
 bool session_http_reply(struct session *s);
+void session_http_proceed(struct session *s); /* routed: to the upstream (after a fault delay) */
 
 /* session_tunnel.c */
 bool session_tunnel(struct session *s);
