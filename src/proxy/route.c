@@ -270,7 +270,7 @@ bool route_before_upstream(struct session *s)
     if (h->delay_ms > 0 && roll(h->delay_ppm)) {
         s->flags |= KEEL_RF_DI;
         s->phase = PH_CONNECT; /* nothing runs until the delay ends */
-        session_set_timer(s, T_BODY, BODY_IDLE_TIMEOUT_MS);
+        session_set_timer(s, T_BODY, session_stream_idle_ms(s));
         s->rt.delay.cb = on_delay;
         keel_timer_set(s->w->loop, &s->rt.delay, h->delay_ms);
         return true;
