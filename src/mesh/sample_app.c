@@ -31,6 +31,10 @@
 
 struct server {
     struct sa_app app;
+    /* Readable while every connection slot is taken and more clients wait: idle
+     * kept-alive connections then close, so a peer that pools connections (a sidecar)
+     * cannot starve new ones. */
+    int shed_fd;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int live; /* connection threads running */
@@ -408,6 +412,19 @@ static int perr_status(enum keel_http_perr k)
 
 static const struct keel_http_limits in_limits = { 65536, 8192, 100 };
 
+/* Between requests: wait for the next one, unless the app stops or sheds idle ones. */
+static int wait_idle(struct conn *c)
+{
+    struct pollfd p[3] = { { c->fd, POLLIN, 0 }, { c->srv->app.stop_fd, POLLIN, 0 },
+                           { c->srv->shed_fd, POLLIN, 0 } };
+    for (;;) {
+        int n = poll(p, 3, IDLE_TIMEOUT_MS);
+        if (n < 0 && errno == EINTR)
+            continue;
+        return n > 0 && p[0].revents && !p[1].revents && !p[2].revents ? 0 : KEEL_ECLOSED;
+    }
+}
+
 /* Serve one request. 0 to go on with the connection, negative to close it. */
 static int serve_one(struct conn *c)
 {
@@ -427,8 +444,9 @@ static int serve_one(struct conn *c)
             refuse(c, perr_status(pe.kind));
             return rc;
         }
-        rc = sa_read_more(app, c->fd, &c->in, in_limits.max_head_bytes,
-                          keel_buf_len(&c->in) ? SA_IO_TIMEOUT_MS : IDLE_TIMEOUT_MS);
+        if (keel_buf_len(&c->in) == 0 && wait_idle(c) < 0)
+            return KEEL_ECLOSED;
+        rc = sa_read_more(app, c->fd, &c->in, in_limits.max_head_bytes, SA_IO_TIMEOUT_MS);
         if (rc == KEEL_ELIMIT && keel_buf_len(&c->in) >= in_limits.max_head_bytes)
             refuse(c, 431);
         if (rc < 0)
@@ -612,16 +630,23 @@ static void serve(struct server *srv, int lfd, int sfd)
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, THREAD_STACK);
     int cap = srv->app.o->concurrency;
+    bool shedding = false;
     for (;;) {
         bool full = live(srv) >= cap;
-        struct pollfd p[2] = { { sfd, POLLIN, 0 }, { full ? -1 : lfd, POLLIN, 0 } };
-        /* at the cap, look again soon: a connection thread may have ended */
-        int n = poll(p, 2, full ? 10 : -1);
+        /* at the cap, look again soon (a connection thread may have ended), and only watch
+         * the listener until waiting clients have started the shedding */
+        struct pollfd p[2] = { { sfd, POLLIN, 0 }, { full && shedding ? -1 : lfd, POLLIN, 0 } };
+        int n = poll(p, 2, full || shedding ? 10 : -1);
         if (n < 0 && errno != EINTR)
             break;
         if (p[0].revents)
             break;
-        if (n <= 0 || !p[1].revents)
+        uint64_t v = 1;
+        if (full && !shedding && p[1].revents)
+            shedding = write(srv->shed_fd, &v, sizeof(v)) == sizeof(v);
+        else if (!full && shedding)
+            shedding = read(srv->shed_fd, &v, sizeof(v)) != sizeof(v);
+        if (full || n <= 0 || !p[1].revents)
             continue;
         while (live(srv) < cap) {
             struct keel_addr peer;
@@ -642,7 +667,7 @@ int keel_sample_app_run(const struct keel_sample_app_options *o)
     struct server *srv = keel_calloc(1, sizeof(*srv));
     struct sa_app *app = &srv->app;
     app->o = o;
-    app->stop_fd = -1;
+    app->stop_fd = srv->shed_fd = -1;
     int rc = 1, lfd = -1, sfd = -1;
     char listen[300];
     const char *port = getenv("PORT");
@@ -673,8 +698,9 @@ int keel_sample_app_run(const struct keel_sample_app_options *o)
     signal(SIGPIPE, SIG_IGN);
     sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
     app->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    srv->shed_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     lfd = keel_sock_listen(&la, false);
-    if (lfd < 0 || sfd < 0 || app->stop_fd < 0) {
+    if (lfd < 0 || sfd < 0 || app->stop_fd < 0 || srv->shed_fd < 0) {
         fprintf(stderr, "keel sample-app: cannot listen on %s: %s\n", listen, strerror(errno));
         goto out;
     }
@@ -721,6 +747,8 @@ out:
         close(sfd);
     if (app->stop_fd >= 0)
         close(app->stop_fd);
+    if (srv->shed_fd >= 0)
+        close(srv->shed_fd);
     sa_targets_fini(app);
     free(srv);
     return rc;

@@ -286,6 +286,27 @@ def test_latency_delays_each_response_without_blocking_others(app):
     slow.join()
 
 
+def test_concurrency_caps_connections_and_sheds_idle_ones(app):
+    port = app("--concurrency", "1")
+    # the one slot is busy: a second client waits until it is free
+    slow = threading.Thread(target=lambda: get(port, "/delay/600"))
+    t0 = time.monotonic()
+    slow.start()
+    time.sleep(0.1)  # let the slow request take the slot first
+    assert get(port, "/healthz")[0].status == 200
+    assert time.monotonic() - t0 >= 0.5
+    slow.join()
+    # the slot is held by an idle kept-alive connection: it is closed for the newcomer
+    idle = http.client.HTTPConnection("127.0.0.1", port, timeout=10 * SLOW)
+    idle.request("GET", "/healthz")
+    assert idle.getresponse().read() == b"ok"
+    t0 = time.monotonic()
+    assert get(port, "/healthz")[0].status == 200
+    assert time.monotonic() - t0 < 1.0 * SLOW
+    assert idle.sock.recv(1) == b""  # the server closed the idle one
+    idle.close()
+
+
 def test_sigterm_exits_zero_with_requests_in_flight(app):
     port = app()
     p = app.last
