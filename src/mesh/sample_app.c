@@ -306,6 +306,11 @@ static void route(struct conn *c, const struct keel_http_request *req, const cha
                   size_t body_len, struct answer *a)
 {
     struct keel_str path = req->target;
+    if (starts(path, "http://")) { /* absolute-form: route on the path inside */
+        const char *slash = memchr(path.p + 7, '/', path.len - 7);
+        path = slash ? (struct keel_str){ slash, path.len - (size_t)(slash - path.p) }
+                     : KEEL_STR("/");
+    }
     const char *q = memchr(path.p, '?', path.len);
     if (q != NULL)
         path.len = (size_t)(q - path.p);

@@ -139,6 +139,8 @@ def test_keepalive_pipelining_http10_and_bad_requests(app):
     s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
     assert s.recv(4096).endswith(b"ok")
     s.close()
+    out = raw_exchange(port, b"GET http://a/status/418 HTTP/1.1\r\nHost: a\r\n\r\n", shut=True)
+    assert out.startswith(b"HTTP/1.1 418 ")
     out = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n"
                              b"Transfer-Encoding: chunked\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 400 ")
@@ -361,6 +363,25 @@ def test_call_through_keel_sidecars_carries_trace_headers(app, keel):
     assert st['keel_downstream_rq_total{response_code_class="2xx"}'] == 20
     lines = kb.log_lines(10)
     assert sum("6f1c5e9a-trace-test" in l for l in lines) == 10
+
+
+def test_call_retries_once_when_the_proxy_closed_an_idle_connection(app, keel):
+    b = app("--name", "b")
+    k = keel("--route", "b.mesh:9080=127.0.0.1:%d" % b, "--idle-timeout", "300", upstream=b)
+    a = app("--call", "http://b.mesh:9080/x",
+            env=clean_env(HTTP_PROXY="http://127.0.0.1:%d" % k.outbound))
+    c = http.client.HTTPConnection("127.0.0.1", a, timeout=10 * SLOW)
+    c.request("GET", "/")
+    assert json.loads(c.getresponse().read())["calls"][0]["status"] == 200
+    # the sidecar closes A's kept-alive connection once idle; wait until it has
+    deadline = time.time() + 10 * SLOW
+    while k.stats()["keel_downstream_cx_active"] > 0:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    c.request("GET", "/")
+    r = c.getresponse()
+    assert (r.status, json.loads(r.read())["calls"][0]["status"]) == (200, 200)
+    assert k.stats()["keel_downstream_cx_total"] == 2
 
 
 def test_two_hundred_connections_through_a_chain(app):
