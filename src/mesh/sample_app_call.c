@@ -335,7 +335,8 @@ static int read_reply(const struct sa_app *app, int fd, struct reply *r, bool *g
         }
         rc = sa_read_more(app, fd, &r->raw, 65536, SA_IO_TIMEOUT_MS);
         if (rc < 0) {
-            *err = rc == KEEL_ECLOSED ? "connection closed" : rc == KEEL_ELIMIT ? "timeout or head too large" : "read error";
+            *err = rc == KEEL_ECLOSED ? "connection closed"
+                   : rc == KEEL_ELIMIT ? "timeout or head too large" : "read error";
             return rc;
         }
         *got_any = true;
