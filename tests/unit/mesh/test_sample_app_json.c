@@ -14,8 +14,9 @@ static bool valid(const char *s) { return sa_json_valid(s, strlen(s)); }
 static void test_valid_values(void **state)
 {
     const char *ok[] = {
-        "{}", "[]", "0", "-0.5e+10", "\"\"", "true", "false", "null", " {\"a\" : [1, 2.0, "
-        "{\"b\": null}], \"c\": \"\\u00e9\\n\\\"\"} \n", "[[[[[]]]]]", "\"caf\xc3\xa9\"",
+        "{}", "[]", "0", "-0.5e+10", "\"\"", "true", "false", "null", "[[[[[]]]]]",
+        " {\"a\" : [1, 2.0, {\"b\": null}], \"c\": \"\\u00e9\\n\\\"\"} \n",
+        "\"caf\xc3\xa9\"",
     };
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
         assert_true(valid(ok[i]));
