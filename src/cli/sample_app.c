@@ -21,7 +21,8 @@ static const char usage_text[] =
     "  --error-rate F      fraction 0..1 of main-page requests answered 500 (0)\n"
     "  --strict-calls      main page answers 503 when a call fails (default 200)\n"
     "  --concurrency N     connections served at once, a thread each (1024)\n"
-    "  --log               one line per request on stdout (default quiet)\n"
+    "  --log               one line per request on stdout\n"
+    "  --quiet             no request lines (the default)\n"
     "\n"
     "endpoints: /healthz, /status/CODE, /headers, /hello, /echo, /delay/MS; any other\n"
     "path (/, /productpage, /details/0 ...) is the main page: the calls, as JSON.\n";
