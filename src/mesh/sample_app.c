@@ -10,7 +10,6 @@
 #include "core/alloc.h"
 #include "core/err.h"
 #include "core/loop.h"
-#include "core/rand.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -26,7 +25,6 @@
 #include <unistd.h>
 
 #define IDLE_TIMEOUT_MS (3600 * 1000) /* a kept-alive client connection, as keel proxy's */
-#define MAX_DELAY_MS 60000
 #define THREAD_STACK (512 * 1024)
 
 struct server {
@@ -48,16 +46,6 @@ struct conn {
     struct keel_buf resp; /* the response body being built */
     struct keel_buf out;  /* head + body, as sent */
     struct sa_downs downs;
-};
-
-/* What a handler answers. */
-struct answer {
-    int status;
-    const char *ctype;
-    struct keel_str ctype_in; /* else this one, from the request */
-    const char *extra;    /* more header lines, each ending in CRLF */
-    bool close;
-    bool no_latency;      /* health checks stay fast */
 };
 
 void keel_sample_app_options_defaults(struct keel_sample_app_options *o)
@@ -142,208 +130,6 @@ int sa_read_more(const struct sa_app *app, int fd, struct keel_buf *b, size_t ma
         int rc = sa_wait(app, fd, POLLIN, timeout_ms);
         if (rc < 0)
             return rc;
-    }
-}
-
-/* ---- endpoints ---- */
-
-static const char teapot[] =
-    "\n    -=[ teapot ]=-\n\n       _...._\n     .'  _ _ `.\n    | .\"` ^ `\". _,\n"
-    "    \\_;`\"---\"`|//\n      |       ;/\n      \\_     _/\n        `\"\"\"`\n";
-
-static bool starts(struct keel_str s, const char *lit)
-{
-    size_t n = strlen(lit);
-    return s.len >= n && memcmp(s.p, lit, n) == 0;
-}
-
-/* Digits only, at most max; -1 otherwise. */
-static long number(const char *p, size_t len, long max)
-{
-    long v = 0;
-    if (len == 0 || len > 9)
-        return -1;
-    for (size_t i = 0; i < len; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return -1;
-        v = v * 10 + (p[i] - '0');
-    }
-    return v <= max ? v : -1;
-}
-
-/* httpbin's /status/{codes}: one code, or a comma list to pick from at random. */
-static void status_page(struct conn *c, struct keel_str codes, struct answer *a)
-{
-    int pick[16];
-    size_t n = 0, i = 0;
-    while (i <= codes.len && n < 16) {
-        size_t j = i;
-        while (j < codes.len && codes.p[j] != ',')
-            j++;
-        long v = number(codes.p + i, j - i, 599);
-        if (v < 200) {
-            a->status = 400;
-            a->ctype = "text/plain";
-            keel_buf_append_str(&c->resp, "invalid status code\n");
-            return;
-        }
-        pick[n++] = (int)v;
-        i = j + 1;
-    }
-    a->status = pick[keel_rand64() % n];
-    a->ctype = "text/html; charset=utf-8";
-    if (a->status == 418) {
-        a->extra = "x-more-info: http://tools.ietf.org/html/rfc2324\r\n";
-        keel_buf_append_str(&c->resp, teapot);
-    }
-}
-
-/* httpbin's /headers: {"headers": {...}}, repeated names joined by commas. */
-static void headers_page(struct conn *c, const struct keel_http_request *req, struct answer *a)
-{
-    keel_buf_append_str(&c->resp, "{\"headers\":{");
-    bool first = true;
-    for (size_t i = 0; i < req->n_headers; i++) {
-        struct keel_str n = req->headers[i].name;
-        bool seen = false;
-        for (size_t k = 0; k < i && !seen; k++)
-            seen = keel_str_caseeq(req->headers[k].name, n);
-        if (seen)
-            continue;
-        keel_buf_append_str(&c->resp, first ? "" : ",");
-        first = false;
-        sa_json_strn(&c->resp, n.p, n.len);
-        keel_buf_append_str(&c->resp, ":\"");
-        size_t mark = keel_buf_len(&c->resp);
-        for (size_t k = i; k < req->n_headers; k++) {
-            if (!keel_str_caseeq(req->headers[k].name, n))
-                continue;
-            if (keel_buf_len(&c->resp) > mark)
-                keel_buf_append_str(&c->resp, ",");
-            struct keel_str v = req->headers[k].value;
-            /* the value without its quotes: the escaped text goes inside ours */
-            size_t at = keel_buf_len(&c->resp);
-            sa_json_strn(&c->resp, v.p, v.len);
-            char *q = keel_buf_rptr(&c->resp) + at;
-            size_t qlen = keel_buf_len(&c->resp) - at;
-            memmove(q, q + 1, qlen - 2);
-            c->resp.wpos -= 2;
-        }
-        keel_buf_append_str(&c->resp, "\"");
-    }
-    keel_buf_append_str(&c->resp, "}}");
-    a->ctype = "application/json";
-}
-
-static bool forwarded(struct keel_str name)
-{
-    /* Istio's trace propagation list, plus what bookinfo's productpage carries on. */
-    static const char *const names[] = {
-        "x-request-id", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled",
-        "x-b3-flags", "x-ot-span-context", "b3", "traceparent", "tracestate",
-        "x-cloud-trace-context", "grpc-trace-bin", "sw8", "x-datadog-trace-id",
-        "x-datadog-parent-id", "x-datadog-sampling-priority", "end-user", "user-agent",
-        "cookie", "authorization", "jwt",
-    };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (keel_str_caseeq(name, keel_str_c(names[i])))
-            return true;
-    return false;
-}
-
-/* The main page: the injected fault, else every call in order. */
-static void main_page(struct conn *c, const struct keel_http_request *req, bool hello,
-                      struct answer *a)
-{
-    const struct sa_app *app = &c->srv->app;
-    const struct keel_sample_app_options *o = app->o;
-    if (o->error_rate > 0 && (double)(keel_rand64() >> 11) / 9007199254740992.0 < o->error_rate) {
-        a->status = 500;
-        a->ctype = "application/json";
-        keel_buf_append_str(&c->resp, "{\"name\":");
-        sa_json_strn(&c->resp, o->name, strlen(o->name));
-        keel_buf_append_str(&c->resp, ",\"version\":");
-        sa_json_strn(&c->resp, o->version, strlen(o->version));
-        keel_buf_append_str(&c->resp, ",\"path\":");
-        sa_json_strn(&c->resp, req->target.p, req->target.len);
-        keel_buf_append_str(&c->resp, ",\"error\":\"injected fault (--error-rate)\"}");
-        return;
-    }
-    struct sa_forward fw = { .n = 0 };
-    for (size_t i = 0; i < req->n_headers && fw.n < sizeof(fw.h) / sizeof(fw.h[0]); i++) {
-        if (!forwarded(req->headers[i].name))
-            continue;
-        fw.h[fw.n++] = req->headers[i];
-        fw.has_user_agent |= keel_str_caseeq(req->headers[i].name, KEEL_STR("user-agent"));
-    }
-    int failed = 0;
-    if (hello) {
-        /* helloworld's answer; calls, if any, follow as one JSON line */
-        a->ctype = "text/plain";
-        keel_buf_printf(&c->resp, "Hello version: %s, instance: %s\n", o->version, app->instance);
-        if (o->n_calls > 0) {
-            failed = sa_calls_run(app, &c->downs, &fw, &c->resp);
-            keel_buf_append_str(&c->resp, "\n");
-        }
-    } else {
-        a->ctype = "application/json";
-        keel_buf_append_str(&c->resp, "{\"name\":");
-        sa_json_strn(&c->resp, o->name, strlen(o->name));
-        keel_buf_append_str(&c->resp, ",\"version\":");
-        sa_json_strn(&c->resp, o->version, strlen(o->version));
-        keel_buf_append_str(&c->resp, ",\"instance\":");
-        sa_json_strn(&c->resp, app->instance, strlen(app->instance));
-        keel_buf_append_str(&c->resp, ",\"path\":");
-        sa_json_strn(&c->resp, req->target.p, req->target.len);
-        keel_buf_append_str(&c->resp, ",\"calls\":");
-        failed = sa_calls_run(app, &c->downs, &fw, &c->resp);
-        keel_buf_append_str(&c->resp, "}");
-    }
-    a->status = o->strict_calls && failed > 0 ? 503 : 200;
-}
-
-static void route(struct conn *c, const struct keel_http_request *req, const char *body,
-                  size_t body_len, struct answer *a)
-{
-    struct keel_str path = req->target;
-    if (starts(path, "http://")) { /* absolute-form: route on the path inside */
-        const char *slash = memchr(path.p + 7, '/', path.len - 7);
-        path = slash ? (struct keel_str){ slash, path.len - (size_t)(slash - path.p) }
-                     : KEEL_STR("/");
-    }
-    const char *q = memchr(path.p, '?', path.len);
-    if (q != NULL)
-        path.len = (size_t)(q - path.p);
-    a->status = 200;
-    if (keel_str_eq(path, KEEL_STR("/healthz")) || keel_str_eq(path, KEEL_STR("/health"))) {
-        a->ctype = "text/plain";
-        a->no_latency = true;
-        keel_buf_append_str(&c->resp, "ok");
-    } else if (starts(path, "/status/")) {
-        status_page(c, (struct keel_str){ path.p + 8, path.len - 8 }, a);
-    } else if (keel_str_eq(path, KEEL_STR("/headers"))) {
-        headers_page(c, req, a);
-    } else if (keel_str_eq(path, KEEL_STR("/echo"))) {
-        /* podinfo's echo: the body back, under the type it came with */
-        a->ctype = "text/plain";
-        for (size_t i = 0; i < req->n_headers; i++)
-            if (keel_str_caseeq(req->headers[i].name, KEEL_STR("content-type")))
-                a->ctype_in = req->headers[i].value;
-        keel_buf_append(&c->resp, body, body_len);
-    } else if (starts(path, "/delay/")) {
-        long ms = number(path.p + 7, path.len - 7, MAX_DELAY_MS);
-        if (ms < 0) {
-            a->status = 400;
-            a->ctype = "text/plain";
-            keel_buf_append_str(&c->resp, "want /delay/MS, MS at most 60000\n");
-            return;
-        }
-        if (sa_sleep(&c->srv->app, ms) < 0)
-            a->close = true;
-        a->ctype = "application/json";
-        keel_buf_printf(&c->resp, "{\"delay_ms\":%ld}", ms);
-    } else {
-        main_page(c, req, keel_str_eq(path, KEEL_STR("/hello")), a);
     }
 }
 
@@ -515,10 +301,10 @@ static int serve_one(struct conn *c)
     size_t body_len = m.body == KEEL_HTTP_BODY_CHUNKED ? keel_buf_len(&c->body)
                                                        : msg_len - head_len;
 
-    struct answer a = { 0 };
+    struct sa_answer a = { 0 };
     keel_buf_consume(&c->resp, keel_buf_len(&c->resp));
     keel_buf_consume(&c->out, keel_buf_len(&c->out));
-    route(c, &req, body, body_len, &a);
+    sa_route(app, &c->downs, &c->resp, &req, body, body_len, &a);
     if (app->o->latency_ms > 0 && !a.no_latency && sa_sleep(app, app->o->latency_ms) < 0)
         a.close = true;
     bool keep = !m.conn_close && !a.close;

@@ -1,6 +1,7 @@
 /* What the sample-app files share (names prefixed sa_: the mesh folder links with the
  * mesh runner's files).
- *   sample_app.c        listener, signals, a thread per connection, requests, endpoints
+ *   sample_app.c        listener, signals, a thread per connection, the request loop
+ *   sample_app_pages.c  the endpoints
  *   sample_app_call.c   the main page's downstream calls and their JSON rendering */
 #ifndef KEEL_MESH_SAMPLE_APP_INT_H
 #define KEEL_MESH_SAMPLE_APP_INT_H
@@ -65,6 +66,21 @@ int sa_send_all(const struct sa_app *app, int fd, const char *p, size_t len);
 /* Read more into b (at most `max` bytes kept); bytes read (> 0), or KEEL_ECLOSED at EOF /
  * stop, KEEL_ELIMIT when b would exceed max or on timeout, KEEL_EIO. */
 int sa_read_more(const struct sa_app *app, int fd, struct keel_buf *b, size_t max, int timeout_ms);
+
+/* What a handler answers. */
+struct sa_answer {
+    int status;
+    const char *ctype;
+    struct keel_str ctype_in; /* else this one, from the request */
+    const char *extra;    /* more header lines, each ending in CRLF */
+    bool close;
+    bool no_latency;      /* health checks stay fast */
+};
+
+/* Answer one request: the body into resp, the rest into a. */
+void sa_route(const struct sa_app *app, struct sa_downs *downs, struct keel_buf *resp,
+              const struct keel_http_request *req, const char *body, size_t body_len,
+              struct sa_answer *a);
 
 int sa_targets_init(struct sa_app *app);
 void sa_targets_fini(struct sa_app *app);
