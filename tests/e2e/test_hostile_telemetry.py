@@ -16,6 +16,11 @@ import urllib.request
 
 from conftest import KEEL, ROOT, WRAPPER, http_get, raw_exchange
 
+# Sanitizer builds (make test-asan) carry shadow memory and quarantine: RSS bounds are for
+# the real build; everything else is checked on every build.
+with open(KEEL, "rb") as _f:
+    SANITIZED = b"__asan_init" in _f.read()
+
 # Lint remarks promtool makes on Istio's canonical names (not parse errors)
 ISTIO_LINT_EXCEPTIONS = ("istio_request_duration_milliseconds use base unit",
                          "istio_requests_total", "istio_request_bytes", "istio_response_bytes",
@@ -262,7 +267,7 @@ def test_cardinality_attack_keeps_memory_and_scrape_bounded(keel, backend):
     assert overflow is not None and overflow >= names - limit
     # bounded scrape: per series ~25 labels, histograms (3 x 22 lines) and the counter
     assert len(body) < limit * 70 * 800, len(body)
-    if not WRAPPER:
+    if not WRAPPER and not SANITIZED:
         peak = rss_peak_kb(k.proc.p.pid)
         assert peak < 60 * 1024, "peak RSS %d KiB" % peak
 
@@ -295,4 +300,5 @@ def test_yaml_alias_bomb_is_refused_fast(tmp_path):
         assert "error: YAML aliases expand to more than" in out, out
         if not WRAPPER:
             assert secs < 1.0, secs
+        if not WRAPPER and not SANITIZED:
             assert rss < 64 * 1024, rss
