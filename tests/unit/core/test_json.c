@@ -36,7 +36,11 @@ static void plain_and_specials(void **state)
     assert_string_equal(ESC("\n\r\t\b\f"), "\"\\n\\r\\t\\b\\f\"");
     /* a long clean run, then a special past the 8-byte fast path */
     assert_string_equal(ESC("0123456789abcdef\"x"), "\"0123456789abcdef\\\"x\"");
-    keel_json_str(&(struct keel_buf){ 0 }, NULL); /* NULL is "" (no crash) */
+    struct keel_buf b = { 0 };
+    keel_json_str(&b, NULL); /* NULL is "" */
+    assert_int_equal(keel_buf_len(&b), 2);
+    assert_memory_equal(keel_buf_rptr(&b), "\"\"", 2);
+    keel_buf_release(&b);
     keel_buf_pool_drain();
 }
 
