@@ -51,7 +51,8 @@ struct listener_spec {
     X(upstream_rq_no_endpoint, "Requests for a service without endpoints")     \
     X(tcp_cx_total, "TCP proxy connections")                                  \
     X(tcp_bytes_received, "TCP proxy bytes from downstream")                  \
-    X(tcp_bytes_sent, "TCP proxy bytes to downstream")
+    X(tcp_bytes_sent, "TCP proxy bytes to downstream")                     \
+    X(peer_metadata_rejected, "Peer metadata headers refused as invalid")
 
 struct proxy_stats {
 #define X(name, help) atomic_uint_fast64_t name;
