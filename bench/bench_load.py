@@ -1,5 +1,6 @@
 """Load for proxy-bench: wrk (closed loop, max throughput), h2load at a fixed request
 rate, idle keep-alive connections, and a one-connection request loop for callgrind."""
+import json
 import os
 import re
 import resource
@@ -47,52 +48,20 @@ def run_wrk(url, host, conns, threads, duration, cpu, latency=True):
     return parse_wrk(out)
 
 
-# ---- fixed rate: h2load --rps over HTTP/1.1 ----
+# ---- fixed rate: bench/paced_load.c ----
 
-def run_fixed_rate(url, host, rate, conns, duration_s, warmup_s, cpu, log_path):
-    """h2load -c conns --rps rate/conns for duration_s; latency percentiles from its
-    per-request log (h2load's summary has no percentiles). Latency is measured from the
-    send of each request, paced per connection, so a stall shows in the next requests."""
-    per_conn = max(1, rate // conns)
-    argv = ["taskset", "-c", str(cpu), "h2load", "--h1", "-t1", f"-c{conns}",
-            f"--rps={per_conn}", f"-D{duration_s}", f"--warm-up-time={warmup_s}",
-            f"--log-file={log_path}"]
-    if host:
-        argv += ["-H", f":authority: {host}"]
-    out = subprocess.run(argv + [url], capture_output=True, text=True, check=True).stdout
-    lat_us, bad = [], 0
-    with open(log_path) as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) < 3:
-                continue
-            if not parts[1].startswith("2"):
-                bad += 1
-            lat_us.append(int(parts[2]))
-    lat_us.sort()
-    m = re.search(r"finished in ([\d.]+)(us|ms|s|m), ([\d.]+) req/s", out)
-    return {
-        "target_rps": per_conn * conns,
-        "achieved_rps": float(m.group(3)) if m else None,
-        "requests": len(lat_us),
-        "errors": bad + _h2load_errors(out),
-        "p50_ms": _pct(lat_us, 50) / 1e3,
-        "p99_ms": _pct(lat_us, 99) / 1e3,
-        "p999_ms": _pct(lat_us, 99.9) / 1e3,
-        "max_ms": lat_us[-1] / 1e3 if lat_us else None,
-    }
-
-
-def _h2load_errors(out):
-    m = re.search(r"requests: .*? (\d+) failed, (\d+) errored, (\d+) timeout", out)
-    return sum(int(x) for x in m.groups()) if m else 0
-
-
-def _pct(sorted_values, pct):
-    if not sorted_values:
-        return float("nan")
-    i = min(len(sorted_values) - 1, int(round(pct / 100.0 * (len(sorted_values) - 1))))
-    return sorted_values[i]
+def run_fixed_rate(paced_load, port, host, rate, conns, duration_s, warmup_s, cpu):
+    """paced_load: requests evenly spaced at `rate`, latency from when each was due
+    (h2load --rps fires every connection's timer at once and measures its own bursts)."""
+    argv = ["taskset", "-c", str(cpu), paced_load, str(port), str(rate), str(conns),
+            str(duration_s), str(warmup_s), host or "bench"]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    r = json.loads(out)
+    r["target_rps"] = rate
+    for k in ("p50", "p90", "p99", "p999", "max"):
+        r[f"{k}_ms"] = r.pop(f"{k}_us") / 1e3
+    r["errors"] += r["unanswered"]
+    return r
 
 
 # ---- plain sockets: idle keep-alive connections and a request loop ----

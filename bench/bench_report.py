@@ -53,12 +53,12 @@ def print_extras(x):
               f"perf stat: {c['perf_stat']}")
     if "fixed_rate" in x:
         f = x["fixed_rate"]
-        print(f"\nfixed rate {f['rate']} req/s ({f['conns']} connections, h2load --rps, "
-              f"{f['duration_s']} s):")
+        print(f"\nfixed rate {f['rate']} req/s ({f['conns']} connections, paced_load, "
+              f"{f['duration_s']} s, medians):")
         for name in ("direct", "keel-d"):
             r = f[name]
             print(f"  {name:8} p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
-                  f"p99.9 {r['p999_ms']:.3f} ms  errors {r['errors']}")
+                  f"p99.9 {r['p999_ms']:.3f} ms  errors {r['errors']}  other {r['other_pct']:.0f}%")
         print(f"  two keel hops add {f['p99_added_ms']:.3f} ms at p99 "
               f"({f['p99_ratio']:.2f}x direct)")
 
