@@ -58,7 +58,8 @@ def print_extras(x):
         for name in ("direct", "keel-d"):
             r = f[name]
             print(f"  {name:8} p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
-                  f"p99.9 {r['p999_ms']:.3f} ms  errors {r['errors']}  other {r['other_pct']:.0f}%")
+                  f"p99.9 {r['p999_ms']:.3f} ms  non-2xx {r['errors']}  unanswered {r['unanswered']}  "
+                  f"other {r['other_pct']:.0f}%")
         print(f"  two keel hops add {f['p99_added_ms']:.3f} ms at p99 "
               f"({f['p99_ratio']:.2f}x direct)")
 
@@ -92,7 +93,8 @@ def plot(doc, png):
     os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
     s = doc["settings"]
     title = (f"proxy-bench {doc['started'][:10]}: wrk -c{s['conns']} -d{s['duration']}, "
-             f"median of {s['rounds']}, proxy alone on one core")
+             f"median of {s['rounds']}, proxy alone on one core; other CPU load up to "
+             f"{max(r['other_pct_max'] for r in doc['targets'].values()):.0f}% of a core")
     with tempfile.TemporaryDirectory() as d:
         dat = os.path.join(d, "bench.dat")
         with open(dat, "w") as f:

@@ -6,7 +6,8 @@
  * timers together, which measures its own bursts). A due request goes out on an idle
  * keep-alive connection to 127.0.0.1:PORT; when none is idle it waits in order, and its
  * latency still counts from when it was due (no coordinated omission, as wrk2). Prints
- * one JSON object: requests, errors, achieved rate, p50/p90/p99/p99.9/max in microseconds.
+ * one JSON object: requests answered, errors (non-2xx), unanswered (still in flight 2 s
+ * after the last was due), achieved rate, p50/p90/p99/p99.9/max in microseconds.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
