@@ -39,6 +39,8 @@ def parse_wrk(out):
     r["non2xx"] = int(m.group(1)) if m else 0
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     r["sockerr"] = sum(int(x) for x in m.groups()) if m else 0
+    r["sockerr_detail"] = dict(zip(("connect", "read", "write", "timeout"),
+                                   (int(x) for x in m.groups()))) if m else {}
     return r
 
 

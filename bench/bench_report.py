@@ -57,11 +57,12 @@ def print_extras(x):
               f"{f['duration_s']} s, medians):")
         for name in ("direct", "keel-d"):
             r = f[name]
-            print(f"  {name:8} p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
+            print(f"  {name:8} p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms "
+                  f"(best round {r['p99_best_ms']:.3f})  "
                   f"p99.9 {r['p999_ms']:.3f} ms  non-2xx {r['errors']}  unanswered {r['unanswered']}  "
                   f"other {r['other_pct']:.0f}%")
         print(f"  two keel hops add {f['p99_added_ms']:.3f} ms at p99 "
-              f"({f['p99_ratio']:.2f}x direct)")
+              f"({f['p99_ratio']:.2f}x direct); best rounds: {f['p99_best_added_ms']:+.3f} ms")
 
 
 def write_json(doc, path):
