@@ -81,6 +81,7 @@ set style fill solid 0.8 border -1
 set boxwidth 0.7
 set grid ytics
 set yrange [0:*]
+set offsets 0, 0, graph 0.1, 0
 unset key
 set ylabel "CPU us / request (lower is better)"
 plot '{dat}' using 2:xtic(1) lc rgb "#4c72b0", '' using 0:2:(sprintf("%.2f",$2)) with labels offset 0,0.7 notitle
