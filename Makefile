@@ -96,6 +96,19 @@ clean:
 
 -include $(LIB_OBJ:.o=.d) $(BUILD)/src/cli/main.d
 
+# ---- proxy benchmark: keel beside nginx and HAProxy, see bench/README.md ----
+# Knobs from the environment: ROUNDS, DURATION, CONNS, TARGETS, OUT_JSON, OUT_PNG, ...
+.PHONY: bench-quick
+bench: all $(BUILD)/bench/paced_load
+	KEEL=$(BUILD)/keel PACED_LOAD=$(BUILD)/bench/paced_load bench/proxy-bench
+
+bench-quick: all $(BUILD)/bench/paced_load
+	ROUNDS=1 DURATION=3s KEEL=$(BUILD)/keel PACED_LOAD=$(BUILD)/bench/paced_load bench/proxy-bench
+
+$(BUILD)/bench/paced_load: bench/paced_load.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -O2 $(WARN) -o $@ $<
+
 # Access-log render micro-benchmark: ns per line of Istio's default text format.
 .PHONY: bench-accesslog
 bench-accesslog: $(BUILD)/bench/accesslog_bench

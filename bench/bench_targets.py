@@ -1,0 +1,271 @@
+"""The servers proxy-bench measures: the nginx backend, nginx and HAProxy as reverse
+proxies, and keel in four setups. Each target's start() writes its config into the run's
+temp dir, starts the server(s) pinned to a CPU, waits until a request through it answers
+the backend's body, and returns a Running record (processes, URL, Host header, logs)."""
+import os
+import shutil
+
+import bench_procs as procs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BODY = "hello\n"
+
+
+class Running:
+    def __init__(self, name, proc_list, port, logs, host=None, metrics=(), stdout_log=None):
+        self.name = name
+        self.procs = proc_list          # the processes whose CPU and memory are measured
+        self.port = port
+        self.host = host                # Host header to send (None: 127.0.0.1:port)
+        self.logs = logs                # access-log files, one line per request each
+        self.metrics = list(metrics)    # (url, text that must appear) checked after the run
+        self.stdout_log = stdout_log    # keel (c): the stdio handler's JSON lines
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/"
+
+    def pids(self):
+        return [p.pid for p in self.procs]
+
+    def stop(self):
+        for p in reversed(self.procs):
+            procs.stop(p)
+
+
+def _write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def _start_ready(name, tmp, argv_list, cpu, port, logs, host=None, metrics=(),
+                 stdout_to=None, stdout_log=None):
+    """Start each argv (last one is the front) and wait until the front answers."""
+    started = []
+    for i, argv in enumerate(argv_list):
+        tag = f"{name}.{i}"
+        out = stdout_to[i] if stdout_to and stdout_to[i] else os.path.join(tmp, tag + ".out")
+        started.append(procs.start(argv, cpu, out, os.path.join(tmp, tag + ".err"), tmp))
+    run = Running(name, started, port, logs, host, metrics, stdout_log)
+    try:
+        procs.wait_http(run.url, started, host=host)
+    except Exception:
+        run.stop()
+        raise
+    return run
+
+
+# ---- the backend: nginx, 1 worker, a small 200 body, no access log ----
+
+def nginx_backend_conf(tmp, name, port):
+    d = os.path.join(tmp, name)
+    os.makedirs(d, exist_ok=True)
+    return _write(os.path.join(d, "nginx.conf"), f"""
+daemon off; master_process on; worker_processes 1; worker_rlimit_nofile 20000;
+pid {d}/nginx.pid; error_log {d}/error.log warn;
+events {{ worker_connections 20000; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};
+  uwsgi_temp_path {d}; scgi_temp_path {d};
+  keepalive_requests 1000000000; keepalive_timeout 300s;
+  server {{
+    listen 127.0.0.1:{port} reuseport backlog=4096;
+    location / {{ default_type text/plain; return 200 "{BODY.strip()}\\n"; }}
+  }}
+}}
+""")
+
+
+def start_backend(tmp, cpu, name="backend"):
+    port = procs.free_port()
+    conf = nginx_backend_conf(tmp, name, port)
+    return _start_ready(name, tmp, [["nginx", "-p", tmp, "-c", conf]], cpu, port, [])
+
+
+# ---- peers ----
+
+def start_nginx(tmp, cpu, backend_port, conns, idle_conns=0):
+    d = os.path.join(tmp, "nginx")
+    os.makedirs(d, exist_ok=True)
+    port, status_port = procs.free_port(), procs.free_port()
+    log = os.path.join(d, "access.log")
+    open(log, "w").close()
+    wc = max(1024, 2 * conns + 256, idle_conns + 1024)
+    conf = _write(os.path.join(d, "nginx.conf"), f"""
+daemon off; master_process on; worker_processes 1; worker_rlimit_nofile 20000;
+pid {d}/nginx.pid; error_log {d}/error.log warn;
+events {{ worker_connections {wc}; }}
+http {{
+  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};
+  uwsgi_temp_path {d}; scgi_temp_path {d};
+  log_format bench '$remote_addr - $remote_user [$time_local] "$request" $status '
+                   '$body_bytes_sent "$http_referer" "$http_user_agent" rt=$request_time '
+                   'urt=$upstream_response_time';
+  access_log {log} bench;
+  keepalive_requests 1000000000; keepalive_timeout 300s;
+  upstream app {{ server 127.0.0.1:{backend_port}; keepalive {max(64, conns)};
+                 keepalive_requests 1000000000; }}
+  server {{
+    listen 127.0.0.1:{port} reuseport backlog=4096;
+    location / {{ proxy_pass http://app; proxy_http_version 1.1;
+                 proxy_set_header Connection ""; }}
+  }}
+  server {{
+    listen 127.0.0.1:{status_port};
+    location / {{ stub_status; access_log off; }}
+  }}
+}}
+""")
+    return _start_ready("nginx", tmp, [["nginx", "-p", tmp, "-c", conf]], cpu, port, [log],
+                        metrics=[(f"http://127.0.0.1:{status_port}/", "Active connections")])
+
+
+def start_haproxy(tmp, cpu, backend_port, conns, idle_conns=0):
+    d = os.path.join(tmp, "haproxy")
+    os.makedirs(d, exist_ok=True)
+    port, prom_port = procs.free_port(), procs.free_port()
+    log = os.path.join(d, "access.log")
+    conf = _write(os.path.join(d, "haproxy.cfg"), f"""
+global
+  nbthread 1
+  log stdout format raw local0
+defaults
+  mode http
+  log global
+  option httplog
+  timeout connect 5s
+  timeout client 300s
+  timeout server 30s
+  timeout http-keep-alive 300s
+frontend bench
+  bind 127.0.0.1:{port}
+  default_backend app
+frontend prometheus
+  bind 127.0.0.1:{prom_port}
+  no log
+  http-request use-service prometheus-exporter if {{ path /metrics }}
+backend app
+  server app1 127.0.0.1:{backend_port}
+""")
+    return _start_ready("haproxy", tmp, [["haproxy", "-f", conf]], cpu, port, [log],
+                        metrics=[(f"http://127.0.0.1:{prom_port}/metrics",
+                                  "haproxy_process_")],
+                        stdout_to=[log])
+
+
+# ---- keel ----
+
+KEEL_SEEDS = ("examples/seeds/000-newlog-stdio.yaml", "examples/seeds/001-doublerequestcount.yaml")
+KEEL_VARIANTS = {
+    "keel-a": "access log only (--telemetry off)",
+    "keel-b": "standard metrics + access log (config dir: Service + WorkloadEntry)",
+    "keel-c": "(b) + Mixer rules of seeds 000 (stdio JSON log) and 001 (double count)",
+    "keel-d": "two sidecars (b): outbound -> inbound -> backend, both on the proxy core",
+}
+
+
+def keel_config_dir(tmp, name, seeds):
+    """bench/telemetry.d (the sidecar's Service + WorkloadEntry) plus the given seeds."""
+    d = os.path.join(tmp, name + ".d")
+    os.makedirs(d, exist_ok=True)
+    shutil.copy(os.path.join(REPO, "bench/telemetry.d/registry.yaml"), d)
+    for s in seeds:
+        shutil.copy(os.path.join(REPO, s), d)
+    return d
+
+
+def _keel_argv(keel, admin_port, log, extra):
+    return [keel, "proxy", "--concurrency", "1", "--admin", f"127.0.0.1:{admin_port}",
+            "--access-log", log, "--log-level", "warning"] + extra
+
+
+def start_keel(tmp, cpu, backend_port, variant, keel):
+    if variant == "keel-d":
+        return start_keel_two_hops(tmp, cpu, backend_port, keel)
+    port, admin = procs.free_port(), procs.free_port()
+    log = os.path.join(tmp, variant + ".access.log")
+    extra = ["--inbound", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{backend_port}",
+             "--outbound", "off"]
+    stdout = None
+    want = "istio_requests_total"
+    if variant == "keel-a":
+        extra += ["--telemetry", "off"]
+        want = "keel_"
+    else:
+        seeds = KEEL_SEEDS if variant == "keel-c" else ()
+        extra += ["--telemetry", "on", "--workload", "hello-v1.default",
+                  "--config-dir", keel_config_dir(tmp, variant, seeds)]
+        if variant == "keel-c":
+            stdout = [os.path.join(tmp, "keel-c.stdio.jsonl")]
+            want = "istio_double_request_count"
+    metrics = [(f"http://127.0.0.1:{admin}/stats/prometheus", want)]
+    return _start_ready(variant, tmp, [_keel_argv(keel, admin, log, extra)], cpu, port,
+                        [log], metrics=metrics, stdout_to=stdout,
+                        stdout_log=stdout[0] if stdout else None)
+
+
+def two_hop_registry(tmp, inbound_port):
+    """Service hello:80 whose WorkloadEntry's port is the inbound sidecar, and the client's."""
+    d = os.path.join(tmp, "keel-d.d")
+    os.makedirs(d, exist_ok=True)
+    _write(os.path.join(d, "registry.yaml"), f"""apiVersion: v1
+kind: Service
+metadata: {{name: hello, namespace: default}}
+spec:
+  selector: {{app: hello}}
+  ports: [{{name: http, port: 80}}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: hello-v1, namespace: default}}
+spec:
+  address: 127.0.0.1
+  ports: {{http: {inbound_port}}}
+  labels: {{app: hello, version: v1}}
+  serviceAccount: hello
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: client-v1, namespace: default}}
+spec:
+  address: 127.0.0.1
+  labels: {{app: client, version: v1}}
+  serviceAccount: client
+""")
+    return d
+
+
+def start_keel_two_hops(tmp, cpu, backend_port, keel):
+    out_port, in_port = procs.free_port(), procs.free_port()
+    out_admin, in_admin = procs.free_port(), procs.free_port()
+    cfg = two_hop_registry(tmp, in_port)
+    in_log = os.path.join(tmp, "keel-d.inbound.access.log")
+    out_log = os.path.join(tmp, "keel-d.outbound.access.log")
+    inbound = _keel_argv(keel, in_admin, in_log, [
+        "--inbound", f"127.0.0.1:{in_port}", "--upstream", f"127.0.0.1:{backend_port}",
+        "--outbound", "off", "--workload", "hello-v1.default", "--config-dir", cfg])
+    outbound = _keel_argv(keel, out_admin, out_log, [
+        "--inbound", "off", "--outbound", f"127.0.0.1:{out_port}",
+        "--workload", "client-v1.default", "--config-dir", cfg])
+    metrics = [(f"http://127.0.0.1:{in_admin}/stats/prometheus", 'reporter="destination"'),
+               (f"http://127.0.0.1:{out_admin}/stats/prometheus", 'reporter="source"')]
+    return _start_ready("keel-d", tmp, [inbound, outbound], cpu, out_port,
+                        [out_log, in_log], host="hello:80", metrics=metrics)
+
+
+PROXIES = ("nginx", "haproxy", "keel-a", "keel-b", "keel-c", "keel-d")
+ALL_TARGETS = ("direct",) + PROXIES
+
+
+def start_target(name, tmp, cfg, backend):
+    """Start target `name` on the proxy CPU in front of `backend` (not for 'direct')."""
+    cpu = cfg["proxy_cpu"]
+    if name == "nginx":
+        return start_nginx(tmp, cpu, backend.port, cfg["conns"])
+    if name == "haproxy":
+        return start_haproxy(tmp, cpu, backend.port, cfg["conns"])
+    if name.startswith("keel-"):
+        return start_keel(tmp, cpu, backend.port, name, cfg["keel"])
+    raise ValueError(f"unknown target {name}")
