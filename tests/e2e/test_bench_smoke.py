@@ -1,0 +1,28 @@
+"""`make bench`'s harness, run short: every keel target starts, serves wrk without errors,
+logs every request, and answers its metrics check; the JSON and the plot are written.
+(The figures themselves are for `make bench` on a quiet machine, not for a test.)"""
+import json
+import os
+import subprocess
+
+from conftest import ROOT
+
+
+def test_bench_harness_runs_every_keel_target(tmp_path):
+    out_json, out_png = tmp_path / "bench.json", tmp_path / "bench.png"
+    env = dict(os.environ, ROUNDS="1", DURATION="1s", WARMUP="1s", EXTRAS="",
+               TARGETS="keel-a keel-b keel-c keel-d", OUT_JSON=str(out_json), OUT_PNG=str(out_png),
+               KEEL=os.path.join(ROOT, os.environ.get("KEEL_BIN", "build/keel")))
+    p = subprocess.run([os.path.join(ROOT, "bench", "proxy-bench")], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    figures = json.loads(out_json.read_text())["targets"]
+    assert set(figures) == {"keel-a", "keel-b", "keel-c", "keel-d"}
+    for name, f in figures.items():
+        assert f["non2xx"] == 0 and f["sockerr"] == 0, (name, f)
+        assert f["log_per_req"] >= 0.99, (name, f)
+        assert f["cpu_us_per_req"] > 0, (name, f)
+        for r in f["rounds"]:
+            assert r["metrics_fail"] == [], (name, r)
+    assert figures["keel-c"]["mixer_lines_per_req"] >= 0.99
+    assert out_png.stat().st_size > 1000
