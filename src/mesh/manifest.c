@@ -359,8 +359,9 @@ static int read_path(struct keel_mesh_manifest *m, const char *path, int depth, 
         char *full = keel_alloc(l);
         snprintf(full, l, "%s/%s", path, e->d_name);
         struct stat es;
+        /* like kubectl apply -f DIR: the dir's own files, not its subdirectories */
         bool dir = stat(full, &es) == 0 && S_ISDIR(es.st_mode);
-        if ((dir && depth == 0) || (!dir && yaml_name(e->d_name)))
+        if (!dir && yaml_name(e->d_name))
             *GROW(names, n) = full;
         else
             free(full);

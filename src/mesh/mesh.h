@@ -74,7 +74,7 @@ struct keel_mesh_manifest {
     bool has_ingress; /* a networking.istio.io Gateway selecting istio: ingressgateway */
 };
 
-/* Read files and directories (*.yaml, *.yml, sorted, recursively one level). 0, or -1
+/* Read files and directories (their *.yaml, *.yml files, sorted; not subdirectories). 0, or -1
  * with every problem in diag as FILE:LINE:COL: error: ... */
 int keel_mesh_manifest_read(struct keel_mesh_manifest *m, const char *const *paths, size_t n,
                             struct keel_diag *diag);
