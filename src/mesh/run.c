@@ -177,12 +177,10 @@ static bool comp_ready(const struct keel_mesh_comp *c)
     return true;
 }
 
-static void print_table(const struct keel_mesh_plan *p, double took, size_t ready)
+static void print_table(const struct keel_mesh_plan *p)
 {
-    clear_line();
-    printf("keel mesh: %zu/%zu processes ready in %.2f s; config dir %s, logs in %s\n\n", ready, p->n_comps, took,
-           p->config_dir, p->log_dir);
-    printf("%-28s %-40s %-16s %-13s %s\n", "COMPONENT", "WORKLOAD", "APP", "SIDECAR in/out", "ADMIN");
+    printf("keel mesh: %zu processes; config dir %s, logs in %s\n\n", p->n_comps, p->config_dir, p->log_dir);
+    printf("%-32s %-36s %-16s %-14s %s\n", "COMPONENT", "WORKLOAD", "APP", "SIDECAR in/out", "ADMIN");
     for (size_t i = 0; i < p->n_comps; i++) {
         const struct keel_mesh_comp *c = &p->comps[i];
         char app[32] = "-", ports[32] = "-", admin[48] = "-", kind[300];
@@ -203,7 +201,7 @@ static void print_table(const struct keel_mesh_plan *p, double took, size_t read
                 snprintf(ports, sizeof(ports), "-/%d", px->outbound);
             snprintf(admin, sizeof(admin), "http://127.0.0.1:%d", px->admin);
         }
-        printf("%-28s %-40s %-16s %-13s %s\n", kind, c->workload, app, ports, admin);
+        printf("%-32s %-36s %-16s %-14s %s\n", kind, c->workload, app, ports, admin);
     }
     if (p->gateway_port)
         printf("\nGW_URL=http://127.0.0.1:%d\n", p->gateway_port);
@@ -280,6 +278,7 @@ int keel_mesh_run(struct keel_mesh_plan *p, double for_seconds)
     double t0 = now(), deadline = for_seconds > 0 ? t0 + for_seconds : 0, last_line = 0;
     for (size_t i = 0; i < p->n_comps; i++)
         spawn(&p->comps[i], &old);
+    print_table(p);
     if (keel_mesh_state_write(p) < 0)
         fprintf(stderr, "keel mesh: warning: cannot write %s/mesh.state: %s\n", p->state_dir, strerror(errno));
     bool *ready = calloc(p->n_comps + 1, sizeof(bool));
@@ -316,11 +315,18 @@ int keel_mesh_run(struct keel_mesh_plan *p, double for_seconds)
                     ready[i] = true;
                     n_ready++;
                 }
-            if (n_ready == p->n_comps || t - t0 >= READY_WAIT_S) {
-                print_table(p, t - t0, n_ready);
-                if (n_ready < p->n_comps)
-                    printf("keel mesh: warning: %zu component%s not ready after %.0f s (see their logs)\n",
-                           p->n_comps - n_ready, p->n_comps - n_ready == 1 ? "" : "s", READY_WAIT_S);
+            if (n_ready == p->n_comps) {
+                clear_line();
+                printf("keel mesh: %zu/%zu ready in %.2f s\n", n_ready, p->n_comps, t - t0);
+                fflush(stdout);
+                announced = true;
+            } else if (t - t0 >= READY_WAIT_S) {
+                clear_line();
+                printf("keel mesh: warning: not ready after %.0f s:", READY_WAIT_S);
+                for (size_t i = 0; i < p->n_comps; i++)
+                    if (!ready[i])
+                        printf(" %s", p->comps[i].name);
+                printf(" (see their logs)\n");
                 fflush(stdout);
                 announced = true;
             }
