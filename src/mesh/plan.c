@@ -191,7 +191,7 @@ static void proxy_argv(struct keel_mesh_comp *c, const struct keel_mesh_plan *p,
 }
 
 static int add_replica(struct keel_mesh_plan *p, const struct keel_mesh_manifest *m,
-                       const struct keel_mesh_deploy *d, int i, const struct keel_mesh_opts *o)
+                       const struct keel_mesh_deploy *d, int i, const struct keel_mesh_opts *o, const int *wp_ports)
 {
     char name[512], wl[1024];
     if (d->replicas == 1)
@@ -218,9 +218,14 @@ static int add_replica(struct keel_mesh_plan *p, const struct keel_mesh_manifest
     for (size_t k = 0; k < d->n_env; k++)
         app->env = strv_pushf(app->env, "%s=%s", d->env[k].key, d->env[k].value);
     app->env = strv_pushf(app->env, "PORT=%d", app->app_port);
-    if (!ambient) {
-        app->env = strv_pushf(app->env, "HTTP_PROXY=http://127.0.0.1:%d", out);
-        app->env = strv_pushf(app->env, "http_proxy=http://127.0.0.1:%d", out);
+    /* ambient: no sidecar; its calls go through its namespace's waypoint when it runs */
+    int proxy = out;
+    for (size_t k = 0; ambient && k < m->n_waypoints; k++)
+        if (!strcmp(m->waypoints[k].ns, d->ns) && !strcmp(m->waypoints[k].name, keel_mesh_ambient_waypoint(m, d->ns)))
+            proxy = wp_ports[k];
+    if (proxy) {
+        app->env = strv_pushf(app->env, "HTTP_PROXY=http://127.0.0.1:%d", proxy);
+        app->env = strv_pushf(app->env, "http_proxy=http://127.0.0.1:%d", proxy);
         app->env = strv_push(app->env, "NO_PROXY=");
     }
     app->env = strv_pushf(app->env, "POD_NAME=%s", name);
@@ -279,10 +284,15 @@ int keel_mesh_plan_build(struct keel_mesh_plan *p, const struct keel_mesh_manife
             p->gateway_port = keel_mesh_free_port();
         }
     }
+    int *wp_ports = keel_calloc(m->n_waypoints + 1, sizeof(int));
+    for (size_t i = 0; i < m->n_waypoints; i++)
+        wp_ports[i] = keel_mesh_free_port();
     for (size_t i = 0; i < m->n_deploys; i++)
         for (int r = 0; r < m->deploys[i].replicas; r++)
-            if (add_replica(p, m, &m->deploys[i], r, o) < 0)
+            if (add_replica(p, m, &m->deploys[i], r, o, wp_ports) < 0) {
+                free(wp_ports);
                 return -1;
+            }
     if (m->has_ingress) {
         struct keel_mesh_comp *g = add_comp(p, "istio-ingressgateway", "istio-ingressgateway.istio-system",
                                             KEEL_MESH_GATEWAY);
@@ -294,10 +304,11 @@ int keel_mesh_plan_build(struct keel_mesh_plan *p, const struct keel_mesh_manife
         char wl[1024];
         snprintf(wl, sizeof(wl), "%s.%s", m->waypoints[i].name, m->waypoints[i].ns);
         struct keel_mesh_comp *w = add_comp(p, m->waypoints[i].name, wl, KEEL_MESH_WAYPOINT);
-        w->outbound = keel_mesh_free_port();
+        w->outbound = wp_ports[i];
         w->admin = keel_mesh_free_port();
         proxy_argv(w, p, o->self_exe, "waypoint");
     }
+    free(wp_ports);
     return 0;
 }
 

@@ -360,3 +360,63 @@ def test_apply_without_config_dir_goes_to_the_running_mesh(tmp_path):
             time.sleep(0.1)
     finally:
         assert m.stop() == 0
+
+
+def test_ambient_namespace_gets_a_waypoint_and_no_sidecars(tmp_path):
+    path = tmp_path / "ambient.yaml"
+    path.write_text("""
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: amb
+  labels: {istio.io/use-waypoint: waypoint}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, namespace: amb}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: amb}
+spec:
+  selector: {app: ratings}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ratings-v1, namespace: amb}
+spec:
+  template:
+    metadata: {labels: {app: ratings, version: v1}}
+    spec:
+      containers:
+      - name: ratings
+        command: [%s, %s, "$(PORT)", "ratings-%s"]
+""" % (sys.executable, BACKEND, tmp_path.name))
+    m = Mesh(tmp_path, path)
+    try:
+        m.wait_for("SIDECAR in/out")
+        m.wait_for("waypoint (waypoint)")
+        row = m.row("ratings-v1")
+        assert row[1:3] == ["(ambient)", "ratings-v1.amb"] and row[4] == "-"  # no sidecar
+        app_port = int(row[3].rsplit(":", 1)[1])
+        wp = m.row("waypoint")
+        wp_port = int(wp[4].split("/")[1])
+        we = (m.state / "config" / "zz-mesh-workloads.yaml").read_text()
+        # the ambient workload's entry points at the app itself; the waypoint's is labelled
+        assert '  name: "ratings-v1"\n  namespace: "amb"\nspec:\n  address: 127.0.0.1\n  ports:\n    "http": %d\n' \
+            % app_port in we
+        assert '  name: "waypoint"\n  namespace: "amb"\nspec:\n  address: 127.0.0.1\n  ports:\n    "http": %d\n' \
+            % wp_port in we
+        assert 'gateway.networking.k8s.io/gateway-name: "waypoint"' in we
+        # the app's calls go through its namespace's waypoint
+        env = open("/proc/%d/environ" % next(c["pid"] for c in m.status()[1]["components"]
+                                               if c["name"] == "ratings-v1"), "rb").read().split(b"\0")
+        assert b"HTTP_PROXY=http://127.0.0.1:%d" % wp_port in env
+        names = [c["name"] for c in m.status()[1]["components"]]
+        assert sorted(names) == ["ratings-v1", "waypoint"]
+    finally:
+        assert m.stop() == 0
