@@ -13,19 +13,21 @@
 
 static int usage(FILE *out)
 {
-    fprintf(out,
-            "usage: keel mesh up [OPTIONS] FILE|DIR...\n"
-            "       keel mesh status [-o json] [--state-dir DIR]\n\n"
-            "up: run the Deployments of Kubernetes manifests as local processes, each replica with\n"
-            "its own keel sidecar (env PORT = its port, HTTP_PROXY = its sidecar), plus the ingress\n"
-            "gateway when a Gateway selects istio: ingressgateway, and the waypoints. Services and\n"
-            "Istio resources go into the mesh's config dir, which every proxy watches.\n\n"
-            "  --state-dir DIR     config dir, logs and state file ($KEEL_MESH_DIR, /tmp/keel-mesh-USER)\n"
-            "  --log-dir DIR       each component's stdout/stderr in DIR/NAME.log (STATE/logs)\n"
-            "  --gateway-port N    the ingress gateway's port (a free one)\n"
-            "  --for SECONDS       stop everything after SECONDS (default: until Ctrl-C / SIGTERM)\n\n"
-            "status: the running mesh's components, pids, ports and health (admin /ready, app port);\n"
-            "exit 0 when all are healthy.\n");
+    fprintf(
+        out,
+        "usage: keel mesh up [OPTIONS] FILE|DIR...\n"
+        "       keel mesh status [-o json] [--state-dir DIR]\n\n"
+        "up: run the Deployments of Kubernetes manifests as local processes, each replica with\n"
+        "its own keel sidecar (env PORT = its port, HTTP_PROXY = its sidecar), plus the ingress\n"
+        "gateway when a Gateway selects istio: ingressgateway, and the waypoints. Services and\n"
+        "Istio resources go into the mesh's config dir, which every proxy watches.\n\n"
+        "  --state-dir DIR     config dir, logs and state file ($KEEL_MESH_DIR, "
+        "/tmp/keel-mesh-USER)\n"
+        "  --log-dir DIR       each component's stdout/stderr in DIR/NAME.log (STATE/logs)\n"
+        "  --gateway-port N    the ingress gateway's port (a free one)\n"
+        "  --for SECONDS       stop everything after SECONDS (default: until Ctrl-C / SIGTERM)\n\n"
+        "status: the running mesh's components, pids, ports and health (admin /ready, app port);\n"
+        "exit 0 when all are healthy.\n");
     return out == stderr ? 2 : 0;
 }
 
@@ -71,7 +73,8 @@ static int up(int argc, char **argv)
             char *end;
             for_s = strtod(argv[++i], &end);
             if (*end || for_s <= 0) {
-                fprintf(stderr, "keel mesh: --for: not a positive number of seconds: %s\n", argv[i]);
+                fprintf(stderr, "keel mesh: --for: not a positive number of seconds: %s\n",
+                        argv[i]);
                 free(paths);
                 return 2;
             }
@@ -92,7 +95,9 @@ static int up(int argc, char **argv)
     char state_dir[4096], self[4096], running[4096];
     keel_mesh_state_dir(state_dir, sizeof(state_dir), state_flag);
     if (keel_mesh_state_config_dir(state_dir, running, sizeof(running)) == 0) {
-        fprintf(stderr, "keel mesh: error: a mesh already runs from %s (keel mesh status); stop it or use --state-dir\n",
+        fprintf(stderr,
+                "keel mesh: error: a mesh already runs from %s (keel mesh status); stop it or use "
+                "--state-dir\n",
                 state_dir);
         free(paths);
         return 1;
@@ -112,15 +117,17 @@ static int up(int argc, char **argv)
     for (size_t i = 0; i < diag.n; i++)
         fprintf(stderr, "%s\n", diag.msgs[i]);
     if (rc < 0) {
-        fprintf(stderr, "keel mesh: nothing started (%zu error%s)\n", diag.errors, diag.errors == 1 ? "" : "s");
+        fprintf(stderr, "keel mesh: nothing started (%zu error%s)\n", diag.errors,
+                diag.errors == 1 ? "" : "s");
         keel_diag_fini(&diag);
         keel_mesh_manifest_free(&m);
         free(paths);
         return 1;
     }
     keel_diag_fini(&diag);
-    struct keel_mesh_opts o = { .state_dir = state_dir, .log_dir = log_dir, .gateway_port = gw_port, .self_exe = self };
-    struct keel_mesh_plan p = { 0 };
+    struct keel_mesh_opts o = {
+        .state_dir = state_dir, .log_dir = log_dir, .gateway_port = gw_port, .self_exe = self};
+    struct keel_mesh_plan p = {0};
     rc = 1;
     if (ensure_dir(state_dir) < 0)
         fprintf(stderr, "keel mesh: error: cannot create %s: %s\n", state_dir, strerror(errno));

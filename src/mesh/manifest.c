@@ -28,7 +28,8 @@ static const char *scalar(const struct keel_ynode *map, const char *key)
     return n && n->type == KEEL_YNODE_SCALAR ? n->str : NULL;
 }
 
-static const struct keel_ynode *child(const struct keel_ynode *map, const char *key, enum keel_ynode_type t)
+static const struct keel_ynode *child(const struct keel_ynode *map, const char *key,
+                                      enum keel_ynode_type t)
 {
     const struct keel_ynode *n = keel_ynode_get(map, key);
     return n && n->type == t ? n : NULL;
@@ -68,14 +69,16 @@ static int read_strings(struct keel_mesh_deploy *d, const struct keel_ynode *seq
     if (seq == NULL)
         return 0;
     if (seq->type != KEEL_YNODE_SEQ) {
-        keel_diag_error(diag, seq->file, seq->line, seq->col, "container %s: expected a list of strings, got %s",
-                        what, keel_ynode_type_name(seq));
+        keel_diag_error(diag, seq->file, seq->line, seq->col,
+                        "container %s: expected a list of strings, got %s", what,
+                        keel_ynode_type_name(seq));
         return -1;
     }
     for (size_t i = 0; i < seq->n; i++) {
         const struct keel_ynode *s = seq->kids[i];
         if (s->type != KEEL_YNODE_SCALAR) {
-            keel_diag_error(diag, s->file, s->line, s->col, "container %s: expected a string, got %s", what,
+            keel_diag_error(diag, s->file, s->line, s->col,
+                            "container %s: expected a string, got %s", what,
                             keel_ynode_type_name(s));
             return -1;
         }
@@ -105,10 +108,10 @@ static void deploy_free(struct keel_mesh_deploy *d)
     free(d->env);
 }
 
-static int read_deployment(struct keel_mesh_manifest *m, const struct keel_ynode *doc, const char *name,
-                           const char *ns, struct keel_diag *diag)
+static int read_deployment(struct keel_mesh_manifest *m, const struct keel_ynode *doc,
+                           const char *name, const char *ns, struct keel_diag *diag)
 {
-    struct keel_mesh_deploy d = { .replicas = 1 };
+    struct keel_mesh_deploy d = {.replicas = 1};
     d.name = dup_s(name);
     d.ns = dup_s(ns);
     d.where = where(doc);
@@ -132,7 +135,8 @@ static int read_deployment(struct keel_mesh_manifest *m, const struct keel_ynode
     const struct keel_ynode *pspec = child(tmpl, "spec", KEEL_YNODE_MAP);
     if (pspec == NULL) {
         const struct keel_ynode *at = tmpl ? tmpl : spec;
-        keel_diag_error(diag, at->file, at->line, at->col, "Deployment %s: missing spec.template.spec", name);
+        keel_diag_error(diag, at->file, at->line, at->col,
+                        "Deployment %s: missing spec.template.spec", name);
         goto bad;
     }
     read_kv(keel_ynode_get(keel_ynode_get(tmpl, "metadata"), "labels"), &d.labels, &d.n_labels);
@@ -141,7 +145,8 @@ static int read_deployment(struct keel_mesh_manifest *m, const struct keel_ynode
     const struct keel_ynode *cs = child(pspec, "containers", KEEL_YNODE_SEQ);
     const struct keel_ynode *c = cs && cs->n ? cs->kids[0] : NULL;
     if (c == NULL || c->type != KEEL_YNODE_MAP) {
-        keel_diag_error(diag, pspec->file, pspec->line, pspec->col, "Deployment %s: no containers", name);
+        keel_diag_error(diag, pspec->file, pspec->line, pspec->col, "Deployment %s: no containers",
+                        name);
         goto bad;
     }
     if (read_strings(&d, keel_ynode_get(c, "command"), "command", diag) < 0 ||
@@ -159,12 +164,13 @@ static int read_deployment(struct keel_mesh_manifest *m, const struct keel_ynode
         const struct keel_ynode *e = env->kids[i];
         const char *en = scalar(e, "name"), *ev = scalar(e, "value");
         if (en == NULL) {
-            keel_diag_error(diag, e->file, e->line, e->col, "Deployment %s: env entry without a name", name);
+            keel_diag_error(diag, e->file, e->line, e->col,
+                            "Deployment %s: env entry without a name", name);
             goto bad;
         }
         if (ev == NULL) {
-            keel_diag_warn(diag, e->file, e->line, e->col, "Deployment %s: env %s has no literal value, ignored",
-                           name, en);
+            keel_diag_warn(diag, e->file, e->line, e->col,
+                           "Deployment %s: env %s has no literal value, ignored", name, en);
             continue;
         }
         struct keel_mesh_kv *kv = GROW(d.env, d.n_env);
@@ -173,8 +179,9 @@ static int read_deployment(struct keel_mesh_manifest *m, const struct keel_ynode
     }
     for (size_t i = 0; i < m->n_deploys; i++)
         if (!strcmp(m->deploys[i].name, d.name) && !strcmp(m->deploys[i].ns, d.ns)) {
-            keel_diag_error(diag, doc->file, doc->line, doc->col, "Deployment %s.%s defined twice (first at %s)",
-                            name, ns, m->deploys[i].where);
+            keel_diag_error(diag, doc->file, doc->line, doc->col,
+                            "Deployment %s.%s defined twice (first at %s)", name, ns,
+                            m->deploys[i].where);
             goto bad;
         }
     *GROW(m->deploys, m->n_deploys) = d;
@@ -184,8 +191,8 @@ bad:
     return -1;
 }
 
-static void read_service(struct keel_mesh_manifest *m, const struct keel_ynode *doc, const char *name,
-                         const char *ns)
+static void read_service(struct keel_mesh_manifest *m, const struct keel_ynode *doc,
+                         const char *name, const char *ns)
 {
     struct keel_mesh_service *s = GROW(m->services, m->n_services);
     memset(s, 0, sizeof(*s));
@@ -203,7 +210,8 @@ static void read_service(struct keel_mesh_manifest *m, const struct keel_ynode *
 }
 
 /* One document: 1 when the config dir keeps it, 0 when it is blanked, -1 on error. */
-static int read_doc(struct keel_mesh_manifest *m, const struct keel_ynode *doc, struct keel_diag *diag)
+static int read_doc(struct keel_mesh_manifest *m, const struct keel_ynode *doc,
+                    struct keel_diag *diag)
 {
     if (doc == NULL || doc->type != KEEL_YNODE_MAP)
         return 1; /* the loader says what is wrong with it */
@@ -287,7 +295,7 @@ static int read_file(struct keel_mesh_manifest *m, const char *path, struct keel
     }
     struct keel_config_doc *docs;
     size_t nd = keel_config_split_documents(text, len, &docs);
-    struct keel_config_arena a = { 0 };
+    struct keel_config_arena a = {0};
     int rc = 0;
     bool keep_any = false;
     for (size_t i = 0; i < nd; i++) {
@@ -295,7 +303,8 @@ static int read_file(struct keel_mesh_manifest *m, const char *path, struct keel
         for (size_t j = 0; j < docs[i].off; j++)
             line_off += text[j] == '\n';
         struct keel_ynode **roots;
-        int n = keel_yaml_parse(&a, path, text + docs[i].off, docs[i].len, line_off, 0, &roots, diag);
+        int n =
+            keel_yaml_parse(&a, path, text + docs[i].off, docs[i].len, line_off, 0, &roots, diag);
         if (n < 0) {
             rc = -1;
             continue;
@@ -327,7 +336,8 @@ static int read_file(struct keel_mesh_manifest *m, const char *path, struct keel
 static bool yaml_name(const char *s)
 {
     size_t n = strlen(s);
-    return s[0] != '.' && ((n > 5 && !strcmp(s + n - 5, ".yaml")) || (n > 4 && !strcmp(s + n - 4, ".yml")));
+    return s[0] != '.' &&
+           ((n > 5 && !strcmp(s + n - 5, ".yaml")) || (n > 4 && !strcmp(s + n - 4, ".yml")));
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -335,7 +345,8 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static int read_path(struct keel_mesh_manifest *m, const char *path, int depth, struct keel_diag *diag)
+static int read_path(struct keel_mesh_manifest *m, const char *path, int depth,
+                     struct keel_diag *diag)
 {
     struct stat st;
     if (stat(path, &st) < 0) {
@@ -395,7 +406,8 @@ int keel_mesh_manifest_read(struct keel_mesh_manifest *m, const char *const *pat
     if (rc == 0) {
         struct keel_config_source *src = keel_calloc(m->n_files + 1, sizeof(*src));
         for (size_t i = 0; i < m->n_files; i++)
-            src[i] = (struct keel_config_source){ m->files[i].path, m->files[i].text, m->files[i].len };
+            src[i] =
+                (struct keel_config_source){m->files[i].path, m->files[i].text, m->files[i].len};
         struct keel_config *cfg = keel_config_load_sources(src, m->n_files, diag);
         free(src);
         if (cfg == NULL)

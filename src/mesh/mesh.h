@@ -90,13 +90,13 @@ struct keel_mesh_comp {
     char *name;     /* "details-v1" (app), "details-v1-sidecar", "istio-ingressgateway" */
     char *workload; /* NAME.NAMESPACE */
     enum keel_mesh_role role;
-    char **argv;    /* NULL-terminated; argv[0] an absolute path or a PATH name */
-    char **env;     /* extra NAME=VALUE, NULL-terminated */
+    char **argv; /* NULL-terminated; argv[0] an absolute path or a PATH name */
+    char **env;  /* extra NAME=VALUE, NULL-terminated */
     int app_port, inbound, outbound, admin; /* 0 = none */
     char *log_path;
     const struct keel_mesh_deploy *deploy; /* apps: what they run */
     int replica;
-    bool ambient;   /* apps without a sidecar (their namespace uses a waypoint) */
+    bool ambient; /* apps without a sidecar (their namespace uses a waypoint) */
     /* run state */
     pid_t pid;
     int restarts;
@@ -113,8 +113,8 @@ struct keel_mesh_plan {
 
 struct keel_mesh_opts {
     const char *state_dir;
-    const char *log_dir; /* NULL: STATE/logs */
-    int gateway_port;    /* 0: a free one */
+    const char *log_dir;  /* NULL: STATE/logs */
+    int gateway_port;     /* 0: a free one */
     const char *self_exe; /* what `keel` in a command means */
 };
 

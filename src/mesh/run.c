@@ -48,7 +48,8 @@ static void spawn(struct keel_mesh_comp *c, const sigset_t *old)
 {
     int fd = open(c->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd >= 0)
-        dprintf(fd, "--- keel mesh: starting %s (%s)%s\n", c->name, c->workload, c->restarts ? " again" : "");
+        dprintf(fd, "--- keel mesh: starting %s (%s)%s\n", c->name, c->workload,
+                c->restarts ? " again" : "");
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
@@ -131,7 +132,8 @@ static void describe(char *out, size_t cap, int status)
     if (WIFEXITED(status))
         snprintf(out, cap, "exited with status %d", WEXITSTATUS(status));
     else if (WIFSIGNALED(status))
-        snprintf(out, cap, "was killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+        snprintf(out, cap, "was killed by signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
     else
         snprintf(out, cap, "stopped (status %#x)", status);
 }
@@ -156,8 +158,8 @@ static size_t reap(struct keel_mesh_plan *p, bool stopping)
         char how[128];
         describe(how, sizeof(how), status);
         clear_line();
-        printf("keel mesh: %s (pid %d) %s after %.1f s; restarting in %.1f s. Last lines of %s:\n", c->name,
-               (int)pid, how, ran, c->backoff, c->log_path);
+        printf("keel mesh: %s (pid %d) %s after %.1f s; restarting in %.1f s. Last lines of %s:\n",
+               c->name, (int)pid, how, ran, c->backoff, c->log_path);
         print_tail(c->log_path, 5);
         fflush(stdout);
         c->next_start = t + c->backoff;
@@ -179,8 +181,10 @@ static bool comp_ready(const struct keel_mesh_comp *c)
 
 static void print_table(const struct keel_mesh_plan *p)
 {
-    printf("keel mesh: %zu processes; config dir %s, logs in %s\n\n", p->n_comps, p->config_dir, p->log_dir);
-    printf("%-32s %-36s %-16s %-14s %s\n", "COMPONENT", "WORKLOAD", "APP", "SIDECAR in/out", "ADMIN");
+    printf("keel mesh: %zu processes; config dir %s, logs in %s\n\n", p->n_comps, p->config_dir,
+           p->log_dir);
+    printf("%-32s %-36s %-16s %-14s %s\n", "COMPONENT", "WORKLOAD", "APP", "SIDECAR in/out",
+           "ADMIN");
     for (size_t i = 0; i < p->n_comps; i++) {
         const struct keel_mesh_comp *c = &p->comps[i];
         char app[32] = "-", ports[32] = "-", admin[48] = "-", kind[300];
@@ -192,7 +196,8 @@ static void print_table(const struct keel_mesh_plan *p)
             snprintf(kind, sizeof(kind), "%s%s", c->name, c->ambient ? " (ambient)" : "");
             px = c->ambient ? NULL : &p->comps[i + 1];
         } else {
-            snprintf(kind, sizeof(kind), "%s (%s)", c->name, c->role == KEEL_MESH_GATEWAY ? "gateway" : "waypoint");
+            snprintf(kind, sizeof(kind), "%s (%s)", c->name,
+                     c->role == KEEL_MESH_GATEWAY ? "gateway" : "waypoint");
         }
         if (px) {
             if (px->inbound)
@@ -217,8 +222,8 @@ static void status_line(const struct keel_mesh_plan *p, double up)
         running += p->comps[i].pid > 0;
         restarts += p->comps[i].restarts;
     }
-    printf("\r\033[Kkeel mesh: %zu/%zu running, %d restart%s, up %.0f s — Ctrl-C stops", running, p->n_comps,
-           restarts, restarts == 1 ? "" : "s", up);
+    printf("\r\033[Kkeel mesh: %zu/%zu running, %d restart%s, up %.0f s — Ctrl-C stops", running,
+           p->n_comps, restarts, restarts == 1 ? "" : "s", up);
     fflush(stdout);
     line_shown = true;
 }
@@ -241,7 +246,7 @@ static void stop_all(struct keel_mesh_plan *p, int sfd)
             return;
         if (now() >= deadline)
             break;
-        struct pollfd pfd = { sfd, POLLIN, 0 };
+        struct pollfd pfd = {sfd, POLLIN, 0};
         poll(&pfd, 1, 100);
         struct signalfd_siginfo si;
         while (read(sfd, &si, sizeof(si)) == sizeof(si))
@@ -251,7 +256,8 @@ static void stop_all(struct keel_mesh_plan *p, int sfd)
         struct keel_mesh_comp *c = &p->comps[i];
         if (c->pid <= 0)
             continue;
-        printf("keel mesh: %s (pid %d) did not stop within %.0f s: SIGKILL\n", c->name, (int)c->pid, STOP_DEADLINE_S);
+        printf("keel mesh: %s (pid %d) did not stop within %.0f s: SIGKILL\n", c->name, (int)c->pid,
+               STOP_DEADLINE_S);
         if (kill(-c->pid, SIGKILL) < 0)
             kill(c->pid, SIGKILL);
         waitpid(c->pid, NULL, 0);
@@ -280,13 +286,14 @@ int keel_mesh_run(struct keel_mesh_plan *p, double for_seconds)
         spawn(&p->comps[i], &old);
     print_table(p);
     if (keel_mesh_state_write(p) < 0)
-        fprintf(stderr, "keel mesh: warning: cannot write %s/mesh.state: %s\n", p->state_dir, strerror(errno));
+        fprintf(stderr, "keel mesh: warning: cannot write %s/mesh.state: %s\n", p->state_dir,
+                strerror(errno));
     bool *ready = calloc(p->n_comps + 1, sizeof(bool));
     size_t n_ready = 0;
     bool announced = false;
     const char *why = NULL;
     while (why == NULL) {
-        struct pollfd pfd = { sfd, POLLIN, 0 };
+        struct pollfd pfd = {sfd, POLLIN, 0};
         poll(&pfd, 1, announced ? 250 : 50);
         struct signalfd_siginfo si;
         bool changed = false;
@@ -294,7 +301,9 @@ int keel_mesh_run(struct keel_mesh_plan *p, double for_seconds)
             if (si.ssi_signo == SIGCHLD)
                 changed |= reap(p, false) > 0;
             else
-                why = si.ssi_signo == SIGINT ? "SIGINT" : si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGHUP";
+                why = si.ssi_signo == SIGINT    ? "SIGINT"
+                      : si.ssi_signo == SIGTERM ? "SIGTERM"
+                                                : "SIGHUP";
         }
         if (why)
             break;

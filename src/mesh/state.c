@@ -23,7 +23,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-static const char *const ROLES[] = { "app", "sidecar", "gateway", "waypoint" };
+static const char *const ROLES[] = {"app", "sidecar", "gateway", "waypoint"};
 
 void keel_mesh_state_dir(char *out, size_t cap, const char *flag)
 {
@@ -51,9 +51,9 @@ int keel_mesh_state_write(const struct keel_mesh_plan *p)
         fprintf(f, "gateway_url\thttp://127.0.0.1:%d\n", p->gateway_port);
     for (size_t i = 0; i < p->n_comps; i++) {
         const struct keel_mesh_comp *c = &p->comps[i];
-        fprintf(f, "comp\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", c->name, ROLES[c->role], c->workload,
-                (int)c->pid, c->role == KEEL_MESH_APP ? c->app_port : 0, c->inbound, c->outbound, c->admin,
-                c->restarts, c->log_path);
+        fprintf(f, "comp\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", c->name, ROLES[c->role],
+                c->workload, (int)c->pid, c->role == KEEL_MESH_APP ? c->app_port : 0, c->inbound,
+                c->outbound, c->admin, c->restarts, c->log_path);
     }
     if (fclose(f) != 0 || rename(tmp, path) < 0) {
         unlink(tmp);
@@ -156,19 +156,21 @@ int keel_mesh_http_status(int port, const char *path, int timeout_ms)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
-    struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int code = -1;
     if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
         if (path == NULL) {
             code = 0; /* a TCP probe */
         } else {
             char req[512], resp[64];
-            int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-                             path);
+            int n =
+                snprintf(req, sizeof(req),
+                         "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
             ssize_t got = 0;
             if (write(fd, req, (size_t)n) == n)
                 got = read(fd, resp, sizeof(resp) - 1);
@@ -218,7 +220,7 @@ int keel_mesh_status(const char *state_dir, bool json)
     for (size_t i = 0; i < st.n; i++)
         healthy += ok[i] = comp_healthy(&st.comps[i], &why[i]);
     if (json) {
-        struct keel_buf b = { 0 };
+        struct keel_buf b = {0};
         keel_buf_printf(&b, "{\"pid\":%d,\"config_dir\":", st.pid);
         keel_json_str(&b, st.config_dir);
         keel_buf_append_str(&b, ",\"log_dir\":");
@@ -234,8 +236,9 @@ int keel_mesh_status(const char *state_dir, bool json)
             keel_json_str(&b, c->role);
             keel_buf_append_str(&b, ",\"workload\":");
             keel_json_str(&b, c->workload);
-            keel_buf_printf(&b, ",\"pid\":%d,\"app_port\":%d,\"inbound_port\":%d,\"outbound_port\":%d,"
-                                "\"admin_port\":%d,\"restarts\":%d,\"healthy\":%s,\"health\":",
+            keel_buf_printf(&b,
+                            ",\"pid\":%d,\"app_port\":%d,\"inbound_port\":%d,\"outbound_port\":%d,"
+                            "\"admin_port\":%d,\"restarts\":%d,\"healthy\":%s,\"health\":",
                             c->pid, c->app, c->inbound, c->outbound, c->admin, c->restarts,
                             ok[i] ? "true" : "false");
             keel_json_str(&b, why[i]);
@@ -250,8 +253,8 @@ int keel_mesh_status(const char *state_dir, bool json)
         printf("mesh pid %d, config dir %s, logs in %s\n", st.pid, st.config_dir, st.log_dir);
         if (st.gateway_url[0])
             printf("GW_URL=%s\n", st.gateway_url);
-        printf("%-28s %-8s %-7s %-9s %-22s %-8s %s\n", "COMPONENT", "ROLE", "PID", "RESTARTS", "ADDRESS", "HEALTH",
-               "DETAIL");
+        printf("%-28s %-8s %-7s %-9s %-22s %-8s %s\n", "COMPONENT", "ROLE", "PID", "RESTARTS",
+               "ADDRESS", "HEALTH", "DETAIL");
         for (size_t i = 0; i < st.n; i++) {
             const struct state_comp *c = &st.comps[i];
             char addr[64];
@@ -259,8 +262,8 @@ int keel_mesh_status(const char *state_dir, bool json)
                 snprintf(addr, sizeof(addr), "admin 127.0.0.1:%d", c->admin);
             else
                 snprintf(addr, sizeof(addr), "127.0.0.1:%d", c->app);
-            printf("%-28s %-8s %-7d %-9d %-22s %-8s %s\n", c->name, c->role, c->pid, c->restarts, addr,
-                   ok[i] ? "ok" : "FAIL", why[i]);
+            printf("%-28s %-8s %-7d %-9d %-22s %-8s %s\n", c->name, c->role, c->pid, c->restarts,
+                   addr, ok[i] ? "ok" : "FAIL", why[i]);
         }
         printf("%zu/%zu healthy\n", healthy, st.n);
     }
