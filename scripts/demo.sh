@@ -163,11 +163,15 @@ if command -v prometheus >/dev/null; then
     echo "${b}== Prometheus at $PROM_URL (scraping every proxy's admin endpoint)${n}"
     # each request is counted by both proxies (reporter source and destination): one side
     q='sum(istio_requests_total{reporter="destination"}) by (source_workload, destination_workload)'
-    for _ in $(seq 1 50); do
-        out=$(curl -s --get "$PROM_URL/api/v1/query" --data-urlencode "query=$q" || true)
-        python3 -c 'import json,sys; d=json.loads(sys.argv[1]); sys.exit(0 if d["data"]["result"] else 1)' "$out" 2>/dev/null && break
+    targets=$(awk -F'\t' '$1 == "comp" && $9 > 0' "$STATE/mesh.state" | wc -l)
+    # every target scraped once (its `up` is 1), then one more interval so all series are in
+    for _ in $(seq 1 100); do
+        up=$(curl -s --get "$PROM_URL/api/v1/query" --data-urlencode "query=count(up == 1)" || true)
+        python3 -c 'import json,sys; r=json.loads(sys.argv[1])["data"]["result"]; sys.exit(0 if r and int(r[0]["value"][1]) >= int(sys.argv[2]) else 1)' "$up" "$targets" 2>/dev/null && break
         sleep 0.2
     done
+    sleep 1.2
+    out=$(curl -s --get "$PROM_URL/api/v1/query" --data-urlencode "query=$q" || true)
     echo "  query: $q"
     python3 -c '
 import json, sys
