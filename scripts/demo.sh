@@ -37,8 +37,10 @@ trap stop EXIT
 trap 'exit 130' INT TERM
 
 echo "${b}== keel mesh up examples/bookinfo${n}"
-# --for bounds the mesh even if this script is killed without its trap running
-"$KEEL" mesh up --state-dir "$STATE" --for $((SECONDS_OF_TRAFFIC + 600)) examples/bookinfo >"$MESH_OUT" 2>&1 &
+# without DEMO_KEEP, --for bounds the mesh even if this script is killed before its trap runs
+FOR=()
+[[ $KEEP == 1 ]] || FOR=(--for $((SECONDS_OF_TRAFFIC + 120)))
+"$KEEL" mesh up --state-dir "$STATE" "${FOR[@]}" examples/bookinfo >"$MESH_OUT" 2>&1 &
 MESH_PID=$!
 for _ in $(seq 1 300); do
     grep -q "ready in\|not ready after" "$MESH_OUT" 2>/dev/null && break
@@ -46,6 +48,11 @@ for _ in $(seq 1 300); do
     sleep 0.1
 done
 grep -v "^keel mesh: .*restarting in\|^    | " "$MESH_OUT" | sed -n '1,/ready in\|not ready after/p'
+if ! grep -q "ready in" "$MESH_OUT"; then
+    echo "demo: the mesh did not come up; what failed:" >&2
+    grep -A6 "restarting in" "$MESH_OUT" | tail -20 >&2 || true
+    exit 1
+fi
 GW_URL=$(sed -n 's/^GW_URL=//p' "$MESH_OUT" | head -1)
 [[ -n $GW_URL ]] || { echo "demo: no GW_URL in the mesh output" >&2; exit 1; }
 

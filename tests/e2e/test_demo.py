@@ -2,6 +2,7 @@
 gateway, then the telemetry summary. Needs `keel sample-app` and the gateway role."""
 import os
 import re
+import signal
 import subprocess
 import time
 
@@ -11,10 +12,16 @@ from conftest import KEEL, ROOT
 def test_demo_shows_the_bookinfo_telemetry(tmp_path):
     env = dict(os.environ, KEEL_BIN=KEEL, DEMO_SECONDS="5", DEMO_KEEP="0", DEMO_DIR=str(tmp_path / "demo"))
     t0 = time.time()
-    r = subprocess.run([os.path.join(ROOT, "scripts", "demo.sh")], capture_output=True, text=True, env=env,
-                       timeout=90, cwd=ROOT)
-    out = r.stdout
-    assert r.returncode == 0, out + r.stderr
+    # its own session: on a timeout the whole group goes, the mesh included
+    p = subprocess.Popen([os.path.join(ROOT, "scripts", "demo.sh")], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=85)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGTERM)
+        out, err = p.communicate()
+        raise AssertionError("demo.sh took more than 85 s:\n" + out + err)
+    assert p.returncode == 0, out + err
     assert time.time() - t0 < 90
     assert "GW_URL=http://127.0.0.1:" in out
     # traffic went through the gateway without errors
