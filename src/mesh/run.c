@@ -150,8 +150,19 @@ static size_t reap(struct keel_mesh_plan *p, bool stopping)
             continue;
         c->pid = 0;
         n++;
-        if (stopping)
+        if (stopping) {
+            /* a clean stop is exit 0 or death by our SIGTERM; anything else is worth saying
+             * (a sanitizer's report, a crash while draining) */
+            bool clean = (WIFEXITED(status) && WEXITSTATUS(status) == 0) ||
+                         (WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
+            if (!clean) {
+                char how[128];
+                describe(how, sizeof(how), status);
+                printf("keel mesh: %s (pid %d) %s while stopping; see %s\n", c->name, (int)pid, how,
+                       c->log_path);
+            }
             continue;
+        }
         double t = now(), ran = t - c->started_at;
         if (ran >= STABLE_S)
             c->backoff = 0.5;

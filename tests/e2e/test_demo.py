@@ -39,6 +39,9 @@ def test_demo_shows_the_bookinfo_telemetry(tmp_path):
         assert {d for (r_, s, d) in pairs if r_ == rep and s == "productpage-v1" and d.startswith("reviews-v")}, out
     assert not [row for row in rows if row[3] != "200"], out
     assert re.search(r"istio_double_request_count summed over the proxies: [1-9]", out), out
+    # every proxy and app exited cleanly when the mesh stopped
+    mesh_out = (tmp_path / "demo" / "mesh.out").read_text()
+    assert "keel mesh: stopped" in mesh_out and "while stopping" not in mesh_out, mesh_out
     # nothing of the demo outlives it
     left = []
     for pid in filter(str.isdigit, os.listdir("/proc")):

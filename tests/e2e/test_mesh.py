@@ -180,6 +180,7 @@ def test_up_table_routes_through_sidecars_and_sigterm_stops_everything(tmp_path)
         rc = m.stop(signal.SIGTERM)
     assert rc == 0, m.text()
     assert "stopping (SIGTERM)" in m.text()
+    assert "while stopping" not in m.text()  # every component exited cleanly
     wait_gone(tmp_path.name)
     assert not (m.state / "mesh.state").exists()
 
@@ -191,6 +192,7 @@ def test_for_exits_zero_and_leaves_no_process(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert 3 <= time.time() - t0 < 15
     assert "COMPONENT" in r.stdout and "stopping (--for)" in r.stdout and "stopped" in r.stdout
+    assert "while stopping" not in r.stdout
     # every component was reaped before mesh up returned: nothing of this test is left
     assert procs_with(tmp_path.name) == []
     logs = sorted(os.listdir(tmp_path / "st" / "logs"))
