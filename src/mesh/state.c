@@ -93,6 +93,22 @@ static char *field(char **s)
     return f;
 }
 
+/* The pid is a `keel mesh up` (not a stranger that got a dead supervisor's pid). */
+static bool is_mesh_up(int pid)
+{
+    char path[64], cmd[4096];
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return false;
+    size_t n = fread(cmd, 1, sizeof(cmd) - 1, f);
+    fclose(f);
+    cmd[n] = '\0';
+    /* argv[0] NUL "mesh" NUL "up" */
+    size_t a0 = strlen(cmd);
+    return a0 + 8 <= n && !memcmp(cmd + a0 + 1, "mesh\0up", 8);
+}
+
 /* 0 when the state file exists and its supervisor is alive. */
 static int state_read(const char *state_dir, struct state *st)
 {
@@ -132,7 +148,7 @@ static int state_read(const char *state_dir, struct state *st)
         }
     }
     fclose(f);
-    if (st->pid <= 0 || (kill(st->pid, 0) < 0 && errno == ESRCH)) {
+    if (st->pid <= 0 || (kill(st->pid, 0) < 0 && errno == ESRCH) || !is_mesh_up(st->pid)) {
         free(st->comps);
         st->comps = NULL;
         return -1;

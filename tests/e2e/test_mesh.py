@@ -422,3 +422,19 @@ spec:
         assert sorted(names) == ["ratings-v1", "waypoint"]
     finally:
         assert m.stop() == 0
+
+
+def test_stale_state_file_of_a_dead_mesh_is_ignored(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    # a state file whose pid is alive but is not a keel mesh up (this test's own process)
+    (state / "mesh.state").write_text("pid\t%d\nconfig_dir\t/nonexistent\nlog_dir\t/nonexistent\n" % os.getpid())
+    r = subprocess.run([KEEL, "mesh", "status", "--state-dir", str(state)], capture_output=True, text=True)
+    assert r.returncode == 1 and "no mesh running" in r.stderr
+    env = dict(os.environ, KEEL_MESH_DIR=str(state))
+    r = subprocess.run([KEEL, "apply", "-f", os.path.join(SEEDS, "001-doublerequestcount.yaml")],
+                       capture_output=True, text=True, cwd=str(tmp_path), env=env, timeout=20)
+    assert r.returncode == 0 and (tmp_path / "keel.d" / "001-doublerequestcount.yaml").exists()
+    r = subprocess.run([KEEL, "mesh", "up", "--state-dir", str(state), "--for", "1", str(manifests(tmp_path))],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "stopped" in r.stdout, r.stdout + r.stderr
