@@ -65,7 +65,7 @@ test-asan: deps
 	$(MAKE) BUILD=build-asan CC=clang \
 	    CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 	    test-unit
-	KEEL_BIN=build-asan/keel ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	KEEL_BIN=build-asan/keel KEEL_EXACT_REQUESTS=100000 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    $(MAKE) BUILD=build-asan CC=clang \
 	    CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
@@ -111,7 +111,8 @@ $(BUILD)/bench/accesslog_bench: bench/accesslog_bench.c $(BUILD)/libkeel.a
 # ---- fuzzing ----
 # `make fuzz` builds each fuzz/<name>_fuzz.c target with libFuzzer + ASan + UBSan and runs
 # it for FUZZ_TIME seconds over its committed corpus fuzz/corpus/<name>/ (new inputs go to
-# build-fuzz/corpus/<name>/, crashes to build-fuzz/). The same targets replay their corpus
+# build-fuzz/corpus/<name>/, crashes to build-fuzz/; inputs up to 1 KiB, config files up to
+# 16 KiB). The same targets replay their corpus
 # in `make test-unit` (tests/unit/*/test_fuzz_corpus.c).
 FUZZ_TIME    ?= 20
 FUZZ_TARGETS := $(patsubst fuzz/%_fuzz.c,%,$(wildcard fuzz/*_fuzz.c))
@@ -124,7 +125,8 @@ fuzz: deps
 	    clang -std=c11 -D_GNU_SOURCE -Isrc -O1 -g $(FUZZ_SAN) -o build-fuzz/$${t}_fuzz \
 	        fuzz/$${t}_fuzz.c $(LIB_SRC) $(LDLIBS); \
 	    echo "fuzz: running $$t for $(FUZZ_TIME)s"; \
-	    build-fuzz/$${t}_fuzz -max_total_time=$(FUZZ_TIME) -max_len=1024 -timeout=10 \
+	    case $$t in config) ml=16384;; *) ml=1024;; esac; \
+	    build-fuzz/$${t}_fuzz -max_total_time=$(FUZZ_TIME) -max_len=$$ml -timeout=10 \
 	        -artifact_prefix=build-fuzz/ -print_final_stats=1 \
 	        build-fuzz/corpus/$$t fuzz/corpus/$$t 2>&1 | grep -E "^(stat::number_of_executed_units|Done|==)" ; \
 	    test $${PIPESTATUS[0]} -eq 0; \

@@ -3,6 +3,7 @@
 #include "attr/attr.h"
 
 #include "core/fmt.h"
+#include "core/json.h"
 #include "core/err.h"
 
 #include <arpa/inet.h>
@@ -430,71 +431,11 @@ void keel_value_format(const struct keel_value *v, struct keel_buf *out)
     }
 }
 
-/* Any byte JSON escapes here (< 0x20, '"', '\\', 0x7f) among 8: the exact "has a byte
- * less than / equal to" word tests. */
-static inline bool needs_escape8(uint64_t x)
-{
-    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
-    uint64_t q = x ^ (ones * '"'), bs = x ^ (ones * '\\'), del = x ^ (ones * 0x7f);
-    uint64_t t = ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((bs - ones) & ~bs) | ((del - ones) & ~del);
-    return (t & high) != 0;
-}
-
-/* One reserve for the common case (nothing to escape), 8 clean bytes per step; an
- * escape re-reserves for the worst case of what is left. Invariant: before byte i,
- * room >= n - i + 1 (the rest unescaped, then the closing quote). */
+/* Strings go through the one JSON escaper (core/json.c): controls escaped, invalid UTF-8
+ * as U+FFFD, so a stdio line stays valid JSON and UTF-8 whatever a client sent. */
 static void json_str(const char *p, size_t n, struct keel_buf *out)
 {
-    static const char hex[] = "0123456789abcdef";
-    keel_buf_reserve(out, n + 2);
-    char *d = out->data + out->wpos;
-    *d++ = '"';
-    size_t i = 0;
-    while (i < n) {
-        if (i + 8 <= n) {
-            uint64_t x;
-            memcpy(&x, p + i, 8);
-            if (!needs_escape8(x)) {
-                memcpy(d, &x, 8);
-                d += 8;
-                i += 8;
-                continue;
-            }
-        }
-        unsigned char c = (unsigned char)p[i];
-        if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f) {
-            *d++ = (char)c;
-            i++;
-            continue;
-        }
-        out->wpos = (size_t)(d - out->data);
-        keel_buf_reserve(out, n - i + 6); /* "\u00XX" + the rest + '"' */
-        d = out->data + out->wpos;
-        *d++ = '\\';
-        switch (c) {
-        case '"':
-        case '\\':
-            *d++ = (char)c;
-            break;
-        case '\n':
-            *d++ = 'n';
-            break;
-        case '\t':
-            *d++ = 't';
-            break;
-        case '\r':
-            *d++ = 'r';
-            break;
-        default:
-            memcpy(d, "u00", 3);
-            d[3] = hex[c >> 4];
-            d[4] = hex[c & 15];
-            d += 5;
-        }
-        i++;
-    }
-    *d++ = '"';
-    out->wpos = (size_t)(d - out->data);
+    keel_json_str_n(out, p, n);
 }
 
 void keel_value_format_json(const struct keel_value *v, struct keel_buf *out)

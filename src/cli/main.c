@@ -24,6 +24,7 @@ static const struct command {
     { "validate", keel_cmd_validate, "check config files: errors as FILE:LINE:COL" },
     { "apply", keel_cmd_apply, "validate a file and write it atomically into a config dir" },
     { "get", keel_cmd_get, "list the resources of a config dir (kubectl-like table)" },
+    { "sample-app", keel_cmd_sample_app, "run the demo HTTP service of the local mesh" },
     { "version", version, "print the version and the commit built from (also --version)" },
 };
 

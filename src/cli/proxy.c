@@ -18,7 +18,9 @@ static const char usage_text[] =
     "  --outbound ADDR             outbound listener, the app's HTTP proxy (127.0.0.1:15001; off)\n"
     "  --route HOST[:PORT]=ADDR    outbound destination (repeatable), checked before the registry\n"
     "  --config-dir DIR            Istio YAML resources, watched and reloaded (./keel.d if present)\n"
-    "  --workload NAME.NAMESPACE   the WorkloadEntry this sidecar runs for\n"
+    "  --workload NAME.NAMESPACE   the WorkloadEntry this sidecar runs for (waypoint: its Gateway)\n"
+    "  --role ROLE                 sidecar, gateway (Istio ingress: Gateway + VirtualService routes\n"
+    "                              on --outbound) or waypoint (reporter=\"waypoint\") (sidecar)\n"
     "  --telemetry on|off          istio_* metrics and Mixer rules per request (on)\n"
     "  --metric-series-limit N     series per metric before new ones are refused (10000)\n"
     "  --metric-expiry MS          drop metric series not updated for MS (0 = never)\n"
@@ -33,6 +35,10 @@ static const char usage_text[] =
     "  --connect-timeout MS        upstream connect timeout (10000) -> 503 UF\n"
     "  --upstream-timeout MS       time to the upstream response head (15000, 0 = none) -> 504 UT\n"
     "  --drain-timeout MS          on SIGTERM, time given to requests in flight (5000)\n"
+    "  --stream-idle-timeout MS    an exchange without a byte either way for MS (300000)\n"
+    "                              -> 408 SI, or the connection closed once a response started\n"
+    "  --max-connections N         client connections per worker; more are closed at once and\n"
+    "                              counted in keel_downstream_cx_overflow_total (0 = no limit)\n"
     "  --max-request-headers-kb N  request head size limit (60) -> 431\n"
     "  --max-headers N             request header count limit (100, at most 128) -> 431\n"
     "  --max-uri-bytes N           request target length limit (8192) -> 414\n"
@@ -44,6 +50,7 @@ enum {
     OPT_HEADERS_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_CONNECT_TIMEOUT, OPT_UPSTREAM_TIMEOUT,
     OPT_DRAIN_TIMEOUT, OPT_MAX_HEADERS_KB, OPT_MAX_HEADERS, OPT_MAX_URI, OPT_LOG_LEVEL,
     OPT_CONFIG_DIR, OPT_WORKLOAD, OPT_TELEMETRY, OPT_SERIES_LIMIT, OPT_METRIC_EXPIRY,
+    OPT_STREAM_IDLE_TIMEOUT, OPT_MAX_CONNECTIONS, OPT_ROLE,
 };
 
 static const struct option options[] = {
@@ -68,9 +75,12 @@ static const struct option options[] = {
     { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
     { "config-dir", required_argument, NULL, OPT_CONFIG_DIR },
     { "workload", required_argument, NULL, OPT_WORKLOAD },
+    { "role", required_argument, NULL, OPT_ROLE },
     { "telemetry", required_argument, NULL, OPT_TELEMETRY },
     { "metric-series-limit", required_argument, NULL, OPT_SERIES_LIMIT },
     { "metric-expiry", required_argument, NULL, OPT_METRIC_EXPIRY },
+    { "stream-idle-timeout", required_argument, NULL, OPT_STREAM_IDLE_TIMEOUT },
+    { "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -104,6 +114,18 @@ int keel_cmd_proxy(int argc, char **argv)
         case OPT_ADMIN: o.admin = optarg; break;
         case OPT_CONFIG_DIR: o.config_dir = optarg; break;
         case OPT_WORKLOAD: o.workload = optarg; break;
+        case OPT_ROLE:
+            if (!strcmp(optarg, "sidecar")) {
+                o.role = KEEL_PROXY_SIDECAR;
+            } else if (!strcmp(optarg, "gateway")) {
+                o.role = KEEL_PROXY_GATEWAY;
+            } else if (!strcmp(optarg, "waypoint")) {
+                o.role = KEEL_PROXY_WAYPOINT;
+            } else {
+                fprintf(stderr, "keel proxy: --role: sidecar, gateway or waypoint\n");
+                goto out;
+            }
+            break;
         case OPT_TELEMETRY:
             if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
                 fprintf(stderr, "keel proxy: --telemetry: on or off\n");
@@ -158,8 +180,14 @@ int keel_cmd_proxy(int argc, char **argv)
         case OPT_MAX_URI:
         case OPT_SERIES_LIMIT:
         case OPT_METRIC_EXPIRY:
+        case OPT_STREAM_IDLE_TIMEOUT:
+        case OPT_MAX_CONNECTIONS:
             if (number(options[idx].name, optarg,
-                       c == OPT_UPSTREAM_TIMEOUT || c == OPT_METRIC_EXPIRY ? 0 : 1, &v) < 0)
+                       c == OPT_UPSTREAM_TIMEOUT || c == OPT_METRIC_EXPIRY ||
+                               c == OPT_MAX_CONNECTIONS
+                           ? 0
+                           : 1,
+                       &v) < 0)
                 goto out;
             switch (c) {
             case OPT_CONCURRENCY: o.concurrency = (int)v; break;
@@ -172,6 +200,8 @@ int keel_cmd_proxy(int argc, char **argv)
             case OPT_MAX_HEADERS: o.max_headers = (size_t)v; break;
             case OPT_SERIES_LIMIT: o.metric_series_limit = (size_t)v; break;
             case OPT_METRIC_EXPIRY: o.metric_expiry_ms = v; break;
+            case OPT_STREAM_IDLE_TIMEOUT: o.stream_idle_timeout_ms = v; break;
+            case OPT_MAX_CONNECTIONS: o.max_connections = (size_t)v; break;
             default: o.max_uri_bytes = (size_t)v; break;
             }
             break;

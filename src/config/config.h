@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/str.h"
+
 struct keel_buf;
 struct keel_expr;
 
@@ -82,6 +84,12 @@ enum keel_config_kind {
     KEEL_CONFIG_WORKLOADENTRY,
     KEEL_CONFIG_SERVICEENTRY,
     KEEL_CONFIG_GATEWAY,
+    KEEL_CONFIG_VIRTUALSERVICE,   /* networking.istio.io */
+    KEEL_CONFIG_DESTINATIONRULE,
+    KEEL_CONFIG_ISTIO_GATEWAY,    /* networking.istio.io Gateway (the ingress kind) */
+    KEEL_CONFIG_NAMESPACE,        /* v1 Namespace: its labels (istio.io/use-waypoint) */
+    KEEL_CONFIG_DEPLOYMENT,       /* apps/v1: read by keel mesh, no effect in the proxy */
+    KEEL_CONFIG_SERVICEACCOUNT,   /* v1: likewise */
     KEEL_CONFIG_KIND_COUNT
 };
 
@@ -477,6 +485,112 @@ struct keel_config_mesh {
     size_t n_extension_providers;
 };
 
+/* ---- traffic routing resources (routing.c) ---- */
+
+struct keel_config_string_match { /* Istio StringMatch: one of exact, prefix, regex */
+    struct keel_config_pos pos;
+    const char *exact, *prefix, *regex;
+    struct keel_config_pos regex_pos;
+};
+
+struct keel_config_kv_match { /* headers / queryParams / withoutHeaders entry */
+    const char *name;
+    struct keel_config_string_match m;
+};
+
+struct keel_config_http_match {
+    struct keel_config_pos pos;
+    const char *name;
+    struct keel_config_string_match uri, scheme, method, authority;
+    struct keel_config_kv_match *headers;
+    size_t n_headers;
+    struct keel_config_kv_match *without_headers;
+    size_t n_without_headers;
+    struct keel_config_kv_match *query_params;
+    size_t n_query_params;
+    int64_t port;
+    struct keel_config_kv *source_labels;
+    size_t n_source_labels;
+    bool ignore_uri_case;
+};
+
+struct keel_config_percent {
+    double value;
+};
+
+struct keel_config_route_dest {
+    struct keel_config_pos pos;
+    struct keel_config_name host;
+    const char *subset;
+    struct keel_config_pos subset_pos;
+    int64_t port;                 /* destination.port.number; 0 unset */
+    int64_t weight;
+    struct keel_config_pos weight_pos; /* line 0: no weight given */
+};
+
+struct keel_config_http_route {
+    struct keel_config_pos pos;
+    const char *name;
+    struct keel_config_http_match *match;
+    size_t n_match;
+    struct keel_config_route_dest *route;
+    size_t n_route;
+    const char *rewrite_uri, *rewrite_authority;
+    int64_t timeout_ms;
+    struct keel_config_pos timeout_pos;
+    struct keel_config_pos retries_pos; /* line 0: no retries */
+    int64_t retry_attempts, per_try_timeout_ms;
+    const char *retry_on;
+    struct keel_config_pos retry_on_pos;
+    struct keel_config_pos delay_pos, abort_pos;
+    int64_t fixed_delay_ms, abort_status;
+    struct keel_config_percent delay_pct, abort_pct;
+    struct keel_config_pos delay_pct_pos, abort_pct_pos; /* line 0: 100% */
+    int64_t delay_percent, abort_percent; /* the deprecated integer forms, -1 unset */
+    struct keel_config_pos abort_status_pos;
+};
+
+struct keel_config_virtualservice {
+    struct keel_config_object obj;
+    struct keel_config_name *hosts;
+    size_t n_hosts;
+    struct keel_config_name *gateways;
+    size_t n_gateways;
+    struct keel_config_http_route *http;
+    size_t n_http;
+};
+
+struct keel_config_subset {
+    struct keel_config_pos pos;
+    const char *name;
+    struct keel_config_kv *labels;
+    size_t n_labels;
+};
+
+struct keel_config_destinationrule {
+    struct keel_config_object obj;
+    struct keel_config_name host;
+    struct keel_config_subset *subsets;
+    size_t n_subsets;
+};
+
+struct keel_config_gw_server {
+    struct keel_config_pos pos;
+    int64_t port_number;
+    const char *port_name, *port_protocol;
+    struct keel_config_name *hosts;
+    size_t n_hosts;
+    const char *name;
+};
+
+struct keel_config_istio_gateway {
+    struct keel_config_object obj;
+    struct keel_config_kv *selector;
+    size_t n_selector;
+    struct keel_config_gw_server *servers;
+    size_t n_servers;
+};
+
 /* ---- the registry (registry.c) ---- */
 
 struct keel_registry_workload;
@@ -538,6 +652,7 @@ struct keel_config {
     size_t n_services;
     struct keel_registry_workload *workloads;
     size_t n_workloads;
+    struct keel_routing *routing;  /* compiled VirtualServices (routing.c); never NULL once loaded */
     struct keel_config_impl *impl; /* arena, indexes, compiled expressions */
 };
 
@@ -608,5 +723,131 @@ const struct keel_registry_workload *keel_registry_workload(const struct keel_co
 
 /* {"generation":N,"counts":{...},"services":[...],"workloads":[...]} for /config_dump. */
 void keel_config_dump_json(const struct keel_config *cfg, struct keel_buf *out);
+
+/* ---- compiled routing (routing.c, route_match.c) -------------------------------- */
+
+struct keel_http_header;
+
+enum keel_route_sm { KEEL_SM_ANY, KEEL_SM_EXACT, KEEL_SM_PREFIX, KEEL_SM_REGEX, KEEL_SM_PRESENT };
+
+struct keel_route_strmatch {
+    enum keel_route_sm kind;
+    bool icase;
+    const char *s;
+    size_t len;
+    const void *re; /* regex_t, anchored as Envoy's safe_regex (whole-string match) */
+};
+
+struct keel_route_kvmatch {
+    struct keel_str name;
+    struct keel_route_strmatch m;
+    bool negate; /* withoutHeaders */
+};
+
+struct keel_route_match {
+    struct keel_route_strmatch uri, method, authority, scheme;
+    struct keel_route_kvmatch *headers;
+    size_t n_headers;
+    struct keel_route_kvmatch *query;
+    size_t n_query;
+    int port;                               /* 0: any */
+    const struct keel_config_kv *source_labels;
+    size_t n_source_labels;
+};
+
+/* Envoy retry_on conditions keel implements. */
+enum {
+    KEEL_RETRY_5XX = 1u << 0,
+    KEEL_RETRY_GATEWAY_ERROR = 1u << 1,   /* 502, 503, 504 */
+    KEEL_RETRY_CONNECT_FAILURE = 1u << 2,
+    KEEL_RETRY_RESET = 1u << 3,
+    KEEL_RETRY_RETRIABLE_4XX = 1u << 4,   /* 409 */
+    KEEL_RETRY_REFUSED_STREAM = 1u << 5,  /* HTTP/2 only: accepted, never fires */
+    KEEL_RETRY_503 = 1u << 6,             /* retriable-status-codes / unavailable: 503 */
+};
+
+struct keel_route_dest {
+    size_t index;                           /* 0..routing->n_dests-1, for per-dest data */
+    const char *host;                       /* as resolved (an FQDN) */
+    const struct keel_registry_service *service; /* NULL: not in the registry -> 503 NC */
+    int port;                               /* 0: the request's port if the service has it, else its first */
+    const char *subset;                     /* NULL: every endpoint */
+    const struct keel_config_kv *subset_labels;
+    size_t n_subset_labels;
+    bool subset_missing;                    /* no DestinationRule defines it -> 503 NC */
+    uint32_t weight;
+};
+
+struct keel_route_http {
+    const char *name;                       /* http[].name; "" when unnamed */
+    struct keel_route_match *match;         /* any of; none: everything matches */
+    size_t n_match;
+    struct keel_route_dest *dests;
+    size_t n_dests;
+    uint32_t total_weight;
+    const char *rewrite_uri, *rewrite_authority; /* NULL: none */
+    size_t rewrite_uri_len;
+    int64_t timeout_ms;                     /* 0: none (the listener's --upstream-timeout) */
+    uint32_t retry_attempts;                /* 0: no retries */
+    int64_t per_try_timeout_ms;
+    uint32_t retry_on;                      /* KEEL_RETRY_* */
+    int64_t delay_ms;
+    uint32_t delay_ppm, abort_ppm;          /* parts per million of requests */
+    int abort_status;                       /* 0: no abort */
+};
+
+struct keel_route_vs {
+    const struct keel_config_virtualservice *vs;
+    const char **hosts;                     /* FQDN, "*" or "*.suffix" (lower case) */
+    size_t n_hosts;
+    bool mesh;                              /* gateways absent or naming "mesh" */
+    const char **gateways;                  /* "namespace/name" */
+    size_t n_gateways;
+    struct keel_route_http *http;
+    size_t n_http;
+};
+
+struct keel_route_waypoint {                /* per registry service, same index */
+    const struct keel_registry_workload *workload; /* NULL: no waypoint */
+    int port;
+};
+
+struct keel_routing {
+    struct keel_route_vs *vs;               /* load order */
+    size_t n_vs;
+    struct keel_route_dest **dests;         /* every destination, by index */
+    size_t n_dests;
+    struct keel_route_waypoint *waypoints;  /* [cfg->n_services] */
+};
+
+/* What a route decision looks at: slices of the request. */
+struct keel_route_req {
+    struct keel_str method, path, authority, scheme;
+    const struct keel_http_header *headers;
+    size_t n_headers;
+    int port;
+    const struct keel_config_kv *source_labels;
+    size_t n_source_labels;
+};
+
+/* Does v own host (without port; fqdn: the registry service it resolved to, or NULL)? */
+bool keel_route_vs_has_host(const struct keel_route_vs *v, struct keel_str host, const char *fqdn);
+/* The first VirtualService bound to the mesh that owns host, or NULL. */
+const struct keel_route_vs *keel_routing_mesh_vs(const struct keel_config *cfg, struct keel_str host,
+                                                 const char *fqdn);
+/* The VirtualServices bound to a networking Gateway whose selector matches labels, in
+ * load order; *out is malloc'ed (the caller frees it). Returns the count. */
+size_t keel_routing_gateway_vs(const struct keel_config *cfg, const struct keel_config_kv *labels, size_t n_labels,
+                               const struct keel_route_vs ***out);
+/* The first http route of v matching r (and in *which the match that did, NULL when the
+ * route has none), or NULL: Istio answers 404 NR. Allocation-free. */
+const struct keel_route_http *keel_route_select(const struct keel_route_vs *v, const struct keel_route_req *r,
+                                                const struct keel_route_match **which);
+/* A destination by weight; rnd is a uniform random number. */
+const struct keel_route_dest *keel_route_pick(const struct keel_route_http *h, uint64_t rnd);
+/* The path sent upstream after h's rewrite: writes at most cap bytes to out, returns the
+ * length (0: no rewrite). which: the match that selected h. */
+size_t keel_route_rewrite_path(const struct keel_route_http *h, const struct keel_route_match *which,
+                               struct keel_str path, char *out, size_t cap);
 
 #endif

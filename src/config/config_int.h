@@ -153,6 +153,11 @@ int keel_config_bind_mesh(struct keel_config_ctx *c, const struct keel_ynode *ro
 void keel_config_mesh_defaults(struct keel_config_mesh *m);
 int keel_config_model(struct keel_config_ctx *c);
 int keel_config_build_registry(struct keel_config_ctx *c);
+/* routing.c: after the registry; fills cfg->routing */
+int keel_config_build_routing(struct keel_config_ctx *c);
+void keel_config_routing_fini(struct keel_config_impl *im);
+/* routing_kinds.c */
+extern const struct keel_config_schema keel_config_vs_schema, keel_config_dr_schema, keel_config_igw_schema;
 
 /* ---- string hash index ---- */
 
@@ -179,6 +184,8 @@ struct keel_config_impl {
     size_t n_exprs, cap_exprs;
     struct keel_config_object **objs;     /* all objects in load order */
     size_t n_objs, cap_objs;
+    void **regexes;                       /* regex_t of the routing matches, to regfree */
+    size_t n_regexes, cap_regexes;
 };
 
 #endif

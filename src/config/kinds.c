@@ -864,7 +864,7 @@ int keel_config_bind_mesh(struct keel_config_ctx *c, const struct keel_ynode *ro
 
 /* ---- the envelope ---- */
 
-enum group { G_MIXER, G_TELEMETRY, G_EXTENSIONS, G_CORE, G_NETWORKING, G_GATEWAY, G_OTHER };
+enum group { G_MIXER, G_TELEMETRY, G_EXTENSIONS, G_CORE, G_NETWORKING, G_GATEWAY, G_APPS, G_OTHER };
 
 static enum group group_of(const char *api)
 {
@@ -881,6 +881,8 @@ static enum group group_of(const char *api)
         return G_NETWORKING;
     if (!strcmp(api, "gateway.networking.k8s.io/v1") || !strcmp(api, "gateway.networking.k8s.io/v1beta1"))
         return G_GATEWAY;
+    if (!strcmp(api, "apps/v1"))
+        return G_APPS;
     return G_OTHER;
 }
 
@@ -904,11 +906,23 @@ static const struct kind_row {
     { G_NETWORKING, "WorkloadEntry", KEEL_CONFIG_WORKLOADENTRY, sizeof(struct keel_config_workloadentry), NULL },
     { G_NETWORKING, "ServiceEntry", KEEL_CONFIG_SERVICEENTRY, sizeof(struct keel_config_serviceentry), &se_schema },
     { G_GATEWAY, "Gateway", KEEL_CONFIG_GATEWAY, sizeof(struct keel_config_gateway), &gw_schema },
+    /* traffic routing (routing_kinds.c, routing.c) */
+    { G_NETWORKING, "VirtualService", KEEL_CONFIG_VIRTUALSERVICE, sizeof(struct keel_config_virtualservice),
+      &keel_config_vs_schema },
+    { G_NETWORKING, "DestinationRule", KEEL_CONFIG_DESTINATIONRULE, sizeof(struct keel_config_destinationrule),
+      &keel_config_dr_schema },
+    { G_NETWORKING, "Gateway", KEEL_CONFIG_ISTIO_GATEWAY, sizeof(struct keel_config_istio_gateway),
+      &keel_config_igw_schema },
+    { G_CORE, "Namespace", KEEL_CONFIG_NAMESPACE, sizeof(struct keel_config_object), NULL },
+    /* read by keel mesh from the same files; nothing for the proxy */
+    { G_APPS, "Deployment", KEEL_CONFIG_DEPLOYMENT, sizeof(struct keel_config_object), NULL },
+    { G_CORE, "ServiceAccount", KEEL_CONFIG_SERVICEACCOUNT, sizeof(struct keel_config_object), NULL },
 };
 
 static const char *const kind_names[KEEL_CONFIG_KIND_COUNT] = {
     "metric", "logentry", "prometheus", "stdio", "rule", "attributemanifest", "Telemetry", "WasmPlugin",
     "Service", "ConfigMap", "WorkloadEntry", "ServiceEntry", "Gateway",
+    "VirtualService", "DestinationRule", "networking.istio.io/Gateway", "Namespace", "Deployment", "ServiceAccount",
 };
 
 const char *keel_config_kind_name(enum keel_config_kind k)

@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define KEEL_CONFIG_FILE_MAX (16 << 20)
+
 static _Atomic uint64_t generations;
 static _Atomic uint64_t reload_failures;
 static _Atomic uint64_t reload_successes;
@@ -32,6 +34,7 @@ static void config_free(struct keel_config *cfg)
     for (size_t i = 0; i < im->n_exprs; i++)
         keel_config_expr_release(im->exprs[i]);
     free(im->exprs);
+    keel_config_routing_fini(im);
     free(im->objs);
     keel_config_index_fini(&im->by_fqn);
     keel_config_index_fini(&im->by_identity);
@@ -69,8 +72,10 @@ static void load_one(struct keel_config_ctx *c, const char *name, const char *da
 
 static struct keel_config *finish(struct keel_config_ctx *c)
 {
-    if (keel_config_model(c) == 0 && c->errors == 0)
+    if (keel_config_model(c) == 0 && c->errors == 0) {
         keel_config_build_registry(c);
+        keel_config_build_routing(c);
+    }
     if (c->errors) {
         config_free(c->cfg);
         return NULL;
@@ -206,6 +211,13 @@ static char *read_file(const char *path, size_t *len, struct keel_diag *d)
         if (r == 0)
             break;
         n += (size_t)r;
+        if (n > KEEL_CONFIG_FILE_MAX) {
+            /* a config is a few KB; a symlink to /dev/zero or a log file must not eat memory */
+            keel_diag_error(d, path, 0, 0, "file larger than %d MiB: not a config", KEEL_CONFIG_FILE_MAX >> 20);
+            free(buf);
+            close(fd);
+            return NULL;
+        }
     }
     close(fd);
     *len = n;

@@ -371,13 +371,17 @@ int keel_config_bind(struct keel_config_ctx *c, const struct keel_config_schema 
             rc = -1;
             continue;
         }
-        for (size_t j = 0; j < i; j++) {
+        bool dup = false;
+        for (size_t j = 0; j < i && !dup; j++) {
             const struct keel_ynode *pk = n->kids[2 * j];
             if (pk->type == KEEL_YNODE_SCALAR && !strcmp(pk->str, k->str)) {
                 keel_config_err(c, k, "duplicate key \"%s\" (first at line %d)", k->str, pk->line);
                 rc = -1;
+                dup = true;
             }
         }
+        if (dup)
+            continue; /* binding it again would overwrite (and leak) the first one's value */
         const struct keel_field *f = find_field(s, k->str);
         if (f == NULL) {
             if (s->unknown == KEEL_UNKNOWN_ERROR) {

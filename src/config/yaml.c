@@ -8,9 +8,19 @@
 #include <string.h>
 #include <yaml.h>
 
+/* Aliases make the tree a DAG that the binder walks as a tree, so a few hundred bytes of
+ * nested aliases ("billion laughs") would expand to billions of node visits. Every load
+ * counts its nodes as expanded (a node 1, an alias the expanded size of its anchor) and
+ * stops at a budget proportional to the input, capped: a real config reuses an anchor a
+ * few times, never a million. */
+#define YAML_EXPAND_BASE 10000
+#define YAML_EXPAND_PER_BYTE 16
+#define YAML_EXPAND_MAX 1000000
+
 struct anchor {
     const char *name;
     struct keel_ynode *node;
+    size_t weight; /* expanded node count; 0 while the node is still being parsed */
 };
 
 struct yparse {
@@ -24,6 +34,7 @@ struct yparse {
     size_t n_anchors, cap_anchors;
     struct keel_diag *diag;
     int depth;
+    size_t expanded, budget; /* nodes as the binder will see them (see YAML_EXPAND_MAX) */
 };
 
 static void syntax_error(struct yparse *y)
@@ -62,16 +73,32 @@ static struct keel_ynode *new_node(struct yparse *y, enum keel_ynode_type t, con
     return n;
 }
 
-static void add_anchor(struct yparse *y, const yaml_char_t *name, struct keel_ynode *n)
+/* Index of the anchor added for n (SIZE_MAX when none), to set its weight once parsed. */
+static size_t add_anchor(struct yparse *y, const yaml_char_t *name, struct keel_ynode *n)
 {
     if (name == NULL)
-        return;
+        return SIZE_MAX;
     if (y->n_anchors == y->cap_anchors) {
         y->cap_anchors = y->cap_anchors ? 2 * y->cap_anchors : 8;
         y->anchors = keel_realloc(y->anchors, y->cap_anchors * sizeof(*y->anchors));
     }
     y->anchors[y->n_anchors].name = keel_config_arena_strndup(y->a, (const char *)name, strlen((const char *)name));
-    y->anchors[y->n_anchors++].node = n;
+    y->anchors[y->n_anchors].weight = 0;
+    y->anchors[y->n_anchors].node = n;
+    return y->n_anchors++;
+}
+
+/* Count w more expanded nodes; false (with the error at m) past the budget. */
+static bool spend(struct yparse *y, size_t w, const yaml_mark_t *m)
+{
+    if (w <= y->budget - y->expanded) {
+        y->expanded += w;
+        return true;
+    }
+    keel_diag_error(y->diag, y->file, (int)m->line + 1 + y->line_off, (int)m->column + 1 + y->col_off,
+                    "YAML aliases expand to more than %zu nodes (nested aliases, \"billion laughs\"?)",
+                    y->budget);
+    return false;
 }
 
 /* Parse the node whose first event is ev (already taken). NULL after an error. */
@@ -83,6 +110,9 @@ static struct keel_ynode *parse_node(struct yparse *y, yaml_event_t *ev)
                         (int)ev->start_mark.column + 1 + y->col_off, "YAML nesting too deep");
         return NULL;
     }
+    size_t before = y->expanded;
+    if (ev->type != YAML_ALIAS_EVENT && !spend(y, 1, &ev->start_mark))
+        return NULL;
     switch (ev->type) {
     case YAML_SCALAR_EVENT: {
         n = new_node(y, KEEL_YNODE_SCALAR, &ev->start_mark);
@@ -125,23 +155,38 @@ static struct keel_ynode *parse_node(struct yparse *y, yaml_event_t *ev)
             n->raw = keel_config_arena_strndup(y->a, y->data + ev->start_mark.index, n->raw_len);
             n->raw_col_off = y->col_off;
         }
-        add_anchor(y, ev->data.scalar.anchor, n);
+        size_t ai = add_anchor(y, ev->data.scalar.anchor, n);
+        if (ai != SIZE_MAX)
+            y->anchors[ai].weight = 1;
         break;
     }
-    case YAML_ALIAS_EVENT:
-        for (size_t i = y->n_anchors; i-- > 0;)
-            if (strcmp(y->anchors[i].name, (const char *)ev->data.alias.anchor) == 0)
+    case YAML_ALIAS_EVENT: {
+        size_t weight = 0;
+        for (size_t i = y->n_anchors; i-- > 0 && n == NULL;)
+            if (strcmp(y->anchors[i].name, (const char *)ev->data.alias.anchor) == 0) {
                 n = y->anchors[i].node;
-        if (n == NULL)
+                weight = y->anchors[i].weight;
+            }
+        if (n == NULL) {
             keel_diag_error(y->diag, y->file, (int)ev->start_mark.line + 1 + y->line_off,
                             (int)ev->start_mark.column + 1 + y->col_off, "unknown YAML alias '%s'",
                             ev->data.alias.anchor);
+        } else if (weight == 0) {
+            /* inside the node it names: a cycle, which the binder would walk forever */
+            keel_diag_error(y->diag, y->file, (int)ev->start_mark.line + 1 + y->line_off,
+                            (int)ev->start_mark.column + 1 + y->col_off,
+                            "YAML alias '%s' refers to a node that contains it", ev->data.alias.anchor);
+            n = NULL;
+        } else if (!spend(y, weight, &ev->start_mark)) {
+            n = NULL;
+        }
         break;
+    }
     case YAML_SEQUENCE_START_EVENT:
     case YAML_MAPPING_START_EVENT: {
         bool map = ev->type == YAML_MAPPING_START_EVENT;
         n = new_node(y, map ? KEEL_YNODE_MAP : KEEL_YNODE_SEQ, &ev->start_mark);
-        add_anchor(y, map ? ev->data.mapping_start.anchor : ev->data.sequence_start.anchor, n);
+        size_t ai = add_anchor(y, map ? ev->data.mapping_start.anchor : ev->data.sequence_start.anchor, n);
         size_t cap = 0, cnt = 0;
         struct keel_ynode **kids = NULL;
         for (;;) {
@@ -172,6 +217,8 @@ static struct keel_ynode *parse_node(struct yparse *y, yaml_event_t *ev)
             memcpy(n->kids, kids, cnt * sizeof(*kids));
         free(kids);
         n->n = map ? cnt / 2 : cnt;
+        if (ai != SIZE_MAX)
+            y->anchors[ai].weight = y->expanded - before;
         break;
     }
     default:
@@ -188,6 +235,9 @@ int keel_yaml_parse(struct keel_config_arena *a, const char *file, const char *d
 {
     struct yparse y = { .a = a, .file = file, .data = data, .len = len, .line_off = line_off,
                         .col_off = col_off, .diag = diag };
+    y.budget = len < (YAML_EXPAND_MAX - YAML_EXPAND_BASE) / YAML_EXPAND_PER_BYTE
+                   ? YAML_EXPAND_BASE + YAML_EXPAND_PER_BYTE * len
+                   : YAML_EXPAND_MAX;
     yaml_parser_initialize(&y.p);
     yaml_parser_set_input_string(&y.p, (const unsigned char *)data, len);
     struct keel_ynode **out = NULL;

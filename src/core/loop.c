@@ -99,6 +99,32 @@ void keel_loop_del(struct keel_loop *l, struct keel_io *io)
         epoll_ctl(l->epfd, EPOLL_CTL_DEL, io->fd, NULL);
 }
 
+static void on_pause_end(struct keel_timer *t)
+{
+    struct keel_io_pause *p =
+        (struct keel_io_pause *)((char *)t - offsetof(struct keel_io_pause, timer));
+    if (p->io->fd >= 0)
+        add(p->loop, p->io, EPOLLIN);
+}
+
+void keel_loop_pause_in(struct keel_loop *l, struct keel_io *io, struct keel_io_pause *p,
+                        int64_t ms)
+{
+    if (keel_loop_paused(p))
+        return;
+    keel_loop_del(l, io);
+    p->loop = l;
+    p->io = io;
+    p->timer.cb = on_pause_end;
+    keel_timer_set(l, &p->timer, ms);
+}
+
+void keel_loop_pause_cancel(struct keel_io_pause *p)
+{
+    if (p->loop != NULL)
+        keel_timer_cancel(p->loop, &p->timer);
+}
+
 /* ---- timer heap ---- */
 
 static void heap_put(struct keel_loop *l, size_t i, struct keel_timer *t)
@@ -247,6 +273,8 @@ void keel_loop_run(struct keel_loop *l)
                 io->writable = true;
             if (ev & (EPOLLHUP | EPOLLERR))
                 io->hup = true;
+            if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+                io->rdhup = true;
             io->cb(io, ev);
         }
         keel_loop_run_deferred(l);

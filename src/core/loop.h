@@ -2,7 +2,8 @@
  * update the cached clock, run expired timers, poll with the nearest timer as timeout,
  * dispatch I/O, run deferred callbacks (frees of closed objects), then the before-sleep
  * hooks (flush batched output such as access-log lines).
- * I/O is edge-triggered: an io remembers readiness until a read/write says EAGAIN. */
+ * I/O is edge-triggered: an io remembers readiness until a read/write says EAGAIN, and
+ * remembers a FIN (rdhup) for good, so that an EOF that arrived with data is not lost. */
 #ifndef KEEL_CORE_LOOP_H
 #define KEEL_CORE_LOOP_H
 
@@ -26,6 +27,9 @@ struct keel_io {
     bool readable; /* an edge said so and no read has hit EAGAIN since */
     bool writable;
     bool hup;      /* peer hung up or error */
+    bool rdhup;    /* the peer's FIN (or an error) was seen: once the bytes before it are
+                    * read, a read returns 0. Edge-triggered input reports FIN together with
+                    * the last bytes, so a short read does not prove the socket drained. */
 };
 
 struct keel_timer {
@@ -42,6 +46,15 @@ struct keel_defer {
 
 struct keel_loop *keel_loop_new(void);
 void keel_loop_free(struct keel_loop *l);
+/* A level-triggered input taken out of the poll set for a while: a listener whose
+ * accept failed for want of file descriptors would otherwise be reported ready again at
+ * once, and spin. Owned by the io's owner; cancel with keel_loop_pause_cancel. */
+struct keel_io_pause {
+    struct keel_timer timer;
+    struct keel_loop *loop;
+    struct keel_io *io;
+};
+
 /* Run deferred callbacks now (after the loop has stopped, to finish closes). */
 void keel_loop_run_deferred(struct keel_loop *l);
 /* Run until keel_loop_stop. */
@@ -53,6 +66,16 @@ int keel_loop_add(struct keel_loop *l, struct keel_io *io);
 /* Register for input only, level-triggered (listeners, eventfds, signalfd, inotify). */
 int keel_loop_add_in(struct keel_loop *l, struct keel_io *io);
 void keel_loop_del(struct keel_loop *l, struct keel_io *io);
+/* Take io (registered with keel_loop_add_in) out of the poll set for ms, then put it back.
+ * Pausing a paused io restarts nothing: the first deadline holds. */
+void keel_loop_pause_in(struct keel_loop *l, struct keel_io *io, struct keel_io_pause *p,
+                        int64_t ms);
+/* Forget a pause (the io is being closed); the io is not put back. */
+void keel_loop_pause_cancel(struct keel_io_pause *p);
+static inline bool keel_loop_paused(const struct keel_io_pause *p)
+{
+    return p->timer.slot != 0;
+}
 
 void keel_timer_set(struct keel_loop *l, struct keel_timer *t, int64_t after_ms);
 void keel_timer_cancel(struct keel_loop *l, struct keel_timer *t);

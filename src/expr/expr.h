@@ -33,5 +33,8 @@ int keel_expr_eval(const struct keel_expr *e, const struct keel_attr_bag *bag, s
 void keel_expr_free(struct keel_expr *e);
 /* Human-readable bytecode listing (for keel eval --disasm and tests). */
 void keel_expr_disasm(const struct keel_expr *e, struct keel_buf *out);
+/* Compile an RE2-syntax pattern with POSIX regcomp (REG_EXTENDED | REG_NOSUB), refusing
+ * what RE2 refuses, as matches() does. re is a regex_t *; 0 or -1. */
+int keel_expr_regcomp(void *re, const char *pattern, size_t len);
 
 #endif

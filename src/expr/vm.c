@@ -765,3 +765,8 @@ int expr_regcomp(regex_t *re, const char *p, size_t len)
     buf[o] = 0;
     return regcomp(re, buf, flags) == 0 ? 0 : -1;
 }
+
+int keel_expr_regcomp(void *re, const char *pattern, size_t len)
+{
+    return expr_regcomp(re, pattern, len);
+}

@@ -13,9 +13,13 @@
 #include <unistd.h>
 
 #define ADMIN_MAX_REQUEST 8192
+/* /stats/prometheus is streamed in chunks of about this size, each produced only when
+ * the previous one is written: memory stays bounded whatever the series count. */
+#define ADMIN_SCRAPE_CHUNK 65536
 
 struct admin {
     struct keel_io io;
+    struct keel_io_pause pause;    /* accepting paused: out of file descriptors */
     struct server *srv;
     struct keel_loop *loop;
     struct admin_conn *conns;
@@ -28,6 +32,7 @@ struct admin_conn {
     struct admin *a;
     struct admin_conn *next, *prev;
     struct keel_buf in, out;
+    struct keel_metrics_scrape *scrape; /* a /stats/prometheus body still to produce */
     bool responded;
     bool closed;
 };
@@ -42,6 +47,8 @@ static void conn_close(struct admin_conn *c)
     close(c->io.fd);
     keel_buf_release(&c->in);
     keel_buf_release(&c->out);
+    keel_metrics_scrape_end(c->scrape);
+    c->scrape = NULL;
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -89,6 +96,21 @@ void admin_stats_prometheus(struct server *srv, struct keel_buf *out)
            SUM(downstream_cx_total));
     metric(out, "keel_downstream_cx_active", "gauge", "Downstream connections open.",
            SUM(downstream_cx_active));
+    metric(out, "keel_downstream_cx_overflow_total", "counter",
+           "Connections closed at once for being over --max-connections.",
+           SUM(downstream_cx_overflow));
+    metric(out, "keel_downstream_cx_fd_exhausted_total", "counter",
+           "Accepts that failed for want of file descriptors (accepting pauses 200 ms).",
+           SUM(downstream_cx_fd_exhausted));
+    uint64_t log_written, log_dropped, log_suppressed;
+    keel_log_counts(&log_written, &log_dropped, &log_suppressed);
+    keel_buf_printf(out, "# HELP keel_log_lines_total Lines of keel's own log (stderr), by what "
+                         "became of them.\n# TYPE keel_log_lines_total counter\n"
+                         "keel_log_lines_total{result=\"written\"} %llu\n"
+                         "keel_log_lines_total{result=\"dropped\"} %llu\n"
+                         "keel_log_lines_total{result=\"suppressed\"} %llu\n",
+                    (unsigned long long)log_written, (unsigned long long)log_dropped,
+                    (unsigned long long)log_suppressed);
     keel_buf_printf(out, "# HELP keel_downstream_rq_total HTTP requests answered, by response "
                          "code class (none: no response was sent).\n"
                          "# TYPE keel_downstream_rq_total counter\n");
@@ -116,6 +138,9 @@ void admin_stats_prometheus(struct server *srv, struct keel_buf *out)
     metric(out, "keel_upstream_rq_retry_total", "counter",
            "Requests retried after a pooled connection turned out closed.",
            SUM(upstream_rq_retry));
+    metric(out, "keel_peer_metadata_rejected_total", "counter",
+           "Peer metadata headers refused as invalid (the peer counts as unknown).",
+           SUM(peer_metadata_rejected));
     metric(out, "keel_tcp_cx_total", "counter", "TCP proxy connections.", SUM(tcp_cx_total));
     metric(out, "keel_tcp_received_bytes_total", "counter",
            "TCP proxy bytes received from downstream.", SUM(tcp_bytes_received));
@@ -146,8 +171,8 @@ void admin_stats_prometheus(struct server *srv, struct keel_buf *out)
                     (unsigned long long)keel_config_reload_failures());
     metric(out, "keel_config_generation", "gauge", "Generation number of the running config.",
            srv->gen != NULL && srv->gen->cfg != NULL ? srv->gen->cfg->generation : 0);
-    /* the mesh's own metrics: istio_* standard metrics and Mixer prometheus handlers */
-    keel_metrics_scrape(srv->metrics, out);
+    /* the mesh's own metrics (istio_* standard metrics, Mixer prometheus handlers) follow,
+     * streamed by scrape_refill */
 }
 
 
@@ -215,6 +240,43 @@ static void respond(struct admin_conn *c, int status, const char *ctype, struct 
     c->responded = true;
 }
 
+/* /stats/prometheus: keel's own counters, then the registry's text, in HTTP/1.1 chunks. */
+static void respond_scrape(struct admin_conn *c, bool head)
+{
+    struct keel_buf first = { 0 };
+    admin_stats_prometheus(c->a->srv, &first);
+    keel_buf_append_str(&c->out, "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4; "
+                                 "charset=utf-8\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n");
+    if (!head) {
+        /* never empty (a 0-size chunk would end the body) */
+        keel_buf_printf(&c->out, "%zx\r\n", keel_buf_len(&first));
+        keel_buf_append(&c->out, keel_buf_rptr(&first), keel_buf_len(&first));
+        keel_buf_append(&c->out, "\r\n", 2);
+        c->scrape = keel_metrics_scrape_begin(c->a->srv->metrics);
+    }
+    keel_buf_release(&first);
+    c->responded = true;
+}
+
+/* The next chunk of a streamed scrape, called only once the previous one is written
+ * (socket backpressure paces the scrape). */
+static void scrape_refill(struct admin_conn *c)
+{
+    struct keel_buf chunk = { 0 };
+    bool done = keel_metrics_scrape_next(c->scrape, &chunk, ADMIN_SCRAPE_CHUNK);
+    if (keel_buf_len(&chunk) > 0) {
+        keel_buf_printf(&c->out, "%zx\r\n", keel_buf_len(&chunk));
+        keel_buf_append(&c->out, keel_buf_rptr(&chunk), keel_buf_len(&chunk));
+        keel_buf_append(&c->out, "\r\n", 2);
+    }
+    keel_buf_release(&chunk);
+    if (done) {
+        keel_buf_append(&c->out, "0\r\n\r\n", 5);
+        keel_metrics_scrape_end(c->scrape);
+        c->scrape = NULL;
+    }
+}
+
 static void handle(struct admin_conn *c, const struct keel_http_request *req)
 {
     struct server *srv = c->a->srv;
@@ -230,8 +292,7 @@ static void handle(struct admin_conn *c, const struct keel_http_request *req)
         keel_buf_append_str(&body, ready ? "LIVE\n" : "DRAINING\n");
         respond(c, ready ? 200 : 503, "text/plain", &body);
     } else if (keel_str_eq(path, KEEL_STR("/stats/prometheus")) && get) {
-        admin_stats_prometheus(srv, &body);
-        respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", &body);
+        respond_scrape(c, keel_str_eq(req->method, KEEL_STR("HEAD")));
     } else if (keel_str_eq(path, KEEL_STR("/config_dump")) && get) {
         admin_config_dump(srv, &body);
         respond(c, 200, "application/json", &body);
@@ -284,7 +345,11 @@ static void on_conn_io(struct keel_io *io, uint32_t events)
             keel_buf_release(&body);
         }
     }
-    while (keel_buf_len(&c->out) > 0 && io->writable) {
+    for (;;) {
+        if (keel_buf_len(&c->out) == 0 && c->scrape != NULL)
+            scrape_refill(c);
+        if (keel_buf_len(&c->out) == 0 || !io->writable)
+            break;
         ssize_t n = write(io->fd, keel_buf_rptr(&c->out), keel_buf_len(&c->out));
         if (n < 0 && errno == EAGAIN) {
             io->writable = false;
@@ -305,8 +370,12 @@ static void on_accept(struct keel_io *io, uint32_t events)
     struct admin *a = (struct admin *)io;
     struct keel_addr peer;
     int fd = keel_sock_accept(io->fd, &peer);
-    if (fd < 0)
+    if (fd < 0) {
+        /* out of descriptors: the level-triggered listener would spin the main thread */
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+            keel_loop_pause_in(a->loop, io, &a->pause, 200);
         return;
+    }
     struct admin_conn *c = keel_calloc(1, sizeof(*c));
     c->a = a;
     c->io.fd = fd;
@@ -347,6 +416,7 @@ void admin_stop(struct server *srv, struct keel_loop *loop)
         return;
     while (a->conns != NULL)
         conn_close(a->conns);
+    keel_loop_pause_cancel(&a->pause);
     keel_loop_del(loop, &a->io);
     close(a->io.fd);
     keel_loop_run_deferred(loop);

@@ -113,8 +113,12 @@ struct proxy_gen *gen_new(struct server *srv, struct keel_config *cfg)
     }
     struct keel_telemetry_workload tw = { .namespace = "default" };
     if (srv->opt->workload != NULL) {
+        const char *dot = strchr(srv->opt->workload, '.');
+        snprintf(g->self_name, sizeof(g->self_name), "%.*s",
+                 (int)(dot ? (size_t)(dot - srv->opt->workload) : strlen(srv->opt->workload)), srv->opt->workload);
+        snprintf(g->self_ns, sizeof(g->self_ns), "%s", dot ? dot + 1 : "default");
         g->self = keel_registry_workload(cfg, srv->opt->workload);
-        if (g->self == NULL)
+        if (g->self == NULL && srv->opt->role != KEEL_PROXY_WAYPOINT)
             keel_log_warn("--workload %s: no such WorkloadEntry in the config", srv->opt->workload);
     }
     if (g->self != NULL) {
@@ -122,6 +126,15 @@ struct proxy_gen *gen_new(struct server *srv, struct keel_config *cfg)
         tw = (struct keel_telemetry_workload){ g->self->name, g->self->namespace, g->self->labels,
                                                g->self->n_labels, NULL };
     }
+    if (srv->opt->role == KEEL_PROXY_WAYPOINT && srv->opt->workload != NULL) {
+        /* a waypoint is its Gateway: Telemetry and WasmPlugin targetRefs naming it apply */
+        if (keel_config_find(cfg, KEEL_CONFIG_GATEWAY, g->self_ns, g->self_name) == NULL)
+            keel_log_warn("--workload %s: no waypoint Gateway %s in namespace %s", srv->opt->workload,
+                          g->self_name, g->self_ns);
+        tw.namespace = g->self_ns;
+        tw.gateway = g->self_name;
+    }
+    route_gen_build(g, srv);
     struct keel_diag d;
     keel_diag_init(&d);
     g->tel = keel_telemetry_new(cfg, srv->metrics, &tw, &d);
@@ -144,6 +157,7 @@ void gen_unref(struct proxy_gen *g)
     access_log_unref(g->log);
     free(g->self_labels);
     keel_buf_release(&g->metadata);
+    route_gen_free(g);
     for (size_t i = 0; i < g->n_ports; i++)
         free(g->ports[i].targets);
     keel_config_unref(g->cfg);

@@ -32,6 +32,9 @@ struct keel_proxy_tcp_route {
     struct keel_proxy_target target;
 };
 
+/* --role: what the outbound listener routes by (route.c). */
+enum keel_proxy_role { KEEL_PROXY_SIDECAR, KEEL_PROXY_GATEWAY, KEEL_PROXY_WAYPOINT };
+
 struct keel_proxy_options {
     const char *inbound;           /* NULL: 127.0.0.1:15006; "" or "off": no inbound */
     const char *outbound;          /* NULL: 127.0.0.1:15001; "off": none */
@@ -39,6 +42,7 @@ struct keel_proxy_options {
     const char *upstream;          /* the local app, target of inbound */
     const char *config_dir;        /* NULL: ./keel.d when it exists */
     const char *workload;          /* NAME.NAMESPACE: who this sidecar is */
+    enum keel_proxy_role role;     /* sidecar (default), gateway or waypoint */
     bool telemetry_off;            /* no metrics or Mixer rules (access log unaffected) */
     size_t metric_series_limit;    /* per metric family; 0: the registry's default */
     int64_t metric_expiry_ms;      /* drop series not updated for this long; 0: never */
@@ -55,6 +59,9 @@ struct keel_proxy_options {
     int64_t connect_timeout_ms;
     int64_t upstream_timeout_ms;   /* 0: none */
     int64_t drain_timeout_ms;
+    int64_t stream_idle_timeout_ms; /* no bytes either way during an exchange -> 408 SI */
+    size_t max_connections;        /* per worker; above it new connections are closed at
+                                    * once (Envoy's listener limit); 0: no limit */
     size_t max_request_headers_kb;
     size_t max_headers;
     size_t max_uri_bytes;

@@ -12,6 +12,7 @@
 #include "proxy/peer.h"
 #include "proxy/proxy.h"
 #include "proxy/report.h"
+#include "proxy/route.h"
 #include "telemetry/engine.h"
 
 #include <pthread.h>
@@ -32,6 +33,8 @@ struct listener_spec {
 #define PROXY_COUNTERS(X)                                                     \
     X(downstream_cx_total, "Downstream connections accepted")                 \
     X(downstream_cx_active, "Downstream connections open")                    \
+    X(downstream_cx_overflow, "Connections closed at once over --max-connections") \
+    X(downstream_cx_fd_exhausted, "Accepts failed for want of file descriptors") \
     X(downstream_rq_total, "HTTP requests received")                          \
     X(downstream_rq_1xx, "")                                                  \
     X(downstream_rq_2xx, "")                                                  \
@@ -48,7 +51,8 @@ struct listener_spec {
     X(upstream_rq_no_endpoint, "Requests for a service without endpoints")     \
     X(tcp_cx_total, "TCP proxy connections")                                  \
     X(tcp_bytes_received, "TCP proxy bytes from downstream")                  \
-    X(tcp_bytes_sent, "TCP proxy bytes to downstream")
+    X(tcp_bytes_sent, "TCP proxy bytes to downstream")                     \
+    X(peer_metadata_rejected, "Peer metadata headers refused as invalid")
 
 struct proxy_stats {
 #define X(name, help) atomic_uint_fast64_t name;
@@ -105,6 +109,9 @@ struct proxy_gen {
     size_t *port_base;                          /* per service: index of its first port */
     struct gen_port *ports;
     size_t n_ports;
+    struct route_gen route;                     /* VirtualService targets, waypoints (route.c) */
+    char self_ns[128];                          /* the namespace of --workload, found or not */
+    char self_name[128];                        /* ... and its name (a waypoint's Gateway) */
 };
 
 /* A worker's handle on a generation: users = requests in flight that started on it. */
@@ -126,6 +133,7 @@ struct pool {
 
 struct worker_listener {
     struct keel_io io;
+    struct keel_io_pause pause;    /* accepting paused: out of file descriptors */
     const struct listener_spec *spec;
     struct worker *w;
 };

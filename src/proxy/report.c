@@ -160,7 +160,9 @@ void report_fill(struct report_scratch *sc, const struct report_in *in)
     sc->text.rpos = sc->text.wpos = 0;
 
     set(bag, KEEL_ATTR_CONTEXT_REPORTER_KIND,
-        in->outbound ? keel_value_str("outbound", 8) : keel_value_str("inbound", 7));
+        in->waypoint   ? keel_value_str("waypoint", 8)
+        : in->outbound ? keel_value_str("outbound", 8)
+                       : keel_value_str("inbound", 7));
     set(bag, KEEL_ATTR_CONTEXT_PROTOCOL, r->is_tcp ? keel_value_str("tcp", 3) : keel_value_str("http", 4));
     set(bag, KEEL_ATTR_CONTEXT_TIME, timestamp(r->start_us + r->duration_us));
 
@@ -175,6 +177,18 @@ void report_fill(struct report_scratch *sc, const struct report_in *in)
     }
     const struct report_identity *src = in->outbound ? in->self : &peer;
     const struct report_identity *dst = in->outbound ? &peer : in->self;
+    struct report_identity client = { 0 };
+    if (in->waypoint) { /* neither side is us: the client's sidecar told who it is */
+        if (in->src_peer != NULL && in->src_peer->present) {
+            client.name = in->src_peer->name;
+            client.namespace = in->src_peer->namespace;
+            client.service_account = in->src_peer->service_account;
+            client.labels = in->src_peer->labels;
+            client.n_labels = in->src_peer->n_labels;
+        }
+        src = &client;
+        dst = &peer;
+    }
     identity(bag, src, true);
     identity(bag, dst, false);
     principal_and_uid(sc, pend, &npend, src, true);
@@ -187,7 +201,7 @@ void report_fill(struct report_scratch *sc, const struct report_in *in)
 
     struct keel_value ip;
     int64_t port;
-    if (!in->outbound && ip_port(in->downstream_remote, &ip, &port)) {
+    if ((!in->outbound || in->waypoint) && ip_port(in->downstream_remote, &ip, &port)) {
         set(bag, KEEL_ATTR_SOURCE_IP, ip);
         set(bag, KEEL_ATTR_SOURCE_PORT, keel_value_int(port));
     }

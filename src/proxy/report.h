@@ -30,6 +30,8 @@ struct report_scratch {
 struct report_in {
     const struct keel_access_record *r;
     bool outbound;                       /* reporter: the source's sidecar */
+    bool waypoint;                       /* reporter: a waypoint between the two */
+    const struct keel_peer *src_peer;    /* waypoint: the client, from its sidecar */
     const struct report_identity *self;  /* NULL: unknown */
     const struct keel_peer *peer;        /* the other side, from metadata exchange */
     const struct keel_addr *downstream_remote, *downstream_local, *upstream; /* or NULL */

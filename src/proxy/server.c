@@ -19,6 +19,9 @@
 #include <unistd.h>
 
 #define DEFAULT_CONFIG_DIR "./keel.d"
+/* keel's own log while the proxy runs: warnings are rate-limited at their source, so
+ * this holds minutes of them; more is dropped and counted rather than block a worker */
+#define LOG_SINK_BYTES (64 * 1024)
 
 void keel_proxy_options_defaults(struct keel_proxy_options *o)
 {
@@ -28,6 +31,7 @@ void keel_proxy_options_defaults(struct keel_proxy_options *o)
     o->connect_timeout_ms = 10000;      /* Istio's connectTimeout */
     o->upstream_timeout_ms = 15000;     /* Envoy's default route timeout */
     o->drain_timeout_ms = 5000;
+    o->stream_idle_timeout_ms = 300 * 1000; /* Envoy's stream_idle_timeout */
     o->max_request_headers_kb = 60;     /* Envoy's max_request_headers_kb */
     o->max_headers = 100;               /* Envoy's max_headers_count */
     o->max_uri_bytes = 8192;
@@ -320,6 +324,7 @@ int keel_proxy_run(const struct keel_proxy_options *o)
 {
     struct server srv = { 0 };
     struct control c = { .srv = &srv };
+    struct keel_sink *log_sink = NULL;
     int status = 1;
     sigset_t sigs;
     sigemptyset(&sigs);
@@ -363,6 +368,14 @@ int keel_proxy_run(const struct keel_proxy_options *o)
             keel_log_warn("cannot watch %s: config changes need a restart", c.dir);
         }
     }
+    /* from here on no thread writes stderr itself: a stalled stderr drops lines, counted
+     * in keel_log_lines_total, instead of stalling the thread that logs */
+    char err[256];
+    log_sink = keel_sink_open("/dev/stderr", LOG_SINK_BYTES, err, sizeof(err));
+    if (log_sink != NULL)
+        keel_log_set_sink(log_sink);
+    else
+        keel_log_warn("%s: logging synchronously", err);
     int started = 0;
     for (; started < srv.n_workers; started++)
         if (worker_start(&srv.workers[started]) != 0)
@@ -409,5 +422,7 @@ out:
             keel_sink_close(srv.stdio_sinks[i]);
     keel_metrics_free(srv.metrics);
     keel_buf_pool_drain();
+    keel_log_set_sink(NULL);
+    keel_sink_close(log_sink); /* writes what is queued; gives up after 2 s on a stuck stderr */
     return status;
 }

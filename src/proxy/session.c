@@ -38,7 +38,11 @@ void session_set_timer(struct session *s, enum timer_role role, int64_t ms)
     keel_timer_set(s->w->loop, &s->timer, ms);
 }
 
-/* Read from fd into b (at most max bytes). >0 bytes, 0 EOF, KEEL_AGAIN, KEEL_EIO. */
+/* Read from fd into b (at most max bytes). >0 bytes, 0 EOF, KEEL_AGAIN, KEEL_EIO.
+ * Every read of a proxied socket goes through here. A short read ends readiness (the
+ * socket is drained, the next edge will say when more comes) unless the peer's FIN has
+ * been seen: that edge has come and gone, so io stays readable and the next read, made
+ * whenever the reader has room again (after backpressure too), returns the EOF. */
 ssize_t session_read(struct keel_io *io, struct keel_buf *b, size_t max)
 {
     keel_buf_reserve(b, max < 4096 ? max : 4096);
@@ -48,14 +52,17 @@ ssize_t session_read(struct keel_io *io, struct keel_buf *b, size_t max)
     ssize_t n = read(io->fd, keel_buf_wptr(b), room);
     if (n > 0) {
         b->wpos += (size_t)n;
-        if ((size_t)n < room)
-            io->readable = false; /* short read: the socket is drained */
+        if ((size_t)n < room && !io->rdhup)
+            io->readable = false;
         return n;
     }
     if (n == 0)
         return 0;
     if (errno == EAGAIN || errno == EINTR) {
         io->readable = false;
+        /* an idle connection holds no buffer: 16 KiB x 10,000 keep-alive clients adds up */
+        if (keel_buf_len(b) == 0)
+            keel_buf_release(b);
         return KEEL_AGAIN;
     }
     return KEEL_EIO;
@@ -80,6 +87,8 @@ ssize_t session_flush(struct keel_io *io, struct keel_buf *b)
         }
         return KEEL_EIO;
     }
+    if (keel_buf_len(b) == 0)
+        keel_buf_release(b); /* back to the worker's pool until there is more to send */
     return (ssize_t)total;
 }
 
@@ -107,6 +116,7 @@ static void reset_request(struct session *s)
     s->service_time[0] = '\0';
     s->peer.present = false;
     s->svc_host = s->svc_name = s->svc_ns = (struct keel_str){ NULL, 0 };
+    route_state_reset(s);
     if (s->wg != NULL) {
         worker_gen_release(s->w, s->wg);
         s->wg = NULL;
@@ -229,6 +239,7 @@ void session_close(struct session *s)
     keel_buf_release(&s->out);
     keel_buf_release(&s->head);
     keel_buf_release(&s->rhead);
+    route_state_reset(s);
     if (s->wg != NULL) {
         worker_gen_release(w, s->wg);
         s->wg = NULL;
@@ -334,9 +345,16 @@ static void on_timer(struct keel_timer *t)
         return;
     case T_BODY:
     case T_TUNNEL: {
-        int64_t limit = s->timer_role == T_BODY ? BODY_IDLE_TIMEOUT_MS : TUNNEL_IDLE_TIMEOUT_MS;
+        int64_t limit =
+            s->timer_role == T_BODY ? session_stream_idle_ms(s) : TUNNEL_IDLE_TIMEOUT_MS;
         if (now - s->last_activity_ms < limit) {
             keel_timer_set(s->w->loop, &s->timer, limit - (now - s->last_activity_ms));
+            return;
+        }
+        if (s->timer_role == T_BODY && s->phase == PH_FORWARD && !s->res_head_done) {
+            /* nothing of a response sent yet: say so, as Envoy does (408, SI) */
+            session_local_reply(s, 408, KEEL_RF_SI, "stream_idle_timeout", "stream timeout", true);
+            session_run(s);
             return;
         }
         session_abort_exchange(s, s->timer_role == T_BODY ? KEEL_RF_SI : 0, "stream_idle_timeout");

@@ -84,7 +84,7 @@ void session_local_reply(struct session *s, int status, uint32_t flags, const ch
         s->bytes_sent = blen;
     }
     s->phase = PH_REPLY;
-    session_set_timer(s, T_BODY, BODY_IDLE_TIMEOUT_MS);
+    session_set_timer(s, T_BODY, session_stream_idle_ms(s));
     session_touch(s);
 }
 
@@ -97,8 +97,8 @@ void session_reject_malformed(struct session *s, const struct keel_http_perror *
     case KEEL_HTTP_PERR_VERSION: status = 505; break;
     default: break;
     }
-    keel_log_info("conn %llu from %s: %d: %s at byte %zu", (unsigned long long)s->conn_id,
-                  s->remote, status, e->what, e->offset);
+    keel_log_limited(KEEL_LOG_INFO, KEEL_LOG_PER_SEC, "conn %llu from %s: %d: %s at byte %zu",
+                     (unsigned long long)s->conn_id, s->remote, status, e->what, e->offset);
     stat_add(&s->w->stats.downstream_rq_bad, 1);
     if (!s->started) {
         s->t_start_us = keel_loop_now_us(s->w->loop);
@@ -109,9 +109,6 @@ void session_reject_malformed(struct session *s, const struct keel_http_perror *
 }
 
 /* ------------------------------------------------------------------ request head */
-
-
-enum route_result { ROUTE_OK, ROUTE_NONE, ROUTE_NO_ENDPOINT };
 
 
 /* Pick the target of the current request: the app for inbound; for outbound a --route,
@@ -155,22 +152,8 @@ static enum route_result route_request(struct session *s)
             return ROUTE_OK;
         }
     }
-    const struct proxy_gen *g = s->wg->g;
-    if (g->cfg == NULL || host.len == 0)
-        return ROUTE_NONE;
-    const char *ns = g->self != NULL ? g->self->namespace : NULL;
-    const struct keel_registry_port *rp =
-        keel_registry_resolve(g->cfg, host.p, host.len, colon ? port : 0, ns);
-    if (rp == NULL)
-        return ROUTE_NONE;
-    s->svc_host = keel_str_c(rp->service->fqdn);
-    s->svc_name = keel_str_c(rp->service->name);
-    s->svc_ns = keel_str_c(rp->service->namespace);
-    const struct gen_port *gp = gen_port_of(g, rp);
-    if (gp->n_targets == 0)
-        return ROUTE_NO_ENDPOINT;
-    s->target = &gp->targets[s->w->rr++ % gp->n_targets];
-    return ROUTE_OK;
+    /* routing: the role's VirtualServices, waypoints, then the registry (route.c) */
+    return route_outbound(s, host, port, colon != NULL);
 }
 
 /* Split an absolute-form target "http://host[:port]/path?q" into authority and path. */
@@ -224,9 +207,14 @@ static void write_upstream_head(struct session *s, struct keel_buf *b)
     if (s->meta.xfp.len == 0)
         append_header(b, LIT("x-forwarded-proto"), LIT("http"));
     const struct proxy_gen *g = s->wg->g;
-    if (s->spec->kind == LISTEN_OUTBOUND && g->self != NULL)
+    if (session_srv(s)->opt->role == KEEL_PROXY_WAYPOINT) {
+        /* routing: a waypoint passes the client's identity on to the destination */
+        if (s->rt.src_peer_raw.len > 0)
+            append_header(b, LIT(KEEL_PEER_HEADER), s->rt.src_peer_raw);
+    } else if (s->spec->kind == LISTEN_OUTBOUND && g->self != NULL) {
         append_header(b, LIT(KEEL_PEER_HEADER),
                       (struct keel_str){ keel_buf_rptr(&g->metadata), keel_buf_len(&g->metadata) });
+    }
     switch (s->meta.body) {
     case KEEL_HTTP_BODY_LENGTH:
         keel_buf_printf(b, "content-length: %llu\r\n", (unsigned long long)s->meta.content_length);
@@ -291,7 +279,8 @@ static void take_request(struct session *s, size_t head_len)
     if (s->spec->kind == LISTEN_INBOUND)
         for (size_t i = 0; i < s->req.n_headers; i++)
             if (keel_str_caseeq(s->hdrs[i].name, LIT(KEEL_PEER_HEADER)))
-                keel_peer_parse(s->hdrs[i].value, &s->peer);
+                if (keel_peer_parse(s->hdrs[i].value, &s->peer) < 0)
+                    stat_add(&s->w->stats.peer_metadata_rejected, 1);
     s->upgrade = s->meta.conn_upgrade && s->meta.upgrade.len > 0;
     switch (s->meta.body) {
     case KEEL_HTTP_BODY_LENGTH: s->req_left = s->meta.content_length; break;
@@ -309,7 +298,17 @@ static void take_request(struct session *s, size_t head_len)
         stat_add(&w->stats.upstream_rq_no_endpoint, 1);
         session_local_reply(s, 503, KEEL_RF_UH, "no_healthy_upstream", "no healthy upstream", false);
         return;
+    case ROUTE_NO_CLUSTER:
+        session_local_reply(s, 503, KEEL_RF_NC, "cluster_not_found", "", false);
+        return;
     }
+    if (route_before_upstream(s)) /* routing: fault abort or delay; rewrites */
+        return;
+    session_http_proceed(s);
+}
+
+void session_http_proceed(struct session *s)
+{
     if (s->meta.expect_continue && s->req.minor == 1 && !s->req_done) {
         keel_buf_append(&s->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
         s->sent_continue = true;
@@ -354,7 +353,7 @@ void session_upstream_connected(struct session *s)
     s->phase = PH_FORWARD;
     /* the response timeout starts once the whole request is upstream (Envoy's route
      * timeout); until then only inactivity ends a slow upload */
-    session_set_timer(s, T_BODY, BODY_IDLE_TIMEOUT_MS);
+    session_set_timer(s, T_BODY, session_stream_idle_ms(s));
     session_touch(s);
 }
 
@@ -362,6 +361,10 @@ void session_upstream_failed(struct session *s, int err)
 {
     s->u = NULL;
     stat_add(&s->w->stats.upstream_cx_connect_fail, 1);
+    if (s->spec->kind != LISTEN_TCP && route_retry(s, KEEL_RETRY_CONNECT_FAILURE, 0)) { /* routing */
+        begin_upstream(s, false);
+        return;
+    }
     snprintf(s->up_host, sizeof(s->up_host), "%s", s->target->addr_str);
     if (s->spec->kind == LISTEN_TCP) {
         s->flags |= KEEL_RF_UF;
@@ -462,6 +465,12 @@ static bool forward_request_body(struct session *s)
 void session_response_timeout(struct session *s)
 {
     stat_add(&s->w->stats.upstream_rq_timeout, 1);
+    if (!s->res_head_done && route_retry(s, KEEL_RETRY_5XX | KEEL_RETRY_GATEWAY_ERROR, 0)) { /* per try */
+        session_drop_upstream(s);
+        begin_upstream(s, false);
+        session_run(s);
+        return;
+    }
     if (!s->res_head_done) {
         session_local_reply(s, 504, KEEL_RF_UT, "upstream_response_timeout", "upstream request timeout",
                     false);
@@ -483,6 +492,11 @@ static void upstream_gone(struct session *s)
             stat_add(&s->w->stats.upstream_rq_retry, 1);
             session_drop_upstream(s);
             begin_upstream(s, true);
+            return;
+        }
+        if (route_retry(s, KEEL_RETRY_RESET, 0)) { /* routing */
+            session_drop_upstream(s);
+            begin_upstream(s, false);
             return;
         }
         session_local_reply(s, 503, KEEL_RF_UC,
@@ -517,7 +531,10 @@ static void write_response_head(struct session *s)
             continue;
         if (keel_str_caseeq(h->name, LIT(KEEL_PEER_HEADER))) {
             if (s->spec->kind == LISTEN_OUTBOUND)
-                keel_peer_parse(h->value, &s->peer);
+                if (keel_peer_parse(h->value, &s->peer) < 0)
+                    stat_add(&s->w->stats.peer_metadata_rejected, 1);
+            if (session_srv(s)->opt->role == KEEL_PROXY_WAYPOINT) /* routing: to the client */
+                append_header(b, h->name, h->value);
             continue;
         }
         append_header(b, h->name, h->value);
@@ -567,7 +584,8 @@ static bool take_response_head(struct session *s)
     if (rc == KEEL_AGAIN)
         return false;
     if (rc < 0 || keel_http_analyze_response(&s->res, s->req.method, &s->rmeta, &e) < 0) {
-        keel_log_info("upstream %s: bad response: %s", s->up_host, e.what);
+        keel_log_limited(KEEL_LOG_INFO, KEEL_LOG_PER_SEC, "upstream %s: bad response: %s",
+                         s->up_host, e.what);
         session_local_reply(s, 502, KEEL_RF_UPE, "upstream_reset_before_response_started{protocol_error}",
                     "upstream protocol error", false);
         return true;
@@ -578,6 +596,11 @@ static bool take_response_head(struct session *s)
         if (s->req.minor == 1 && !(s->res.status == 100 && s->sent_continue))
             keel_buf_append(&s->out, keel_buf_rptr(&u->in), head_len);
         keel_buf_consume(&u->in, head_len);
+        return true;
+    }
+    if (route_retry(s, 0, s->res.status)) { /* routing: a retriable status */
+        session_drop_upstream(s);
+        begin_upstream(s, false);
         return true;
     }
     keel_buf_release(&s->rhead);
@@ -606,7 +629,7 @@ static bool take_response_head(struct session *s)
     if (s->rmeta.body == KEEL_HTTP_BODY_NONE ||
         (s->rmeta.body == KEEL_HTTP_BODY_LENGTH && s->res_left == 0))
         s->res_done = true;
-    session_set_timer(s, T_BODY, BODY_IDLE_TIMEOUT_MS);
+    session_set_timer(s, T_BODY, session_stream_idle_ms(s));
     return true;
 }
 
@@ -708,7 +731,7 @@ bool session_http_forward(struct session *s)
     }
     if (s->req_done && keel_buf_len(&u->out) == 0 && s->t_upstream_sent_us < 0) {
         s->t_upstream_sent_us = keel_loop_now_us(s->w->loop);
-        int64_t t = session_srv(s)->opt->upstream_timeout_ms;
+        int64_t t = route_attempt_timeout_ms(s, session_srv(s)->opt->upstream_timeout_ms);
         if (t > 0 && !s->res_head_done)
             session_set_timer(s, T_RESPONSE, t);
     }

@@ -13,7 +13,6 @@
 
 #define HIGH_WATER (64 * 1024)   /* stop reading a side once its sink holds this much */
 #define READ_CHUNK 16384
-#define BODY_IDLE_TIMEOUT_MS (300 * 1000)
 #define TUNNEL_IDLE_TIMEOUT_MS (3600 * 1000)
 #define FREE_SESSIONS_MAX 4096
 
@@ -72,6 +71,7 @@ struct session {
     bool generated_id;
     struct keel_peer peer;         /* the other sidecar's identity, if it sent one */
     struct keel_str svc_host, svc_name, svc_ns; /* the destination service */
+    struct route_state rt;         /* VirtualService route, fault, retries (route.c) */
 
     /* the response */
     struct keel_buf rhead;
@@ -100,6 +100,11 @@ struct session {
 #define LIT(s) (struct keel_str){ (s), sizeof(s) - 1 }
 
 static inline struct server *session_srv(const struct session *s) { return s->w->srv; }
+/* --stream-idle-timeout: the longest an exchange may go without a byte either way */
+static inline int64_t session_stream_idle_ms(const struct session *s)
+{
+    return s->w->srv->opt->stream_idle_timeout_ms;
+}
 static inline void session_touch(struct session *s)
 {
     s->last_activity_ms = keel_loop_now_ms(s->w->loop);
@@ -123,6 +128,7 @@ void session_response_timeout(struct session *s);
 bool session_http_head(struct session *s);
 bool session_http_forward(struct session *s);
 bool session_http_reply(struct session *s);
+void session_http_proceed(struct session *s); /* routed: to the upstream (after a fault delay) */
 
 /* session_tunnel.c */
 bool session_tunnel(struct session *s);

@@ -11,6 +11,8 @@ void session_report(struct session *s, const struct keel_access_record *r, const
     struct report_in in = {
         .r = r,
         .outbound = s->spec->kind != LISTEN_INBOUND,
+        .waypoint = session_srv(s)->opt->role == KEEL_PROXY_WAYPOINT && s->spec->kind == LISTEN_OUTBOUND,
+        .src_peer = &s->rt.src_peer,
         .self = g->self != NULL ? &g->identity : NULL,
         .peer = &s->peer,
         .downstream_remote = &s->remote_addr,
@@ -70,7 +72,9 @@ void session_log_exchange(struct session *s)
     r.upstream_local = keel_str_c(s->up_local);
     r.downstream_local = keel_str_c(s->local);
     r.downstream_remote = keel_str_c(s->remote);
-    if (!r.is_tcp && s->target != NULL)
+    if (!r.is_tcp && s->rt.http != NULL) /* routing: the VirtualService http[].name */
+        r.route_name = keel_str_c(s->rt.http->name);
+    else if (!r.is_tcp && s->target != NULL)
         r.route_name = LIT("default");
     /* the log of the generation the request started on (a bad request: the current one) */
     struct access_log *al = (s->wg != NULL ? s->wg : w->cur)->g->log;

@@ -142,7 +142,8 @@ void upconn_release(struct upconn *u, bool reusable)
     struct worker *w = u->w;
     struct pool *p = u->pool;
     u->s = NULL;
-    if (!reusable || w->draining || u->closed || p->n_idle >= POOL_IDLE_MAX || u->io.hup) {
+    if (!reusable || w->draining || u->closed || p->n_idle >= POOL_IDLE_MAX || u->io.hup ||
+        u->io.rdhup) { /* the server said it is done with this connection */
         upconn_close(u);
         return;
     }

@@ -64,17 +64,39 @@ void worker_log_line(struct worker *w, struct access_log *al, const struct keel_
         flush_access_log(w);
 }
 
+/* How long a listener stops accepting when the process is out of file descriptors: a
+ * level-triggered listener would be reported ready again at once and spin (nginx waits
+ * 500 ms). The connections wait in the kernel's backlog meanwhile. */
+#define ACCEPT_PAUSE_MS 200
+
 static void on_accept(struct keel_io *io, uint32_t events)
 {
     struct worker_listener *wl = (struct worker_listener *)io;
     struct worker *w = wl->w;
+    size_t max = w->srv->opt->max_connections;
     for (int i = 0; i < ACCEPT_BATCH && !w->draining; i++) {
         struct keel_addr peer;
         int fd = keel_sock_accept(io->fd, &peer);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-                keel_log_warn("accept on %s: %s", wl->spec->addr_str, strerror(errno));
+            int e = errno;
+            if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+                stat_add(&w->stats.downstream_cx_fd_exhausted, 1);
+                keel_log_limited(KEEL_LOG_WARN, 1, "accept on %s: %s: not accepting for %d ms",
+                                 wl->spec->addr_str, strerror(e), ACCEPT_PAUSE_MS);
+                keel_loop_pause_in(w->loop, io, &wl->pause, ACCEPT_PAUSE_MS);
+            } else if (e != EAGAIN && e != EINTR && e != ECONNABORTED) {
+                keel_log_limited(KEEL_LOG_WARN, 1, "accept on %s: %s", wl->spec->addr_str,
+                                 strerror(e));
+            }
             return;
+        }
+        if (max > 0 && atomic_load_explicit(&w->stats.downstream_cx_active,
+                                            memory_order_relaxed) >= max) {
+            /* over the limit: Envoy's listener connection limit closes at once, before
+             * reading anything, and counts it; nothing is logged per connection */
+            stat_add(&w->stats.downstream_cx_overflow, 1);
+            close(fd);
+            continue;
         }
         session_start(w, wl->spec, fd, &peer);
     }
@@ -84,6 +106,7 @@ static void close_listeners(struct worker *w)
 {
     for (size_t i = 0; i < w->n_listeners; i++) {
         struct keel_io *io = &w->listeners[i].io;
+        keel_loop_pause_cancel(&w->listeners[i].pause);
         if (io->fd >= 0) {
             keel_loop_del(w->loop, io);
             close(io->fd);

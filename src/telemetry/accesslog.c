@@ -1,20 +1,21 @@
 /* Access-log renderer: runs a compiled op list over one keel_access_record.
  *
  * Escaping. Envoy writes request bytes into text logs raw, so a path or header with a
- * newline forges log lines. keel escapes, in text logs, every control byte (0x00-0x1f and
- * 0x7f) of every value as \xHH; all other bytes (including '"', '\\' and UTF-8) are kept
- * as Envoy writes them, so lines stay byte-identical to Envoy's for normal traffic. (A
- * literal "\x01" sent by a client therefore looks the same as an escaped 0x01 byte; the
- * JSON encoding is the unambiguous one.) In JSON logs values are JSON strings: '"', '\\'
- * and controls are escaped (\n \r \t \b \f, else \u00XX), valid UTF-8 passes through, and
- * each byte of an invalid UTF-8 sequence becomes \u00XX (its Latin-1 reading) so that the
- * line is always valid JSON.
+ * newline forges log lines, and a '"' in a quoted field (the User-Agent of Istio's default
+ * format) forges fields. keel escapes, in text logs, every control byte (0x00-0x1f, 0x7f),
+ * '"', '\\' and every byte of an invalid UTF-8 sequence as \xHH; valid UTF-8 and the rest
+ * of ASCII are kept, so lines stay byte-identical to Envoy's for normal traffic. A raw
+ * newline, CR or quote can thus never come from a value, and the escaping is reversible
+ * (a client's literal "\x0a" is logged as "\x5cx0a"). In JSON logs values are JSON
+ * strings escaped by core/json.c (the one JSON escaper: controls escaped, invalid UTF-8 as
+ * U+FFFD), so the line is always valid JSON and valid UTF-8.
  *
  * Hot path: no allocation (values are slices of the record or of a stack scratch buffer),
  * the only growth is keel_buf_reserve on the caller's buffer; the START_TIME second is
  * formatted once per second per thread. */
 #include "telemetry/accesslog.h"
 
+#include "core/json.h"
 #include "telemetry/accesslog_int.h"
 #include "telemetry/response_flags.h"
 
@@ -33,30 +34,21 @@ struct val {
 
 /* ---- character classes ---- */
 
-/* text logs: 1 = escape as \xHH */
+/* text logs: 1 = escape as \xHH, 2 = lead byte of a UTF-8 sequence to validate */
+#define T1 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1
+#define T2 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2
 static const unsigned char text_esc[256] = {
-    [0x00] = 1, [0x01] = 1, [0x02] = 1, [0x03] = 1, [0x04] = 1, [0x05] = 1, [0x06] = 1, [0x07] = 1,
-    [0x08] = 1, [0x09] = 1, [0x0a] = 1, [0x0b] = 1, [0x0c] = 1, [0x0d] = 1, [0x0e] = 1, [0x0f] = 1,
-    [0x10] = 1, [0x11] = 1, [0x12] = 1, [0x13] = 1, [0x14] = 1, [0x15] = 1, [0x16] = 1, [0x17] = 1,
-    [0x18] = 1, [0x19] = 1, [0x1a] = 1, [0x1b] = 1, [0x1c] = 1, [0x1d] = 1, [0x1e] = 1, [0x1f] = 1,
-    [0x7f] = 1,
+    T1, T1,
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x22 '"' */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, /* 0x5c '\\' */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, /* 0x7f */
+    T2, T2, T2, T2, T2, T2, T2, T2,
 };
-
-/* JSON strings: 0 copy, 1 escape, 2 start of a multi-byte UTF-8 sequence to validate */
-#define J1 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1
-#define J2 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2
-static const unsigned char json_cls[256] = {
-    J1, J1,
-    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,   /* 0x22 '"' */
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,   /* 0x5c '\\' */
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,   /* 0x7f */
-    J2, J2, J2, J2, J2, J2, J2, J2,
-};
-#undef J1
-#undef J2
+#undef T1
+#undef T2
 
 static const char hexd[] = "0123456789abcdef";
 
@@ -74,20 +66,8 @@ static inline uint64_t load64(const char *p)
     return x;
 }
 
-/* first index >= i where a byte may be a control byte (< 0x20 or 0x7f) */
+/* first index >= i where a byte may need text escaping (control, '"', '\\', >= 0x7f) */
 static inline size_t skip_text_clean(const char *p, size_t i, size_t n)
-{
-    while (i + 8 <= n) {
-        uint64_t x = load64(p + i);
-        if (HAS_LESS(x, 0x20) | HAS_ZERO(x ^ (ONES * 0x7f)))
-            break;
-        i += 8;
-    }
-    return i;
-}
-
-/* first index >= i where a byte may need JSON attention (control, '"', '\\', >= 0x7f) */
-static inline size_t skip_json_clean(const char *p, size_t i, size_t n)
 {
     while (i + 8 <= n) {
         uint64_t x = load64(p + i);
@@ -114,102 +94,40 @@ static size_t put_u64(char *d, uint64_t v)
     return n;
 }
 
-static size_t put_text(char *d, const char *p, size_t n)
-{
-    char *o = d;
-    size_t i = 0;
-    while (i < n) {
-        size_t run = skip_text_clean(p, i, n);
-        while (run < n && !text_esc[(unsigned char)p[run]])
-            run++;
-        memcpy(o, p + i, run - i);
-        o += run - i;
-        if (run == n)
-            break;
-        unsigned char ch = (unsigned char)p[run];
-        o[0] = '\\';
-        o[1] = 'x';
-        o[2] = hexd[ch >> 4];
-        o[3] = hexd[ch & 15];
-        o += 4;
-        i = run + 1;
-    }
-    return (size_t)(o - d);
-}
-
-/* Length of the valid UTF-8 sequence at p[0..n) (lead byte >= 0x80), 0 when invalid. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-    unsigned char c = p[0];
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xbf;
-    if (c >= 0xc2 && c <= 0xdf)
-        len = 2;
-    else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        if (c == 0xe0)
-            lo = 0xa0;
-        else if (c == 0xed)
-            hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        if (c == 0xf0)
-            lo = 0x90;
-        else if (c == 0xf4)
-            hi = 0x8f;
-    } else
-        return 0;
-    if (n < len || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if (p[i] < 0x80 || p[i] > 0xbf)
-            return 0;
-    return len;
-}
-
-/* JSON string content (no quotes); worst case 6 bytes out per byte in. */
-static size_t put_json(char *d, const char *s, size_t n)
+/* Text-log value; worst case 4 bytes out per byte in. */
+static size_t put_text(char *d, const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
     char *o = d;
     size_t i = 0;
     while (i < n) {
-        size_t run = skip_json_clean(s, i, n);
-        while (run < n && json_cls[p[run]] == 0)
+        size_t run = skip_text_clean(s, i, n);
+        while (run < n && !text_esc[p[run]])
             run++;
         memcpy(o, p + i, run - i);
         o += run - i;
         if (run == n)
             break;
         i = run;
-        unsigned char ch = p[i];
-        if (json_cls[ch] == 2) {
-            size_t l = utf8_len(p + i, n - i);
-            if (l > 0) {
+        size_t bad = 1;
+        if (text_esc[p[i]] == 2) {
+            size_t l = keel_utf8_seq(p + i, n - i, &bad);
+            if (l == 2 && p[i] == 0xc2 && p[i + 1] < 0xa0)
+                bad = 2; /* a C1 control (U+0080-U+009F, CSI among them) */
+            else if (l > 0) {
                 memcpy(o, p + i, l);
                 o += l;
                 i += l;
                 continue;
             }
         }
-        *o++ = '\\';
-        switch (ch) {
-        case '"': *o++ = '"'; break;
-        case '\\': *o++ = '\\'; break;
-        case '\n': *o++ = 'n'; break;
-        case '\r': *o++ = 'r'; break;
-        case '\t': *o++ = 't'; break;
-        case '\b': *o++ = 'b'; break;
-        case '\f': *o++ = 'f'; break;
-        default:
-            o[0] = 'u';
-            o[1] = '0';
-            o[2] = '0';
-            o[3] = hexd[ch >> 4];
-            o[4] = hexd[ch & 15];
-            o += 5;
+        for (size_t k = 0; k < bad; k++, i++) {
+            o[0] = '\\';
+            o[1] = 'x';
+            o[2] = hexd[p[i] >> 4];
+            o[3] = hexd[p[i] & 15];
+            o += 4;
         }
-        i++;
     }
     return (size_t)(o - d);
 }
@@ -516,9 +434,9 @@ void keel_accesslog_render(const struct keel_accesslog_format *f, const struct k
             } else if (v.kind == V_INT) {
                 put(out, v.s.p, v.s.len);
             } else {
-                char *d = room(out, v.s.len * 6 + 2);
+                char *d = room(out, v.s.len * KEEL_JSON_ESC_MAX + 2);
                 *d++ = '"';
-                d += put_json(d, v.s.p, v.s.len);
+                d += keel_json_escape(d, v.s.p, v.s.len);
                 *d++ = '"';
                 out->wpos = (size_t)(d - out->data);
             }
@@ -527,8 +445,8 @@ void keel_accesslog_render(const struct keel_accesslog_format *f, const struct k
             if (v.kind == V_UNSET) {
                 put(out, "-", 1);
             } else {
-                char *d = room(out, v.s.len * 6);
-                out->wpos += put_json(d, v.s.p, v.s.len);
+                char *d = room(out, v.s.len * KEEL_JSON_ESC_MAX);
+                out->wpos += keel_json_escape(d, v.s.p, v.s.len);
             }
             break;
         }

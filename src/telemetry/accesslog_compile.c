@@ -4,6 +4,7 @@
 #include "telemetry/accesslog.h"
 
 #include "core/alloc.h"
+#include "core/json.h"
 #include "telemetry/accesslog_int.h"
 
 #include <ctype.h>
@@ -251,35 +252,15 @@ static void emit_lit(struct cc *c, const char *p, size_t n)
     c->lit_end = f->arena_len;
 }
 
-/* JSON string escaping for text fixed at compile time (keys, literals inside values). */
+/* JSON string escaping for text fixed at compile time (keys, literals inside values):
+ * the same escaper as the values (core/json.c). */
 static void emit_lit_json(struct cc *c, const char *p, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)p[i];
-        char tmp[8];
-        if (ch == '"' || ch == '\\') {
-            tmp[0] = '\\';
-            tmp[1] = (char)ch;
-            emit_lit(c, tmp, 2);
-        } else if (ch < 0x20 || ch == 0x7f) {
-            const char *short_esc = NULL;
-            switch (ch) {
-            case '\n': short_esc = "\\n"; break;
-            case '\r': short_esc = "\\r"; break;
-            case '\t': short_esc = "\\t"; break;
-            case '\b': short_esc = "\\b"; break;
-            case '\f': short_esc = "\\f"; break;
-            }
-            if (short_esc != NULL) {
-                emit_lit(c, short_esc, 2);
-            } else {
-                snprintf(tmp, sizeof(tmp), "\\u%04x", ch);
-                emit_lit(c, tmp, 6);
-            }
-        } else {
-            emit_lit(c, (const char *)&p[i], 1);
-        }
-    }
+    char small[256];
+    char *tmp = n * KEEL_JSON_ESC_MAX <= sizeof(small) ? small : keel_alloc(n * KEEL_JSON_ESC_MAX);
+    emit_lit(c, tmp, keel_json_escape(tmp, p, n));
+    if (tmp != small)
+        free(tmp);
 }
 
 /* ---- one operator ---- */

@@ -22,6 +22,7 @@
  * Bag attributes read (see docs/TELEMETRY.md for the full table):
  *   context.protocol      absent, "http*", "grpc*" -> HTTP report; anything else -> TCP
  *   context.reporter.kind "outbound" -> reporter="source", Telemetry mode CLIENT;
+ *                         "waypoint" -> reporter="waypoint", mode SERVER;
  *                         otherwise reporter="destination", mode SERVER
  *   connection.event      TCP: "open" counts a connection opened, "close" one closed;
  *                         connection.sent.bytes / received.bytes are deltas since the

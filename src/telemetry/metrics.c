@@ -535,6 +535,13 @@ size_t keel_metrics_shard_expire(struct keel_metrics_shard *sh, uint64_t max_age
     size_t removed = 0;
     sh->last_sweep = sh->now;
     pthread_mutex_lock(&sh->mu);
+    /* A streamed scrape holds pointers to series between its chunks; expire at the next
+     * sweep instead (an admin connection lives at most 10 s). Checked under sh->mu, which
+     * the scrape takes after counting itself, so the two cannot interleave. */
+    if (atomic_load_explicit(&reg->scrapes, memory_order_relaxed) > 0) {
+        pthread_mutex_unlock(&sh->mu);
+        return 0;
+    }
     for (size_t id = 0; id < sh->n_tabs; id++) {
         struct keel_metrics_table *t = &sh->tabs[id];
         if (t->n_all == 0)

@@ -97,6 +97,17 @@ void keel_metrics_series_update(struct keel_metrics_shard *sh, struct keel_metri
  * histogram buckets cumulative with +Inf, _sum, _count; numbers in Go's shortest %g.
  * Thread-safe against concurrent updates. Content-Type: KEEL_METRICS_CONTENT_TYPE. */
 void keel_metrics_scrape(struct keel_metrics *reg, struct keel_buf *out);
+/* The same text in chunks, with memory bounded by the chunk and one family's series
+ * (never the whole text): begin, then next until it returns true (each call appends until
+ * out holds at least `want` bytes, or the end), then end. Any thread; series do not
+ * expire while a scrape is open. */
+struct keel_metrics_scrape;
+struct keel_metrics_scrape *keel_metrics_scrape_begin(struct keel_metrics *reg);
+bool keel_metrics_scrape_next(struct keel_metrics_scrape *it, struct keel_buf *out, size_t want);
+void keel_metrics_scrape_end(struct keel_metrics_scrape *it);
+/* Prometheus text escaping: label values (quote = true) or HELP text; invalid UTF-8 as
+ * U+FFFD. */
+void keel_metrics_escape(struct keel_buf *out, const char *s, size_t len, bool quote);
 
 /* Expiry, on the shard's own thread: tick sets the shard's coarse clock (ns, any
  * monotonic origin) that updates stamp their series with; expire frees the series not

@@ -60,6 +60,7 @@ struct keel_metrics {
     size_t limit;
     struct keel_metrics_family *overflow; /* keel_metrics_series_overflow_total{metric} */
     struct keel_metrics_family *rejected; /* keel_metrics_rejected_samples_total{metric} */
+    _Atomic size_t scrapes; /* scrapes in progress: expiry waits (see prom_text.c) */
 };
 
 #endif

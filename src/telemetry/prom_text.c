@@ -4,6 +4,7 @@
 
 #include "core/alloc.h"
 #include "core/fmt.h"
+#include "core/json.h"
 #include "telemetry/metrics_int.h"
 
 #include <math.h>
@@ -23,24 +24,45 @@ static void put_float(struct keel_buf *out, double v)
     keel_buf_append(out, tmp, n);
 }
 
-static void put_escaped(struct keel_buf *out, const char *p, size_t len, bool quote)
+/* The one Prometheus escaper (text format 0.0.4): label values escape '\\', '"' and '\n',
+ * HELP text '\\' and '\n'; every maximal invalid UTF-8 subpart becomes U+FFFD, since
+ * Prometheus rejects the whole scrape on one invalid label value and values come from the
+ * network (peer metadata, paths, headers). */
+void keel_metrics_escape(struct keel_buf *out, const char *s, size_t len, bool quote)
 {
-    size_t start = 0;
-    for (size_t i = 0; i < len; i++) {
-        const char *rep = NULL;
-        if (p[i] == '\\')
-            rep = "\\\\";
-        else if (p[i] == '\n')
-            rep = "\\n";
-        else if (quote && p[i] == '"')
-            rep = "\\\"";
-        if (rep) {
-            keel_buf_append(out, p + start, i - start);
-            keel_buf_append(out, rep, 2);
-            start = i + 1;
+    const unsigned char *p = (const unsigned char *)s;
+    size_t start = 0, i = 0;
+    while (i < len) {
+        unsigned char ch = p[i];
+        if (ch < 0x80 && ch != '\\' && ch != '\n' && (ch != '"' || !quote)) {
+            i++;
+            continue;
         }
+        size_t skip = 1, bad = 0;
+        const char *rep = NULL;
+        if (ch == '\\')
+            rep = "\\\\";
+        else if (ch == '\n')
+            rep = "\\n";
+        else if (ch == '"')
+            rep = "\\\"";
+        else {
+            skip = keel_utf8_seq(p + i, len - i, &bad);
+            if (skip > 0) {
+                i += skip; /* valid: stays in the plain run */
+                continue;
+            }
+            skip = bad;
+        }
+        keel_buf_append(out, s + start, i - start);
+        if (rep)
+            keel_buf_append(out, rep, 2);
+        else
+            keel_buf_append(out, KEEL_UTF8_REPLACEMENT, 3);
+        i += skip;
+        start = i;
     }
-    keel_buf_append(out, p + start, len - start);
+    keel_buf_append(out, s + start, len - start);
 }
 
 /* A series merged over shards. */
@@ -170,7 +192,7 @@ static void put_labels(struct keel_buf *out, const struct keel_metrics_family *f
             keel_buf_append(out, ",", 1);
         keel_buf_append_str(out, f->labels[i]);
         keel_buf_append(out, "=\"", 2);
-        put_escaped(out, s->values[i].p, s->values[i].len, true);
+        keel_metrics_escape(out, s->values[i].p, s->values[i].len, true);
         keel_buf_append(out, "\"", 1);
     }
     if (le) {
@@ -230,38 +252,86 @@ static void merged_free(const struct keel_metrics_family *f, struct merged *m, s
     free(m);
 }
 
-void keel_metrics_scrape(struct keel_metrics *reg, struct keel_buf *out)
+/* A scrape in progress: the family list is fixed at begin; one family's series are
+ * merged at a time, and rendered a chunk at a time, so memory is bounded by the largest
+ * family's merged array (<= series limit x shards) and the caller's chunk size, never by
+ * the size of the text. While any scrape is open the shards do not expire series
+ * (keel_metrics_shard_expire), so the merged pointers stay valid between chunks. */
+struct keel_metrics_scrape {
+    struct keel_metrics *reg;
+    struct snapshot sn;
+    size_t fam;          /* next family to collect */
+    struct merged *m;    /* its merged series, [pos, n) still to render */
+    size_t n, pos;
+    const struct keel_metrics_family *cur;
+    const char *printed; /* name whose HELP/TYPE is out */
+};
+
+struct keel_metrics_scrape *keel_metrics_scrape_begin(struct keel_metrics *reg)
+{
+    struct keel_metrics_scrape *it = keel_calloc(1, sizeof(*it));
+    it->reg = reg;
+    atomic_fetch_add_explicit(&reg->scrapes, 1, memory_order_relaxed);
+    snapshot_take(reg, &it->sn);
+    qsort(it->sn.fams, it->sn.n_fams, sizeof(*it->sn.fams), cmp_fam);
+    return it;
+}
+
+bool keel_metrics_scrape_next(struct keel_metrics_scrape *it, struct keel_buf *out, size_t want)
 {
     static const char *const types[] = { "counter", "gauge", "histogram" };
-    pthread_mutex_lock(&scrape_mu);
-    struct snapshot sn;
-    snapshot_take(reg, &sn);
-    qsort(sn.fams, sn.n_fams, sizeof(*sn.fams), cmp_fam);
-    const char *printed = NULL; /* name whose HELP/TYPE is out */
-    for (size_t i = 0; i < sn.n_fams; i++) {
-        const struct keel_metrics_family *f = sn.fams[i];
-        struct merged *m;
-        size_t n = collect(&sn, f, &m);
-        if (n == 0)
+    while (keel_buf_len(out) < want) {
+        if (it->pos < it->n) {
+            put_series(out, it->cur, &it->m[it->pos++]);
             continue;
-        if (!printed || strcmp(printed, f->name)) {
+        }
+        if (it->m != NULL) {
+            merged_free(it->cur, it->m, it->n);
+            it->m = NULL;
+        }
+        if (it->fam == it->sn.n_fams)
+            return true;
+        const struct keel_metrics_family *f = it->sn.fams[it->fam++];
+        pthread_mutex_lock(&scrape_mu);
+        it->n = collect(&it->sn, f, &it->m);
+        pthread_mutex_unlock(&scrape_mu);
+        it->pos = 0;
+        it->cur = f;
+        if (it->n == 0)
+            continue;
+        if (!it->printed || strcmp(it->printed, f->name)) {
             if (f->help && f->help[0]) {
                 keel_buf_append(out, "# HELP ", 7);
                 keel_buf_append_str(out, f->name);
                 keel_buf_append(out, " ", 1);
-                put_escaped(out, f->help, strlen(f->help), false);
+                keel_metrics_escape(out, f->help, strlen(f->help), false);
                 keel_buf_append(out, "\n", 1);
             }
             keel_buf_printf(out, "# TYPE %s %s\n", f->name, types[f->type]);
-            printed = f->name;
+            it->printed = f->name;
         }
-        for (size_t j = 0; j < n; j++)
-            put_series(out, f, &m[j]);
-        merged_free(f, m, n);
     }
-    free(sn.fams);
-    free(sn.shards);
-    pthread_mutex_unlock(&scrape_mu);
+    return false;
+}
+
+void keel_metrics_scrape_end(struct keel_metrics_scrape *it)
+{
+    if (it == NULL)
+        return;
+    if (it->m != NULL)
+        merged_free(it->cur, it->m, it->n);
+    free(it->sn.fams);
+    free(it->sn.shards);
+    atomic_fetch_sub_explicit(&it->reg->scrapes, 1, memory_order_relaxed);
+    free(it);
+}
+
+void keel_metrics_scrape(struct keel_metrics *reg, struct keel_buf *out)
+{
+    struct keel_metrics_scrape *it = keel_metrics_scrape_begin(reg);
+    while (!keel_metrics_scrape_next(it, out, SIZE_MAX))
+        ;
+    keel_metrics_scrape_end(it);
 }
 
 int keel_metrics_get(struct keel_metrics *reg, const char *name, const struct keel_str *label_values, size_t n,

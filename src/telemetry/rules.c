@@ -1,6 +1,7 @@
 /* Mixer v1alpha2 rules in the proxy (mixer-config.md §3.6, §4, §6): match, build the
  * instances, dispatch to the prometheus and stdio handlers. */
 #include "core/alloc.h"
+#include "core/json.h"
 #include "telemetry/engine_int.h"
 
 #include <stdio.h>
@@ -20,12 +21,19 @@ static void named_fill(struct keel_telemetry *t, struct tel_named *out, const st
     for (size_t i = 0; i < n; i++) {
         out[i].name = in[i].name;
         out[i].expr = in[i].expr.compiled;
-        size_t len = strlen(in[i].name);
-        char *kj = tel_palloc(t, len + 5), *kc = tel_palloc(t, len + 5);
-        snprintf(kj, len + 5, ",\"%s\":", in[i].name);
-        snprintf(kc, len + 5, "\"%s\": ", in[i].name);
-        out[i].key_json = (struct keel_str){ kj, len + 4 };
-        out[i].key_console = (struct keel_str){ kc, len + 4 };
+        /* the key as a JSON string, by the one escaper: names come from the config */
+        struct keel_buf q = { 0 };
+        keel_json_str(&q, in[i].name);
+        size_t len = keel_buf_len(&q);
+        char *kj = tel_palloc(t, len + 3), *kc = tel_palloc(t, len + 3);
+        kj[0] = ',';
+        memcpy(kj + 1, keel_buf_rptr(&q), len);
+        kj[len + 1] = ':';
+        memcpy(kc, keel_buf_rptr(&q), len);
+        memcpy(kc + len, ": ", 2);
+        keel_buf_release(&q);
+        out[i].key_json = (struct keel_str){ kj, len + 2 };
+        out[i].key_console = (struct keel_str){ kc, len + 2 };
     }
     qsort(out, n, sizeof(*out), cmp_named); /* byte-wise ascending (stdio §6.4) */
 }

@@ -469,7 +469,9 @@ static void derive_labels(struct keel_telemetry_shard *sh, const struct keel_att
                           struct tel_lv *lv)
 {
     struct keel_str v, v2;
-    lv[TL_REPORTER] = S(outbound ? K("source") : K("destination"));
+    struct keel_str rk = { 0 };
+    bool waypoint = bag_str(bag, KEEL_ATTR_CONTEXT_REPORTER_KIND, &rk) && rk.len == 8 && !memcmp(rk.p, "waypoint", 8);
+    lv[TL_REPORTER] = S(outbound ? K("source") : waypoint ? K("waypoint") : K("destination"));
     lv[TL_SOURCE_WORKLOAD] = S(or_unknown(bag, KEEL_ATTR_SOURCE_WORKLOAD_NAME));
     struct side_labels sl, dl;
     side_labels(bag, KEEL_ATTR_SOURCE_LABELS, &sl);

@@ -1,6 +1,7 @@
 /* The Mixer stdio adapter (mixer-config.md §6.3-6.4): one JSON (or console) line per
  * instance into the shard's output buffer for the handler's stream. */
 #include "core/alloc.h"
+#include "core/json.h"
 #include "telemetry/engine_int.h"
 
 #include <stdio.h>
@@ -63,7 +64,7 @@ static void put_head(const struct tel_stdio *s, struct keel_buf *b, int level, s
 {
     static const struct keel_str level_names[] = { { "info", 4 }, { "warn", 4 }, { "error", 5 } };
     struct keel_str lv = level_names[level >= 0 && level <= 2 ? level : 0];
-    keel_buf_reserve(b, 48 + lv.len + TIME_MAX + fqn.len);
+    keel_buf_reserve(b, 48 + lv.len + TIME_MAX + fqn.len * KEEL_JSON_ESC_MAX);
     char *d = b->data + b->wpos;
     if (s->json) {
         d = cpy(d, "{\"level\":\"", 10);
@@ -71,7 +72,7 @@ static void put_head(const struct tel_stdio *s, struct keel_buf *b, int level, s
         d = cpy(d, "\",\"time\":\"", 10);
         d = put_time(d, tm);
         d = cpy(d, "\",\"instance\":\"", 14);
-        d = cpy(d, fqn.p, fqn.len);
+        d += keel_json_escape(d, fqn.p, fqn.len); /* config names, escaped all the same */
         *d++ = '"';
     } else {
         d = put_time(d, tm);

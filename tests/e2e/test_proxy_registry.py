@@ -89,6 +89,9 @@ def test_registry_routing_and_live_reload(keel, backend_factory, tmp_path):
     while k.stats()['keel_config_reloads_total{result="failure"}'] < 1 and time.time() < deadline:
         time.sleep(0.05)
     assert k.stats()['keel_config_reloads_total{result="failure"}'] == 1
+    deadline = time.time() + 5  # keel's own log goes through a non-blocking sink
+    while "broken.yaml:5:" not in k.proc.output() and time.time() < deadline:
+        time.sleep(0.05)
     assert "broken.yaml:5:" in k.proc.output()
     assert {get(k, "details:9080")[1] for _ in range(4)} == {b"v1", b"v2"}
 

@@ -95,6 +95,14 @@ class Mesh:
             time.sleep(0.05)
         return lines
 
+    def wait_metric(self, w, name, want, timeout=3.0, **labels):
+        """The inbound side reports after it has answered: its count may trail the
+        client's response by a moment."""
+        deadline = time.time() + timeout
+        while self.metric(w, name, **labels) != want and time.time() < deadline:
+            time.sleep(0.02)
+        return self.metric(w, name, **labels)
+
     def metric(self, w, name, **labels):
         """Sum of the samples of `name` whose labels include `labels`."""
         _, text = http_get("http://127.0.0.1:%d/stats/prometheus" % self.proxies[w].admin)
@@ -151,11 +159,11 @@ def test_seed001_double_request_count_and_log_variants(keel, backend_factory, tm
     for w, reporter in (("sleep-v1", "client"), ("productpage-v1", "server")):
         labels = {"reporter": reporter, "source": "sleep-v1", "destination": "productpage-v1",
                   "message": "twice the fun!"}
-        assert m.metric(w, "istio_double_request_count", **labels) == 6
+        assert m.wait_metric(w, "istio_double_request_count", 6, **labels) == 6
     # one more call adds exactly 2 per reporter
     m.call("sleep-v1", "productpage:9080")
-    assert m.metric("sleep-v1", "istio_double_request_count", reporter="client") == 8
-    assert m.metric("productpage-v1", "istio_double_request_count", reporter="server") == 8
+    assert m.wait_metric("sleep-v1", "istio_double_request_count", 8, reporter="client") == 8
+    assert m.wait_metric("productpage-v1", "istio_double_request_count", 8, reporter="server") == 8
     # the user variant: `user` falls back to "unknown"
     lines = m.stdout_json("productpage-v1", 4)
     assert len(lines) == 4 and all(l["user"] == "unknown" for l in lines)

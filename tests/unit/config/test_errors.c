@@ -112,12 +112,12 @@ static void unknown_kind_is_a_warning(void **state)
 {
     struct keel_diag d;
     struct keel_config *cfg =
-        load_str("w.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v}\n", &d);
+        load_str("w.yaml", "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: v}\n", &d);
     assert_non_null(cfg);
     assert_int_equal(d.errors, 0);
     assert_int_equal(d.warnings, 1);
     assert_string_equal(d.msgs[0],
-                        "w.yaml:2:7: warning: unknown kind \"VirtualService\" (apiVersion networking.istio.io/v1), ignored");
+                        "w.yaml:2:7: warning: unknown kind \"Sidecar\" (apiVersion networking.istio.io/v1), ignored");
     keel_config_unref(cfg);
     keel_diag_fini(&d);
 }

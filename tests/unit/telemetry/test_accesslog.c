@@ -407,12 +407,20 @@ static void control_chars_escaped(void **state)
     render_with(f, &r);
     assert_no_raw_controls(line);
     assert_non_null(strstr(line, "\"GET /a\\x01b\\x0ac\\x0d\\x7f\\x1b[31m HTTP/1.1\" 418"));
-    assert_non_null(strstr(line, "\"evil\\x0a[2024-01-01T00:00:00.000Z] \"GET /forged\"\\x09\\x00x\""));
+    /* a quote cannot close the quoted field either: no forged line, no forged field */
+    assert_non_null(strstr(line, "\"evil\\x0a[2024-01-01T00:00:00.000Z] \\x22GET /forged\\x22\\x09\\x00x\""));
     /* exactly one line */
     assert_ptr_equal(strchr(line, '\n'), line + strlen(line) - 1);
     keel_accesslog_format_free(f);
-    /* everything else is kept as Envoy writes it */
-    EXPECT("%REQ(X-QUOTE)%|%REQ(X-UTF8)%", &r, "say \"hi\" \\ back|caf\xc3\xa9 \xff");
+    /* quotes and backslashes escaped (reversible), invalid UTF-8 bytes and C1 controls as
+     * \xHH, valid UTF-8 kept as Envoy writes it */
+    EXPECT("%REQ(X-QUOTE)%|%REQ(X-UTF8)%", &r, "say \\x22hi\\x22 \\x5c back|caf\xc3\xa9 \\xff");
+    static const struct keel_http_header h2[] = { { S("X-Utf8"), S("a\xc2\x9b[31m\xe2\x82|\xf4\x90\x80\x80") } };
+    r.req_headers = h2;
+    r.n_req_headers = 1;
+    EXPECT("%REQ(X-UTF8)%", &r, "a\\xc2\\x9b[31m\\xe2\\x82|\\xf4\\x90\\x80\\x80");
+    r.req_headers = h;
+    r.n_req_headers = 3;
     /* truncation counts raw bytes, before escaping */
     EXPECT("%REQ(:PATH):4%", &r, "/a\\x01b");
     /* method and authority are request bytes too */

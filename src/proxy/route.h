@@ -1,0 +1,62 @@
+/* Traffic routing in the proxy (route.c): VirtualService routes for sidecar, gateway and
+ * waypoint roles, subsets, waypoint redirection, fault injection, route timeouts and
+ * retries. The match itself is config/route_match.c; this file ties it to sessions and
+ * to the targets of a generation. */
+#ifndef KEEL_PROXY_ROUTE_H
+#define KEEL_PROXY_ROUTE_H
+
+#include "config/config.h"
+#include "core/buf.h"
+#include "core/loop.h"
+#include "proxy/peer.h"
+
+struct session;
+struct proxy_gen;
+struct server;
+struct gen_port;
+
+enum route_result { ROUTE_OK, ROUTE_NONE, ROUTE_NO_ENDPOINT, ROUTE_NO_CLUSTER };
+
+/* Per request, inside struct session; reset by route_state_reset. */
+struct route_state {
+    const struct keel_route_http *http;  /* the VirtualService route taken; NULL: none */
+    const struct keel_route_match *which;
+    const struct gen_port *targets;      /* where retries pick their next endpoint */
+    struct keel_buf path;                /* the rewritten path, when rewritten */
+    struct keel_timer delay;             /* fault delay */
+    int64_t deadline_us;                 /* route timeout over every attempt; 0: none */
+    uint32_t retries_left;
+    bool retried_any;
+    struct keel_peer src_peer;           /* waypoint: the client, from its sidecar */
+    struct keel_str src_peer_raw;        /* ... and the header value, passed on */
+};
+
+/* Per generation (gen.c): targets of every VirtualService destination, per port of its
+ * service and filtered by subset, the waypoint target of each service, and the
+ * VirtualServices of the gateway role. */
+struct route_gen {
+    struct route_gen_dest *dests;        /* [cfg->routing->n_dests] */
+    size_t n_dests;
+    struct keel_proxy_target *waypoints; /* [cfg->n_services]; addr_str "" = none */
+    const struct keel_route_vs **gw_vs;  /* gateway role */
+    size_t n_gw_vs;
+};
+
+void route_gen_build(struct proxy_gen *g, const struct server *srv);
+void route_gen_free(struct proxy_gen *g);
+
+void route_state_reset(struct session *s); /* between requests and at close */
+
+/* Outbound routing once --route did not match: waypoint redirection (sidecar), the
+ * VirtualServices of the role, else the registry. host excludes the port. */
+enum route_result route_outbound(struct session *s, struct keel_str host, int port, bool has_port);
+/* After routing, before the upstream: fault abort (answered, true), fault delay (armed,
+ * true; session_http_proceed runs when it fires), else rewrites applied (false). */
+bool route_before_upstream(struct session *s);
+/* The response-head timer of this attempt, in ms (0: none). */
+int64_t route_attempt_timeout_ms(struct session *s, int64_t listener_ms);
+/* A retriable outcome (KEEL_RETRY_* bits that describe it, status 0 if none): true when
+ * the route allows another attempt; s->target is then the next endpoint. */
+bool route_retry(struct session *s, uint32_t cond, int status);
+
+#endif
