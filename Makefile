@@ -88,8 +88,11 @@ test-valgrind: deps
 	KEEL_BIN=build-vg/keel KEEL_WRAPPER="$(VALGRIND)" scripts/run-e2e-tests.sh \
 	    tests/e2e/test_proxy_http.py tests/e2e/test_proxy_errors.py tests/e2e/test_proxy_registry.py
 
-demo:
-	@echo "keel demo: not yet — the local mesh arrives with the local-mesh issue."
+# Bookinfo on a local keel mesh with traffic through the gateway, then its telemetry
+# (scripts/demo.sh). `make demo DEMO_SECONDS=10` is the short form.
+DEMO_SECONDS ?= 30
+demo: deps all
+	@KEEL_BIN=$(BUILD)/keel DEMO_SECONDS=$(DEMO_SECONDS) scripts/demo.sh
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz build-vg

@@ -6,6 +6,7 @@
 
 #include "config/config.h"
 #include "core/alloc.h"
+#include "mesh/mesh.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -128,7 +129,8 @@ static int write_atomic(const char *dir, const char *path, const char *data, siz
 static int usage(FILE *out)
 {
     fprintf(out, "usage: keel apply -f FILE [--config-dir DIR]\n\n"
-                 "Validate FILE against DIR's current contents (default ./keel.d), then write it\n"
+                 "Validate FILE against DIR's current contents (default: the running keel mesh's\n"
+                 "config dir, else ./keel.d), then write it\n"
                  "into DIR atomically. Resources with the same kind, namespace and name are replaced.\n");
     return out == stderr ? 2 : 0;
 }
@@ -147,13 +149,14 @@ static int cmp_file(const void *a, const void *b)
 int keel_cmd_apply(int argc, char **argv)
 {
     const char *file = NULL, *dir = "keel.d";
+    bool dir_given = false;
     for (int i = 1; i < argc; i++) {
         if ((!strcmp(argv[i], "-f") || !strcmp(argv[i], "--filename")) && i + 1 < argc)
             file = argv[++i];
         else if (!strcmp(argv[i], "--config-dir") && i + 1 < argc)
-            dir = argv[++i];
+            dir = argv[++i], dir_given = true;
         else if (!strncmp(argv[i], "--config-dir=", 13))
-            dir = argv[i] + 13;
+            dir = argv[i] + 13, dir_given = true;
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))
             return usage(stdout);
         else
@@ -161,6 +164,11 @@ int keel_cmd_apply(int argc, char **argv)
     }
     if (file == NULL)
         return usage(stderr);
+    /* no --config-dir: the running local mesh's (keel mesh up), whose proxies watch it */
+    char mesh_state[2048], mesh_dir[2048];
+    keel_mesh_state_dir(mesh_state, sizeof(mesh_state), NULL);
+    if (!dir_given && keel_mesh_state_config_dir(mesh_state, mesh_dir, sizeof(mesh_dir)) == 0)
+        dir = mesh_dir;
     size_t nlen;
     char *ndata = slurp(file, &nlen);
     if (ndata == NULL) {

@@ -7,6 +7,7 @@ int keel_cmd_eval(int argc, char **argv);
 int keel_cmd_validate(int argc, char **argv);
 int keel_cmd_apply(int argc, char **argv);
 int keel_cmd_get(int argc, char **argv);
+int keel_cmd_mesh(int argc, char **argv);
 int keel_cmd_sample_app(int argc, char **argv);
 
 #endif

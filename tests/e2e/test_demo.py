@@ -1,0 +1,58 @@
+"""make demo's script end to end: Bookinfo on keel mesh up, traffic through the ingress
+gateway, then the telemetry summary. Needs `keel sample-app` and the gateway role."""
+import os
+import re
+import signal
+import subprocess
+import time
+
+from conftest import KEEL, ROOT
+
+
+def test_demo_shows_the_bookinfo_telemetry(tmp_path):
+    env = dict(os.environ, KEEL_BIN=KEEL, DEMO_SECONDS="5", DEMO_KEEP="0", DEMO_DIR=str(tmp_path / "demo"))
+    t0 = time.time()
+    # its own session: on a timeout the whole group goes, the mesh included
+    p = subprocess.Popen([os.path.join(ROOT, "scripts", "demo.sh")], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=85)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGTERM)
+        out, err = p.communicate()
+        raise AssertionError("demo.sh took more than 85 s:\n" + out + err)
+    assert p.returncode == 0, out + err
+    assert time.time() - t0 < 90
+    assert "GW_URL=http://127.0.0.1:" in out
+    # traffic went through the gateway without errors
+    m = re.search(r"traffic done: (\d+) requests, (\d+) errors", out)
+    assert m, out
+    assert int(m.group(1)) > 20 and m.group(2) == "0", out
+    # seed 000's stdio JSON lines, from the proxies' stdout
+    assert re.search(r'^\{"level":"warn","time":"[^"]+","instance":"newlog.logentry.istio-system"', out, re.M), out
+    # istio_requests_total per source -> destination, both reporters, all 200
+    rows = re.findall(r"^\s+(source|destination)\s+(\S+)\s+-> (\S+)\s+(\d+)\s+(\d+)$", out, re.M)
+    pairs = {(rep, src, dst) for rep, src, dst, code, n in rows if code == "200" and int(n) > 0}
+    for rep in ("source", "destination"):
+        assert (rep, "istio-ingressgateway", "productpage-v1") in pairs, out
+        assert (rep, "productpage-v1", "details-v1") in pairs, out
+        assert {d for (r_, s, d) in pairs if r_ == rep and s == "productpage-v1" and d.startswith("reviews-v")}, out
+    assert not [row for row in rows if row[3] != "200"], out
+    assert re.search(r"istio_double_request_count summed over the proxies: [1-9]", out), out
+    # every proxy and app exited cleanly when the mesh stopped
+    mesh_out = (tmp_path / "demo" / "mesh.out").read_text()
+    assert "keel mesh: stopped" in mesh_out and "while stopping" not in mesh_out, mesh_out
+    # nothing of the demo outlives it
+    left = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                if str(tmp_path).encode() in f.read():
+                    left.append(pid)
+        except OSError:
+            pass
+    deadline = time.time() + 10
+    while left and time.time() < deadline:
+        left = [p for p in left if os.path.exists("/proc/" + p)]
+        time.sleep(0.1)
+    assert not left
