@@ -12,8 +12,10 @@
 #include <errno.h>
 #include <libgen.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define DIR_EVENTS (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_CREATE | IN_DELETE_SELF | \
@@ -66,6 +68,14 @@ static bool relevant_name(const char *s, size_t len)
     return (n > 5 && !memcmp(s + n - 5, ".yaml", 5)) || (n > 4 && !memcmp(s + n - 4, ".yml", 4));
 }
 
+static bool is_symlink(const struct keel_config_watch *w, const char *name)
+{
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/%s", w->dir, name);
+    return lstat(path, &st) == 0 && S_ISLNK(st.st_mode);
+}
+
 static void rearm(struct keel_config_watch *w)
 {
     if (w->wd >= 0)
@@ -97,7 +107,10 @@ bool keel_config_watch_changed(struct keel_config_watch *w)
                 rearm(w); /* -1 until a new dir arrives by the parent's watch */
                 changed = true;
             } else if (ev->wd == w->wd && ev->len && relevant_name(ev->name, ev->len)) {
-                changed = true;
+                /* a created regular file is still being written: its IN_CLOSE_WRITE follows
+                 * (reloading now would read it half-written); a new symlink is complete */
+                if (!(ev->mask & IN_CREATE) || is_symlink(w, ev->name))
+                    changed = true;
             }
         }
     }

@@ -121,3 +121,19 @@ def test_huge_file_is_refused_not_read(keel, backend_factory, tmp_path):
     wait_failures(k, 1)
     wait_output(k, "zero.yaml:", "larger than 16 MiB")
     assert get(k, "details:9080") == (200, b"v1")
+
+
+def test_new_symlink_goes_live(keel, backend_factory, tmp_path):
+    """A symlink dropped into the dir makes no IN_CLOSE_WRITE: its IN_CREATE is enough."""
+    v1 = backend_factory("v1")
+    d = tmp_path / "keel.d"
+    d.mkdir()
+    (d / "registry.yaml").write_text(REGISTRY)
+    k = keel("--config-dir", str(d), "--inbound", "off")
+    assert get(k, "details:9080")[0] == 503
+    gen = k.stats()["keel_config_generation"]
+    outside = tmp_path / "details-endpoint.yaml"
+    outside.write_text(ENDPOINT % {"name": "v1", "port": v1})
+    os.symlink(outside, d / "details.yaml")
+    wait_generation(k, gen + 1)
+    assert get(k, "details:9080") == (200, b"v1")
