@@ -170,6 +170,18 @@ def test_response_final_coding_not_chunked_is_close_delimited(keel, origin):
     assert b"RAW-GZIP" not in out
 
 
+def test_close_delimited_body_ends_when_the_fin_comes_with_the_data(keel, origin):
+    # head, body and FIN in one segment: the FIN must still end the body at once
+    o = origin(fixed(b"HTTP/1.1 200 OK\r\n\r\nuntil the end", close=True))
+    k = keel(upstream=o.port)
+    for i in range(10):
+        t0 = time.time()
+        out = raw_exchange(k.inbound, b"GET /eof HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                           timeout=2)
+        assert out.endswith(b"\r\n0\r\n\r\n") and time.time() - t0 < 1.5, (i, out)
+        assert split_response(out)[1] == b"until the end"
+
+
 # ------------------------------------------------------------ 3. Host syntax
 
 @pytest.mark.parametrize("host", [b"a b", b"a/b", b'"a"', b"a\\b", b"a@b", b"a:8x", b"[::1",
