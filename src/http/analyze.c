@@ -222,9 +222,9 @@ struct keel_str keel_http_te_strip_chunked(struct keel_str v)
 /* RFC 3986 unreserved / sub-delims, the bytes of a reg-name besides pct-encoded */
 static bool host_char(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' || c == '~' || c == '!' || c == '$' ||
-           c == '&' || c == '\'' || c == '(' || c == ')' || c == '*' || c == '+' || c == ',' ||
-           c == ';' || c == '=';
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return true;
+    return c != '\0' && strchr("-._~!$&'()*+,;=", c) != NULL;
 }
 
 static bool is_hex(char c)

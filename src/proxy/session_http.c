@@ -47,10 +47,10 @@ static const char *reason_phrase(int status)
     case 413: return "Payload Too Large";
     case 414: return "URI Too Long";
     case 431: return "Request Header Fields Too Large";
+    case 501: return "Not Implemented";
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
-    case 501: return "Not Implemented";
     case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
     }
@@ -286,7 +286,7 @@ static void take_request(struct session *s, size_t head_len)
         s->keepalive = false;
     if (split_absolute(s->req.target, &s->authority, &s->path)) {
         if (!keel_http_authority_valid(s->authority)) {
-            e = (struct keel_http_perror){ KEEL_HTTP_PERR_SYNTAX, 0, "invalid authority in target" };
+            e = (struct keel_http_perror){ KEEL_HTTP_PERR_SYNTAX, 0, "invalid target authority" };
             session_reject_malformed(s, &e);
             return;
         }
@@ -318,13 +318,10 @@ static void take_request(struct session *s, size_t head_len)
             if (keel_str_caseeq(s->hdrs[i].name, LIT(KEEL_PEER_HEADER)))
                 keel_peer_parse(s->hdrs[i].value, &s->peer);
     s->upgrade = s->meta.conn_upgrade && s->meta.upgrade.len > 0;
-    switch (s->meta.body) {
-    case KEEL_HTTP_BODY_LENGTH: s->req_left = s->meta.content_length; break;
-    case KEEL_HTTP_BODY_CHUNKED: break;
-    default: break;
-    }
-    if (s->meta.body == KEEL_HTTP_BODY_NONE || (s->meta.body == KEEL_HTTP_BODY_LENGTH &&
-                                                s->req_left == 0)) {
+    if (s->meta.body == KEEL_HTTP_BODY_LENGTH)
+        s->req_left = s->meta.content_length;
+    if (s->meta.body == KEEL_HTTP_BODY_NONE ||
+        (s->meta.body == KEEL_HTTP_BODY_LENGTH && s->req_left == 0)) {
         s->req_done = true;
         s->t_req_done_us = s->t_start_us;
     }

@@ -376,7 +376,8 @@ static void te_strip_chunked(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct keel_str v = keel_http_te_strip_chunked(keel_str_c(cases[i][0]));
         if (v.len != strlen(cases[i][1]) || memcmp(v.p, cases[i][1], v.len) != 0)
-            fail_msg("'%s' stripped to '%.*s', want '%s'", cases[i][0], (int)v.len, v.p, cases[i][1]);
+            fail_msg("'%s' stripped to '%.*s', want '%s'", cases[i][0], (int)v.len, v.p,
+                     cases[i][1]);
     }
 }
 
