@@ -1,5 +1,6 @@
 /* libFuzzer target: the HTTP/1.x request and response head parsers, the framing
- * analysis and the chunked decoder, on arbitrary bytes. The first byte picks the mode. */
+ * analysis, the end-of-head scan and the chunked decoder, on arbitrary bytes. The first
+ * byte picks the mode (and how the head is cut for the scan). */
 #include "core/err.h"
 #include "http/http.h"
 
@@ -46,7 +47,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     struct keel_http_request req = { .headers = h };
     int rc = keel_http_parse_request(p, len, &lim, &req, &e);
+    /* the end-of-head scan, in one go and in pieces, agrees with the parser */
+    size_t scanned = 0, piece = 1 + (size_t)data[0] % 7;
+    bool done = false;
+    for (size_t have = piece; !done && have < len + piece; have += piece)
+        done = keel_http_head_complete(p, have < len ? have : len, &scanned);
+    size_t whole = 0;
+    if (done != keel_http_head_complete(p, len, &whole) || (rc > 0 && !done))
+        __builtin_trap();
     if (rc > 0) {
+        if (req.n_headers > 0)
+            (void)keel_http_authority_valid(h[0].value);
         if ((size_t)rc > len || req.n_headers > lim.max_headers)
             __builtin_trap();
         for (size_t i = 0; i < req.n_headers; i++)

@@ -53,12 +53,19 @@ static int parse_length(struct keel_str v, uint64_t *out)
     return 0;
 }
 
+/* What the Transfer-Encoding headers say, all of them read as one list. */
+struct te_seen {
+    bool present;
+    bool chunked_last;   /* the final coding is chunked */
+    bool chunked_inner;  /* chunked is followed by another coding (applied twice, or not last) */
+};
+
 /* Common header scan. For Connection tokens naming other headers, the mask is filled in
  * a second pass once all tokens are known. */
 static int scan(const struct keel_http_header *h, size_t n, int minor, struct keel_http_meta *m,
-                struct keel_http_perror *e)
+                struct te_seen *te, struct keel_http_perror *e)
 {
-    bool have_cl = false, have_te = false, te_chunked_last = false;
+    bool have_cl = false;
     struct keel_str conn_tokens[8];
     size_t n_conn = 0;
     memset(m, 0, sizeof(*m));
@@ -113,16 +120,21 @@ static int scan(const struct keel_http_header *h, size_t n, int minor, struct ke
             break;
         case 15:
             if (NAME_IS(nm, "x-forwarded-for"))
-                m->xff = v;
+                m->xff = true;
             break;
         case 17:
             if (NAME_IS(nm, "transfer-encoding")) {
                 size_t pos = 0;
                 struct keel_str t;
-                have_te = true;
-                while (next_token(v, &pos, &t))
-                    te_chunked_last = NAME_IS(t, "chunked");
-                /* a later TE header's last coding is the final one */
+                te->present = true;
+                /* a later TE header's codings follow the earlier ones' */
+                while (next_token(v, &pos, &t)) {
+                    if (te->chunked_last)
+                        te->chunked_inner = true;
+                    te->chunked_last = NAME_IS(t, "chunked");
+                    if (!te->chunked_last)
+                        m->te_codings = true;
+                }
             } else if (NAME_IS(nm, "x-forwarded-proto")) {
                 m->xfp = v;
             }
@@ -131,14 +143,14 @@ static int scan(const struct keel_http_header *h, size_t n, int minor, struct ke
     }
     if (minor == 0 && !m->conn_keep_alive)
         m->conn_close = true;
-    if (have_te && have_cl)
+    if (te->present && have_cl)
         return bad(e, "both Content-Length and Transfer-Encoding");
-    if (have_te) {
-        if (!te_chunked_last)
-            return bad(e, "Transfer-Encoding does not end in chunked");
+    if (te->present) {
         if (minor == 0)
             return bad(e, "Transfer-Encoding in HTTP/1.0");
-        m->body = KEEL_HTTP_BODY_CHUNKED;
+        if (te->chunked_inner)
+            return bad(e, "chunked is not the final transfer coding");
+        m->body = te->chunked_last ? KEEL_HTTP_BODY_CHUNKED : KEEL_HTTP_BODY_EOF;
     } else if (have_cl) {
         m->body = KEEL_HTTP_BODY_LENGTH;
     }
@@ -152,13 +164,22 @@ static int scan(const struct keel_http_header *h, size_t n, int minor, struct ke
 int keel_http_analyze_request(const struct keel_http_request *req, struct keel_http_meta *m,
                               struct keel_http_perror *e)
 {
-    int rc = scan(req->headers, req->n_headers, req->minor, m, e);
+    struct te_seen te = { 0 };
+    int rc = scan(req->headers, req->n_headers, req->minor, m, &te, e);
     if (rc < 0)
         return rc;
+    /* a request body without a length cannot end at a close (RFC 9112 §6.3) */
+    if (te.present && !te.chunked_last)
+        return bad(e, "Transfer-Encoding does not end in chunked");
+    if (m->te_codings) {
+        bad(e, "transfer coding other than chunked");
+        e->kind = KEEL_HTTP_PERR_NOT_IMPLEMENTED;
+        return KEEL_EINVAL;
+    }
     if (req->minor == 1 && m->host.p == NULL)
         return bad(e, "missing Host header");
-    if (m->body == KEEL_HTTP_BODY_LENGTH && m->content_length == 0)
-        m->body = KEEL_HTTP_BODY_NONE;
+    if (m->host.p != NULL && !keel_http_authority_valid(m->host))
+        return bad(e, "invalid Host");
     return 0;
 }
 
@@ -166,7 +187,8 @@ int keel_http_analyze_response(const struct keel_http_response *res, struct keel
                                struct keel_http_meta *m, struct keel_http_perror *e)
 {
     /* an upstream framing error (e.g. both CL and TE) is answered with 502 UPE */
-    int rc = scan(res->headers, res->n_headers, res->minor, m, e);
+    struct te_seen te = { 0 };
+    int rc = scan(res->headers, res->n_headers, res->minor, m, &te, e);
     if (rc < 0)
         return rc;
     bool head = method.len == 4 && memcmp(method.p, "HEAD", 4) == 0;
@@ -181,6 +203,65 @@ int keel_http_analyze_response(const struct keel_http_response *res, struct keel
             m->body = KEEL_HTTP_BODY_EOF;
     }
     return 0;
+}
+
+struct keel_str keel_http_te_strip_chunked(struct keel_str v)
+{
+    size_t end = v.len;
+    while (end > 0 && (v.p[end - 1] == ' ' || v.p[end - 1] == '\t' || v.p[end - 1] == ','))
+        end--;
+    if (end >= 7 && strncasecmp(v.p + end - 7, "chunked", 7) == 0 &&
+        (end == 7 || v.p[end - 8] == ',' || v.p[end - 8] == ' ' || v.p[end - 8] == '\t')) {
+        end -= 7;
+        while (end > 0 && (v.p[end - 1] == ' ' || v.p[end - 1] == '\t' || v.p[end - 1] == ','))
+            end--;
+    }
+    return (struct keel_str){ v.p, end };
+}
+
+/* RFC 3986 unreserved / sub-delims, the bytes of a reg-name besides pct-encoded */
+static bool host_char(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return true;
+    return c != '\0' && strchr("-._~!$&'()*+,;=", c) != NULL;
+}
+
+static bool is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
+}
+
+bool keel_http_authority_valid(struct keel_str v)
+{
+    size_t i = 0;
+    if (v.len > 0 && v.p[0] == '[') {
+        /* IP-literal: IPv6address / IPvFuture; the bytes are checked, not the grammar */
+        for (i = 1; i < v.len && v.p[i] != ']'; i++)
+            if (!host_char((unsigned char)v.p[i]) && v.p[i] != ':')
+                return false;
+        if (i == v.len || i == 1)
+            return false;
+        i++;
+    } else {
+        for (; i < v.len && v.p[i] != ':'; i++) {
+            if (v.p[i] == '%') {
+                if (i + 2 >= v.len || !is_hex(v.p[i + 1]) || !is_hex(v.p[i + 2]))
+                    return false;
+                i += 2;
+            } else if (!host_char((unsigned char)v.p[i])) {
+                return false;
+            }
+        }
+    }
+    if (i == v.len)
+        return true;
+    if (v.p[i] != ':')
+        return false;
+    for (i++; i < v.len; i++)
+        if (v.p[i] < '0' || v.p[i] > '9')
+            return false;
+    return true;
 }
 
 bool keel_http_is_hop_by_hop(struct keel_str n)

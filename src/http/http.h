@@ -14,13 +14,14 @@ struct keel_http_header {
     struct keel_str value;
 };
 
-/* Why a head was rejected; the proxy maps these to 400/414/431/505. */
+/* Why a head was rejected; the proxy maps these to 400/414/431/501/505. */
 enum keel_http_perr {
     KEEL_HTTP_PERR_NONE,
     KEEL_HTTP_PERR_SYNTAX,       /* 400 */
     KEEL_HTTP_PERR_URI_TOO_LONG, /* 414 */
     KEEL_HTTP_PERR_HEADERS_TOO_LARGE, /* 431: bytes or count */
     KEEL_HTTP_PERR_VERSION,      /* 505 */
+    KEEL_HTTP_PERR_NOT_IMPLEMENTED, /* 501: a transfer coding other than chunked */
 };
 
 struct keel_http_limits {
@@ -51,6 +52,12 @@ struct keel_http_perror {
     const char *what;        /* static text for the log line */
 };
 
+/* Whether p[0..len) holds the empty line that ends a head, looking only at bytes an
+ * earlier call has not seen: *scanned is how far earlier calls got (0 at first); it is
+ * set to len. A head that arrives in many small reads then costs linear time: parse it once
+ * this says it is complete (picohttpparser's last_len idea). */
+bool keel_http_head_complete(const char *p, size_t len, size_t *scanned);
+
 /* Parse a request head from p[0..len). Returns the head length (> 0) when complete,
  * KEEL_AGAIN when more bytes are needed, KEEL_EINVAL with *e filled on error.
  * req->headers must have room for lim->max_headers entries. */
@@ -73,7 +80,8 @@ struct keel_http_meta {
     struct keel_str host;
     struct keel_str upgrade;
     struct keel_str request_id; /* x-request-id */
-    struct keel_str xff;        /* x-forwarded-for */
+    bool xff;                   /* some x-forwarded-for header is present */
+    bool te_codings;            /* Transfer-Encoding names codings besides chunked */
     struct keel_str xfp;        /* x-forwarded-proto */
     /* Connection header tokens other than close/keep-alive/upgrade name more hop-by-hop
      * headers; a bit per header index (heads have at most 128 headers). */
@@ -82,15 +90,28 @@ struct keel_http_meta {
 
 #define KEEL_HTTP_MAX_HEADERS 128
 
-/* Analyse a parsed request. Returns 0, or KEEL_EINVAL with e->what set for a request
- * that must be refused with 400 and a close (smuggling: Content-Length together with
- * Transfer-Encoding, differing Content-Lengths, a Transfer-Encoding that does not end in
- * chunked, a bad Content-Length). */
+/* Analyse a parsed request. Returns 0, or KEEL_EINVAL with e filled for a request that
+ * must be refused with a close: 400 (PERR_SYNTAX) for smuggling (Content-Length together
+ * with Transfer-Encoding, differing Content-Lengths, a Transfer-Encoding that does not end
+ * in chunked or applies it twice, a bad Content-Length) and for a Host that is not
+ * uri-host[:port]; 501 (PERR_NOT_IMPLEMENTED) for transfer codings other than chunked, as
+ * nginx and Envoy do. A Content-Length of 0 stays BODY_LENGTH: it is forwarded. */
 int keel_http_analyze_request(const struct keel_http_request *req, struct keel_http_meta *m,
                               struct keel_http_perror *e);
-/* Same for a response to a request with method `method`. */
+/* Same for a response to a request with method `method`. A Transfer-Encoding whose final
+ * coding is not chunked makes the body close-delimited (RFC 9112 §6.3); te_codings tells
+ * that codings other than chunked must be passed on (keel_http_te_strip_chunked). */
 int keel_http_analyze_response(const struct keel_http_response *res, struct keel_str method,
                                struct keel_http_meta *m, struct keel_http_perror *e);
+
+/* A Transfer-Encoding value without its final "chunked" coding (the codings the body
+ * still carries once keel has removed or will redo the chunked framing). */
+struct keel_str keel_http_te_strip_chunked(struct keel_str v);
+
+/* Whether v is uri-host [ ":" port ] (RFC 9112 §3.2, RFC 3986 §3.2.2): a reg-name of
+ * unreserved, pct-encoded and sub-delims characters, an IPv4 address, or an IP literal in
+ * brackets. Empty is allowed (a Host for a target without authority). */
+bool keel_http_authority_valid(struct keel_str v);
 
 /* A header that must not be forwarded (RFC 9110 §7.6.1, plus the ones we regenerate). */
 bool keel_http_is_hop_by_hop(struct keel_str name);

@@ -107,6 +107,24 @@ need_more:
     return KEEL_AGAIN;
 }
 
+bool keel_http_head_complete(const char *p, size_t len, size_t *scanned)
+{
+    /* an empty line is LF, optional CR, LF: the first LF may be two bytes back */
+    size_t i = *scanned > 2 ? *scanned - 2 : 0;
+    while (i < len) {
+        const char *nl = memchr(p + i, '\n', len - i);
+        if (nl == NULL)
+            break;
+        i = (size_t)(nl - p) + 1;
+        if (i < len && (p[i] == '\n' || (p[i] == '\r' && i + 1 < len && p[i + 1] == '\n'))) {
+            *scanned = len;
+            return true;
+        }
+    }
+    *scanned = len;
+    return false;
+}
+
 int keel_http_parse_request(const char *base, size_t len, const struct keel_http_limits *lim,
                             struct keel_http_request *req, struct keel_http_perror *e)
 {
@@ -179,6 +197,13 @@ int keel_http_parse_response(const char *base, size_t len, const struct keel_htt
         return fail(e, KEEL_HTTP_PERR_SYNTAX, base, p, "bad status line");
     if (p < ce)
         p++;
+    /* reason-phrase = *( HTAB / SP / VCHAR / obs-text ): a bare CR or NUL here would be
+     * passed on verbatim to the client otherwise */
+    for (const char *r = p; r < ce; r++) {
+        unsigned char c = (unsigned char)*r;
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return fail(e, KEEL_HTTP_PERR_SYNTAX, base, r, "control byte in reason phrase");
+    }
     res->reason = (struct keel_str){ p, (size_t)(ce - p) };
     return parse_headers(base, nl + 1, end, lim, res->headers, &res->n_headers, e);
 }

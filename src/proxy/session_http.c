@@ -47,6 +47,7 @@ static const char *reason_phrase(int status)
     case 413: return "Payload Too Large";
     case 414: return "URI Too Long";
     case 431: return "Request Header Fields Too Large";
+    case 501: return "Not Implemented";
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
@@ -95,6 +96,7 @@ void session_reject_malformed(struct session *s, const struct keel_http_perror *
     case KEEL_HTTP_PERR_URI_TOO_LONG: status = 414; break;
     case KEEL_HTTP_PERR_HEADERS_TOO_LARGE: status = 431; break;
     case KEEL_HTTP_PERR_VERSION: status = 505; break;
+    case KEEL_HTTP_PERR_NOT_IMPLEMENTED: status = 501; break;
     default: break;
     }
     keel_log_limited(KEEL_LOG_INFO, KEEL_LOG_PER_SEC, "conn %llu from %s: %d: %s at byte %zu",
@@ -105,7 +107,8 @@ void session_reject_malformed(struct session *s, const struct keel_http_perror *
         s->t_start_wall_us = keel_loop_wall_us(s->w->loop);
     }
     s->req_done = true;
-    session_local_reply(s, status, KEEL_RF_DPE, "http1.codec_error", "Bad Request", true);
+    session_local_reply(s, status, KEEL_RF_DPE, "http1.codec_error",
+                        status == 501 ? "Not Implemented" : "Bad Request", true);
 }
 
 /* ------------------------------------------------------------------ request head */
@@ -195,15 +198,20 @@ static void write_upstream_head(struct session *s, struct keel_buf *b)
     }
     if (!host_sent && s->authority.len > 0)
         append_header(b, LIT("host"), s->authority);
-    /* x-forwarded-for: append the client's address to what came in */
+    /* x-forwarded-for: every one that came in, in order, as one list (as Envoy does),
+     * then the client's address */
     struct keel_str ip = { s->remote[0] == '[' ? s->remote + 1 : s->remote,
                            s->remote[0] == '[' ? s->remote_ip_len - 2 : s->remote_ip_len };
-    if (s->meta.xff.len > 0) {
-        keel_buf_printf(b, "x-forwarded-for: %.*s, %.*s\r\n", (int)s->meta.xff.len,
-                        s->meta.xff.p, (int)ip.len, ip.p);
-    } else {
-        append_header(b, LIT("x-forwarded-for"), ip);
+    keel_buf_append(b, "x-forwarded-for: ", 17);
+    for (size_t i = 0; s->meta.xff && i < s->req.n_headers; i++) {
+        const struct keel_http_header *h = &s->hdrs[i];
+        if (h->value.len > 0 && keel_str_caseeq(h->name, LIT("x-forwarded-for"))) {
+            keel_buf_append(b, h->value.p, h->value.len);
+            keel_buf_append(b, ", ", 2);
+        }
     }
+    keel_buf_append(b, ip.p, ip.len);
+    keel_buf_append(b, "\r\n", 2);
     if (s->meta.xfp.len == 0)
         append_header(b, LIT("x-forwarded-proto"), LIT("http"));
     const struct proxy_gen *g = s->wg->g;
@@ -236,7 +244,10 @@ static void write_upstream_head(struct session *s, struct keel_buf *b)
 static void take_request(struct session *s, size_t head_len)
 {
     struct worker *w = s->w;
-    /* own the head bytes: s->in moves on as the body streams through */
+    /* own the head bytes: s->in moves on as the body streams through; room for a path
+     * rebuilt from an absolute-form target, so that slices stay put */
+    s->head_scanned = 0;
+    keel_buf_reserve(&s->head, head_len + s->req.target.len + 1);
     keel_buf_append(&s->head, keel_buf_rptr(&s->in), head_len);
     ptrdiff_t delta = s->head.data - keel_buf_rptr(&s->in);
 #define MOVE(str) ((str).p = (str).p ? (str).p + delta : NULL)
@@ -261,7 +272,21 @@ static void take_request(struct session *s, size_t head_len)
     }
     if (s->meta.conn_close)
         s->keepalive = false;
-    if (!split_absolute(s->req.target, &s->authority, &s->path)) {
+    if (split_absolute(s->req.target, &s->authority, &s->path)) {
+        if (!keel_http_authority_valid(s->authority)) {
+            e = (struct keel_http_perror){ KEEL_HTTP_PERR_SYNTAX, 0, "invalid target authority" };
+            session_reject_malformed(s, &e);
+            return;
+        }
+        if (s->path.p[0] == '?') {
+            /* "http://a?q" asks for "/?q" (RFC 9112 §3.2.2): built in the head's room */
+            char *p = keel_buf_wptr(&s->head);
+            p[0] = '/';
+            memcpy(p + 1, s->path.p, s->path.len);
+            s->head.wpos += s->path.len + 1;
+            s->path = (struct keel_str){ p, s->path.len + 1 };
+        }
+    } else {
         s->path = s->req.target;
         s->authority = s->meta.host;
     }
@@ -282,10 +307,12 @@ static void take_request(struct session *s, size_t head_len)
                 if (keel_peer_parse(s->hdrs[i].value, &s->peer) < 0)
                     stat_add(&s->w->stats.peer_metadata_rejected, 1);
     s->upgrade = s->meta.conn_upgrade && s->meta.upgrade.len > 0;
-    switch (s->meta.body) {
-    case KEEL_HTTP_BODY_LENGTH: s->req_left = s->meta.content_length; break;
-    case KEEL_HTTP_BODY_CHUNKED: break;
-    default: s->req_done = true; s->t_req_done_us = s->t_start_us; break;
+    if (s->meta.body == KEEL_HTTP_BODY_LENGTH)
+        s->req_left = s->meta.content_length;
+    if (s->meta.body == KEEL_HTTP_BODY_NONE ||
+        (s->meta.body == KEEL_HTTP_BODY_LENGTH && s->req_left == 0)) {
+        s->req_done = true;
+        s->t_req_done_us = s->t_start_us;
     }
     s->wg = worker_gen_acquire(w);
     switch (route_request(s)) {
@@ -321,6 +348,7 @@ static void begin_upstream(struct session *s, bool fresh)
     int err = 0;
     s->attempts++;
     s->phase = PH_CONNECT;
+    s->rhead_scanned = 0;
     s->u = upconn_acquire(s->w, s->target, s, fresh, &err);
     if (s->u == NULL) {
         session_upstream_failed(s, err);
@@ -387,11 +415,16 @@ bool session_http_head(struct session *s)
         session_close(s);
         return false;
     }
-    if (keel_buf_len(&s->in) > 0) {
+    size_t have = keel_buf_len(&s->in);
+    /* parse what the first read brought (early errors are answered at once); after that,
+     * only once the head is complete or over the limit, so a head sent in many small
+     * pieces is not parsed again from its start for each */
+    if (have > 0 && (s->head_scanned == 0 || have > srv->limits.max_head_bytes ||
+                     keel_http_head_complete(keel_buf_rptr(&s->in), have, &s->head_scanned))) {
+        s->head_scanned = have;
         s->req.headers = s->hdrs;
         struct keel_http_perror e;
-        int rc = keel_http_parse_request(keel_buf_rptr(&s->in), keel_buf_len(&s->in),
-                                         &srv->limits, &s->req, &e);
+        int rc = keel_http_parse_request(keel_buf_rptr(&s->in), have, &srv->limits, &s->req, &e);
         if (rc > 0) {
             take_request(s, (size_t)rc);
             return true;
@@ -486,7 +519,8 @@ static void upstream_gone(struct session *s)
     if (!s->res_head_done) {
         /* A pooled connection that the server closed while idle: try once more on a fresh
          * one when nothing of the request body has been consumed yet. */
-        if (s->u->reused && !s->retried && s->meta.body == KEEL_HTTP_BODY_NONE &&
+        if (s->u->reused && !s->retried && s->meta.body != KEEL_HTTP_BODY_CHUNKED &&
+            s->meta.content_length == 0 &&
             keel_buf_len(&s->u->in) == 0) {
             s->retried = true;
             stat_add(&s->w->stats.upstream_rq_retry, 1);
@@ -547,7 +581,16 @@ static void write_response_head(struct session *s)
         keel_buf_printf(b, "content-length: %llu\r\n", (unsigned long long)s->rmeta.content_length);
     } else if (s->rmeta.body != KEEL_HTTP_BODY_NONE) {
         if (s->req.minor == 1) {
-            keel_buf_append(b, "transfer-encoding: chunked\r\n", 28);
+            /* codings other than chunked stay on the body: name them, then our chunked */
+            keel_buf_append(b, "transfer-encoding: ", 19);
+            for (size_t i = 0; s->rmeta.te_codings && i < res->n_headers; i++) {
+                struct keel_str v = keel_http_te_strip_chunked(s->rhdrs[i].value);
+                if (v.len > 0 && keel_str_caseeq(s->rhdrs[i].name, LIT("transfer-encoding"))) {
+                    keel_buf_append(b, v.p, v.len);
+                    keel_buf_append(b, ", ", 2);
+                }
+            }
+            keel_buf_append(b, "chunked\r\n", 9);
             s->res_chunked_out = true;
         } else {
             s->res_close_delimited = true;
@@ -578,9 +621,15 @@ static bool take_response_head(struct session *s)
 {
     struct upconn *u = s->u;
     struct keel_http_perror e;
+    const struct keel_http_limits *lim = &session_srv(s)->limits;
+    size_t have = keel_buf_len(&u->in);
+    /* as for request heads: no re-parse from the start for every small read */
+    if (!(s->rhead_scanned == 0 || have > lim->max_head_bytes ||
+          keel_http_head_complete(keel_buf_rptr(&u->in), have, &s->rhead_scanned)))
+        return false;
+    s->rhead_scanned = have;
     s->res.headers = s->rhdrs;
-    int rc = keel_http_parse_response(keel_buf_rptr(&u->in), keel_buf_len(&u->in),
-                                      &session_srv(s)->limits, &s->res, &e);
+    int rc = keel_http_parse_response(keel_buf_rptr(&u->in), have, lim, &s->res, &e);
     if (rc == KEEL_AGAIN)
         return false;
     if (rc < 0 || keel_http_analyze_response(&s->res, s->req.method, &s->rmeta, &e) < 0) {
@@ -590,7 +639,25 @@ static bool take_response_head(struct session *s)
                     "upstream protocol error", false);
         return true;
     }
+    if (s->res.status == 101 && !s->upgrade) {
+        /* the connection now speaks something else: it can carry nothing more of ours */
+        keel_log_info("upstream %s: bad response: 101 Switching Protocols not asked for",
+                      s->up_host);
+        session_local_reply(s, 502, KEEL_RF_UPE, "upstream_reset_before_response_started{protocol_error}",
+                    "upstream protocol error", false);
+        return true;
+    }
+    if (s->rmeta.te_codings && s->req.minor == 0 && s->rmeta.body != KEEL_HTTP_BODY_NONE) {
+        /* RFC 9112 §6.1: no Transfer-Encoding to an HTTP/1.0 client, and the body means
+         * nothing without its codings */
+        keel_log_info("upstream %s: transfer coding cannot be sent to an HTTP/1.0 client",
+                      s->up_host);
+        session_local_reply(s, 502, KEEL_RF_UPE, "upstream_reset_before_response_started{protocol_error}",
+                    "upstream protocol error", false);
+        return true;
+    }
     size_t head_len = (size_t)rc;
+    s->rhead_scanned = 0;
     if (s->res.status >= 100 && s->res.status < 200 && s->res.status != 101) {
         /* interim response: pass 1xx on to HTTP/1.1 clients (not a second 100) */
         if (s->req.minor == 1 && !(s->res.status == 100 && s->sent_continue))
@@ -687,7 +754,7 @@ static bool forward_response_body(struct session *s)
  * cleanly on both sides. */
 static bool upstream_reusable(const struct session *s)
 {
-    return s->res_done && s->req_done && !s->rmeta.conn_close &&
+    return s->res_done && s->req_done && !s->rmeta.conn_close && s->res.status != 101 &&
            s->rmeta.body != KEEL_HTTP_BODY_EOF && keel_buf_len(&s->u->in) == 0 &&
            keel_buf_len(&s->u->out) == 0;
 }
@@ -736,6 +803,11 @@ bool session_http_forward(struct session *s)
             session_set_timer(s, T_RESPONSE, t);
     }
 
+    /* a close-delimited body ends only at the EOF, which may have come with the last bytes:
+     * a short read does not prove the FIN was consumed (edge-triggered), so look again */
+    if (s->res_head_done && !s->res_done && s->rmeta.body == KEEL_HTTP_BODY_EOF &&
+        keel_buf_len(&u->in) == 0)
+        u->io.readable = true;
     /* upstream -> client: read only once what was read before has moved on (or to
      * complete a head), so an EOF is never seen ahead of unforwarded bytes */
     if (!s->res_done && u->io.readable && keel_buf_len(&s->out) < HIGH_WATER &&

@@ -52,6 +52,7 @@ struct session {
 
     /* the current request */
     struct keel_buf head;          /* request head bytes, owned: slices point here */
+    size_t head_scanned, rhead_scanned; /* in / u->in bytes known to hold no end of head */
     struct keel_http_header hdrs[KEEL_HTTP_MAX_HEADERS + 2];
     struct keel_http_request req;
     struct keel_http_meta meta;

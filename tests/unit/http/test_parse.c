@@ -160,6 +160,23 @@ static void response_heads(void **state)
     assert_int_equal(keel_http_parse_response(bad, strlen(bad), &lim, &res, &e), KEEL_EINVAL);
     bad = "ICY 200 OK\r\n\r\n";
     assert_int_equal(keel_http_parse_response(bad, strlen(bad), &lim, &res, &e), KEEL_EINVAL);
+    /* a reason phrase is HTAB, SP, VCHAR and obs-text: a bare CR, NUL or other control
+     * byte would otherwise be passed on to the client verbatim */
+    static const char *const bad_reason[] = {
+        "HTTP/1.1 200 O\rK\r\n\r\n", "HTTP/1.1 200 OK\r\r\n\r\n", "HTTP/1.1 200 O\x01K\r\n\r\n",
+        "HTTP/1.1 200 O\x7fK\r\n\r\n", "HTTP/1.1 200 \x1b[2J\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof(bad_reason) / sizeof(bad_reason[0]); i++) {
+        const char *b = bad_reason[i];
+        if (keel_http_parse_response(guarded(b, strlen(b)), strlen(b), &lim, &res, &e) != KEEL_EINVAL)
+            fail_msg("accepted reason phrase #%zu", i);
+    }
+    const char nul[] = "HTTP/1.1 200 O\0K\r\n\r\n";
+    assert_int_equal(keel_http_parse_response(guarded(nul, sizeof(nul) - 1), sizeof(nul) - 1, &lim,
+                                              &res, &e), KEEL_EINVAL);
+    const char *fine = "HTTP/1.1 200 Tout\tva \xc3\xa9t\xc3\xa9 bien\r\n\r\n";
+    assert_int_equal(keel_http_parse_response(guarded(fine, strlen(fine)), strlen(fine), &lim, &res,
+                                              &e), (int)strlen(fine));
 }
 
 static int analyze(const char *s, struct keel_http_meta *m)
@@ -179,8 +196,13 @@ static void framing(void **state)
     assert_int_equal(m.body, KEEL_HTTP_BODY_LENGTH);
     assert_int_equal(m.content_length, 12);
     assert_int_equal(analyze("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", &m), 0);
-    assert_int_equal(analyze("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", &m), 0);
+    assert_int_equal(analyze("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", &m), 0);
     assert_int_equal(m.body, KEEL_HTTP_BODY_CHUNKED);
+    assert_false(m.te_codings);
+    /* Content-Length: 0 is a length, forwarded as such (some origins want it) */
+    assert_int_equal(analyze("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", &m), 0);
+    assert_int_equal(m.body, KEEL_HTTP_BODY_LENGTH);
+    assert_int_equal(m.content_length, 0);
     assert_int_equal(analyze("GET / HTTP/1.1\r\nHost: a\r\n\r\n", &m), 0);
     assert_int_equal(m.body, KEEL_HTTP_BODY_NONE);
     assert_false(m.conn_close);
@@ -208,6 +230,101 @@ static void framing(void **state)
     assert_int_equal(analyze("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", &m), KEEL_EINVAL);
 }
 
+static enum keel_http_perr analyze_err(const char *s)
+{
+    struct keel_http_header h[32];
+    struct keel_http_request req = { .headers = h };
+    struct keel_http_perror e = { 0 };
+    struct keel_http_meta m;
+    assert_true(keel_http_parse_request(s, strlen(s), &lim, &req, &e) > 0);
+    return keel_http_analyze_request(&req, &m, &e) == 0 ? KEEL_HTTP_PERR_NONE : e.kind;
+}
+
+static void request_transfer_codings(void **state)
+{
+#define TE(v) analyze_err("POST / HTTP/1.1\r\nHost: a\r\n" v "\r\n\r\n")
+    /* codings keel does not decode: 501, as nginx and Envoy answer */
+    assert_int_equal(TE("Transfer-Encoding: gzip, chunked"), KEEL_HTTP_PERR_NOT_IMPLEMENTED);
+    assert_int_equal(TE("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked"),
+                     KEEL_HTTP_PERR_NOT_IMPLEMENTED);
+    /* not delimited by a final chunked, or chunked twice: 400 (RFC 9112 §6.3) */
+    assert_int_equal(TE("Transfer-Encoding: gzip"), KEEL_HTTP_PERR_SYNTAX);
+    assert_int_equal(TE("Transfer-Encoding: chunked, gzip"), KEEL_HTTP_PERR_SYNTAX);
+    assert_int_equal(TE("Transfer-Encoding: chunked, chunked"), KEEL_HTTP_PERR_SYNTAX);
+    assert_int_equal(TE("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked"),
+                     KEEL_HTTP_PERR_SYNTAX);
+    assert_int_equal(TE("Transfer-Encoding: "), KEEL_HTTP_PERR_SYNTAX);
+    assert_int_equal(TE("Transfer-Encoding: Chunked , "), KEEL_HTTP_PERR_NONE);
+#undef TE
+}
+
+static void hosts(void **state)
+{
+    static const char *const good[] = {
+        "a", "a.example", "a.example:8080", "a.example:", "127.0.0.1:80", "[::1]", "[::1]:443",
+        "[v1.fe80::a+en1]", "xn--bcher-kva.example", "a%41b", "a-b_c~d!$&'()*+,;=", "",
+    };
+    static const char *const bad[] = {
+        "a b", "a/b", "\"a\"", "a\\b", "a@b", "a:8x", "[::1", "[]", "[::1]x", "a<b>", "a{b}",
+        "a%zz", "a%4", "a:80:80", "a?b", "a#b", "a|b", "a^b", "a`b", "\x80",
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        if (!keel_http_authority_valid(keel_str_c(good[i])))
+            fail_msg("refused valid authority '%s'", good[i]);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (keel_http_authority_valid(keel_str_c(bad[i])))
+            fail_msg("accepted invalid authority '%s'", bad[i]);
+    assert_int_equal(analyze_err("GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), KEEL_HTTP_PERR_SYNTAX);
+    assert_int_equal(analyze_err("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"), KEEL_HTTP_PERR_SYNTAX);
+    assert_int_equal(analyze_err("GET / HTTP/1.0\r\nHost: \"q\"\r\n\r\n"), KEEL_HTTP_PERR_SYNTAX);
+    assert_int_equal(analyze_err("GET / HTTP/1.1\r\nHost: a.example:80\r\n\r\n"), KEEL_HTTP_PERR_NONE);
+}
+
+static void forwarded_for_seen(void **state)
+{
+    struct keel_http_meta m;
+    assert_int_equal(analyze("GET / HTTP/1.1\r\nHost: a\r\n\r\n", &m), 0);
+    assert_false(m.xff);
+    assert_int_equal(analyze("GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n", &m), 0);
+    assert_true(m.xff);
+}
+
+/* The end-of-head scan finds the empty line whatever the pieces the head came in. */
+static void head_complete(void **state)
+{
+    static const char *const heads[] = {
+        "GET / HTTP/1.1\r\nHost: a\r\n\r\n", "GET / HTTP/1.0\nHost: a\n\n",
+        "GET / HTTP/1.1\r\nA: b\n\r\n", "HTTP/1.1 200 OK\r\nX: y\r\n\n",
+    };
+    for (size_t k = 0; k < sizeof(heads) / sizeof(heads[0]); k++) {
+        const char *s = heads[k];
+        size_t len = strlen(s);
+        /* byte by byte: complete exactly when the last byte arrives */
+        size_t scanned = 0;
+        for (size_t i = 1; i <= len; i++) {
+            bool done = keel_http_head_complete(guarded(s, i), i, &scanned);
+            if (done != (i == len))
+                fail_msg("head %zu: complete=%d after %zu of %zu bytes", k, done, i, len);
+            assert_int_equal(scanned, i);
+        }
+        /* in two pieces, split anywhere */
+        for (size_t cut = 0; cut < len; cut++) {
+            scanned = 0;
+            assert_false(keel_http_head_complete(guarded(s, cut), cut, &scanned));
+            assert_true(keel_http_head_complete(guarded(s, len), len, &scanned));
+        }
+    }
+    /* bytes after the end of the head (a body, a pipelined request) change nothing */
+    size_t scanned = 0;
+    const char *piped = "GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /";
+    assert_true(keel_http_head_complete(guarded(piped, strlen(piped)), strlen(piped), &scanned));
+    /* no empty line: never complete, and bytes already seen are not looked at again */
+    scanned = 0;
+    const char *open = "GET / HTTP/1.1\r\nHost: a\r\nX: \r";
+    assert_false(keel_http_head_complete(guarded(open, strlen(open)), strlen(open), &scanned));
+    assert_int_equal(scanned, strlen(open));
+}
+
 static void response_framing(void **state)
 {
     struct keel_http_header h[32];
@@ -228,6 +345,40 @@ static void response_framing(void **state)
     keel_http_parse_response(s, strlen(s), &lim, &res, &e);
     assert_int_equal(keel_http_analyze_response(&res, KEEL_STR("GET"), &m, &e), 0);
     assert_int_equal(m.body, KEEL_HTTP_BODY_NONE);
+    /* codings besides chunked: kept (te_codings); a final coding other than chunked makes
+     * the body end at the close (RFC 9112 §6.3) */
+    s = "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
+    keel_http_parse_response(s, strlen(s), &lim, &res, &e);
+    assert_int_equal(keel_http_analyze_response(&res, KEEL_STR("GET"), &m, &e), 0);
+    assert_int_equal(m.body, KEEL_HTTP_BODY_CHUNKED);
+    assert_true(m.te_codings);
+    s = "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n";
+    keel_http_parse_response(s, strlen(s), &lim, &res, &e);
+    assert_int_equal(keel_http_analyze_response(&res, KEEL_STR("GET"), &m, &e), 0);
+    assert_int_equal(m.body, KEEL_HTTP_BODY_EOF);
+    assert_true(m.te_codings);
+    s = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+    keel_http_parse_response(s, strlen(s), &lim, &res, &e);
+    assert_int_equal(keel_http_analyze_response(&res, KEEL_STR("GET"), &m, &e), 0);
+    assert_false(m.te_codings);
+    s = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n";
+    keel_http_parse_response(s, strlen(s), &lim, &res, &e);
+    assert_int_equal(keel_http_analyze_response(&res, KEEL_STR("GET"), &m, &e), KEEL_EINVAL);
+}
+
+static void te_strip_chunked(void **state)
+{
+    static const char *const cases[][2] = {
+        { "chunked", "" },          { "gzip, chunked", "gzip" }, { "gzip,chunked", "gzip" },
+        { "gzip , Chunked ,", "gzip" }, { "gzip", "gzip" },     { "x-chunked", "x-chunked" },
+        { "gzip, deflate", "gzip, deflate" }, { "", "" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct keel_str v = keel_http_te_strip_chunked(keel_str_c(cases[i][0]));
+        if (v.len != strlen(cases[i][1]) || memcmp(v.p, cases[i][1], v.len) != 0)
+            fail_msg("'%s' stripped to '%.*s', want '%s'", cases[i][0], (int)v.len, v.p,
+                     cases[i][1]);
+    }
 }
 
 /* Decode a whole chunked body, fed in pieces of `step` bytes. */
@@ -302,6 +453,9 @@ int main(void)
         cmocka_unit_test(limits),           cmocka_unit_test(response_heads),
         cmocka_unit_test(framing),          cmocka_unit_test(response_framing),
         cmocka_unit_test(chunked),          cmocka_unit_test(hop_by_hop),
+        cmocka_unit_test(request_transfer_codings), cmocka_unit_test(hosts),
+        cmocka_unit_test(forwarded_for_seen), cmocka_unit_test(head_complete),
+        cmocka_unit_test(te_strip_chunked),
     };
     return cmocka_run_group_tests_name("http/parse", tests, NULL, NULL);
 }
