@@ -83,7 +83,10 @@ def test_backend_restarting_under_load(keel, procs, tmp_path):
     assert k.proc.p.poll() is None  # keel is up
     assert http_get(k.url("/status/200"))[0] == 200
     lines = k.log_lines(total + 1, timeout=5)
-    assert len(lines) >= total
+    # the log never blocks traffic: at ~30k fast 503s a second the writer may fall behind
+    # and drop lines, but each one is counted
+    dropped = k.stats().get('keel_access_log_lines_total{result="dropped"}', 0)
+    assert len(lines) + dropped >= total, (len(lines), dropped, total)
     codes = {}
     for l in lines:
         m = re.search(r'" (\d+) (\S+) ', l)
