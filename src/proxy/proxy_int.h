@@ -153,7 +153,8 @@ struct worker {
     struct session *sessions;      /* open sessions, for drain */
     struct session *free_sessions; /* recycled structs */
     struct upconn *free_upconns;
-    size_t n_free_sessions, n_free_upconns;
+    struct hdr_tables *free_hdr_tables;
+    size_t n_free_sessions, n_free_upconns, n_free_hdr_tables;
     uint64_t next_conn_id;
     bool draining;
     atomic_bool stopping;          /* set by the main thread at the drain deadline */

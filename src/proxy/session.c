@@ -94,8 +94,45 @@ ssize_t session_flush(struct keel_io *io, struct keel_buf *b)
 
 /* ------------------------------------------------------------------ lifecycle */
 
+void session_attach_tables(struct session *s)
+{
+    if (s->tables != NULL)
+        return;
+    struct worker *w = s->w;
+    struct hdr_tables *t = w->free_hdr_tables;
+    if (t != NULL) {
+        w->free_hdr_tables = t->next;
+        w->n_free_hdr_tables--;
+    } else {
+        t = keel_alloc(sizeof(*t));
+    }
+    s->tables = t;
+    s->hdrs = t->req;
+    s->rhdrs = t->res;
+}
+
+static void detach_tables(struct session *s)
+{
+    struct worker *w = s->w;
+    struct hdr_tables *t = s->tables;
+    if (t == NULL)
+        return;
+    if (w->n_free_hdr_tables < FREE_HDR_TABLES_MAX) {
+        t->next = w->free_hdr_tables;
+        w->free_hdr_tables = t;
+        w->n_free_hdr_tables++;
+    } else {
+        free(t);
+    }
+    s->tables = NULL;
+    s->hdrs = s->rhdrs = NULL;
+    s->req.headers = s->res.headers = NULL;
+    s->req.n_headers = s->res.n_headers = 0;
+}
+
 static void reset_request(struct session *s)
 {
+    detach_tables(s);
     keel_buf_release(&s->head);
     keel_buf_release(&s->rhead);
     s->started = s->req_done = s->upgrade = s->sent_continue = s->retried = false;
@@ -212,6 +249,7 @@ static void on_free(struct keel_defer *d)
         keel_loop_defer(w->loop, &s->free_defer);
         return;
     }
+    detach_tables(s);
     if (w->n_free_sessions < FREE_SESSIONS_MAX) {
         s->next = w->free_sessions;
         w->free_sessions = s;
@@ -395,4 +433,10 @@ void sessions_free_recycled(struct worker *w)
         free(s);
     }
     w->n_free_sessions = 0;
+    while (w->free_hdr_tables != NULL) {
+        struct hdr_tables *t = w->free_hdr_tables;
+        w->free_hdr_tables = t->next;
+        free(t);
+    }
+    w->n_free_hdr_tables = 0;
 }

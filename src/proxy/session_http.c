@@ -422,6 +422,7 @@ bool session_http_head(struct session *s)
     if (have > 0 && (s->head_scanned == 0 || have > srv->limits.max_head_bytes ||
                      keel_http_head_complete(keel_buf_rptr(&s->in), have, &s->head_scanned))) {
         s->head_scanned = have;
+        session_attach_tables(s);
         s->req.headers = s->hdrs;
         struct keel_http_perror e;
         int rc = keel_http_parse_request(keel_buf_rptr(&s->in), have, &srv->limits, &s->req, &e);

@@ -15,6 +15,16 @@
 #define READ_CHUNK 16384
 #define TUNNEL_IDLE_TIMEOUT_MS (3600 * 1000)
 #define FREE_SESSIONS_MAX 4096
+#define FREE_HDR_TABLES_MAX 256
+
+/* The header tables of one exchange (8 KiB, two thirds of a session): attached when a
+ * request head is parsed, given back to the worker when the exchange ends, so an idle
+ * keep-alive connection costs only its session. */
+struct hdr_tables {
+    struct hdr_tables *next;
+    struct keel_http_header req[KEEL_HTTP_MAX_HEADERS + 2];
+    struct keel_http_header res[KEEL_HTTP_MAX_HEADERS + 1];
+};
 
 enum phase {
     PH_HEAD,        /* waiting for (the rest of) a request head */
@@ -53,7 +63,8 @@ struct session {
     /* the current request */
     struct keel_buf head;          /* request head bytes, owned: slices point here */
     size_t head_scanned, rhead_scanned; /* in / u->in bytes known to hold no end of head */
-    struct keel_http_header hdrs[KEEL_HTTP_MAX_HEADERS + 2];
+    struct keel_http_header *hdrs; /* the exchange's header tables (session_attach_tables) */
+    struct hdr_tables *tables;
     struct keel_http_request req;
     struct keel_http_meta meta;
     struct keel_str path;          /* origin-form path sent upstream */
@@ -76,7 +87,7 @@ struct session {
 
     /* the response */
     struct keel_buf rhead;
-    struct keel_http_header rhdrs[KEEL_HTTP_MAX_HEADERS + 1];
+    struct keel_http_header *rhdrs;
     struct keel_http_response res;
     struct keel_http_meta rmeta;
     bool res_head_done;
@@ -113,6 +124,7 @@ static inline void session_touch(struct session *s)
 
 /* session.c */
 void session_set_timer(struct session *s, enum timer_role role, int64_t ms);
+void session_attach_tables(struct session *s);
 ssize_t session_read(struct keel_io *io, struct keel_buf *b, size_t max);
 ssize_t session_flush(struct keel_io *io, struct keel_buf *b);
 void session_wait_request(struct session *s);
