@@ -31,6 +31,9 @@ enum keel_value_type keel_expr_result_type(const struct keel_expr *e);
 int keel_expr_eval(const struct keel_expr *e, const struct keel_attr_bag *bag, struct keel_value *out,
                    const char **errmsg);
 void keel_expr_free(struct keel_expr *e);
+/* Free the calling thread's arena for CEL lists and maps built during evaluations (kept
+ * between evaluations so that warm evaluations allocate nothing); call at thread exit. */
+void keel_expr_thread_fini(void);
 /* Human-readable bytecode listing (for keel eval --disasm and tests). */
 void keel_expr_disasm(const struct keel_expr *e, struct keel_buf *out);
 /* Compile an RE2-syntax pattern with POSIX regcomp (REG_EXTENDED | REG_NOSUB), refusing
