@@ -8,7 +8,7 @@ Offline and stdlib-only: it parses the small textproto subset these files use. E
 becomes one row; a case keel cannot run (protobuf messages, static type deduction only,
 ...) still gets a row, with the reason in `skip`, so the table accounts for every case.
 
-Expected values: scalars are C literals; lists, maps, type values, null, durations and
+A case with disable_check is compiled unchecked (see expr_compile_bound). Expected values: scalars are C literals; lists, maps, type values, null, durations and
 timestamps are written as CEL literal text that the test evaluates and compares by strict
 (same type) deep equality. Bindings become CEL literal text substituted for the name.
 """
@@ -274,7 +274,8 @@ def convert(fname, path):
             name = get(t, 'name')[1].decode()
             expr = get(t, 'expr')[1]
             row = {'file': fname, 'name': sname + '/' + name, 'expr': expr, 'bind': [],
-                   'kind': 'CEL_EXP_ERROR', 'init': '', 'skip': None}
+                   'kind': 'CEL_EXP_ERROR', 'init': '', 'skip': None,
+                   'unchecked': get(t, 'disable_check') is not None}
             try:
                 if get(t, 'container') is not None:
                     raise Skip('needs protobuf messages (container %s)' % get(t, 'container')[1].decode())
@@ -296,9 +297,13 @@ def convert(fname, path):
                     if bv is None:
                         raise Skip('binding is not a value')
                     row['bind'].append((get(b, 'key')[1].decode(), value_cel(bv)))
+                bound = [n for n, _ in row['bind']]
                 for te in getall(t, 'type_env'):
                     if get(te, 'function') is not None:
                         raise Skip('declares custom functions')
+                    tn = get(te, 'name')[1].decode()
+                    if tn not in bound:  # declared, unbound: an evaluation error
+                        row['bind'].append((tn, None))
                 val = get(t, 'value')
                 tr = get(t, 'typed_result')
                 if tr is not None:
@@ -324,10 +329,11 @@ def main():
               ' * do not edit. One row per conformance case; skip says why a case is not run. */\n')
     out.write('/* clang-format off */\n')
     for r in rows:
-        bind = ', '.join('{ %s, %s }' % (c_str(n), c_str(v)) for n, v in r['bind'])
-        out.write('{ %s, %s, %s, { %s }, %s, { %s }, %s },\n' % (
-            c_str(r['file']), c_str(r['name']), c_str(r['expr']), bind, r['kind'], r['init'],
-            c_str(r['skip']) if r['skip'] else 'NULL'))
+        bind = ', '.join('{ %s, %s }' % (c_str(n), c_str(v) if v is not None else 'NULL')
+                         for n, v in r['bind'])
+        out.write('{ %s, %s, %s, %d, %d, { %s }, %s, { %s }, %s },\n' % (
+            c_str(r['file']), c_str(r['name']), c_str(r['expr']), len(r['expr']), r['unchecked'], bind,
+            r['kind'], r['init'], c_str(r['skip']) if r['skip'] else 'NULL'))
     out.write('/* clang-format on */\n')
 
 

@@ -64,11 +64,9 @@ static bool is_num(enum keel_value_type t)
 static int num_cmp(const struct keel_value *a, const struct keel_value *b)
 {
     if (a->type == KEEL_VALUE_DOUBLE || b->type == KEEL_VALUE_DOUBLE) {
-        /* long double holds every int64 and uint64 exactly on x86-64 and aarch64 */
-        long double x = a->type == KEEL_VALUE_DOUBLE ? a->u.d : a->type == KEEL_VALUE_INT64 ? (long double)a->u.i
-                                                                                             : (long double)a->u.u;
-        long double y = b->type == KEEL_VALUE_DOUBLE ? b->u.d : b->type == KEEL_VALUE_INT64 ? (long double)b->u.i
-                                                                                             : (long double)b->u.u;
+        /* as cel-spec: the integer is converted to double (lossy above 2^53) */
+        double x = a->type == KEEL_VALUE_DOUBLE ? a->u.d : a->type == KEEL_VALUE_INT64 ? (double)a->u.i : (double)a->u.u;
+        double y = b->type == KEEL_VALUE_DOUBLE ? b->u.d : b->type == KEEL_VALUE_INT64 ? (double)b->u.i : (double)b->u.u;
         if (isnan(x) || isnan(y))
             return 2;
         return (x > y) - (x < y);
@@ -351,6 +349,11 @@ static void repr_bytes(const char *prefix, struct keel_str s, struct keel_buf *o
     keel_buf_append(out, "\"", 1);
 }
 
+static int cmp_buf(const void *a, const void *b)
+{
+    return strcmp(keel_buf_rptr(a), keel_buf_rptr(b));
+}
+
 void expr_value_repr(const struct keel_value *v, struct keel_buf *out)
 {
     char tmp[64];
@@ -397,17 +400,28 @@ void expr_value_repr(const struct keel_value *v, struct keel_buf *out)
         }
         keel_buf_append(out, "]", 1);
         return;
-    case KEEL_VALUE_MAP:
+    case KEEL_VALUE_MAP: {
+        /* entries sorted by their rendering: maps are unordered */
+        size_t n = v->u.list.n;
+        struct keel_buf *e = calloc(n ? n : 1, sizeof(*e));
+        for (size_t i = 0; i < n; i++) {
+            expr_value_repr(&v->u.list.v[2 * i], &e[i]);
+            keel_buf_append(&e[i], ": ", 2);
+            expr_value_repr(&v->u.list.v[2 * i + 1], &e[i]);
+            keel_buf_append(&e[i], "", 1);
+        }
+        qsort(e, n, sizeof(*e), cmp_buf);
         keel_buf_append(out, "{", 1);
-        for (size_t i = 0; i < v->u.list.n; i++) {
+        for (size_t i = 0; i < n; i++) {
             if (i)
                 keel_buf_append(out, ", ", 2);
-            expr_value_repr(&v->u.list.v[2 * i], out);
-            keel_buf_append(out, ": ", 2);
-            expr_value_repr(&v->u.list.v[2 * i + 1], out);
+            keel_buf_append(out, keel_buf_rptr(&e[i]), keel_buf_len(&e[i]) - 1);
+            keel_buf_release(&e[i]);
         }
+        free(e);
         keel_buf_append(out, "}", 1);
         return;
+    }
     default:
         keel_value_format_json(v, out);
         return;

@@ -33,6 +33,7 @@ struct cstate {
     int nlocals;
     const struct expr_binding *bind;
     int nbind;
+    bool unchecked;
 };
 
 static void cfail(struct cstate *cs, int col, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -158,8 +159,24 @@ static int resolve_scoped(struct cstate *cs, struct node *n, bool for_has)
             base->type = KEEL_VALUE_DYN;
         }
     }
+    int best = -1;
     for (int i = 0; i < cs->nbind && !base; i++) {
-        if (strlen(cs->bind[i].name) == hl && !memcmp(cs->bind[i].name, name, hl)) {
+        size_t bl = strlen(cs->bind[i].name);
+        if (!strncmp(cs->bind[i].name, name, bl) && (name[bl] == 0 || name[bl] == '.') &&
+            (best < 0 || bl > strlen(cs->bind[best].name)))
+            best = i;
+    }
+    if (best >= 0 && !base) {
+        hl = strlen(cs->bind[best].name);
+        dot = name[hl] ? name + hl : NULL;
+    }
+    if (best >= 0 && !base) {
+        int i = best;
+        if (!cs->bind[i].src) {
+            base = new_node(cs, N_FAIL, n->col);
+            base->name = pool_strndup(cs->pool, name, hl);
+            base->type = KEEL_VALUE_DYN;
+        } else {
             struct keel_expr_error e2;
             if (expr_parse(cs->bind[i].src, strlen(cs->bind[i].src), cs->d, cs->pool, &base, &e2) < 0) {
                 cfail(cs, n->col, "binding %s: %s", cs->bind[i].name, e2.msg);
@@ -244,6 +261,11 @@ static int resolve_path(struct cstate *cs, struct node *n, bool for_has)
         n->val.u.i = ty;
         n->type = KEEL_VALUE_TYPE;
         n->is_const = true;
+        return 0;
+    }
+    if (cs->unchecked) {
+        n->kind = N_FAIL;
+        n->type = KEEL_VALUE_DYN;
         return 0;
     }
     if (cs->d == KEEL_EXPR_CEL && !for_has && !strchr(n->name, '.')) {
@@ -363,7 +385,7 @@ static int check_binop_cel(struct cstate *cs, struct node *n)
         return 0;
     case T_OROR:
     case T_ANDAND:
-        if (!boolish(ta) || !boolish(tb)) {
+        if ((!boolish(ta) || !boolish(tb)) && !cs->unchecked) {
             struct node *bad = boolish(ta) ? b : a;
             cfail(cs, bad->col, "%s operand of '%s': got %s, expected BOOL", bad == a ? "left" : "right",
                   op_text(n->op), tn(bad->type));
@@ -373,7 +395,7 @@ static int check_binop_cel(struct cstate *cs, struct node *n)
     case T_EQ:
     case T_NE:
         if (ta == tb || dyn || ta == KEEL_VALUE_NULL_TYPE || tb == KEEL_VALUE_NULL_TYPE ||
-            (mapish(ta) && mapish(tb)))
+            (mapish(ta) && mapish(tb)) || (numeric(ta) && numeric(tb)))
             return 0;
         cfail(cs, b->col, "type mismatch in '%s': right operand is %s, expected %s", op_text(n->op), tn(tb), tn(ta));
         return -1;
@@ -623,6 +645,11 @@ static int check_call(struct cstate *cs, struct node *n)
             n->is_const = n->is_const && n->kids[i]->is_const;
         return 0;
     }
+    if (cs->unchecked) {
+        n->kind = N_FAIL;
+        n->type = KEEL_VALUE_DYN;
+        return 0;
+    }
     if (first < 0) {
         if (any_name)
             cfail(cs, n->col, "function '%s' is not available in %s", n->name,
@@ -717,6 +744,7 @@ static int check(struct cstate *cs, struct node *n)
     }
     case N_LOCAL:
     case N_TYPEOF:
+    case N_FAIL:
         return 0;
     case N_COMPR: {
         struct node *r = n->kids[0];
@@ -816,7 +844,9 @@ static int check(struct cstate *cs, struct node *n)
                 return -1;
         if (!is_dyn(n->kids[0]->type) && want(cs, n->kids[0], KEEL_VALUE_BOOL, "condition of '?:'") < 0)
             return -1;
-        if (n->kids[1]->type != n->kids[2]->type && cs->d == KEEL_EXPR_CEL) {
+        if (n->kids[1]->type != n->kids[2]->type && cs->d == KEEL_EXPR_CEL &&
+            (cs->unchecked || is_dyn(n->kids[1]->type) || is_dyn(n->kids[2]->type) || n->kids[1]->type == KEEL_VALUE_NULL_TYPE ||
+             n->kids[2]->type == KEEL_VALUE_NULL_TYPE)) {
             n->type = KEEL_VALUE_DYN; /* CEL: the branches unify to dyn */
         } else if (n->kids[1]->type != n->kids[2]->type) {
             cfail(cs, n->kids[2]->col, "type mismatch in '?:': branches are %s and %s", tn(n->kids[1]->type),
@@ -1041,6 +1071,11 @@ static void gen(struct cstate *cs, struct node *n)
     case N_LOCAL:
         emit(cs, OP_LOCAL, 0, 1, 0, n->slot, 0);
         return;
+    case N_FAIL: {
+        struct keel_value k = keel_value_str(n->name, strlen(n->name));
+        emit(cs, OP_FAIL, 0, 1, 0, 0, add_const(cs, &k));
+        return;
+    }
     case N_TYPEOF:
         gen(cs, n->kids[0]);
         emit(cs, OP_TYPEOF, 1, 1, 0, 0, 0);
@@ -1133,7 +1168,7 @@ static void gen(struct cstate *cs, struct node *n)
         }
         return;
     case T_EQ:
-        if (a->kind == N_ATTR && b->kind == N_CONST &&
+        if (a->kind == N_ATTR && b->kind == N_CONST && a->type == b->type &&
             (a->type == KEEL_VALUE_STRING || a->type == KEEL_VALUE_INT64 || a->type == KEEL_VALUE_BOOL)) {
             emit(cs, OP_EQ_ATTR_CONST, 0, 1, a->attr, 0, add_const(cs, &b->val));
             return;
@@ -1164,11 +1199,12 @@ static void gen(struct cstate *cs, struct node *n)
 struct keel_expr *keel_expr_compile(const char *src, size_t len, enum keel_expr_dialect d,
                                     struct keel_expr_error *err)
 {
-    return expr_compile_bound(src, len, d, NULL, 0, err);
+    return expr_compile_bound(src, len, d, NULL, 0, false, err);
 }
 
 struct keel_expr *expr_compile_bound(const char *src, size_t len, enum keel_expr_dialect d,
-                                     const struct expr_binding *b, int nb, struct keel_expr_error *err)
+                                     const struct expr_binding *b, int nb, bool unchecked,
+                                     struct keel_expr_error *err)
 {
     struct keel_expr_error dummy;
     if (!err)
@@ -1183,7 +1219,7 @@ struct keel_expr *expr_compile_bound(const char *src, size_t len, enum keel_expr
     }
     struct keel_expr *e = keel_calloc(1, sizeof(*e));
     e->dialect = d;
-    struct cstate cs = { .e = e, .d = d, .pool = &pool, .err = err, .bind = b, .nbind = nb };
+    struct cstate cs = { .e = e, .d = d, .pool = &pool, .err = err, .bind = b, .nbind = nb, .unchecked = unchecked };
     if (check(&cs, root) == 0) {
         gen(&cs, root);
         if (cs.maxdepth > KEEL_EXPR_MAX_STACK)

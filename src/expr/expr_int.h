@@ -27,6 +27,7 @@ struct token {
     int col;           /* 1-based */
     const char *p;     /* source text of the token */
     size_t len;
+    bool quoted;       /* CEL `quoted` field name */
     char *sval;        /* decoded string literal (owned by the parser's list) */
     size_t slen;
 };
@@ -39,6 +40,7 @@ enum node_kind {
     N_COMPR,  /* CEL macro e.all(x, p) ...: kids[0] range, then the body expressions */
     N_LOCAL,  /* CEL comprehension variable: slot */
     N_TYPEOF, /* CEL type(e) */
+    N_FAIL,   /* unchecked CEL: an undeclared name or function, an error when evaluated */
 };
 
 /* CEL macros (N_COMPR.fn) */
@@ -117,13 +119,16 @@ struct keel_expr {
     size_t nstrs;
 };
 
-/* Compile with named bindings: each name stands for the CEL expression src (used by the
- * conformance tests for their variables). */
+/* Compile with named bindings: each name stands for the CEL expression src (NULL: declared
+ * but unbound, an evaluation error), used by the conformance tests for their variables.
+ * unchecked: CEL without its type checker (cel-spec's disable_check): undeclared names
+ * and functions and operand type mismatches become evaluation errors. */
 struct expr_binding {
     const char *name, *src;
 };
 struct keel_expr *expr_compile_bound(const char *src, size_t len, enum keel_expr_dialect d,
-                                     const struct expr_binding *b, int nb, struct keel_expr_error *err);
+                                     const struct expr_binding *b, int nb, bool unchecked,
+                                     struct keel_expr_error *err);
 /* A typed, deterministic rendering of a value (1, 1u, 1.0, "s", b"s", [..], {..}, int, null)
  * for tests: two values render the same iff they are strictly (same type) equal. */
 void expr_value_repr(const struct keel_value *v, struct keel_buf *out);

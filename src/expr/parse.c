@@ -217,7 +217,7 @@ static void lex_number(struct parser *ps, const char *q)
     bool isfloat = false;
     if (s + 1 < ps->end && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
         s += 2;
-        while (s < ps->end && (is_ident(*s)))
+        while (s < ps->end && is_ident(*s) && !(ps->d == KEEL_EXPR_CEL && (*s == 'u' || *s == 'U')))
             s++;
     } else {
         while (s < ps->end && (is_digit(*s) || *s == '_'))
@@ -282,6 +282,22 @@ static void next(struct parser *ps)
             ps->tok.len = (size_t)(ps->p - s);
             return;
         }
+    }
+    if (c == '`' && ps->d == KEEL_EXPR_CEL) {
+        /* a quoted field name: m.`content-type` */
+        const char *q = s + 1;
+        while (q < ps->end && *q != '`' && *q != '\n')
+            q++;
+        if (q >= ps->end || *q != '`' || q == s + 1) {
+            fail(ps, col_of(ps, s), "quoted field name not terminated");
+            return;
+        }
+        ps->tok.t = T_IDENT;
+        ps->tok.quoted = true;
+        ps->tok.p = s + 1;
+        ps->tok.len = (size_t)(q - s - 1);
+        ps->p = q + 1;
+        return;
     }
     if (is_ident_start(c)) {
         while (s < ps->end && is_ident(*s))
@@ -550,6 +566,10 @@ static struct node *parse_operand(struct parser *ps, bool *extendable)
     case T_IDENT: {
         if (!keyword_check(ps))
             return NULL;
+        if (t.quoted) {
+            fail(ps, t.col, "a quoted name is only allowed after '.'");
+            return NULL;
+        }
         next(ps);
         if (ps->tok.t == T_LPAREN) {
             n = mk(ps, N_CALL, t.col, 0);
@@ -633,7 +653,17 @@ static struct node *parse_postfix(struct parser *ps)
                 return NULL;
             struct token id = ps->tok;
             next(ps);
-            if (ps->tok.t == T_LPAREN) {
+            if (id.quoted && (ps->tok.t == T_LPAREN || ps->d != KEEL_EXPR_CEL)) {
+                fail(ps, id.col, "a quoted name is a field, not a function");
+                return NULL;
+            }
+            if (id.quoted) {
+                struct node *sel = mk(ps, N_SELECT, id.col, 1);
+                sel->kids[0] = n;
+                sel->name = pool_strndup(ps->pool, id.p, id.len);
+                n = sel;
+                ext = false;
+            } else if (ps->tok.t == T_LPAREN) {
                 struct node *c = mk(ps, N_CALL, id.col, 0);
                 c->name = pool_strndup(ps->pool, id.p, id.len);
                 c->method = true;

@@ -413,6 +413,10 @@ static struct keel_value call(int fn, struct keel_value *a)
         if (keel_value_parse_ip(s.p, s.len, &r) < 0)
             return err("could not convert %.*s to IP_ADDRESS", s.p, s.len);
         return r;
+    case FN_TIMESTAMP_CEL:
+        if (keel_value_parse_timestamp(s.p, s.len, &r.u.t) < 0 || expr_ts_check(r.u.t) < 0)
+            return err("could not convert '%.*s' to TIMESTAMP (RFC 3339, years 1 to 9999)", s.p, s.len);
+        return r;
     case FN_TIMESTAMP:
         if (keel_value_parse_timestamp(s.p, s.len, &r.u.t) < 0)
             return err("could not convert '%.*s' to TIMESTAMP. expected format: '2006-01-02T15:04:05Z07:00'", s.p, s.len);
@@ -888,6 +892,9 @@ void expr_vm_run(const struct keel_expr *e, size_t start, size_t end, const stru
         }
         case OP_LOCAL:
             st[sp++] = loc[in->a];
+            break;
+        case OP_FAIL:
+            st[sp++] = err("undeclared reference to '%.*s'", e->consts[in->b].u.s.p, e->consts[in->b].u.s.len);
             break;
         case OP_TYPEOF: {
             enum keel_value_type ty = expr_type_of(t);
