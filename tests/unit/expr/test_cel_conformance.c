@@ -162,5 +162,7 @@ static void conformance(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = { cmocka_unit_test(conformance) };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    keel_expr_thread_fini();
+    return rc;
 }
