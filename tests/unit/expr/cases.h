@@ -138,6 +138,21 @@ static const struct expr_case {
     { CEL, "request.protocol", A("request.protocol=HTTP/2"), "\"HTTP/2\"" },
     { CEL, "node.metadata['NAMESPACE']", A("node.metadata[NAMESPACE]=default"), "\"default\"" },
 
+    /* issue 11: CEL's answers where keel's differed */
+    { CEL, "'\\xff' == '\\u00ff' && size('\\xff') == 1 && size(bytes('\\xff')) == 2", NONE, "true" },
+    { CEL, "b'\\xff' == b'\\377' && size(b'\\xff') == 1", NONE, "true" },
+    { CEXL, "size(\"\\xff\")", NONE, "1" }, /* CEXL (Go): \xff is one byte */
+    { CEL, "bool('TrUe')", NONE, "ERR:cannot convert 'TrUe' to bool" },
+    { CEL, "bool('True') && bool('t') && !bool('FALSE')", NONE, "true" },
+    { CEL, "string(timestamp('2009-02-13T23:31:30Z'))", NONE, "\"2009-02-13T23:31:30Z\"" },
+    { CEL, "string(timestamp('2009-02-13T23:31:30.120Z'))", NONE, "\"2009-02-13T23:31:30.12Z\"" },
+    { CEL, "string(duration('1.5s'))", NONE, "\"1.5s\"" },
+    { CEL, "[1, 2, 3].exists_one(x, x > 2) && [1, 2].all(x, x > 0) && {'a': 1}.exists(k, k == 'a')", NONE, "true" },
+    { CEL, "request.headers.filter(k, k.startsWith('x-')).size()", A("request.headers[x-a]=1", "request.headers[b]=2"), "1" },
+    { CEL, "has(request.headers.x) || request.method in {'GET': 1}", A("request.headers=", "request.method=GET"), "true" },
+    { CEL, "1 / 0 == 1 && false", NONE, "false" },
+    { CEL, "type(null) == null_type && type(1u) == uint && type(int) == type", NONE, "true" },
+
     /* ---- every expression in the seeds and fixtures ---- */
     { CEXL, "source.labels[\"app\"] | source.workload.name | \"unknown\"", A("source.labels[app]=productpage"), "\"productpage\"" },
     { CEXL, "source.labels[\"app\"] | source.workload.name | \"unknown\"", A("source.labels[version]=v1", "source.workload.name=productpage-v1"), "\"productpage-v1\"" },
