@@ -26,6 +26,11 @@
     X(EMAIL_ADDRESS, "EMAIL_ADDRESS") \
     X(URI, "URI")           \
     X(UINT64, "UINT64")     \
+    X(NULL_TYPE, "NULL_TYPE") \
+    X(LIST, "LIST")         \
+    X(MAP, "MAP")           \
+    X(TYPE, "TYPE")         \
+    X(DYN, "DYN")           \
     X(ERROR, "ERROR")
 
 enum keel_value_type {
@@ -72,6 +77,13 @@ struct keel_value {
             const struct keel_str_pair *kv;
             size_t n;
         } map;
+        /* LIST: n values; MAP: n entries, v[2i] key and v[2i+1] value (CEL only; built
+         * by the expression VM in its per-thread arena) */
+        struct {
+            const struct keel_value *v;
+            size_t n;
+        } list;
+        /* TYPE: i is the enum keel_value_type the value denotes */
         struct {
             const char *fmt; /* static printf format taking "%.*s" (arglen, arg) */
             const char *arg;

@@ -470,8 +470,49 @@ void keel_value_format_json(const struct keel_value *v, struct keel_buf *out)
         return;
     }
     case KEEL_VALUE_NONE:
+    case KEEL_VALUE_NULL_TYPE:
         keel_buf_append_str(out, "null");
         return;
+    case KEEL_VALUE_LIST:
+    case KEEL_VALUE_MAP: {
+        /* CEL values: a map's keys are written as JSON strings */
+        bool map = v->type == KEEL_VALUE_MAP;
+        keel_buf_append(out, map ? "{" : "[", 1);
+        for (size_t i = 0; i < v->u.list.n; i++) {
+            if (i)
+                keel_buf_append(out, ",", 1);
+            if (map) {
+                const struct keel_value *k = &v->u.list.v[2 * i];
+                if (k->type == KEEL_VALUE_STRING) {
+                    keel_value_format_json(k, out);
+                } else {
+                    struct keel_buf tmp = { 0 };
+                    keel_value_format(k, &tmp);
+                    json_str(keel_buf_rptr(&tmp), keel_buf_len(&tmp), out);
+                    keel_buf_release(&tmp);
+                }
+                keel_buf_append(out, ":", 1);
+                keel_value_format_json(&v->u.list.v[2 * i + 1], out);
+            } else {
+                keel_value_format_json(&v->u.list.v[i], out);
+            }
+        }
+        keel_buf_append(out, map ? "}" : "]", 1);
+        return;
+    }
+    case KEEL_VALUE_TYPE: {
+        static const char *const names[KEEL_VALUE__COUNT] = {
+            [KEEL_VALUE_INT64] = "int", [KEEL_VALUE_UINT64] = "uint", [KEEL_VALUE_DOUBLE] = "double",
+            [KEEL_VALUE_BOOL] = "bool", [KEEL_VALUE_STRING] = "string", [KEEL_VALUE_BYTES] = "bytes",
+            [KEEL_VALUE_LIST] = "list", [KEEL_VALUE_MAP] = "map", [KEEL_VALUE_NULL_TYPE] = "null_type",
+            [KEEL_VALUE_TYPE] = "type", [KEEL_VALUE_TIMESTAMP] = "google.protobuf.Timestamp",
+            [KEEL_VALUE_DURATION] = "google.protobuf.Duration",
+        };
+        const char *n = v->u.i >= 0 && v->u.i < KEEL_VALUE__COUNT && names[v->u.i] ? names[v->u.i]
+                                                                                     : keel_value_type_name((enum keel_value_type)v->u.i);
+        json_str(n, strlen(n), out);
+        return;
+    }
     case KEEL_VALUE_STRING:
     case KEEL_VALUE_BYTES:
     case KEEL_VALUE_DNS_NAME:

@@ -29,6 +29,11 @@ struct cstate {
     bool nofold;
     bool failed;
     struct keel_expr_error *err;
+    const char *locals[KEEL_EXPR_MAX_LOCALS]; /* CEL comprehension variables in scope */
+    int nlocals;
+    const struct expr_binding *bind;
+    int nbind;
+    bool unchecked;
 };
 
 static void cfail(struct cstate *cs, int col, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -117,9 +122,111 @@ static void unknown_attr(struct cstate *cs, struct node *n)
         cfail(cs, n->col, "unknown attribute '%s'", n->name);
 }
 
+static bool is_dyn(enum keel_value_type t) { return t == KEEL_VALUE_DYN; }
+
+static bool numeric(enum keel_value_type t)
+{
+    return t == KEEL_VALUE_INT64 || t == KEEL_VALUE_UINT64 || t == KEEL_VALUE_DOUBLE;
+}
+
+/* CEL's type identifiers, as TYPE values. */
+static int type_ident(const char *name)
+{
+    static const struct { const char *n; enum keel_value_type t; } types[] = {
+        { "int", KEEL_VALUE_INT64 }, { "uint", KEEL_VALUE_UINT64 }, { "double", KEEL_VALUE_DOUBLE },
+        { "bool", KEEL_VALUE_BOOL }, { "string", KEEL_VALUE_STRING }, { "bytes", KEEL_VALUE_BYTES },
+        { "list", KEEL_VALUE_LIST }, { "map", KEEL_VALUE_MAP }, { "null_type", KEEL_VALUE_NULL_TYPE },
+        { "type", KEEL_VALUE_TYPE }, { "google.protobuf.Timestamp", KEEL_VALUE_TIMESTAMP },
+        { "google.protobuf.Duration", KEEL_VALUE_DURATION },
+    };
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+        if (!strcmp(types[i].n, name))
+            return (int)types[i].t;
+    return -1;
+}
+
+/* CEL: the head of a dotted name is a comprehension variable or a binding: the rest are
+ * field selections on its value. 1 when resolved so, 0 when not, -1 on error. */
+static int resolve_scoped(struct cstate *cs, struct node *n, bool for_has)
+{
+    const char *name = n->name, *dot = strchr(name, '.');
+    size_t hl = dot ? (size_t)(dot - name) : strlen(name);
+    struct node *base = NULL;
+    for (int i = cs->nlocals - 1; i >= 0 && !base; i--) {
+        if (strlen(cs->locals[i]) == hl && !memcmp(cs->locals[i], name, hl)) {
+            base = new_node(cs, N_LOCAL, n->col);
+            base->slot = i;
+            base->type = KEEL_VALUE_DYN;
+        }
+    }
+    int best = -1;
+    for (int i = 0; i < cs->nbind && !base; i++) {
+        size_t bl = strlen(cs->bind[i].name);
+        if (!strncmp(cs->bind[i].name, name, bl) && (name[bl] == 0 || name[bl] == '.') &&
+            (best < 0 || bl > strlen(cs->bind[best].name)))
+            best = i;
+    }
+    if (best >= 0 && !base) {
+        hl = strlen(cs->bind[best].name);
+        dot = name[hl] ? name + hl : NULL;
+    }
+    if (best >= 0 && !base) {
+        int i = best;
+        if (!cs->bind[i].src) {
+            base = new_node(cs, N_FAIL, n->col);
+            base->name = pool_strndup(cs->pool, name, hl);
+            base->type = KEEL_VALUE_DYN;
+        } else {
+            struct keel_expr_error e2;
+            if (expr_parse(cs->bind[i].src, strlen(cs->bind[i].src), cs->d, cs->pool, &base, &e2) < 0) {
+                cfail(cs, n->col, "binding %s: %s", cs->bind[i].name, e2.msg);
+                return -1;
+            }
+            struct cstate sub = *cs;
+            sub.nlocals = 0;
+            sub.nbind = 0; /* a binding's value does not see the bindings */
+            if (check(&sub, base) < 0) {
+                cfail(cs, n->col, "binding %s: %s", cs->bind[i].name, sub.err ? sub.err->msg : "");
+                return -1;
+            }
+            base->is_const = false; /* a variable: not folded */
+        }
+    }
+    if (!base)
+        return 0;
+    if (for_has && !dot) {
+        cfail(cs, n->col, "has() takes a field selection");
+        return -1;
+    }
+    while (dot) {
+        const char *seg = dot + 1;
+        dot = strchr(seg, '.');
+        size_t sl = dot ? (size_t)(dot - seg) : strlen(seg);
+        struct node *sel = new_node(cs, N_SELECT, n->col);
+        sel->nkids = 1;
+        sel->kids = pool_alloc(cs->pool, sizeof(*sel->kids));
+        sel->kids[0] = base;
+        sel->name = pool_strndup(cs->pool, seg, sl);
+        sel->test_only = for_has && !dot;
+        base = sel;
+    }
+    if (base->kind == N_SELECT) {
+        *n = *base;
+        n->kind = N_SELECT;
+        return check(cs, n) < 0 ? -1 : 1;
+    }
+    *n = *base;
+    return 1;
+}
+
 /* N_PATH -> N_ATTR, or (CEL) m.key on a map attribute -> N_INDEX / has -> HAS_KEY. */
 static int resolve_path(struct cstate *cs, struct node *n, bool for_has)
 {
+    if (cs->d == KEEL_EXPR_CEL) {
+        int r = resolve_scoped(cs, n, for_has);
+        if (r != 0)
+            return r < 0 ? -1 : 0;
+    }
     int id = keel_attr_lookup(n->name, strlen(n->name));
     if (id >= 0) {
         n->kind = for_has ? N_HAS : N_ATTR;
@@ -146,6 +253,24 @@ static int resolve_path(struct cstate *cs, struct node *n, bool for_has)
             n->type = for_has ? KEEL_VALUE_BOOL : KEEL_VALUE_STRING;
             return 0;
         }
+    }
+    int ty = cs->d == KEEL_EXPR_CEL && !for_has ? type_ident(n->name) : -1;
+    if (ty >= 0) {
+        n->kind = N_CONST;
+        n->val.type = KEEL_VALUE_TYPE;
+        n->val.u.i = ty;
+        n->type = KEEL_VALUE_TYPE;
+        n->is_const = true;
+        return 0;
+    }
+    if (cs->unchecked) {
+        n->kind = N_FAIL;
+        n->type = KEEL_VALUE_DYN;
+        return 0;
+    }
+    if (cs->d == KEEL_EXPR_CEL && !for_has && !strchr(n->name, '.')) {
+        cfail(cs, n->col, "undeclared reference to '%s'", n->name);
+        return -1;
     }
     unknown_attr(cs, n);
     return -1;
@@ -208,9 +333,117 @@ static bool arith_ok(struct cstate *cs, enum tok op, enum keel_value_type t)
     }
 }
 
+static bool boolish(enum keel_value_type t) { return t == KEEL_VALUE_BOOL || is_dyn(t); }
+
+static bool mapish(enum keel_value_type t)
+{
+    return t == KEEL_VALUE_MAP || t == KEEL_VALUE_STRING_MAP;
+}
+
+/* CEL: operands typed DYN (dyn(), list elements, comprehension variables) are checked at
+ * run time; statically known types are checked here as the CEL checker does. */
+static int check_binop_cel(struct cstate *cs, struct node *n)
+{
+    struct node *a = n->kids[0], *b = n->kids[1];
+    if (n->op == T_IN && b->kind == N_LIST) {
+        bool same = true;
+        if (check(cs, a) < 0)
+            return -1;
+        for (int i = 0; i < b->nkids; i++) {
+            if (check(cs, b->kids[i]) < 0)
+                return -1;
+            same = same && b->kids[i]->type == a->type && !is_dyn(a->type) && a->type != KEEL_VALUE_LIST &&
+                   a->type != KEEL_VALUE_MAP;
+        }
+        n->type = KEEL_VALUE_BOOL;
+        if (same) { /* inline: no list is built */
+            n->is_const = a->is_const;
+            for (int i = 0; i < b->nkids; i++)
+                n->is_const = n->is_const && b->kids[i]->is_const;
+            return 0;
+        }
+        b->type = KEEL_VALUE_LIST;
+        b->fn = 1; /* built: the generic 'in' */
+        return 0;
+    }
+    if (check(cs, a) < 0 || check(cs, b) < 0)
+        return -1;
+    enum keel_value_type ta = a->type, tb = b->type;
+    bool dyn = is_dyn(ta) || is_dyn(tb);
+    n->is_const = a->is_const && b->is_const;
+    n->type = KEEL_VALUE_BOOL;
+    switch (n->op) {
+    case T_IN:
+        if (!(tb == KEEL_VALUE_LIST || mapish(tb) || is_dyn(tb))) {
+            cfail(cs, b->col, "'in': right operand is %s, expected a list or map", tn(tb));
+            return -1;
+        }
+        if (tb == KEEL_VALUE_STRING_MAP && ta != KEEL_VALUE_STRING && !is_dyn(ta)) {
+            cfail(cs, a->col, "'in': map key: got %s, expected STRING", tn(ta));
+            return -1;
+        }
+        return 0;
+    case T_OROR:
+    case T_ANDAND:
+        if ((!boolish(ta) || !boolish(tb)) && !cs->unchecked) {
+            struct node *bad = boolish(ta) ? b : a;
+            cfail(cs, bad->col, "%s operand of '%s': got %s, expected BOOL", bad == a ? "left" : "right",
+                  op_text(n->op), tn(bad->type));
+            return -1;
+        }
+        return 0;
+    case T_EQ:
+    case T_NE:
+        if (ta == tb || dyn || ta == KEEL_VALUE_NULL_TYPE || tb == KEEL_VALUE_NULL_TYPE ||
+            (mapish(ta) && mapish(tb)) || (numeric(ta) && numeric(tb)))
+            return 0;
+        cfail(cs, b->col, "type mismatch in '%s': right operand is %s, expected %s", op_text(n->op), tn(tb), tn(ta));
+        return -1;
+    case T_LT:
+    case T_LE:
+    case T_GT:
+    case T_GE:
+        if (dyn || (ta == tb && ord_ok(cs, ta)) || (numeric(ta) && numeric(tb)))
+            return 0;
+        if (ta != tb)
+            cfail(cs, b->col, "type mismatch in '%s': right operand is %s, expected %s", op_text(n->op), tn(tb),
+                  tn(ta));
+        else
+            cfail(cs, n->col, "operator '%s' is not defined for %s", op_text(n->op), tn(ta));
+        return -1;
+    default:
+        break;
+    }
+    /* arithmetic */
+    if (dyn) {
+        n->type = KEEL_VALUE_DYN;
+        return 0;
+    }
+    if (ta == tb && (arith_ok(cs, n->op, ta) || (ta == KEEL_VALUE_LIST && n->op == T_PLUS))) {
+        n->type = ta;
+        return 0;
+    }
+    if (ta == KEEL_VALUE_TIMESTAMP && tb == KEEL_VALUE_TIMESTAMP && n->op == T_MINUS) {
+        n->type = KEEL_VALUE_DURATION;
+        return 0;
+    }
+    if ((ta == KEEL_VALUE_TIMESTAMP && tb == KEEL_VALUE_DURATION && (n->op == T_PLUS || n->op == T_MINUS)) ||
+        (ta == KEEL_VALUE_DURATION && tb == KEEL_VALUE_TIMESTAMP && n->op == T_PLUS)) {
+        n->type = KEEL_VALUE_TIMESTAMP;
+        return 0;
+    }
+    if (ta != tb)
+        cfail(cs, b->col, "type mismatch in '%s': right operand is %s, expected %s", op_text(n->op), tn(tb), tn(ta));
+    else
+        cfail(cs, n->col, "operator '%s' is not defined for %s", op_text(n->op), tn(ta));
+    return -1;
+}
+
 static int check_binop(struct cstate *cs, struct node *n)
 {
     struct node *a = n->kids[0], *b = n->kids[1];
+    if (cs->d == KEEL_EXPR_CEL)
+        return check_binop_cel(cs, n);
     if (cs->d == KEEL_EXPR_CEXL) {
         const char *u = cexl_unsupported(n->op, false);
         if (u) {
@@ -328,6 +561,31 @@ static int check_call(struct cstate *cs, struct node *n)
         n->is_const = n->kids[0]->is_const && n->kids[1]->is_const && n->kids[2]->is_const;
         return 0;
     }
+    if (cs->d == KEEL_EXPR_CEL && !n->method && n->nkids == 1 && !strcmp(n->name, "dyn")) {
+        struct node *k = n->kids[0];
+        if (check(cs, k) < 0)
+            return -1;
+        *n = *k;
+        n->type = KEEL_VALUE_DYN;
+        return 0;
+    }
+    if (cs->d == KEEL_EXPR_CEL && !n->method && n->nkids == 1 && !strcmp(n->name, "type")) {
+        if (check(cs, n->kids[0]) < 0)
+            return -1;
+        n->kind = N_TYPEOF;
+        n->type = KEEL_VALUE_TYPE;
+        n->is_const = false;
+        return 0;
+    }
+    if (!strcmp(n->name, "has") && !n->method && cs->d == KEEL_EXPR_CEL && n->nkids == 1 &&
+        n->kids[0]->kind == N_SELECT) {
+        struct node *p = n->kids[0];
+        p->test_only = true;
+        if (check(cs, p) < 0)
+            return -1;
+        *n = *p;
+        return 0;
+    }
     if (!strcmp(n->name, "has") && !n->method && cs->d == KEEL_EXPR_CEL) {
         if (n->nkids != 1 || n->kids[0]->kind != N_PATH || !strchr(n->kids[0]->name, '.')) {
             cfail(cs, n->col, "has() takes one field selection, e.g. has(request.useragent)");
@@ -359,16 +617,37 @@ static int check_call(struct cstate *cs, struct node *n)
             firstform = f;
         if (fd->nargs != n->nkids)
             continue;
-        bool ok = true;
-        for (int i = 0; i < n->nkids; i++)
-            ok = ok && n->kids[i]->type == fd->args[i];
+        bool ok = true, dyn = false;
+        for (int i = 0; i < n->nkids; i++) {
+            dyn = dyn || is_dyn(n->kids[i]->type);
+            ok = ok && (n->kids[i]->type == fd->args[i] || is_dyn(n->kids[i]->type));
+        }
         if (!ok)
             continue;
+        if (dyn) {
+            /* resolved at run time among the overloads of this name and arity */
+            n->fn = f;
+            n->dyncall = true;
+            n->type = fd->result;
+            for (int g = f + 1; g < FN__COUNT; g++) {
+                const struct fn_desc *gd = &keel_expr_fns[g];
+                if (!strcmp(gd->name, n->name) && (gd->dialects & dmask) && gd->nargs == n->nkids &&
+                    gd->result != n->type)
+                    n->type = KEEL_VALUE_DYN;
+            }
+            n->is_const = false;
+            return 0;
+        }
         n->fn = f;
         n->type = fd->result;
         n->is_const = true;
         for (int i = 0; i < n->nkids; i++)
             n->is_const = n->is_const && n->kids[i]->is_const;
+        return 0;
+    }
+    if (cs->unchecked) {
+        n->kind = N_FAIL;
+        n->type = KEEL_VALUE_DYN;
         return 0;
     }
     if (first < 0) {
@@ -432,11 +711,85 @@ static int check(struct cstate *cs, struct node *n)
     case N_HAS:
         return 0;
     case N_LIST:
-        cfail(cs, n->col, "list literals are only supported on the right of 'in'");
-        return -1;
+    case N_MAP:
+        for (int i = 0; i < n->nkids; i++) {
+            if (check(cs, n->kids[i]) < 0)
+                return -1;
+            enum keel_value_type kt = n->kids[i]->type;
+            if (n->kind == N_MAP && i % 2 == 0 && kt != KEEL_VALUE_INT64 && kt != KEEL_VALUE_UINT64 &&
+                kt != KEEL_VALUE_BOOL && kt != KEEL_VALUE_STRING && !is_dyn(kt)) {
+                cfail(cs, n->kids[i]->col, "unsupported map key type %s", tn(kt));
+                return -1;
+            }
+        }
+        n->type = n->kind == N_LIST ? KEEL_VALUE_LIST : KEEL_VALUE_MAP;
+        n->is_const = false; /* built per evaluation, never folded into a constant */
+        return 0;
+    case N_SELECT: {
+        struct node *k = n->kids[0];
+        if (check(cs, k) < 0)
+            return -1;
+        if (k->type == KEEL_VALUE_STRING_MAP)
+            n->type = KEEL_VALUE_STRING;
+        else if (k->type == KEEL_VALUE_MAP || is_dyn(k->type))
+            n->type = KEEL_VALUE_DYN;
+        else {
+            cfail(cs, n->col, "type %s has no field '%s'", tn(k->type), n->name);
+            return -1;
+        }
+        if (n->test_only)
+            n->type = KEEL_VALUE_BOOL;
+        n->is_const = false;
+        return 0;
+    }
+    case N_LOCAL:
+    case N_TYPEOF:
+    case N_FAIL:
+        return 0;
+    case N_COMPR: {
+        struct node *r = n->kids[0];
+        if (check(cs, r) < 0)
+            return -1;
+        if (r->type != KEEL_VALUE_LIST && !mapish(r->type) && !is_dyn(r->type)) {
+            cfail(cs, r->col, "%s(): cannot iterate over %s", n->name, tn(r->type));
+            return -1;
+        }
+        if (cs->nlocals == KEEL_EXPR_MAX_LOCALS) {
+            cfail(cs, n->col, "macros nested too deeply");
+            return -1;
+        }
+        n->slot = cs->nlocals;
+        cs->locals[cs->nlocals++] = n->kids[1]->name;
+        for (int i = 2; i < n->nkids; i++) {
+            if (check(cs, n->kids[i]) < 0)
+                return -1;
+            bool pred = n->fn != M_MAP && !(n->fn == M_MAP3 && i == 3);
+            if (pred && !boolish(n->kids[i]->type)) {
+                cfail(cs, n->kids[i]->col, "%s(): predicate is %s, expected BOOL", n->name, tn(n->kids[i]->type));
+                return -1;
+            }
+        }
+        cs->nlocals--;
+        n->type = n->fn == M_MAP || n->fn == M_MAP3 || n->fn == M_FILTER ? KEEL_VALUE_LIST : KEEL_VALUE_BOOL;
+        n->is_const = false;
+        return 0;
+    }
     case N_INDEX:
         if (check(cs, n->kids[0]) < 0 || check(cs, n->kids[1]) < 0)
             return -1;
+        if (cs->d == KEEL_EXPR_CEL && (n->kids[0]->type == KEEL_VALUE_LIST || n->kids[0]->type == KEEL_VALUE_MAP ||
+                                       is_dyn(n->kids[0]->type) || is_dyn(n->kids[1]->type))) {
+            enum keel_value_type kt = n->kids[1]->type;
+            if (n->kids[0]->type == KEEL_VALUE_LIST && kt != KEEL_VALUE_INT64 && kt != KEEL_VALUE_UINT64 &&
+                kt != KEEL_VALUE_DOUBLE && !is_dyn(kt)) {
+                cfail(cs, n->kids[1]->col, "list index: got %s, expected INT64", tn(kt));
+                return -1;
+            }
+            n->type = n->kids[0]->type == KEEL_VALUE_STRING_MAP ? KEEL_VALUE_STRING : KEEL_VALUE_DYN;
+            n->dyncall = true;
+            n->is_const = false;
+            return 0;
+        }
         if (n->kids[0]->type != KEEL_VALUE_STRING_MAP) {
             cfail(cs, n->kids[0]->col, "cannot index a value of type %s (expected STRING_MAP)", tn(n->kids[0]->type));
             return -1;
@@ -473,9 +826,10 @@ static int check(struct cstate *cs, struct node *n)
             return -1;
         n->is_const = k->is_const;
         if (n->op == T_BANG) {
-            if (want(cs, k, KEEL_VALUE_BOOL, "operand of '!'") < 0)
+            if (!is_dyn(k->type) && want(cs, k, KEEL_VALUE_BOOL, "operand of '!'") < 0)
                 return -1;
-        } else if (k->type != KEEL_VALUE_INT64 && k->type != KEEL_VALUE_DOUBLE && k->type != KEEL_VALUE_DURATION) {
+        } else if (k->type != KEEL_VALUE_INT64 && k->type != KEEL_VALUE_DOUBLE && k->type != KEEL_VALUE_DURATION &&
+                   !is_dyn(k->type)) {
             cfail(cs, k->col, "operator '-' is not defined for %s", tn(k->type));
             return -1;
         }
@@ -488,14 +842,19 @@ static int check(struct cstate *cs, struct node *n)
         for (int i = 0; i < 3; i++)
             if (check(cs, n->kids[i]) < 0)
                 return -1;
-        if (want(cs, n->kids[0], KEEL_VALUE_BOOL, "condition of '?:'") < 0)
+        if (!is_dyn(n->kids[0]->type) && want(cs, n->kids[0], KEEL_VALUE_BOOL, "condition of '?:'") < 0)
             return -1;
-        if (n->kids[1]->type != n->kids[2]->type) {
+        if (n->kids[1]->type != n->kids[2]->type && cs->d == KEEL_EXPR_CEL &&
+            (cs->unchecked || is_dyn(n->kids[1]->type) || is_dyn(n->kids[2]->type) || n->kids[1]->type == KEEL_VALUE_NULL_TYPE ||
+             n->kids[2]->type == KEEL_VALUE_NULL_TYPE)) {
+            n->type = KEEL_VALUE_DYN; /* CEL: the branches unify to dyn */
+        } else if (n->kids[1]->type != n->kids[2]->type) {
             cfail(cs, n->kids[2]->col, "type mismatch in '?:': branches are %s and %s", tn(n->kids[1]->type),
                   tn(n->kids[2]->type));
             return -1;
+        } else {
+            n->type = n->kids[1]->type;
         }
-        n->type = n->kids[1]->type;
         n->is_const = n->kids[0]->is_const && n->kids[1]->is_const && n->kids[2]->is_const;
         return 0;
     case N_CALL:
@@ -526,7 +885,7 @@ static void emit(struct cstate *cs, enum op op, int npop, int npush, int attr, i
     }
     /* ops that look at error operands themselves do not get the generic propagation */
     bool own = op == OP_AND_CEL || op == OP_OR_CEL || op == OP_BRANCH || op == OP_JF_KEEP || op == OP_JT_KEEP ||
-               op == OP_POP;
+               op == OP_POP || op == OP_ITER_INIT || op == OP_ACCUM || op == OP_FILTER_SKIP || op == OP_ITER_END;
     if ((op == OP_LOAD || op == OP_LOAD_OPT) && attr >= 0)
         b = (int)keel_attr_type(attr); /* the VM rejects bag values of the wrong type */
     cs->code[cs->n++] = (struct insn){ .op = (uint8_t)op, .n = (uint8_t)(own ? 0 : npop),
@@ -614,18 +973,26 @@ static void gen_opt(struct cstate *cs, struct node *n, int fail)
     }
 }
 
+static void fix_labels(struct cstate *cs)
+{
+    for (size_t i = 0; i < cs->n; i++) {
+        struct insn *in = &cs->code[i];
+        if (in->op == OP_LOAD_OPT || in->op == OP_MAPGET_OPT || in->op == OP_INDEX_OPT || in->op == OP_JMP ||
+            in->op == OP_JF_KEEP || in->op == OP_JT_KEEP || in->op == OP_JF_ONLY || in->op == OP_JT_ONLY ||
+            in->op == OP_FILTER_SKIP)
+            in->a = cs->labels[in->a];
+        else if (in->op == OP_BRANCH)
+            in->a = cs->labels[in->a], in->b = cs->labels[in->b];
+        else if (in->op == OP_ITER_INIT || in->op == OP_ITER_NEXT)
+            in->b = cs->labels[in->b];
+    }
+}
+
 static bool try_fold(struct cstate *cs, struct node *n)
 {
     struct cstate sub = { .e = cs->e, .d = cs->d, .pool = cs->pool, .nofold = true };
     gen(&sub, n);
-    for (size_t i = 0; i < sub.n; i++) {
-        struct insn *in = &sub.code[i];
-        if (in->op == OP_LOAD_OPT || in->op == OP_MAPGET_OPT || in->op == OP_INDEX_OPT || in->op == OP_JMP ||
-            in->op == OP_JF_KEEP || in->op == OP_JT_KEEP || in->op == OP_JF_ONLY || in->op == OP_JT_ONLY)
-            in->a = sub.labels[in->a];
-        else if (in->op == OP_BRANCH)
-            in->a = sub.labels[in->a], in->b = sub.labels[in->b];
-    }
+    fix_labels(&sub);
     bool ok = false;
     if (sub.maxdepth <= KEEL_EXPR_MAX_STACK) {
         struct keel_expr tmp = *cs->e;
@@ -634,7 +1001,8 @@ static bool try_fold(struct cstate *cs, struct node *n)
         static const struct keel_attr_bag empty; /* zero: nothing present */
         struct keel_value v;
         expr_vm_run(&tmp, 0, sub.n, &empty, &v);
-        if (v.type != KEEL_VALUE_ERROR && (v.type != KEEL_VALUE_STRING_MAP || v.u.map.n == 0)) {
+        if (v.type != KEEL_VALUE_ERROR && v.type != KEEL_VALUE_LIST && v.type != KEEL_VALUE_MAP &&
+            (v.type != KEEL_VALUE_STRING_MAP || v.u.map.n == 0)) {
             emit(cs, OP_CONST, 0, 1, 0, add_const(cs, &v), 0);
             ok = true;
         }
@@ -669,7 +1037,7 @@ static void gen(struct cstate *cs, struct node *n)
         }
         gen(cs, m);
         gen(cs, k);
-        emit(cs, cs->d == KEEL_EXPR_CEL ? OP_INDEX_CEL : OP_INDEX, 2, 1, 0, 0, 0);
+        emit(cs, n->dyncall ? OP_INDEX_DYN : cs->d == KEEL_EXPR_CEL ? OP_INDEX_CEL : OP_INDEX, 2, 1, 0, 0, 0);
         return;
     }
     case N_UNOP:
@@ -688,8 +1056,56 @@ static void gen(struct cstate *cs, struct node *n)
         place(cs, end);
         return;
     }
+    case N_LIST:
+    case N_MAP:
+        for (int i = 0; i < n->nkids; i++)
+            gen(cs, n->kids[i]);
+        emit(cs, n->kind == N_LIST ? OP_MKLIST : OP_MKMAP, n->nkids, 1, 0, n->kind == N_LIST ? n->nkids : n->nkids / 2, 0);
+        return;
+    case N_SELECT: {
+        struct keel_value k = keel_value_str(n->name, strlen(n->name));
+        gen(cs, n->kids[0]);
+        emit(cs, OP_SELECT, 1, 1, 0, n->test_only, add_const(cs, &k));
+        return;
+    }
+    case N_LOCAL:
+        emit(cs, OP_LOCAL, 0, 1, 0, n->slot, 0);
+        return;
+    case N_FAIL: {
+        struct keel_value k = keel_value_str(n->name, strlen(n->name));
+        emit(cs, OP_FAIL, 0, 1, 0, 0, add_const(cs, &k));
+        return;
+    }
+    case N_TYPEOF:
+        gen(cs, n->kids[0]);
+        emit(cs, OP_TYPEOF, 1, 1, 0, 0, 0);
+        return;
+    case N_COMPR: {
+        int top = label(cs), done = label(cs), end = label(cs);
+        gen(cs, n->kids[0]);
+        emit(cs, OP_ITER_INIT, 1, 3, 0, n->fn, end);
+        place(cs, top);
+        emit(cs, OP_ITER_NEXT, 0, 0, 0, n->slot, done);
+        gen(cs, n->kids[2]);
+        if (n->fn == M_MAP3) {
+            emit(cs, OP_FILTER_SKIP, 1, 0, 0, top, 0);
+            gen(cs, n->kids[3]);
+        }
+        emit(cs, OP_ACCUM, 1, 0, 0, n->fn, n->slot);
+        emit(cs, OP_JMP, 0, 0, 0, top, 0);
+        place(cs, done);
+        emit(cs, OP_ITER_END, 3, 1, 0, n->fn, 0);
+        place(cs, end);
+        return;
+    }
     case N_CALL: {
         const struct fn_desc *fd = &keel_expr_fns[n->fn];
+        if (n->dyncall) {
+            for (int i = 0; i < n->nkids; i++)
+                gen(cs, n->kids[i]);
+            emit(cs, OP_CALL_DYN, n->nkids, 1, 0, n->fn, n->nkids);
+            return;
+        }
         int re_arg = n->fn == FN_MATCHES_CEXL ? 0 : n->fn == FN_MATCHES_CEL ? 1 : -1;
         if (re_arg >= 0 && n->kids[re_arg]->kind == N_CONST) {
             regex_t re;
@@ -742,17 +1158,17 @@ static void gen(struct cstate *cs, struct node *n)
     }
     case T_IN:
         gen(cs, a);
-        if (b->kind == N_LIST) {
+        if (b->kind == N_LIST && b->fn != 1) {
             for (int i = 0; i < b->nkids; i++)
                 gen(cs, b->kids[i]);
             emit(cs, OP_IN_LIST, b->nkids + 1, 1, 0, b->nkids, 0);
         } else {
             gen(cs, b);
-            emit(cs, OP_IN_MAP, 2, 1, 0, 0, 0);
+            emit(cs, cs->d == KEEL_EXPR_CEL ? OP_IN : OP_IN_MAP, 2, 1, 0, 0, 0);
         }
         return;
     case T_EQ:
-        if (a->kind == N_ATTR && b->kind == N_CONST &&
+        if (a->kind == N_ATTR && b->kind == N_CONST && a->type == b->type &&
             (a->type == KEEL_VALUE_STRING || a->type == KEEL_VALUE_INT64 || a->type == KEEL_VALUE_BOOL)) {
             emit(cs, OP_EQ_ATTR_CONST, 0, 1, a->attr, 0, add_const(cs, &b->val));
             return;
@@ -783,6 +1199,13 @@ static void gen(struct cstate *cs, struct node *n)
 struct keel_expr *keel_expr_compile(const char *src, size_t len, enum keel_expr_dialect d,
                                     struct keel_expr_error *err)
 {
+    return expr_compile_bound(src, len, d, NULL, 0, false, err);
+}
+
+struct keel_expr *expr_compile_bound(const char *src, size_t len, enum keel_expr_dialect d,
+                                     const struct expr_binding *b, int nb, bool unchecked,
+                                     struct keel_expr_error *err)
+{
     struct keel_expr_error dummy;
     if (!err)
         err = &dummy;
@@ -796,7 +1219,7 @@ struct keel_expr *keel_expr_compile(const char *src, size_t len, enum keel_expr_
     }
     struct keel_expr *e = keel_calloc(1, sizeof(*e));
     e->dialect = d;
-    struct cstate cs = { .e = e, .d = d, .pool = &pool, .err = err };
+    struct cstate cs = { .e = e, .d = d, .pool = &pool, .err = err, .bind = b, .nbind = nb, .unchecked = unchecked };
     if (check(&cs, root) == 0) {
         gen(&cs, root);
         if (cs.maxdepth > KEEL_EXPR_MAX_STACK)
@@ -810,14 +1233,7 @@ struct keel_expr *keel_expr_compile(const char *src, size_t len, enum keel_expr_
         keel_expr_free(e);
         return NULL;
     }
-    for (size_t i = 0; i < cs.n; i++) {
-        struct insn *in = &cs.code[i];
-        if (in->op == OP_LOAD_OPT || in->op == OP_MAPGET_OPT || in->op == OP_INDEX_OPT || in->op == OP_JMP ||
-            in->op == OP_JF_KEEP || in->op == OP_JT_KEEP || in->op == OP_JF_ONLY || in->op == OP_JT_ONLY)
-            in->a = cs.labels[in->a];
-        else if (in->op == OP_BRANCH)
-            in->a = cs.labels[in->a], in->b = cs.labels[in->b];
-    }
+    fix_labels(&cs);
     e->code = cs.code;
     e->ncode = cs.n;
     e->type = root->type;

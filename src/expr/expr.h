@@ -26,11 +26,16 @@ enum keel_value_type keel_expr_result_type(const struct keel_expr *e);
  * message in *errmsg (valid until the next evaluation on this thread) if errmsg != NULL.
  * String slices in *out point into the bag, the expression's constants, or a per-thread
  * scratch area (results of +, toLower, string(), ...) valid until the next evaluation
- * on the same thread. Never allocates (except glibc regexec inside matches()); never
- * crashes on any bag. */
+ * on the same thread; CEL lists and maps built by the expression live in a per-thread
+ * arena, reset at each evaluation and kept between them (keel_expr_thread_fini frees it).
+ * Allocates nothing, except glibc regexec inside matches() and the arena's chunks the
+ * first time a thread builds that much; never crashes on any bag. */
 int keel_expr_eval(const struct keel_expr *e, const struct keel_attr_bag *bag, struct keel_value *out,
                    const char **errmsg);
 void keel_expr_free(struct keel_expr *e);
+/* Free the calling thread's arena for CEL lists and maps built during evaluations (kept
+ * between evaluations so that warm evaluations allocate nothing); call at thread exit. */
+void keel_expr_thread_fini(void);
 /* Human-readable bytecode listing (for keel eval --disasm and tests). */
 void keel_expr_disasm(const struct keel_expr *e, struct keel_buf *out);
 /* Compile an RE2-syntax pattern with POSIX regcomp (REG_EXTENDED | REG_NOSUB), refusing

@@ -167,7 +167,10 @@ static void lex_string(struct parser *ps, const char *q, bool raw, bool bytes)
                         fail(ps, col_of(ps, e), "octal escape value > 255");
                         return;
                     }
-                    out[o++] = (char)cp;
+                    if (ps->d == KEEL_EXPR_CEL && !bytes)
+                        o += utf8_put(out + o, cp); /* CEL: a code point in a string */
+                    else
+                        out[o++] = (char)cp;
                     break;
                 }
                 fail(ps, col_of(ps, e), "unknown escape sequence");
@@ -183,7 +186,7 @@ static void lex_string(struct parser *ps, const char *q, bool raw, bool bytes)
                     cp = cp * 16 + (unsigned long)h;
                     s++;
                 }
-                if (n == 2 || bytes) {
+                if (bytes || (n == 2 && ps->d == KEEL_EXPR_CEXL)) {
                     out[o++] = (char)cp;
                 } else {
                     if (cp > 0x10ffff || (cp >= 0xd800 && cp < 0xe000)) {
@@ -214,7 +217,7 @@ static void lex_number(struct parser *ps, const char *q)
     bool isfloat = false;
     if (s + 1 < ps->end && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
         s += 2;
-        while (s < ps->end && (is_ident(*s)))
+        while (s < ps->end && is_ident(*s) && !(ps->d == KEEL_EXPR_CEL && (*s == 'u' || *s == 'U')))
             s++;
     } else {
         while (s < ps->end && (is_digit(*s) || *s == '_'))
@@ -279,6 +282,22 @@ static void next(struct parser *ps)
             ps->tok.len = (size_t)(ps->p - s);
             return;
         }
+    }
+    if (c == '`' && ps->d == KEEL_EXPR_CEL) {
+        /* a quoted field name: m.`content-type` */
+        const char *q = s + 1;
+        while (q < ps->end && *q != '`' && *q != '\n')
+            q++;
+        if (q >= ps->end || *q != '`' || q == s + 1) {
+            fail(ps, col_of(ps, s), "quoted field name not terminated");
+            return;
+        }
+        ps->tok.t = T_IDENT;
+        ps->tok.quoted = true;
+        ps->tok.p = s + 1;
+        ps->tok.len = (size_t)(q - s - 1);
+        ps->p = q + 1;
+        return;
     }
     if (is_ident_start(c)) {
         while (s < ps->end && is_ident(*s))
@@ -495,11 +514,11 @@ static struct node *parse_operand(struct parser *ps, bool *extendable)
     case T_LBRACK: {
         if (ps->d != KEEL_EXPR_CEL)
             break;
-        struct node *tmp[256];
+        struct node *tmp[255];
         int k = 0;
         next(ps);
         while (ps->tok.t != T_RBRACK && !ps->failed) {
-            if (k == 256) {
+            if (k == 255) {
                 fail(ps, ps->tok.col, "list literal too long");
                 return NULL;
             }
@@ -516,12 +535,41 @@ static struct node *parse_operand(struct parser *ps, bool *extendable)
             memcpy(n->kids, tmp, (size_t)k * sizeof(*tmp));
         return n;
     }
-    case T_LBRACE:
-        fail(ps, t.col, "map and message literals are not supported");
-        return NULL;
+    case T_LBRACE: {
+        if (ps->d != KEEL_EXPR_CEL)
+            break;
+        struct node *tmp[254];
+        int k = 0;
+        next(ps);
+        while (ps->tok.t != T_RBRACE && !ps->failed) {
+            if (k == 254) {
+                fail(ps, ps->tok.col, "map literal too long");
+                return NULL;
+            }
+            tmp[k++] = parse_expr(ps);
+            expect(ps, T_COLON, "':'");
+            if (ps->failed)
+                return NULL;
+            tmp[k++] = parse_expr(ps);
+            if (ps->tok.t != T_COMMA)
+                break;
+            next(ps);
+        }
+        expect(ps, T_RBRACE, "'}'");
+        if (ps->failed)
+            return NULL;
+        n = mk(ps, N_MAP, t.col, k);
+        if (k)
+            memcpy(n->kids, tmp, (size_t)k * sizeof(*tmp));
+        return n;
+    }
     case T_IDENT: {
         if (!keyword_check(ps))
             return NULL;
+        if (t.quoted) {
+            fail(ps, t.col, "a quoted name is only allowed after '.'");
+            return NULL;
+        }
         next(ps);
         if (ps->tok.t == T_LPAREN) {
             n = mk(ps, N_CALL, t.col, 0);
@@ -540,8 +588,9 @@ static struct node *parse_operand(struct parser *ps, bool *extendable)
             }
         }
         if (!cexl && t.len == 4 && !memcmp(t.p, "null", 4)) {
-            fail(ps, t.col, "null is not supported");
-            return NULL;
+            n = mk(ps, N_CONST, t.col, 0);
+            n->val.type = KEEL_VALUE_NULL_TYPE;
+            return n;
         }
         n = mk(ps, N_PATH, t.col, 0);
         n->name = pool_strndup(ps->pool, t.p, t.len);
@@ -553,6 +602,29 @@ static struct node *parse_operand(struct parser *ps, bool *extendable)
     }
     fail(ps, t.col, "expected operand, found %s", tok_text(ps, b, sizeof(b)));
     return NULL;
+}
+
+/* e.all(x, p), e.exists(x, p), e.exists_one(x, p), e.map(x, f), e.map(x, p, f),
+ * e.filter(x, p): the call becomes a comprehension over e binding x. */
+static struct node *macro(struct parser *ps, struct node *c)
+{
+    static const struct { const char *name; int nargs; enum macro m; } macros[] = {
+        { "all", 2, M_ALL }, { "exists", 2, M_EXISTS }, { "exists_one", 2, M_EXISTS_ONE },
+        { "map", 2, M_MAP }, { "map", 3, M_MAP3 }, { "filter", 2, M_FILTER },
+    };
+    for (size_t i = 0; i < sizeof(macros) / sizeof(macros[0]); i++) {
+        if (strcmp(c->name, macros[i].name) || c->nkids != macros[i].nargs + 1)
+            continue;
+        struct node *v = c->kids[1];
+        if (v->kind != N_PATH || strchr(v->name, '.')) {
+            fail(ps, v->col, "%s(): argument 1 must be a simple name", c->name);
+            return c;
+        }
+        c->kind = N_COMPR;
+        c->fn = (int)macros[i].m;
+        return c;
+    }
+    return c;
 }
 
 static struct node *parse_postfix(struct parser *ps)
@@ -581,12 +653,22 @@ static struct node *parse_postfix(struct parser *ps)
                 return NULL;
             struct token id = ps->tok;
             next(ps);
-            if (ps->tok.t == T_LPAREN) {
+            if (id.quoted && (ps->tok.t == T_LPAREN || ps->d != KEEL_EXPR_CEL)) {
+                fail(ps, id.col, "a quoted name is a field, not a function");
+                return NULL;
+            }
+            if (id.quoted) {
+                struct node *sel = mk(ps, N_SELECT, id.col, 1);
+                sel->kids[0] = n;
+                sel->name = pool_strndup(ps->pool, id.p, id.len);
+                n = sel;
+                ext = false;
+            } else if (ps->tok.t == T_LPAREN) {
                 struct node *c = mk(ps, N_CALL, id.col, 0);
                 c->name = pool_strndup(ps->pool, id.p, id.len);
                 c->method = true;
                 c->nkids = parse_args(ps, &c->kids, n);
-                n = c;
+                n = ps->d == KEEL_EXPR_CEL ? macro(ps, c) : c;
                 ext = false;
             } else if (ext) {
                 size_t ol = strlen(n->name);
@@ -595,6 +677,11 @@ static struct node *parse_postfix(struct parser *ps)
                 nm[ol] = '.';
                 memcpy(nm + ol + 1, id.p, id.len);
                 n->name = nm;
+            } else if (ps->d == KEEL_EXPR_CEL) {
+                struct node *sel = mk(ps, N_SELECT, id.col, 1);
+                sel->kids[0] = n;
+                sel->name = pool_strndup(ps->pool, id.p, id.len);
+                n = sel;
             } else {
                 fail(ps, id.col, "unexpected expression: field selection '.%.*s' on a value that is not an attribute",
                      (int)id.len, id.p);

@@ -81,19 +81,63 @@ static struct keel_value concat(enum keel_value_type t, struct keel_str a, struc
     return vstr(t, p, a.len + b.len);
 }
 
+static struct keel_value no_overload(void) { return serr("no such overload"); }
+
+/* Timestamp and duration arithmetic, list concatenation (CEL). */
+static struct keel_value arith_cel(uint8_t op, const struct keel_value *a, const struct keel_value *b)
+{
+    struct keel_value r = { .type = KEEL_VALUE_TIMESTAMP };
+    if (a->type == KEEL_VALUE_LIST && b->type == KEEL_VALUE_LIST && op == OP_ADD) {
+        size_t n = a->u.list.n + b->u.list.n;
+        struct keel_value *v = n ? expr_arena_alloc(n * sizeof(*v)) : NULL;
+        if (n && !v)
+            return serr("evaluation needs too much memory");
+        if (a->u.list.n)
+            memcpy(v, a->u.list.v, a->u.list.n * sizeof(*v));
+        if (b->u.list.n)
+            memcpy(v + a->u.list.n, b->u.list.v, b->u.list.n * sizeof(*v));
+        r.type = KEEL_VALUE_LIST;
+        r.u.list.v = v;
+        r.u.list.n = n;
+        return r;
+    }
+    if (a->type == KEEL_VALUE_TIMESTAMP && b->type == KEEL_VALUE_TIMESTAMP && op == OP_SUB) {
+        r.type = KEEL_VALUE_DURATION;
+        if (expr_ts_diff(a->u.t, b->u.t, &r.u.i) < 0)
+            return serr("duration out of range");
+        return r;
+    }
+    if (a->type == KEEL_VALUE_TIMESTAMP && b->type == KEEL_VALUE_DURATION && (op == OP_ADD || op == OP_SUB)) {
+        if (expr_ts_add(a->u.t, b->u.i, op == OP_SUB, &r.u.t) < 0)
+            return serr("timestamp out of range");
+        return r;
+    }
+    if (a->type == KEEL_VALUE_DURATION && b->type == KEEL_VALUE_TIMESTAMP && op == OP_ADD) {
+        if (expr_ts_add(b->u.t, a->u.i, false, &r.u.t) < 0)
+            return serr("timestamp out of range");
+        return r;
+    }
+    return no_overload();
+}
+
 static struct keel_value arith(uint8_t op, const struct keel_value *a, const struct keel_value *b, bool wrap)
 {
     struct keel_value r = *a;
+    if (a->type != b->type || a->type == KEEL_VALUE_LIST || a->type == KEEL_VALUE_TIMESTAMP)
+        return arith_cel(op, a, b);
     switch (a->type) {
     case KEEL_VALUE_STRING:
     case KEEL_VALUE_BYTES:
+        if (op != OP_ADD && op != OP_ADD_WRAP)
+            return no_overload();
         return concat(a->type, a->u.s, b->u.s);
     case KEEL_VALUE_DOUBLE:
         switch (op) {
         case OP_ADD: case OP_ADD_WRAP: r.u.d = a->u.d + b->u.d; break;
         case OP_SUB: r.u.d = a->u.d - b->u.d; break;
         case OP_MUL: r.u.d = a->u.d * b->u.d; break;
-        default: r.u.d = a->u.d / b->u.d; break;
+        case OP_DIV: r.u.d = a->u.d / b->u.d; break;
+        default: return no_overload();
         }
         return r;
     case KEEL_VALUE_UINT64:
@@ -105,7 +149,16 @@ static struct keel_value arith(uint8_t op, const struct keel_value *a, const str
         default: if (!b->u.u) return serr("modulus by zero"); r.u.u = a->u.u % b->u.u; break;
         }
         return r;
-    default: /* INT64, DURATION */
+    case KEEL_VALUE_DURATION:
+        if (op != OP_ADD && op != OP_SUB && op != OP_ADD_WRAP)
+            return no_overload();
+        /* fall through */
+    case KEEL_VALUE_INT64:
+        break;
+    default:
+        return no_overload();
+    }
+    {
         if (wrap) {
             r.u.i = (int64_t)((uint64_t)a->u.i + (uint64_t)b->u.i);
             return r;
@@ -264,8 +317,41 @@ static struct keel_value fmt_into(size_t (*f)(const struct keel_value *, char *,
 static size_t f_int(const struct keel_value *v, char *d, size_t c) { return (size_t)snprintf(d, c, "%lld", (long long)v->u.i); }
 static size_t f_uint(const struct keel_value *v, char *d, size_t c) { return (size_t)snprintf(d, c, "%llu", (unsigned long long)v->u.u); }
 static size_t f_double(const struct keel_value *v, char *d, size_t c) { return keel_value_fmt_double(v->u.d, d, c); }
-static size_t f_dur(const struct keel_value *v, char *d, size_t c) { return keel_value_fmt_duration(v->u.i, d, c); }
-static size_t f_ts(const struct keel_value *v, char *d, size_t c) { return keel_value_fmt_timestamp(v->u.t, d, c); }
+static size_t f_dur(const struct keel_value *v, char *d, size_t c) { return expr_fmt_cel_duration(v->u.i, d, c); }
+static size_t f_ts(const struct keel_value *v, char *d, size_t c) { return expr_fmt_cel_timestamp(v->u.t, d, c); }
+
+static bool utf8_valid(struct keel_str s)
+{
+    const unsigned char *p = (const unsigned char *)s.p;
+    for (size_t i = 0; i < s.len;) {
+        unsigned c = p[i];
+        size_t n;
+        unsigned long cp, min;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            n = 1, cp = c & 0x1f, min = 0x80;
+        } else if ((c & 0xf0) == 0xe0) {
+            n = 2, cp = c & 0x0f, min = 0x800;
+        } else if ((c & 0xf8) == 0xf0) {
+            n = 3, cp = c & 0x07, min = 0x10000;
+        } else {
+            return false;
+        }
+        if (s.len - i <= n)
+            return false;
+        for (size_t k = 1; k <= n; k++) {
+            if ((p[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (p[i + k] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp < 0xe000))
+            return false;
+        i += n + 1;
+    }
+    return true;
+}
 
 static struct keel_value call(int fn, struct keel_value *a)
 {
@@ -292,10 +378,44 @@ static struct keel_value call(int fn, struct keel_value *a)
         return keel_value_int(n);
     }
     case FN_SIZE_MAP: return keel_value_int((int64_t)a[0].u.map.n);
+    case FN_SIZE_LIST:
+    case FN_SIZE_DMAP: return keel_value_int((int64_t)a[0].u.list.n);
+    case FN_DURATION_D:
+    case FN_TIMESTAMP_T:
+    case FN_BYTES_B: return a[0];
+    case FN_TIMESTAMP_I:
+        r.u.t.sec = a[0].u.i;
+        r.u.t.nsec = 0;
+        if (expr_ts_check(r.u.t) < 0)
+            return serr("timestamp out of range");
+        return r;
+    case FN_UINT_D:
+        if (!(a[0].u.d > -1.0 && a[0].u.d < 18446744073709551616.0))
+            return serr("uint() range error");
+        r.u.u = (uint64_t)a[0].u.d;
+        return r;
+    case FN_TS_YEAR: case FN_TS_YEAR_TZ: case FN_TS_MONTH: case FN_TS_MONTH_TZ: case FN_TS_DOY: case FN_TS_DOY_TZ:
+    case FN_TS_DOM: case FN_TS_DOM_TZ: case FN_TS_DATE: case FN_TS_DATE_TZ: case FN_TS_DOW: case FN_TS_DOW_TZ:
+    case FN_TS_HOURS: case FN_TS_HOURS_TZ: case FN_TS_MINUTES: case FN_TS_MINUTES_TZ: case FN_TS_SECONDS:
+    case FN_TS_SECONDS_TZ: case FN_TS_MILLIS: case FN_TS_MILLIS_TZ: {
+        int k = fn - FN_TS_YEAR;
+        bool tz = k & 1;
+        if (expr_time_field(k / 2, a[0].u.t, tz ? &a[1].u.s : NULL, &r.u.i) < 0)
+            return err("unsupported time zone '%.*s' (keel knows UTC and fixed offsets only)", a[1].u.s.p, a[1].u.s.len);
+        return r;
+    }
+    case FN_DUR_HOURS: return keel_value_int(a[0].u.i / 3600000000000LL);
+    case FN_DUR_MINUTES: return keel_value_int(a[0].u.i / 60000000000LL);
+    case FN_DUR_SECONDS: return keel_value_int(a[0].u.i / 1000000000LL);
+    case FN_DUR_MILLIS: return keel_value_int(a[0].u.i / 1000000LL % 1000);
     case FN_EMPTY_MAP: return keel_value_map(NULL, 0);
     case FN_IP:
         if (keel_value_parse_ip(s.p, s.len, &r) < 0)
             return err("could not convert %.*s to IP_ADDRESS", s.p, s.len);
+        return r;
+    case FN_TIMESTAMP_CEL:
+        if (keel_value_parse_timestamp(s.p, s.len, &r.u.t) < 0 || expr_ts_check(r.u.t) < 0)
+            return err("could not convert '%.*s' to TIMESTAMP (RFC 3339, years 1 to 9999)", s.p, s.len);
         return r;
     case FN_TIMESTAMP:
         if (keel_value_parse_timestamp(s.p, s.len, &r.u.t) < 0)
@@ -321,7 +441,10 @@ static struct keel_value call(int fn, struct keel_value *a)
         return vstr(KEEL_VALUE_URI, s.p, s.len);
     case FN_COND_STRING: return a[0].u.b ? a[1] : a[2];
     case FN_STRING_S: return a[0];
-    case FN_STRING_BY: return vstr(KEEL_VALUE_STRING, s.p, s.len);
+    case FN_STRING_BY:
+        if (!utf8_valid(s))
+            return serr("string(): invalid UTF-8");
+        return vstr(KEEL_VALUE_STRING, s.p, s.len);
     case FN_STRING_I: return fmt_into(f_int, &a[0]);
     case FN_STRING_U: return fmt_into(f_uint, &a[0]);
     case FN_STRING_D: return fmt_into(f_double, &a[0]);
@@ -350,9 +473,13 @@ static struct keel_value call(int fn, struct keel_value *a)
         return r;
     case FN_UINT_U: return a[0];
     case FN_UINT_S: {
-        int64_t v;
-        if (s.len && s.p[0] != '-' && s.p[0] != '+' && keel_value_parse_int(s.p, s.len, &v) == 0) {
-            r.u.u = (uint64_t)v;
+        uint64_t v = 0;
+        bool ok = s.len > 0 && s.len <= 20;
+        for (size_t i = 0; ok && i < s.len; i++)
+            ok = s.p[i] >= '0' && s.p[i] <= '9' && !__builtin_mul_overflow(v, 10, &v) &&
+                 !__builtin_add_overflow(v, (uint64_t)(s.p[i] - '0'), &v);
+        if (ok) {
+            r.u.u = v;
             return r;
         }
         return err("cannot convert '%.*s' to uint", s.p, s.len);
@@ -366,17 +493,122 @@ static struct keel_value call(int fn, struct keel_value *a)
         return r;
     case FN_BYTES_S: return vstr(KEEL_VALUE_BYTES, s.p, s.len);
     case FN_BOOL_B: return a[0];
-    case FN_BOOL_S:
-        if (keel_value_parse(KEEL_VALUE_BOOL, s.p, s.len, &r) == 0)
-            return r;
-        if (s.len == 1 && (s.p[0] == 't' || s.p[0] == '1'))
-            return vbool(true);
-        if (s.len == 1 && (s.p[0] == 'f' || s.p[0] == '0'))
-            return vbool(false);
+    case FN_BOOL_S: {
+        /* exactly CEL's spellings (Go's strconv.ParseBool): not 'TrUe' */
+        static const char *const yes[] = { "1", "t", "T", "true", "TRUE", "True" };
+        static const char *const no[] = { "0", "f", "F", "false", "FALSE", "False" };
+        for (size_t i = 0; i < 6; i++) {
+            if (strlen(yes[i]) == s.len && !memcmp(yes[i], s.p, s.len))
+                return vbool(true);
+            if (strlen(no[i]) == s.len && !memcmp(no[i], s.p, s.len))
+                return vbool(false);
+        }
         return err("cannot convert '%.*s' to bool", s.p, s.len);
+    }
     case FN__COUNT: break;
     }
     return serr("internal error: unknown function");
+}
+
+/* An overload of fn's name and arity whose parameter types are the run-time types. */
+static struct keel_value call_dyn(int fn, int nargs, struct keel_value *a)
+{
+    const char *name = keel_expr_fns[fn].name;
+    unsigned dia = keel_expr_fns[fn].dialects;
+    for (int f = fn; f < FN__COUNT; f++) {
+        const struct fn_desc *fd = &keel_expr_fns[f];
+        if (fd->nargs != nargs || !(fd->dialects & dia & FN_CEL) || strcmp(fd->name, name))
+            continue;
+        bool ok = true;
+        for (int i = 0; i < nargs && ok; i++)
+            ok = a[i].type == fd->args[i];
+        if (ok)
+            return call(f, a);
+    }
+    return no_overload();
+}
+
+static struct keel_value index_dyn(const struct keel_value *c, const struct keel_value *k)
+{
+    if (c->type == KEEL_VALUE_LIST) {
+        int64_t i;
+        if (k->type == KEEL_VALUE_INT64)
+            i = k->u.i;
+        else if (k->type == KEEL_VALUE_UINT64 && k->u.u <= (uint64_t)INT64_MAX)
+            i = (int64_t)k->u.u;
+        else if (k->type == KEEL_VALUE_DOUBLE && k->u.d == floor(k->u.d) && fabs(k->u.d) < 9e18)
+            i = (int64_t)k->u.d;
+        else
+            return no_overload();
+        if (i < 0 || (uint64_t)i >= c->u.list.n)
+            return serr("index out of range");
+        return c->u.list.v[i];
+    }
+    if (c->type == KEEL_VALUE_MAP) {
+        const struct keel_value *v = expr_map_find(c, k);
+        if (!v)
+            return k->type == KEEL_VALUE_STRING ? err("no such key: '%.*s'", k->u.s.p, k->u.s.len) : serr("no such key");
+        return *v;
+    }
+    if (c->type == KEEL_VALUE_STRING_MAP && k->type == KEEL_VALUE_STRING) {
+        const struct keel_str *v = keel_value_map_get(c, k->u.s.p, k->u.s.len);
+        if (!v)
+            return err("no such key: '%.*s'", k->u.s.p, k->u.s.len);
+        return vstr(KEEL_VALUE_STRING, v->p, v->len);
+    }
+    if (c->type == KEEL_VALUE_STRING_MAP)
+        return serr("no such key");
+    return no_overload();
+}
+
+static struct keel_value in_dyn(const struct keel_value *x, const struct keel_value *c)
+{
+    if (c->type == KEEL_VALUE_LIST) {
+        for (size_t i = 0; i < c->u.list.n; i++)
+            if (expr_equal(x, &c->u.list.v[i]))
+                return vbool(true);
+        return vbool(false);
+    }
+    if (c->type == KEEL_VALUE_MAP)
+        return vbool(expr_map_find(c, x) != NULL);
+    if (c->type == KEEL_VALUE_STRING_MAP)
+        return vbool(x->type == KEEL_VALUE_STRING && keel_value_map_get(c, x->u.s.p, x->u.s.len));
+    return no_overload();
+}
+
+static struct keel_value make_map(struct keel_value *kv, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        enum keel_value_type t = kv[2 * i].type;
+        if (t != KEEL_VALUE_INT64 && t != KEEL_VALUE_UINT64 && t != KEEL_VALUE_BOOL && t != KEEL_VALUE_STRING)
+            return serr("unsupported map key type");
+        for (size_t j = 0; j < i; j++)
+            if (expr_equal(&kv[2 * j], &kv[2 * i]))
+                return serr("duplicate map key");
+    }
+    struct keel_value r = { .type = KEEL_VALUE_MAP };
+    struct keel_value *v = n ? expr_arena_alloc(2 * n * sizeof(*v)) : NULL;
+    if (n && !v)
+        return serr("evaluation needs too much memory");
+    if (n)
+        memcpy(v, kv, 2 * n * sizeof(*v));
+    r.u.list.v = v;
+    r.u.list.n = n;
+    return r;
+}
+
+static size_t range_len(const struct keel_value *r)
+{
+    return r->type == KEEL_VALUE_STRING_MAP ? r->u.map.n : r->u.list.n;
+}
+
+static struct keel_value range_elem(const struct keel_value *r, size_t i)
+{
+    if (r->type == KEEL_VALUE_STRING_MAP)
+        return vstr(KEEL_VALUE_STRING, r->u.map.kv[i].k.p, r->u.map.kv[i].k.len);
+    if (r->type == KEEL_VALUE_MAP)
+        return r->u.list.v[2 * i];
+    return r->u.list.v[i];
 }
 
 static struct keel_value load(const struct keel_attr_bag *bag, const struct insn *in)
@@ -404,9 +636,11 @@ void expr_vm_run(const struct keel_expr *e, size_t start, size_t end, const stru
                  struct keel_value *out)
 {
     struct keel_value st[KEEL_EXPR_MAX_STACK + 1];
+    struct keel_value loc[KEEL_EXPR_MAX_LOCALS];
     int sp = 0; /* number of values on the stack */
     size_t pc = start;
     scratch_used = 0;
+    expr_arena_reset();
     while (pc < end) {
         const struct insn *in = &e->code[pc++];
         if (in->n) {
@@ -509,18 +743,23 @@ void expr_vm_run(const struct keel_expr *e, size_t start, size_t end, const stru
             break;
         case OP_AND_CEL:
         case OP_OR_CEL: {
-            /* a is (true for and / false for or) or an error; b decides when it is not an error */
+            /* a is (true for and / false for or), an error or not a bool; b decides when
+             * it is the absorbing value, else the first error wins */
             struct keel_value *a = &st[sp - 2];
             bool absorbing = in->op == OP_AND_CEL ? false : true;
             if (t->type == KEEL_VALUE_BOOL && t->u.b == absorbing)
                 *a = *t;
+            else if (a->type == KEEL_VALUE_BOOL)
+                *a = t->type == KEEL_VALUE_BOOL || t->type == KEEL_VALUE_ERROR ? *t : no_overload();
             else if (a->type != KEEL_VALUE_ERROR)
-                *a = *t;
+                *a = no_overload();
             sp--;
             break;
         }
         case OP_BRANCH:
-            if (t->type == KEEL_VALUE_ERROR) {
+            if (t->type != KEEL_VALUE_BOOL) {
+                if (t->type != KEEL_VALUE_ERROR)
+                    *t = no_overload();
                 pc = (size_t)in->b;
                 break;
             }
@@ -529,11 +768,11 @@ void expr_vm_run(const struct keel_expr *e, size_t start, size_t end, const stru
                 pc = (size_t)in->a;
             break;
         case OP_EQ:
-            st[sp - 2] = vbool(keel_value_equal(&st[sp - 2], t));
+            st[sp - 2] = vbool(expr_equal(&st[sp - 2], t));
             sp--;
             break;
         case OP_NE:
-            st[sp - 2] = vbool(!keel_value_equal(&st[sp - 2], t));
+            st[sp - 2] = vbool(!expr_equal(&st[sp - 2], t));
             sp--;
             break;
         case OP_EQ_ATTR_CONST: {
@@ -561,14 +800,11 @@ void expr_vm_run(const struct keel_expr *e, size_t start, size_t end, const stru
         case OP_GT:
         case OP_GE: {
             struct keel_value *a = &st[sp - 2];
-            bool r;
-            if (a->type == KEEL_VALUE_DOUBLE && (isnan(a->u.d) || isnan(t->u.d))) {
-                r = false;
-            } else {
-                int c = cmp(a, t);
-                r = in->op == OP_LT ? c < 0 : in->op == OP_LE ? c <= 0 : in->op == OP_GT ? c > 0 : c >= 0;
-            }
-            *a = vbool(r);
+            int c = a->type == t->type && a->type != KEEL_VALUE_DOUBLE ? cmp(a, t) : expr_compare(a, t);
+            if (c == 3)
+                *a = no_overload();
+            else
+                *a = vbool(c != 2 && (in->op == OP_LT ? c < 0 : in->op == OP_LE ? c <= 0 : in->op == OP_GT ? c > 0 : c >= 0));
             sp--;
             break;
         }
@@ -584,13 +820,18 @@ void expr_vm_run(const struct keel_expr *e, size_t start, size_t end, const stru
         case OP_NEG:
             if (t->type == KEEL_VALUE_DOUBLE)
                 t->u.d = -t->u.d;
+            else if (t->type != KEEL_VALUE_INT64 && t->type != KEEL_VALUE_DURATION)
+                *t = no_overload();
             else if (t->u.i == INT64_MIN)
                 *t = serr("integer overflow");
             else
                 t->u.i = -t->u.i;
             break;
         case OP_NOT:
-            t->u.b = !t->u.b;
+            if (t->type != KEEL_VALUE_BOOL)
+                *t = no_overload();
+            else
+                t->u.b = !t->u.b;
             break;
         case OP_IN_LIST: {
             struct keel_value *x = &st[sp - in->a - 1];
@@ -617,6 +858,147 @@ void expr_vm_run(const struct keel_expr *e, size_t start, size_t end, const stru
         case OP_REGEX:
             *t = regex_run(&e->res[in->a], t->u.s);
             break;
+        case OP_MKLIST: {
+            struct keel_value r = { .type = KEEL_VALUE_LIST };
+            struct keel_value *v = in->a ? expr_arena_alloc((size_t)in->a * sizeof(*v)) : NULL;
+            sp -= in->a;
+            if (in->a && !v) {
+                r = serr("evaluation needs too much memory");
+            } else if (in->a) {
+                memcpy(v, &st[sp], (size_t)in->a * sizeof(*v));
+                r.u.list.v = v;
+                r.u.list.n = (size_t)in->a;
+            }
+            st[sp++] = r;
+            break;
+        }
+        case OP_MKMAP:
+            sp -= 2 * in->a;
+            st[sp] = make_map(&st[sp], (size_t)in->a);
+            sp++;
+            break;
+        case OP_SELECT: {
+            const struct keel_value *k = &e->consts[in->b];
+            struct keel_value r;
+            if (t->type == KEEL_VALUE_MAP || t->type == KEEL_VALUE_STRING_MAP) {
+                r = index_dyn(t, k);
+                if (in->a)
+                    r = vbool(r.type != KEEL_VALUE_ERROR);
+            } else {
+                r = err("no such field '%.*s'", k->u.s.p, k->u.s.len);
+            }
+            *t = r;
+            break;
+        }
+        case OP_LOCAL:
+            st[sp++] = loc[in->a];
+            break;
+        case OP_FAIL:
+            st[sp++] = err("undeclared reference to '%.*s'", e->consts[in->b].u.s.p, e->consts[in->b].u.s.len);
+            break;
+        case OP_TYPEOF: {
+            enum keel_value_type ty = expr_type_of(t);
+            t->type = KEEL_VALUE_TYPE;
+            t->u.i = ty;
+            break;
+        }
+        case OP_CALL_DYN: {
+            struct keel_value r = call_dyn(in->a, in->b, &st[sp - in->b]);
+            sp -= in->b;
+            st[sp++] = r;
+            break;
+        }
+        case OP_INDEX_DYN:
+            st[sp - 2] = index_dyn(&st[sp - 2], t);
+            sp--;
+            break;
+        case OP_IN:
+            st[sp - 2] = in_dyn(&st[sp - 2], t);
+            sp--;
+            break;
+        case OP_ITER_INIT: {
+            if (t->type != KEEL_VALUE_LIST && t->type != KEEL_VALUE_MAP && t->type != KEEL_VALUE_STRING_MAP) {
+                if (t->type != KEEL_VALUE_ERROR)
+                    *t = no_overload();
+                pc = (size_t)in->b;
+                break;
+            }
+            size_t n = range_len(t);
+            struct keel_value acc;
+            if (in->a == M_ALL || in->a == M_EXISTS) {
+                acc = vbool(in->a == M_ALL);
+            } else if (in->a == M_EXISTS_ONE) {
+                acc = keel_value_int(0);
+            } else {
+                acc.type = KEEL_VALUE_LIST;
+                acc.u.list.n = 0;
+                acc.u.list.v = n ? expr_arena_alloc(n * sizeof(struct keel_value)) : NULL;
+                if (n && !acc.u.list.v) {
+                    *t = serr("evaluation needs too much memory");
+                    pc = (size_t)in->b;
+                    break;
+                }
+            }
+            st[sp++] = keel_value_int(0);
+            st[sp++] = acc;
+            break;
+        }
+        case OP_ITER_NEXT: {
+            struct keel_value *idx = &st[sp - 2];
+            if ((uint64_t)idx->u.i >= range_len(&st[sp - 3])) {
+                pc = (size_t)in->b;
+                break;
+            }
+            loc[in->a] = range_elem(&st[sp - 3], (size_t)idx->u.i);
+            idx->u.i++;
+            break;
+        }
+        case OP_FILTER_SKIP: {
+            struct keel_value *acc = &st[sp - 2];
+            sp--;
+            if (t->type == KEEL_VALUE_BOOL && t->u.b)
+                break;
+            if (t->type != KEEL_VALUE_BOOL && acc->type != KEEL_VALUE_ERROR)
+                *acc = t->type == KEEL_VALUE_ERROR ? *t : no_overload();
+            pc = (size_t)in->a;
+            break;
+        }
+        case OP_ACCUM: {
+            struct keel_value *acc = &st[sp - 2], *idx = &st[sp - 3];
+            sp--;
+            bool pb = t->type == KEEL_VALUE_BOOL;
+            if (in->a == M_ALL || in->a == M_EXISTS) {
+                bool absorbing = in->a == M_EXISTS; /* false ends all(), true ends exists() */
+                if (pb && t->u.b == absorbing) {
+                    *acc = *t;
+                    idx->u.i = INT64_MAX; /* decided: stop */
+                } else if (!pb && acc->type != KEEL_VALUE_ERROR) {
+                    *acc = t->type == KEEL_VALUE_ERROR ? *t : no_overload();
+                }
+            } else if (acc->type == KEEL_VALUE_ERROR) {
+                /* keep the first error */
+            } else if (!pb && in->a != M_MAP && in->a != M_MAP3) {
+                *acc = t->type == KEEL_VALUE_ERROR ? *t : no_overload();
+            } else if (in->a == M_EXISTS_ONE) {
+                acc->u.i += t->u.b;
+            } else if (in->a == M_FILTER) {
+                if (t->u.b)
+                    ((struct keel_value *)acc->u.list.v)[acc->u.list.n++] = loc[in->b];
+            } else if (t->type == KEEL_VALUE_ERROR) {
+                *acc = *t;
+            } else {
+                ((struct keel_value *)acc->u.list.v)[acc->u.list.n++] = *t;
+            }
+            break;
+        }
+        case OP_ITER_END: {
+            struct keel_value r = *t;
+            if (in->a == M_EXISTS_ONE && r.type == KEEL_VALUE_INT64)
+                r = vbool(r.u.i == 1);
+            sp -= 2;
+            st[sp - 1] = r;
+            break;
+        }
         case OP__COUNT:
             break;
         }
