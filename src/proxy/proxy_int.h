@@ -27,6 +27,7 @@ struct listener_spec {
     char addr_str[KEEL_ADDR_STRLEN];
     const struct keel_proxy_target *target; /* inbound: the app; tcp: the route's target */
     int target_index;                       /* index into server->targets */
+    bool tcp_inbound;                       /* tcp: in front of the local app (--tcp-inbound) */
 };
 
 /* Per-worker counters: written only by their worker (relaxed stores), summed at scrape. */
@@ -102,7 +103,8 @@ struct proxy_gen {
     struct report_identity identity;            /* self, as the bag wants it */
     struct keel_str_pair *self_labels;
     struct keel_buf metadata;                   /* our x-keel-peer-metadata value */
-    char self_principal[300], self_uid[300];
+    char self_uid[300];
+    const char *cluster_id;                     /* Istio's CLUSTER_ID of this proxy */
     const struct keel_registry_service *self_service; /* the first service we back */
     struct keel_telemetry *tel;                 /* the telemetry plan of this config */
     struct access_log *log;                     /* NULL: no access log */

@@ -82,4 +82,10 @@ struct keel_telemetry_output *keel_telemetry_shard_output(struct keel_telemetry_
  * max_age_ns > 0, every max_age_ns / 2 drop the series not updated for max_age_ns. */
 void keel_telemetry_shard_tick(struct keel_telemetry_shard *sh, uint64_t now_ns, uint64_t max_age_ns);
 
+/* How often an open TCP connection reports its bytes: the reportingInterval of the
+ * Telemetry resources in scope (the most specific one that sets it wins), else Istio's
+ * default, 5 s (KEEL_TELEMETRY_REPORTING_INTERVAL_MS). */
+#define KEEL_TELEMETRY_REPORTING_INTERVAL_MS 5000
+int64_t keel_telemetry_reporting_interval_ms(const struct keel_telemetry *t);
+
 #endif

@@ -62,6 +62,8 @@ enum { TEL_CLIENT, TEL_SERVER };
 struct tel_std_plan {
     struct tel_std_metric_plan m[2][TM__COUNT]; /* [mode][metric] */
 };
+/* The standard metric family of that name this plan records (either mode), or -1. */
+int tel_std_family_active(const struct keel_telemetry *t, const char *name);
 
 /* ---- Mixer rules ---- */
 struct tel_named {
@@ -132,9 +134,12 @@ struct keel_telemetry {
 
     bool std_enabled;
     struct tel_std_plan std;
+    int64_t reporting_interval_ms; /* Telemetry metrics[].reportingInterval in scope */
 
     struct tel_rule *rules;
     size_t n_rules;
+    struct tel_prom_def { const char *name; const void *def; } *prom_defs; /* plan time */
+    size_t n_prom_defs, cap_prom_defs;
     bool any_ns_rules;
 
     struct keel_metrics_family *err_match, *err_instance, *err_attrgen, *err_sample;

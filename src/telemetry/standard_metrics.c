@@ -256,6 +256,10 @@ void tel_std_plan(struct keel_telemetry *t, const struct keel_telemetry_workload
 {
     const struct keel_config_telemetry *scope[64];
     size_t n_scope = scoped_telemetry(t->cfg, self, scope, 64);
+    for (size_t i = 0; i < n_scope; i++) /* later (more specific) resources win */
+        for (size_t j = 0; j < scope[i]->n_metrics; j++)
+            if (scope[i]->metrics[j].reporting_interval_ms > 0)
+                t->reporting_interval_ms = scope[i]->metrics[j].reporting_interval_ms;
     /* provider set: an entry with providers replaces it; the final set decides */
     bool cur = defaults_have_prometheus(&t->cfg->mesh), final = cur;
     for (size_t i = 0; i < n_scope; i++)
@@ -286,6 +290,15 @@ void tel_std_plan(struct keel_telemetry *t, const struct keel_telemetry_workload
                 t->std_enabled = true;
         }
     free(ms);
+}
+
+int tel_std_family_active(const struct keel_telemetry *t, const char *name)
+{
+    for (int k = 0; k < TM__COUNT; k++)
+        if (!strcmp(std_metrics[k].name, name) && (!t->std.m[TEL_CLIENT][k].drop || !t->std.m[TEL_SERVER][k].drop) &&
+            (t->std.m[TEL_CLIENT][k].fam || t->std.m[TEL_SERVER][k].fam))
+            return k;
+    return -1;
 }
 
 /* ---- report: derive the standard labels from the bag (§6.3) ---- */
