@@ -156,6 +156,16 @@ void admin_stats_prometheus(struct server *srv, struct keel_buf *out)
         written += keel_sink_lines_written(al->sink);
         dropped += keel_sink_lines_dropped(al->sink);
     }
+    for (size_t i = 0; srv->gen != NULL && i < srv->gen->n_tlogs; i++) { /* Telemetry API logs */
+        const struct access_log *tl = srv->gen->tlogs[i].al;
+        bool seen = tl == al;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = srv->gen->tlogs[j].al == tl;
+        if (!seen) {
+            written += keel_sink_lines_written(tl->sink);
+            dropped += keel_sink_lines_dropped(tl->sink);
+        }
+    }
     keel_buf_printf(out, "# HELP keel_access_log_lines_total Access-log lines, by what became "
                          "of them.\n# TYPE keel_access_log_lines_total counter\n"
                          "keel_access_log_lines_total{result=\"written\"} %llu\n"

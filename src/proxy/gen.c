@@ -135,6 +135,7 @@ struct proxy_gen *gen_new(struct server *srv, struct keel_config *cfg)
         tw.namespace = g->self_ns;
         tw.gateway = g->self_name;
     }
+    gen_telemetry_logs(srv, g, &tw); /* Telemetry API accessLogging */
     route_gen_build(g, srv);
     struct keel_diag d;
     keel_diag_init(&d);
@@ -156,6 +157,7 @@ void gen_unref(struct proxy_gen *g)
         return;
     keel_telemetry_free(g->tel);
     access_log_unref(g->log);
+    gen_telemetry_logs_free(g);
     free(g->self_labels);
     keel_buf_release(&g->metadata);
     route_gen_free(g);

@@ -2,6 +2,8 @@
  * from one keel_access_record. */
 #include "proxy/session_int.h"
 
+#include "expr/expr.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -91,14 +93,25 @@ static void tcp_identity(struct session *s, const struct proxy_gen *g)
 }
 
 static void on_report_timer(struct keel_timer *t);
+static bool session_report_fill(struct session *s, const struct keel_access_record *r, const char *tcp_event,
+                                bool want_bag);
 
 /* The telemetry report of the exchange described by r (DESIGN.md data flow 1-3). TCP
  * reports carry the bytes since the connection's previous report. */
 void session_report(struct session *s, const struct keel_access_record *r, const char *tcp_event)
 {
-    if (s->wg == NULL || session_srv(s)->opt->telemetry_off)
-        return;
-    const struct proxy_gen *g = s->wg->g;
+    session_report_fill(s, r, tcp_event, false);
+}
+
+/* Fill the worker's bag for r and, unless bag_only, report it to the telemetry engine.
+ * Returns false when nothing was filled (telemetry off and no bag asked for). */
+static bool session_report_fill(struct session *s, const struct keel_access_record *r, const char *tcp_event,
+                                bool want_bag)
+{
+    bool report = s->wg != NULL && !session_srv(s)->opt->telemetry_off;
+    if (!report && !want_bag)
+        return false;
+    const struct proxy_gen *g = (s->wg != NULL ? s->wg : s->w->cur)->g;
     bool tcp = s->spec->kind == LISTEN_TCP;
     bool inbound = s->spec->kind == LISTEN_INBOUND || (tcp && s->spec->tcp_inbound);
     if (tcp)
@@ -134,11 +147,14 @@ void session_report(struct session *s, const struct keel_access_record *r, const
         .tcp_sent_delta = tx,
     };
     report_fill(s->w->report, &in);
+    if (!report)
+        return true;
     keel_telemetry_report(g->tel, s->w->tel, &s->w->report->bag);
     if (tcp && !strcmp(tcp_event, "open")) { /* then every reportingInterval while open */
         s->report_timer.cb = on_report_timer;
         keel_timer_set(s->w->loop, &s->report_timer, keel_telemetry_reporting_interval_ms(g->tel));
     }
+    return true;
 }
 
 /* An open TCP connection's bytes so far (Istio's periodic TCP report): the byte
@@ -211,11 +227,27 @@ void session_log_exchange(struct session *s)
         r.route_name = keel_str_c(s->rt.http->name);
     else if (!r.is_tcp && s->target != NULL)
         r.route_name = LIT("default");
-    /* the log of the generation the request started on (a bad request: the current one) */
-    struct access_log *al = (s->wg != NULL ? s->wg : w->cur)->g->log;
-    if (al != NULL)
+    /* the log of the generation the request started on (a bad request: the current one);
+     * once the Telemetry API configures access logging, the mesh's accessLogFile is its
+     * "envoy" provider and no longer logs everything by itself (--access-log still does) */
+    const struct proxy_gen *g = (s->wg != NULL ? s->wg : w->cur)->g;
+    struct access_log *al = g->log;
+    if (al != NULL && (!g->tlogs_configured || al == session_srv(s)->flag_log))
         worker_log_line(w, al, &r);
-    session_report(s, &r, "close");
+    bool filled = session_report_fill(s, &r, "close", g->n_tlogs > 0);
+    bool outbound = !(s->spec->kind == LISTEN_INBOUND || (r.is_tcp && s->spec->tcp_inbound));
+    for (size_t i = 0; i < g->n_tlogs && filled; i++) {
+        const struct gen_log *tl = &g->tlogs[i];
+        if (tl->client != outbound)
+            continue;
+        if (tl->filter != NULL) { /* Envoy's CEL filter: logs only on true; an error is false */
+            struct keel_value v;
+            if (keel_expr_eval(tl->filter, &w->report->bag, &v, NULL) < 0 || v.type != KEEL_VALUE_BOOL ||
+                !v.u.b)
+                continue;
+        }
+        worker_log_line(w, tl->al, &r);
+    }
 }
 
 void session_count_status(struct session *s)

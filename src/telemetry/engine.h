@@ -34,6 +34,7 @@
 #include "attr/attr.h"
 #include "config/config.h"
 #include "core/buf.h"
+#include "telemetry/accesslog.h"
 #include "telemetry/metrics.h"
 
 #include <stdint.h>
@@ -86,6 +87,27 @@ void keel_telemetry_shard_tick(struct keel_telemetry_shard *sh, uint64_t now_ns,
  * Telemetry resources in scope (the most specific one that sets it wins), else Istio's
  * default, 5 s (KEEL_TELEMETRY_REPORTING_INTERVAL_MS). */
 #define KEEL_TELEMETRY_REPORTING_INTERVAL_MS 5000
+
+/* Telemetry API access logging (log_plan.c): one entry per provider and reporter side
+ * that logs. The proxy opens a destination per distinct (path, encoding, format) and
+ * writes a line when the side matches and the filter (CEL, compiled at load) is true. */
+struct keel_telemetry_log {
+    const char *provider;
+    const char *path;
+    enum keel_accesslog_encoding encoding;
+    const char *format;        /* TEXT: the format string; JSON: a JSON object; NULL: Istio's */
+    const struct keel_expr *filter; /* NULL: every exchange */
+    bool client;               /* the client side (outbound, reporter="source"); else server */
+};
+#define KEEL_TELEMETRY_MAX_LOGS 32
+/* Fill out (at most KEEL_TELEMETRY_MAX_LOGS). *configured: whether the Telemetry API or
+ * defaultProviders.accessLogging speak about access logging for this proxy at all (then
+ * the mesh's legacy accessLogFile no longer logs by itself: it is the "envoy" provider).
+ * Strings point into cfg, except JSON formats built from labels, which go to *json (the
+ * caller frees it after opening the logs). */
+size_t keel_telemetry_access_logs(const struct keel_config *cfg, const struct keel_telemetry_workload *self,
+                                  struct keel_telemetry_log *out, bool *configured, struct keel_buf *json,
+                                  struct keel_diag *diags);
 int64_t keel_telemetry_reporting_interval_ms(const struct keel_telemetry *t);
 
 #endif
