@@ -443,17 +443,10 @@ static const struct keel_config_schema ttrace_schema = { "tracing", ttrace_field
 static int bind_target_ref(struct keel_config_ctx *c, const struct keel_ynode *n, void *base)
 {
     struct keel_config_telemetry *t = base;
-    if (t->n_target_refs > 0) {
-        keel_config_err(c, n, "targetRef and targetRefs are mutually exclusive");
-        return -1;
-    }
-    t->target_refs = keel_config_arena_alloc(c->a, sizeof(*t->target_refs));
-    memset(t->target_refs, 0, sizeof(*t->target_refs));
-    t->target_refs[0].pos = keel_config_pos_of(n);
-    if (keel_config_bind(c, &target_ref_schema, n, t->target_refs) < 0)
-        return -1;
-    t->n_target_refs = 1;
-    return 0;
+    t->target_ref = keel_config_arena_alloc(c->a, sizeof(*t->target_ref));
+    memset(t->target_ref, 0, sizeof(*t->target_ref));
+    t->target_ref->pos = keel_config_pos_of(n);
+    return keel_config_bind(c, &target_ref_schema, n, t->target_ref);
 }
 
 #define T(f) offsetof(struct keel_config_telemetry, f)

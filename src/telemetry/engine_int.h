@@ -143,8 +143,6 @@ struct keel_telemetry {
 
     struct tel_rule *rules;
     size_t n_rules;
-    struct tel_prom_def { const char *name; const void *def; } *prom_defs; /* plan time */
-    size_t n_prom_defs, cap_prom_defs;
     bool any_ns_rules;
 
     struct keel_metrics_family *err_match, *err_instance, *err_attrgen, *err_sample;

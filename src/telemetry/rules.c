@@ -168,8 +168,8 @@ static struct tel_prom_target *prom_plan(struct keel_telemetry *t, const struct 
     prom_safe(m->name && m->name[0] ? m->name : m->instance_name.s, name, sizeof(name));
     snprintf(full, sizeof(full), "%s_%s", prefix, name);
     /* one family, one definition: a Mixer metric may not feed a family the standard
-     * metrics record (Mixer's default requestcount -> istio_requests_total), nor one
-     * another handler's metric already defines; either would count every request twice */
+     * metrics record (Mixer's default requestcount -> istio_requests_total): that would
+     * count every request twice. (Two handler metrics of one name are a load error.) */
     if (tel_std_family_active(t, full) >= 0) {
         if (d)
             keel_diag_warn(d, m->pos.file, m->pos.line, m->pos.col,
@@ -178,24 +178,6 @@ static struct tel_prom_target *prom_plan(struct keel_telemetry *t, const struct 
                            full, in->obj->fqn);
         return NULL;
     }
-    for (size_t i = 0; i < t->n_prom_defs; i++)
-        if (!strcmp(t->prom_defs[i].name, full) && t->prom_defs[i].def != (const void *)m) {
-            if (d)
-                keel_diag_warn(d, m->pos.file, m->pos.line, m->pos.col,
-                               "%s is already defined by another prometheus handler metric; this one "
-                               "(instance %s) is not recorded, so no request is counted twice",
-                               full, in->obj->fqn);
-            return NULL;
-        }
-    if (t->n_prom_defs == t->cap_prom_defs) {
-        size_t cap = t->cap_prom_defs ? 2 * t->cap_prom_defs : 16;
-        struct tel_prom_def *nd = tel_palloc(t, cap * sizeof(*nd));
-        if (t->n_prom_defs)
-            memcpy(nd, t->prom_defs, t->n_prom_defs * sizeof(*nd));
-        t->prom_defs = nd;
-        t->cap_prom_defs = cap;
-    }
-    t->prom_defs[t->n_prom_defs++] = (struct tel_prom_def){ tel_pstrdup(t, full), m };
     pt->err_label = keel_str_c(tel_pstrdup(t, full));
     /* labels: sanitised names sorted (Go client order); each bound to its dimension */
     size_t n = m->n_label_names;
