@@ -222,12 +222,6 @@ WORKLOAD_PANELS = {  # Istio's workload dashboard, HTTP
 WORKLOAD_WANT = {"outbound requests by destination": {"destination_service": PP, "response_code": "200"}}
 
 
-def nonempty_with(port, q, want):
-    return lambda res: len(res) > 0 and all(
-        any(all(r["metric"].get(k) == v for k, v in want.items()) for r in res) for _ in [0]) and all(
-        r["value"][1] not in ("NaN",) for r in res)
-
-
 def test_dashboards_http_and_tcp_with_open_connection_rates(keel, backend_factory, tmp_path, prometheus):
     m = ParityMesh(keel, backend_factory, tmp_path)
     port = prometheus([m.pp.admin, m.mongo.admin, m.sleep.admin])
@@ -307,7 +301,7 @@ def test_labels_cluster_principal_build_and_le(keel, backend_factory, tmp_path):
     assert 'le="1800000"' in text and 'le="3600000"' in text and 'le="0.5"' in text
     assert "e+06" not in text
     # the server side knows its cluster and the client's (peer metadata)
-    time.sleep(0)  # the inbound report trails the response: wait for it
+    # (the inbound report trails the response: wait for it)
     assert wait_total(m.pp, "istio_requests_total", lambda x: x == 1, reporter="destination",
                       source_cluster="Kubernetes", destination_cluster="Kubernetes",
                       source_workload="sleep-v1") == 1
