@@ -41,6 +41,8 @@ $(BUILD)/version.h: FORCE
 FORCE:
 $(BUILD)/src/cli/main.o: $(BUILD)/version.h
 $(BUILD)/src/cli/main.o: CPPFLAGS += -I$(BUILD)
+$(BUILD)/src/proxy/admin.o: $(BUILD)/version.h
+$(BUILD)/src/proxy/admin.o: CPPFLAGS += -I$(BUILD)
 
 $(BUILD)/keel: $(BUILD)/src/cli/main.o $(BUILD)/libkeel.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)

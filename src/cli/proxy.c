@@ -24,7 +24,9 @@ static const char usage_text[] =
     "  --telemetry on|off          istio_* metrics and Mixer rules per request (on)\n"
     "  --metric-series-limit N     series per metric before new ones are refused (10000)\n"
     "  --metric-expiry MS          drop metric series not updated for MS (0 = never)\n"
-    "  --tcp-route LISTEN=ADDR     proxy a TCP port as bytes (repeatable)\n"
+    "  --tcp-route LISTEN=ADDR     proxy a TCP port as bytes (repeatable), reporter=\"source\"\n"
+    "  --tcp-inbound LISTEN=ADDR   a TCP port in front of the local app, reporter=\"destination\"\n"
+    "  --cluster-id ID             source/destination_cluster ($ISTIO_META_CLUSTER_ID, Kubernetes)\n"
     "  --admin ADDR                admin listener (127.0.0.1:15000)\n"
     "  --concurrency N             worker threads (default: CPUs this process may use)\n"
     "  --access-log PATH           access log file; /dev/stdout works\n"
@@ -50,7 +52,7 @@ enum {
     OPT_HEADERS_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_CONNECT_TIMEOUT, OPT_UPSTREAM_TIMEOUT,
     OPT_DRAIN_TIMEOUT, OPT_MAX_HEADERS_KB, OPT_MAX_HEADERS, OPT_MAX_URI, OPT_LOG_LEVEL,
     OPT_CONFIG_DIR, OPT_WORKLOAD, OPT_TELEMETRY, OPT_SERIES_LIMIT, OPT_METRIC_EXPIRY,
-    OPT_STREAM_IDLE_TIMEOUT, OPT_MAX_CONNECTIONS, OPT_ROLE,
+    OPT_STREAM_IDLE_TIMEOUT, OPT_MAX_CONNECTIONS, OPT_ROLE, OPT_TCP_INBOUND, OPT_CLUSTER_ID,
 };
 
 static const struct option options[] = {
@@ -59,6 +61,8 @@ static const struct option options[] = {
     { "outbound", required_argument, NULL, OPT_OUTBOUND },
     { "route", required_argument, NULL, OPT_ROUTE },
     { "tcp-route", required_argument, NULL, OPT_TCP_ROUTE },
+    { "tcp-inbound", required_argument, NULL, OPT_TCP_INBOUND },
+    { "cluster-id", required_argument, NULL, OPT_CLUSTER_ID },
     { "admin", required_argument, NULL, OPT_ADMIN },
     { "concurrency", required_argument, NULL, OPT_CONCURRENCY },
     { "access-log", required_argument, NULL, OPT_ACCESS_LOG },
@@ -140,7 +144,10 @@ int keel_cmd_proxy(int argc, char **argv)
             }
             o.n_routes++;
             break;
+        case OPT_CLUSTER_ID: o.cluster_id = optarg; break;
         case OPT_TCP_ROUTE:
+        case OPT_TCP_INBOUND:
+            o.tcp_routes[o.n_tcp_routes].inbound = c == OPT_TCP_INBOUND;
             if (keel_proxy_tcp_route_parse(optarg, &o.tcp_routes[o.n_tcp_routes]) < 0) {
                 fprintf(stderr, "keel proxy: --tcp-route '%s': want LISTEN_ADDR=ADDR\n", optarg);
                 goto out;

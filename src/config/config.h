@@ -296,8 +296,9 @@ struct keel_config_telemetry {
     struct keel_config_object obj;
     struct keel_config_kv *selector; /* selector.matchLabels */
     size_t n_selector;
-    struct keel_config_target_ref *target_refs;
+    struct keel_config_target_ref *target_refs; /* targetRefs, or the singular targetRef */
     size_t n_target_refs;
+    struct keel_config_target_ref *target_ref;  /* targetRef as written (model.c folds it in) */
     struct keel_config_telemetry_metrics *metrics;
     size_t n_metrics;
     struct keel_config_telemetry_logging *access_logging;

@@ -392,6 +392,8 @@ static int bind_custom_tags(struct keel_config_ctx *c, const struct keel_ynode *
         { .name = "literal", .type = KEEL_FT_OBJ, .sub = &lit_schema },
         { .name = "environment", .type = KEEL_FT_OBJ, .sub = &env_schema },
         { .name = "header", .type = KEEL_FT_OBJ, .sub = &hdr_schema },
+        /* newer Istio: a tag from an Envoy format string; accepted, not a load failure */
+        { .name = "formatter", .type = KEEL_FT_ANY },
         END
     };
 #undef CT
@@ -436,12 +438,23 @@ static const struct keel_field ttrace_fields[] = {
 #undef TT
 static const struct keel_config_schema ttrace_schema = { "tracing", ttrace_fields, KEEL_UNKNOWN_ERROR, true };
 
+/* The singular targetRef is the one-element targetRefs (Istio): it applies to its target
+ * only, never to the whole namespace. */
+static int bind_target_ref(struct keel_config_ctx *c, const struct keel_ynode *n, void *base)
+{
+    struct keel_config_telemetry *t = base;
+    t->target_ref = keel_config_arena_alloc(c->a, sizeof(*t->target_ref));
+    memset(t->target_ref, 0, sizeof(*t->target_ref));
+    t->target_ref->pos = keel_config_pos_of(n);
+    return keel_config_bind(c, &target_ref_schema, n, t->target_ref);
+}
+
 #define T(f) offsetof(struct keel_config_telemetry, f)
 static const struct keel_field telemetry_fields[] = {
     { .name = "selector", .type = KEEL_FT_OBJ, .off = T(selector), .sub = &selector_schema },
     { .name = "targetRefs", .alt = "target_refs", .type = KEEL_FT_LIST, .off = T(target_refs),
       .off2 = T(n_target_refs), .sub = &target_ref_schema, .elem_size = sizeof(struct keel_config_target_ref) },
-    { .name = "targetRef", .alt = "target_ref", .type = KEEL_FT_ANY },
+    { .name = "targetRef", .alt = "target_ref", .type = KEEL_FT_CUSTOM, .fn = bind_target_ref },
     { .name = "metrics", .type = KEEL_FT_LIST, .off = T(metrics), .off2 = T(n_metrics), .sub = &tmetrics_schema,
       .elem_size = sizeof(struct keel_config_telemetry_metrics) },
     { .name = "accessLogging", .alt = "access_logging", .type = KEEL_FT_LIST, .off = T(access_logging),

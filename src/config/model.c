@@ -312,6 +312,13 @@ int keel_config_model(struct keel_config_ctx *c)
         struct keel_config_telemetry *t = (struct keel_config_telemetry *)o;
         if (o->invalid)
             continue;
+        if (t->target_ref != NULL && t->n_target_refs) {
+            keel_config_err_at(c, &t->target_ref->pos, "Telemetry \"%s\": targetRef and targetRefs are mutually "
+                               "exclusive", o->name);
+        } else if (t->target_ref != NULL) { /* the one-element targetRefs: never namespace-wide */
+            t->target_refs = t->target_ref;
+            t->n_target_refs = 1;
+        }
         if (t->n_selector && t->n_target_refs)
             keel_config_err_at(c, &t->target_refs[0].pos, "Telemetry \"%s\": selector and targetRefs are mutually exclusive",
                                o->name);

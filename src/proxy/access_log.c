@@ -74,3 +74,54 @@ void access_log_unref(struct access_log *al)
     free(al->format_src);
     free(al);
 }
+
+/* An open destination with these settings: the running generation's, one opened
+ * earlier for this generation, or a new one. */
+static struct access_log *find_or_open(struct server *srv, const struct proxy_gen *g, const char *path,
+                                       enum keel_accesslog_encoding enc, const char *fmt)
+{
+    const struct proxy_gen *cur = srv->gen;
+    if (access_log_is(srv->flag_log, path, enc, fmt))
+        return access_log_ref(srv->flag_log);
+    if (access_log_is(g->log, path, enc, fmt))
+        return access_log_ref(g->log);
+    for (size_t i = 0; i < g->n_tlogs; i++)
+        if (access_log_is(g->tlogs[i].al, path, enc, fmt))
+            return access_log_ref(g->tlogs[i].al);
+    for (size_t i = 0; cur != NULL && i < cur->n_tlogs; i++)
+        if (access_log_is(cur->tlogs[i].al, path, enc, fmt))
+            return access_log_ref(cur->tlogs[i].al);
+    return access_log_open(srv, path, enc, fmt);
+}
+
+/* The Telemetry API's access logs of generation g (main thread). A provider whose file
+ * or format cannot be opened is left out, said in the log. */
+void gen_telemetry_logs(struct server *srv, struct proxy_gen *g, const struct keel_telemetry_workload *self)
+{
+    struct keel_telemetry_log l[KEEL_TELEMETRY_MAX_LOGS];
+    struct keel_buf json = { 0 };
+    struct keel_diag d;
+    keel_diag_init(&d);
+    size_t n = keel_telemetry_access_logs(g->cfg, self, l, &g->tlogs_configured, &json, &d);
+    for (size_t i = 0; i < d.n; i++)
+        keel_log_warn("%s", d.msgs[i]);
+    keel_diag_fini(&d);
+    g->tlogs = keel_calloc(n + 1, sizeof(*g->tlogs));
+    for (size_t i = 0; i < n; i++) {
+        struct access_log *al = find_or_open(srv, g, l[i].path, l[i].encoding, l[i].format);
+        if (al == NULL) {
+            keel_log_warn("access logging provider %s: %s not opened; nothing is logged for it", l[i].provider,
+                          l[i].path);
+            continue;
+        }
+        g->tlogs[g->n_tlogs++] = (struct gen_log){ al, l[i].filter, l[i].client };
+    }
+    keel_buf_release(&json);
+}
+
+void gen_telemetry_logs_free(struct proxy_gen *g)
+{
+    for (size_t i = 0; i < g->n_tlogs; i++)
+        access_log_unref(g->tlogs[i].al);
+    free(g->tlogs);
+}

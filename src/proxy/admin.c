@@ -7,6 +7,8 @@
 #include "core/json.h"
 #include "core/log.h"
 
+#include "version.h" /* generated: KEEL_VERSION */
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,6 +156,16 @@ void admin_stats_prometheus(struct server *srv, struct keel_buf *out)
         written += keel_sink_lines_written(al->sink);
         dropped += keel_sink_lines_dropped(al->sink);
     }
+    for (size_t i = 0; srv->gen != NULL && i < srv->gen->n_tlogs; i++) { /* Telemetry API logs */
+        const struct access_log *tl = srv->gen->tlogs[i].al;
+        bool seen = tl == al;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = srv->gen->tlogs[j].al == tl;
+        if (!seen) {
+            written += keel_sink_lines_written(tl->sink);
+            dropped += keel_sink_lines_dropped(tl->sink);
+        }
+    }
     keel_buf_printf(out, "# HELP keel_access_log_lines_total Access-log lines, by what became "
                          "of them.\n# TYPE keel_access_log_lines_total counter\n"
                          "keel_access_log_lines_total{result=\"written\"} %llu\n"
@@ -169,6 +181,9 @@ void admin_stats_prometheus(struct server *srv, struct keel_buf *out)
                          "keel_config_reloads_total{result=\"failure\"} %llu\n",
                     (unsigned long long)keel_config_reload_successes(),
                     (unsigned long long)keel_config_reload_failures());
+    /* Istio's "component versions" panel: istio_build{component="proxy",tag=VERSION} */
+    keel_buf_printf(out, "# HELP istio_build Istio component build info\n# TYPE istio_build gauge\n"
+                         "istio_build{component=\"proxy\",tag=\"%s\"} 1\n", KEEL_VERSION);
     metric(out, "keel_config_generation", "gauge", "Generation number of the running config.",
            srv->gen != NULL && srv->gen->cfg != NULL ? srv->gen->cfg->generation : 0);
     /* the mesh's own metrics (istio_* standard metrics, Mixer prometheus handlers) follow,

@@ -30,7 +30,8 @@ static void self_identity(struct proxy_gen *g)
                                             .namespace = keel_str_c(wl->namespace),
                                             .service_account = keel_str_c(wl->service_account),
                                             .labels = g->self_labels,
-                                            .n_labels = n };
+                                            .n_labels = n,
+                                            .cluster = keel_str_c(g->cluster_id) };
     meta.name = g->identity.name;
     meta.namespace = g->identity.namespace;
     meta.service_account = g->identity.service_account;
@@ -38,12 +39,10 @@ static void self_identity(struct proxy_gen *g)
         g->self_service = wl->services[0];
         meta.service = keel_str_c(g->self_service->fqdn);
     }
+    meta.cluster = g->identity.cluster;
     keel_peer_encode(&meta, &g->metadata);
-    if (wl->service_account != NULL && *wl->service_account) {
-        snprintf(g->self_principal, sizeof(g->self_principal), "spiffe://cluster.local/ns/%s/sa/%s",
-                 wl->namespace, wl->service_account);
-        g->identity.principal = keel_str_c(g->self_principal);
-    }
+    /* no principal: Istio's principals come from certificates only, and there is no mTLS
+     * yet, so source/destination_principal stay "unknown" (a service account is a claim) */
     snprintf(g->self_uid, sizeof(g->self_uid), "kubernetes://%s.%s", wl->name, wl->namespace);
     g->identity.uid = keel_str_c(g->self_uid);
 }
@@ -77,6 +76,7 @@ struct proxy_gen *gen_new(struct server *srv, struct keel_config *cfg)
     struct proxy_gen *g = keel_calloc(1, sizeof(*g));
     atomic_init(&g->refs, 1);
     g->cfg = cfg;
+    g->cluster_id = srv->opt->cluster_id != NULL ? srv->opt->cluster_id : "Kubernetes";
     g->log = gen_access_log(srv, cfg);
     size_t n_ports = 0;
     g->port_base = keel_calloc(cfg->n_services + 1, sizeof(*g->port_base));
@@ -107,6 +107,7 @@ struct proxy_gen *gen_new(struct server *srv, struct keel_config *cfg)
                 keel_addr_format((const struct sockaddr *)&t->addr.ss, t->addr_str,
                                  sizeof(t->addr_str));
                 snprintf(t->cluster, sizeof(t->cluster), "outbound|%d||%s", rp->port, svc->fqdn);
+                t->workload = ep->workload;
                 gp->n_targets++;
             }
         }
@@ -134,6 +135,7 @@ struct proxy_gen *gen_new(struct server *srv, struct keel_config *cfg)
         tw.namespace = g->self_ns;
         tw.gateway = g->self_name;
     }
+    gen_telemetry_logs(srv, g, &tw); /* Telemetry API accessLogging */
     route_gen_build(g, srv);
     struct keel_diag d;
     keel_diag_init(&d);
@@ -155,6 +157,7 @@ void gen_unref(struct proxy_gen *g)
         return;
     keel_telemetry_free(g->tel);
     access_log_unref(g->log);
+    gen_telemetry_logs_free(g);
     free(g->self_labels);
     keel_buf_release(&g->metadata);
     route_gen_free(g);

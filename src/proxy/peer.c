@@ -107,6 +107,8 @@ static int parse(struct keel_str v, struct keel_peer *p)
             ok = dns_subdomain(val) && set_once(&p->service_account, val);
         else if (keel_str_eq(k, KEEL_STR("service")))
             ok = dns_subdomain(val) && set_once(&p->service, val);
+        else if (keel_str_eq(k, KEEL_STR("cluster")))
+            ok = qualified_part(val, false) && set_once(&p->cluster, val);
         else if (k.len > 6 && memcmp(k.p, "label.", 6) == 0) {
             struct keel_str lk = { k.p + 6, k.len - 6 };
             ok = p->n_labels < KEEL_PEER_MAX_LABELS && label_key(lk) && qualified_part(val, true);
@@ -158,6 +160,8 @@ void keel_peer_encode(const struct keel_peer *p, struct keel_buf *out)
     field(out, "namespace", p->namespace, &first);
     field(out, "sa", p->service_account, &first);
     field(out, "service", p->service, &first);
+    if (qualified_part(p->cluster, false))
+        field(out, "cluster", p->cluster, &first);
     size_t start = keel_buf_len(out);
     for (size_t i = 0; i < p->n_labels; i++) {
         if (!label_key(p->labels[i].k) || !qualified_part(p->labels[i].v, true) ||

@@ -4,14 +4,16 @@
  * sees it. That is how both reporters know source.* and destination.*.
  *
  *   x-keel-peer-metadata: name=reviews-v1;namespace=default;sa=bookinfo-reviews;
- *                         service=reviews.default.svc.cluster.local;label.app=reviews
+ *                         service=reviews.default.svc.cluster.local;cluster=Kubernetes;
+ *                         label.app=reviews
  *
  * Values never contain ';' (Kubernetes names and label values cannot), so parsing slices
  * the header value in place.
  *
  * Validation (all or nothing; anything invalid leaves the peer unknown, as if the header
  * were absent, and the caller counts keel_peer_metadata_rejected_total): name, sa and
- * service are DNS-1123 subdomains (<= 253), namespace a DNS-1123 label (<= 63); label keys
+ * service are DNS-1123 subdomains (<= 253), namespace a DNS-1123 label (<= 63), cluster a
+ * label value's charset (<= 63, non-empty); label keys
  * are Kubernetes qualified names ([prefix/]name, name <= 63 of [A-Za-z0-9._-] starting and
  * ending alphanumeric), values <= 63 of the same set, possibly empty; at most
  * KEEL_PEER_MAX_LABELS labels and KEEL_PEER_MAX_LEN bytes; no duplicate field, no empty
@@ -37,6 +39,7 @@
 struct keel_peer {
     bool present;
     struct keel_str name, namespace, service_account, service;
+    struct keel_str cluster;       /* Istio's CLUSTER_ID; empty: not said */
     struct keel_str_pair labels[KEEL_PEER_MAX_LABELS];
     size_t n_labels;
 };

@@ -9,11 +9,16 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+struct keel_registry_workload;
+
 /* Where a request or connection goes. */
 struct keel_proxy_target {
     struct keel_addr addr;
     char addr_str[KEEL_ADDR_STRLEN];
     char cluster[160];             /* e.g. "outbound|9080||details" */
+    /* the registry endpoint's workload (NULL: none): who the destination is when its
+     * sidecar did not say (a local reply, TCP), as Istio falls back to endpoint metadata */
+    const struct keel_registry_workload *workload;
 };
 
 /* --route HOST[:PORT]=ADDR: an outbound request for HOST (and PORT, when given) goes to
@@ -25,8 +30,10 @@ struct keel_proxy_route {
     struct keel_proxy_target target;
 };
 
-/* --tcp-route LISTEN=ADDR */
+/* --tcp-route LISTEN=ADDR (outbound, reporter="source"), --tcp-inbound LISTEN=ADDR (in
+ * front of the local app, reporter="destination") */
 struct keel_proxy_tcp_route {
+    bool inbound;
     struct keel_addr listen;
     char listen_str[KEEL_ADDR_STRLEN];
     struct keel_proxy_target target;
@@ -43,6 +50,7 @@ struct keel_proxy_options {
     const char *config_dir;        /* NULL: ./keel.d when it exists */
     const char *workload;          /* NAME.NAMESPACE: who this sidecar is */
     enum keel_proxy_role role;     /* sidecar (default), gateway or waypoint */
+    const char *cluster_id;        /* --cluster-id, else $ISTIO_META_CLUSTER_ID, else Kubernetes */
     bool telemetry_off;            /* no metrics or Mixer rules (access log unaffected) */
     size_t metric_series_limit;    /* per metric family; 0: the registry's default */
     int64_t metric_expiry_ms;      /* drop series not updated for this long; 0: never */

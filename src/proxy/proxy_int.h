@@ -27,6 +27,7 @@ struct listener_spec {
     char addr_str[KEEL_ADDR_STRLEN];
     const struct keel_proxy_target *target; /* inbound: the app; tcp: the route's target */
     int target_index;                       /* index into server->targets */
+    bool tcp_inbound;                       /* tcp: in front of the local app (--tcp-inbound) */
 };
 
 /* Per-worker counters: written only by their worker (relaxed stores), summed at scrape. */
@@ -94,6 +95,14 @@ struct gen_port {
     size_t n_targets;
 };
 
+/* A Telemetry API access log of a generation (access_log.c): where, on which side, and
+ * behind which filter. */
+struct gen_log {
+    struct access_log *al;            /* a reference */
+    const struct keel_expr *filter;   /* NULL: every exchange */
+    bool client;                      /* outbound side; else inbound */
+};
+
 /* One config generation as the proxy uses it (gen.c). Immutable once published. */
 struct proxy_gen {
     atomic_long refs;
@@ -102,10 +111,14 @@ struct proxy_gen {
     struct report_identity identity;            /* self, as the bag wants it */
     struct keel_str_pair *self_labels;
     struct keel_buf metadata;                   /* our x-keel-peer-metadata value */
-    char self_principal[300], self_uid[300];
+    char self_uid[300];
+    const char *cluster_id;                     /* Istio's CLUSTER_ID of this proxy */
     const struct keel_registry_service *self_service; /* the first service we back */
     struct keel_telemetry *tel;                 /* the telemetry plan of this config */
     struct access_log *log;                     /* NULL: no access log */
+    struct gen_log *tlogs;                      /* Telemetry API access logs */
+    size_t n_tlogs;
+    bool tlogs_configured;                      /* then the mesh accessLogFile is "envoy" */
     size_t *port_base;                          /* per service: index of its first port */
     struct gen_port *ports;
     size_t n_ports;
@@ -215,6 +228,8 @@ bool access_log_is(const struct access_log *al, const char *path,
                    enum keel_accesslog_encoding enc, const char *fmt);
 struct access_log *access_log_ref(struct access_log *al);
 void access_log_unref(struct access_log *al);
+void gen_telemetry_logs(struct server *srv, struct proxy_gen *g, const struct keel_telemetry_workload *self);
+void gen_telemetry_logs_free(struct proxy_gen *g);
 
 /* session.c: a downstream connection (HTTP or TCP) */
 void session_start(struct worker *w, const struct listener_spec *spec, int fd,

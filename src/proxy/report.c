@@ -71,11 +71,10 @@ static void principal_and_uid(struct report_scratch *sc, struct pending *p, size
         return;
     int pid = source ? KEEL_ATTR_SOURCE_PRINCIPAL : KEEL_ATTR_DESTINATION_PRINCIPAL;
     int uid = source ? KEEL_ATTR_SOURCE_UID : KEEL_ATTR_DESTINATION_UID;
+    /* a principal only when a certificate proved it (Istio): never made up from the
+     * service account a peer claims */
     if (id->principal.len > 0)
         set_str(&sc->bag, pid, id->principal);
-    else if (id->service_account.len > 0)
-        set_concat(sc, p, np, pid, "spiffe://cluster.local/ns/", id->namespace, "/sa/",
-                   id->service_account);
     if (id->uid.len > 0)
         set_str(&sc->bag, uid, id->uid);
     else
@@ -135,10 +134,16 @@ static struct keel_value header_map(struct report_scratch *sc, struct keel_str_p
     return keel_value_map(pairs, k);
 }
 
-static void identity(struct keel_attr_bag *bag, const struct report_identity *id, bool source)
+static void identity(struct report_scratch *sc, const struct report_identity *id, bool source)
 {
+    struct keel_attr_bag *bag = &sc->bag;
     if (id == NULL || id->name.len == 0)
         return;
+    if (id->cluster.len > 0) {
+        struct keel_str_pair *m = source ? sc->src_meta : sc->dst_meta;
+        m[0] = (struct keel_str_pair){ LIT("CLUSTER_ID"), id->cluster };
+        set(bag, source ? KEEL_ATTR_SOURCE_METADATA : KEEL_ATTR_DESTINATION_METADATA, keel_value_map(m, 1));
+    }
     set_str(bag, source ? KEEL_ATTR_SOURCE_WORKLOAD_NAME : KEEL_ATTR_DESTINATION_WORKLOAD_NAME, id->name);
     set_str(bag, source ? KEEL_ATTR_SOURCE_NAME : KEEL_ATTR_DESTINATION_NAME, id->name);
     set_str(bag, source ? KEEL_ATTR_SOURCE_WORKLOAD_NAMESPACE : KEEL_ATTR_DESTINATION_WORKLOAD_NAMESPACE,
@@ -174,6 +179,7 @@ void report_fill(struct report_scratch *sc, const struct report_in *in)
         peer.service_account = in->peer->service_account;
         peer.labels = in->peer->labels;
         peer.n_labels = in->peer->n_labels;
+        peer.cluster = in->peer->cluster;
     }
     const struct report_identity *src = in->outbound ? in->self : &peer;
     const struct report_identity *dst = in->outbound ? &peer : in->self;
@@ -185,12 +191,13 @@ void report_fill(struct report_scratch *sc, const struct report_in *in)
             client.service_account = in->src_peer->service_account;
             client.labels = in->src_peer->labels;
             client.n_labels = in->src_peer->n_labels;
+            client.cluster = in->src_peer->cluster;
         }
         src = &client;
         dst = &peer;
     }
-    identity(bag, src, true);
-    identity(bag, dst, false);
+    identity(sc, src, true);
+    identity(sc, dst, false);
     principal_and_uid(sc, pend, &npend, src, true);
     principal_and_uid(sc, pend, &npend, dst, false);
 

@@ -14,6 +14,7 @@
 struct report_identity {
     struct keel_str name, namespace, service_account;
     struct keel_str principal, uid; /* when known ahead (self); else built per report */
+    struct keel_str cluster;        /* CLUSTER_ID; empty: unknown */
     const struct keel_str_pair *labels;
     size_t n_labels;
 };
@@ -25,6 +26,7 @@ struct report_scratch {
     struct keel_str_pair resp_pairs[REPORT_MAX_HEADERS];
     char lower[16384];          /* lower-cased header names */
     struct keel_buf text;       /* principals, uids, flags */
+    struct keel_str_pair src_meta[1], dst_meta[1]; /* {CLUSTER_ID: ...} */
 };
 
 struct report_in {

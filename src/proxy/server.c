@@ -36,6 +36,10 @@ void keel_proxy_options_defaults(struct keel_proxy_options *o)
     o->max_headers = 100;               /* Envoy's max_headers_count */
     o->max_uri_bytes = 8192;
     o->access_log_encoding = KEEL_ACCESSLOG_TEXT;
+    /* Istio's cluster id: ISTIO_META_CLUSTER_ID in the proxy's environment, "Kubernetes"
+     * when the install names none */
+    const char *cid = getenv("ISTIO_META_CLUSTER_ID");
+    o->cluster_id = cid != NULL && *cid ? cid : "Kubernetes";
 }
 
 static int parse_target(const char *addr, const char *cluster, struct keel_proxy_target *t)
@@ -73,7 +77,9 @@ int keel_proxy_tcp_route_parse(const char *spec, struct keel_proxy_tcp_route *r)
 {
     char listen[KEEL_ADDR_STRLEN];
     const char *eq = strchr(spec, '=');
+    bool inbound = r->inbound;
     memset(r, 0, sizeof(*r));
+    r->inbound = inbound;
     if (eq == NULL || (size_t)(eq - spec) >= sizeof(listen))
         return KEEL_EINVAL;
     memcpy(listen, spec, (size_t)(eq - spec));
@@ -83,7 +89,11 @@ int keel_proxy_tcp_route_parse(const char *spec, struct keel_proxy_tcp_route *r)
     keel_addr_format((const struct sockaddr *)&r->listen.ss, r->listen_str, sizeof(r->listen_str));
     char cluster[160];
     snprintf(cluster, sizeof(cluster), "outbound|%d||%s", keel_addr_port(&r->listen), eq + 1);
-    return parse_target(eq + 1, cluster, &r->target);
+    int rc = parse_target(eq + 1, cluster, &r->target);
+    if (rc == 0 && r->inbound) /* set by the caller before: --tcp-inbound */
+        snprintf(r->target.cluster, sizeof(r->target.cluster), "inbound|%d||",
+                 keel_addr_port(&r->target.addr));
+    return rc;
 }
 
 static bool enabled(const char *addr) { return addr == NULL || (*addr && strcmp(addr, "off")); }
@@ -211,6 +221,8 @@ static int build(struct server *srv, const struct keel_proxy_options *o)
         if (add_listener(srv, LISTEN_TCP, o->tcp_routes[i].listen_str,
                          (int)(1 + o->n_routes + i)) < 0)
             return -1;
+        else
+            srv->listeners[srv->n_listeners - 1].tcp_inbound = o->tcp_routes[i].inbound;
     if (keel_addr_parse(o->admin ? o->admin : "127.0.0.1:15000", &srv->admin_addr) < 0) {
         keel_log_error("bad --admin address");
         return -1;

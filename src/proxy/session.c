@@ -152,6 +152,7 @@ static void reset_request(struct session *s)
     s->path = s->authority = (struct keel_str){ NULL, 0 };
     s->service_time[0] = '\0';
     s->peer.present = false;
+    s->peer_from_registry = false;
     s->svc_host = s->svc_name = s->svc_ns = (struct keel_str){ NULL, 0 };
     route_state_reset(s);
     if (s->wg != NULL) {
@@ -266,6 +267,7 @@ void session_close(struct session *s)
         return;
     s->phase = PH_CLOSED;
     keel_timer_cancel(w->loop, &s->timer);
+    session_report_stop(s);
     if (s->u != NULL) {
         upconn_release(s->u, false);
         s->u = NULL;

@@ -75,9 +75,16 @@ void session_local_reply(struct session *s, int status, uint32_t flags, const ch
         s->keepalive = false;
     size_t blen = strlen(body);
     size_t before = keel_buf_len(&s->out);
-    keel_buf_printf(&s->out, "HTTP/1.1 %d %s\r\ncontent-length: %zu\r\ncontent-type: text/plain\r\n%s\r\n",
+    keel_buf_printf(&s->out, "HTTP/1.1 %d %s\r\ncontent-length: %zu\r\ncontent-type: text/plain\r\n%s",
                     status, reason_phrase(status), blen,
                     s->keepalive ? "" : "connection: close\r\n");
+    /* telemetry: the inbound sidecar names itself on its own error replies too (503 UF
+     * from the app), so the client side still knows the destination */
+    const struct proxy_gen *lg = (s->wg != NULL ? s->wg : s->w->cur)->g;
+    if (s->spec->kind == LISTEN_INBOUND && lg->self != NULL)
+        append_header(&s->out, LIT(KEEL_PEER_HEADER),
+                      (struct keel_str){ keel_buf_rptr(&lg->metadata), keel_buf_len(&lg->metadata) });
+    keel_buf_append(&s->out, "\r\n", 2);
     s->res_head_bytes = keel_buf_len(&s->out) - before;
     bool head = s->started && s->req.method.len == 4 && memcmp(s->req.method.p, "HEAD", 4) == 0;
     if (!head) {

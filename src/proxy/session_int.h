@@ -82,6 +82,9 @@ struct session {
     struct keel_str rid;           /* the id as forwarded: received, or request_id */
     bool generated_id;
     struct keel_peer peer;         /* the other sidecar's identity, if it sent one */
+    bool peer_from_registry;       /* peer filled from the registry endpoint (fallback) */
+    struct keel_timer report_timer; /* TCP: periodic report while open (session_log.c) */
+    uint64_t reported_rx, reported_tx; /* TCP: bytes already reported */
     struct keel_str svc_host, svc_name, svc_ns; /* the destination service */
     struct route_state rt;         /* VirtualService route, fault, retries (route.c) */
 
@@ -148,6 +151,7 @@ bool session_tunnel(struct session *s);
 
 /* session_log.c */
 void session_report(struct session *s, const struct keel_access_record *r, const char *tcp_event);
+void session_report_stop(struct session *s); /* session_close: no more periodic reports */
 void session_log_exchange(struct session *s);
 void session_count_status(struct session *s);
 

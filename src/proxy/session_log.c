@@ -2,15 +2,135 @@
  * from one keel_access_record. */
 #include "proxy/session_int.h"
 
-/* The telemetry report of the exchange described by r (DESIGN.md data flow 1-3). */
+#include "expr/expr.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Who a registry workload is, as peer metadata would have said (labels point into the
+ * generation's config, which outlives the report). */
+static void peer_from_workload(struct session *s, const struct keel_registry_workload *wl,
+                               const char *cluster)
+{
+    struct keel_peer *p = &s->peer;
+    memset(p, 0, sizeof(*p));
+    p->present = true;
+    p->name = keel_str_c(wl->name);
+    p->namespace = keel_str_c(wl->namespace);
+    p->service_account = keel_str_c(wl->service_account);
+    p->cluster = keel_str_c(cluster); /* the registry is this cluster's */
+    for (size_t i = 0; i < wl->n_labels && p->n_labels < KEEL_PEER_MAX_LABELS; i++)
+        p->labels[p->n_labels++] = (struct keel_str_pair){ keel_str_c(wl->labels[i].key),
+                                                           keel_str_c(wl->labels[i].value) };
+    s->peer_from_registry = true;
+}
+
+/* A WorkloadEntry at this socket address: by address and one of its ports (port 0: by
+ * address alone). Only a unique match counts; several workloads behind one address
+ * (one node, one loopback) are not told apart by it. */
+static const struct keel_registry_workload *workload_at(const struct keel_config *cfg,
+                                                        const struct keel_addr *a, bool with_port)
+{
+    char host[KEEL_ADDR_STRLEN];
+    keel_addr_format((const struct sockaddr *)&a->ss, host, sizeof(host));
+    char *colon = strrchr(host, ':');
+    if (colon == NULL)
+        return NULL;
+    *colon = '\0';
+    int port = atoi(colon + 1);
+    const char *ip = host;
+    if (ip[0] == '[') { /* [v6] */
+        ip++;
+        size_t n = strlen(ip);
+        if (n > 0)
+            host[n] = '\0';
+    }
+    const struct keel_registry_workload *found = NULL;
+    for (size_t i = 0; i < cfg->n_workloads; i++) {
+        const struct keel_registry_workload *wl = &cfg->workloads[i];
+        if (wl->address == NULL || strcmp(wl->address, ip) != 0)
+            continue;
+        bool port_ok = !with_port;
+        for (size_t j = 0; j < wl->n_ports && !port_ok; j++)
+            port_ok = wl->ports_num != NULL && wl->ports_num[j] == port;
+        if (!port_ok)
+            continue;
+        if (found != NULL)
+            return NULL; /* ambiguous */
+        found = wl;
+    }
+    return found;
+}
+
+/* TCP has no header to carry peer metadata (Istio exchanges it in an ALPN-negotiated
+ * mTLS preamble; keel has no TLS yet), so both sides take it from the registry: the
+ * client side names the destination by the endpoint it connects to, the server side the
+ * source by the client's address when exactly one WorkloadEntry has it. */
+static void tcp_identity(struct session *s, const struct proxy_gen *g)
+{
+    if (s->peer.present || s->peer_from_registry)
+        return;
+    s->peer_from_registry = true; /* looked up once per connection, found or not */
+    const struct keel_registry_workload *wl = NULL;
+    if (s->spec->tcp_inbound) {
+        wl = workload_at(g->cfg, &s->remote_addr, false);
+        if (g->self_service != NULL) {
+            s->svc_host = keel_str_c(g->self_service->fqdn);
+            s->svc_name = keel_str_c(g->self_service->name);
+            s->svc_ns = keel_str_c(g->self_service->namespace);
+        }
+    } else if (s->target != NULL) {
+        wl = s->target->workload != NULL ? s->target->workload
+                                         : workload_at(g->cfg, &s->target->addr, true);
+        if (wl != NULL && wl->n_services > 0) {
+            s->svc_host = keel_str_c(wl->services[0]->fqdn);
+            s->svc_name = keel_str_c(wl->services[0]->name);
+            s->svc_ns = keel_str_c(wl->services[0]->namespace);
+        }
+    }
+    if (wl != NULL)
+        peer_from_workload(s, wl, g->cluster_id);
+}
+
+static void on_report_timer(struct keel_timer *t);
+static bool session_report_fill(struct session *s, const struct keel_access_record *r, const char *tcp_event,
+                                bool want_bag);
+
+/* The telemetry report of the exchange described by r (DESIGN.md data flow 1-3). TCP
+ * reports carry the bytes since the connection's previous report. */
 void session_report(struct session *s, const struct keel_access_record *r, const char *tcp_event)
 {
-    if (s->wg == NULL || session_srv(s)->opt->telemetry_off)
-        return;
-    const struct proxy_gen *g = s->wg->g;
+    session_report_fill(s, r, tcp_event, false);
+}
+
+/* Fill the worker's bag for r and, unless bag_only, report it to the telemetry engine.
+ * Returns false when nothing was filled (telemetry off and no bag asked for). */
+static bool session_report_fill(struct session *s, const struct keel_access_record *r, const char *tcp_event,
+                                bool want_bag)
+{
+    bool report = s->wg != NULL && !session_srv(s)->opt->telemetry_off;
+    if (!report && !want_bag)
+        return false;
+    const struct proxy_gen *g = (s->wg != NULL ? s->wg : s->w->cur)->g;
+    bool tcp = s->spec->kind == LISTEN_TCP;
+    bool inbound = s->spec->kind == LISTEN_INBOUND || (tcp && s->spec->tcp_inbound);
+    if (tcp)
+        tcp_identity(s, g);
+    else if (!inbound && !s->peer.present && s->target != NULL && s->target->workload != NULL &&
+             session_srv(s)->opt->role != KEEL_PROXY_WAYPOINT)
+        /* no peer header came back (a local reply: UF, UH, timeouts): the endpoint we
+         * picked still names the destination, as Istio's endpoint metadata does */
+        peer_from_workload(s, s->target->workload, g->cluster_id);
+    uint64_t rx = 0, tx = 0;
+    if (tcp) {
+        rx = s->bytes_received - s->reported_rx;
+        tx = s->bytes_sent - s->reported_tx;
+        s->reported_rx = s->bytes_received;
+        s->reported_tx = s->bytes_sent;
+    }
     struct report_in in = {
         .r = r,
-        .outbound = s->spec->kind != LISTEN_INBOUND,
+        .outbound = !inbound,
         .waypoint = session_srv(s)->opt->role == KEEL_PROXY_WAYPOINT && s->spec->kind == LISTEN_OUTBOUND,
         .src_peer = &s->rt.src_peer,
         .self = g->self != NULL ? &g->identity : NULL,
@@ -23,11 +143,42 @@ void session_report(struct session *s, const struct keel_access_record *r, const
         .service_namespace = s->svc_ns,
         .reporter_uid = g->self != NULL ? g->self_uid : NULL,
         .tcp_event = tcp_event,
-        .tcp_received_delta = r->bytes_received,
-        .tcp_sent_delta = r->bytes_sent,
+        .tcp_received_delta = rx,
+        .tcp_sent_delta = tx,
     };
     report_fill(s->w->report, &in);
+    if (!report)
+        return true;
     keel_telemetry_report(g->tel, s->w->tel, &s->w->report->bag);
+    if (tcp && !strcmp(tcp_event, "open")) { /* then every reportingInterval while open */
+        s->report_timer.cb = on_report_timer;
+        keel_timer_set(s->w->loop, &s->report_timer, keel_telemetry_reporting_interval_ms(g->tel));
+    }
+    return true;
+}
+
+/* An open TCP connection's bytes so far (Istio's periodic TCP report): the byte
+ * counters grow while it is open, not only when it closes. */
+static void on_report_timer(struct keel_timer *t)
+{
+    struct session *s = (struct session *)((char *)t - offsetof(struct session, report_timer));
+    if (s->phase == PH_CLOSED || s->wg == NULL)
+        return;
+    struct keel_access_record r = { .is_tcp = true, .start_us = s->t_start_wall_us,
+                                    .duration_us = keel_loop_now_us(s->w->loop) - s->t_start_us,
+                                    .bytes_received = s->bytes_received,
+                                    .bytes_sent = s->bytes_sent,
+                                    .upstream_host = keel_str_c(s->up_host),
+                                    .downstream_local = keel_str_c(s->local),
+                                    .downstream_remote = keel_str_c(s->remote) };
+    session_report(s, &r, "continue");
+    keel_timer_set(s->w->loop, &s->report_timer, keel_telemetry_reporting_interval_ms(s->wg->g->tel));
+}
+
+void session_report_stop(struct session *s)
+{
+    if (keel_timer_armed(&s->report_timer))
+        keel_timer_cancel(s->w->loop, &s->report_timer);
 }
 
 void session_log_exchange(struct session *s)
@@ -76,11 +227,27 @@ void session_log_exchange(struct session *s)
         r.route_name = keel_str_c(s->rt.http->name);
     else if (!r.is_tcp && s->target != NULL)
         r.route_name = LIT("default");
-    /* the log of the generation the request started on (a bad request: the current one) */
-    struct access_log *al = (s->wg != NULL ? s->wg : w->cur)->g->log;
-    if (al != NULL)
+    /* the log of the generation the request started on (a bad request: the current one);
+     * once the Telemetry API configures access logging, the mesh's accessLogFile is its
+     * "envoy" provider and no longer logs everything by itself (--access-log still does) */
+    const struct proxy_gen *g = (s->wg != NULL ? s->wg : w->cur)->g;
+    struct access_log *al = g->log;
+    if (al != NULL && (!g->tlogs_configured || al == session_srv(s)->flag_log))
         worker_log_line(w, al, &r);
-    session_report(s, &r, "close");
+    bool filled = session_report_fill(s, &r, "close", g->n_tlogs > 0);
+    bool outbound = !(s->spec->kind == LISTEN_INBOUND || (r.is_tcp && s->spec->tcp_inbound));
+    for (size_t i = 0; i < g->n_tlogs && filled; i++) {
+        const struct gen_log *tl = &g->tlogs[i];
+        if (tl->client != outbound)
+            continue;
+        if (tl->filter != NULL) { /* Envoy's CEL filter: logs only on true; an error is false */
+            struct keel_value v;
+            if (keel_expr_eval(tl->filter, &w->report->bag, &v, NULL) < 0 || v.type != KEEL_VALUE_BOOL ||
+                !v.u.b)
+                continue;
+        }
+        worker_log_line(w, tl->al, &r);
+    }
 }
 
 void session_count_status(struct session *s)

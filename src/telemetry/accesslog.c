@@ -17,6 +17,8 @@
 
 #include "core/json.h"
 #include "telemetry/accesslog_int.h"
+
+#include "core/rand.h"
 #include "telemetry/response_flags.h"
 
 #include <stdint.h>
@@ -288,6 +290,32 @@ static void get_value(const struct keel_accesslog_format *f, const struct al_op 
         }
         if (v->s.len == 0 && (o->flags & AL_F_REQID))
             v->s = r->request_id;
+        if (v->s.len > 0 && (o->flags & AL_F_NOQUERY)) {
+            const char *q = memchr(v->s.p, '?', v->s.len);
+            if (q != NULL)
+                v->s.len = (size_t)(q - v->s.p);
+        }
+        break;
+    case AL_QUERY_PARAM: {
+        const char *q = r->path.len ? memchr(r->path.p, '?', r->path.len) : NULL;
+        const char *end = r->path.p + r->path.len, *name = f->arena + o->noff[0];
+        for (const char *p = q ? q + 1 : end; p < end;) {
+            const char *amp = memchr(p, '&', (size_t)(end - p));
+            const char *stop = amp ? amp : end;
+            const char *eq = memchr(p, '=', (size_t)(stop - p));
+            const char *kend = eq ? eq : stop;
+            if ((size_t)(kend - p) == o->nlen[0] && memcmp(p, name, o->nlen[0]) == 0) {
+                if (eq != NULL)
+                    v->s = (struct keel_str){ eq + 1, (size_t)(stop - eq - 1) };
+                break;
+            }
+            p = stop + 1;
+        }
+        break;
+    }
+    case AL_UNIQUE_ID:
+        keel_uuid4(scratch);
+        v->s = (struct keel_str){ scratch, 36 };
         break;
     case AL_STRFIELD:
         v->s = *rec_str(r, o->field);

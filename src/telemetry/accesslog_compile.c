@@ -58,7 +58,7 @@ static const char *const istio_json[][2] = {
 enum al_arg { ARG_NONE, ARG_OPT, ARG_REQ };
 
 /* special compile-time handling beyond the row's id */
-enum al_special { SP_NONE, SP_HOSTNAME, SP_ENV, SP_HEADER };
+enum al_special { SP_NONE, SP_HOSTNAME, SP_ENV, SP_HEADER, SP_PATH, SP_QUERY };
 
 struct al_opdef {
     const char *name;
@@ -77,6 +77,15 @@ struct al_opdef {
 static const struct al_opdef opdefs[] = {
     { "START_TIME", AL_START_TIME, ARG_OPT, 0, 0, 0, SP_NONE },
     { "REQ", AL_REQ, ARG_REQ, H, 0, 0, SP_HEADER },
+    { "REQ_WITHOUT_QUERY", AL_REQ, ARG_REQ, H | AL_F_NOQUERY, 0, 0, SP_HEADER },
+    { "PATH", AL_REQ, ARG_OPT, H, 0, 0, SP_PATH },
+    { "QUERY_PARAM", AL_QUERY_PARAM, ARG_REQ, H, 0, 0, SP_QUERY },
+    { "UNIQUE_ID", AL_UNIQUE_ID, ARG_NONE, 0, 0, 0, SP_NONE },
+    { "UPSTREAM_HOST_NAME", AL_STRFIELD, ARG_NONE, 0, 0, R(upstream_host), SP_NONE },
+    { "UPSTREAM_HOST_NAME_WITHOUT_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_NOPORT, R(upstream_host), SP_NONE },
+    { "UPSTREAM_CONNECTION_ID", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
+    { "METADATA", AL_UNSET, ARG_REQ, 0, 0, 0, SP_NONE },
+    { "ACCESS_LOG_TYPE", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
     { "RESP", AL_RESP, ARG_REQ, H, 0, 0, SP_HEADER },
     { "TRAILER", AL_UNSET, ARG_REQ, H, 0, 0, SP_NONE },
     { "PROTOCOL", AL_STRFIELD, ARG_NONE, H, 0, R(protocol), SP_NONE },
@@ -136,39 +145,42 @@ static const struct al_opdef opdefs[] = {
     { "VIRTUAL_CLUSTER_NAME", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
     { "LOCAL_REPLY_BODY", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
     { "FILTER_CHAIN_NAME", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
-    { "GRPC_STATUS", AL_UNSET, ARG_OPT, 0, 0, 0, SP_NONE },
     { "DYNAMIC_METADATA", AL_UNSET, ARG_REQ, 0, 0, 0, SP_NONE },
     { "CLUSTER_METADATA", AL_UNSET, ARG_REQ, 0, 0, 0, SP_NONE },
     { "UPSTREAM_METADATA", AL_UNSET, ARG_REQ, 0, 0, 0, SP_NONE },
     { "FILTER_STATE", AL_UNSET, ARG_REQ, 0, 0, 0, SP_NONE },
-    { "DOWNSTREAM_LOCAL_URI_SAN", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
-    { "DOWNSTREAM_PEER_URI_SAN", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
-    { "DOWNSTREAM_LOCAL_SUBJECT", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
-    { "DOWNSTREAM_PEER_SUBJECT", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
-    { "DOWNSTREAM_PEER_ISSUER", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
-    { "DOWNSTREAM_TLS_VERSION", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
-    { "DOWNSTREAM_TLS_CIPHER", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
-    { "DOWNSTREAM_TLS_SESSION_ID", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
-    { "DOWNSTREAM_PEER_FINGERPRINT_256", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
-    { "DOWNSTREAM_PEER_FINGERPRINT_1", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
-    { "DOWNSTREAM_PEER_SERIAL", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
-    { "DOWNSTREAM_PEER_CERT", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
-    { "DOWNSTREAM_PEER_CERT_V_START", AL_UNSET, ARG_OPT, 0, 0, 0, SP_NONE },
-    { "DOWNSTREAM_PEER_CERT_V_END", AL_UNSET, ARG_OPT, 0, 0, 0, SP_NONE },
-    { "UPSTREAM_TLS_VERSION", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
-    { "UPSTREAM_TLS_CIPHER", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
-    { "UPSTREAM_TLS_SESSION_ID", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
-    { "UPSTREAM_PEER_SUBJECT", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
-    { "UPSTREAM_PEER_ISSUER", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
-    { "UPSTREAM_LOCAL_SUBJECT", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
-    { "UPSTREAM_PEER_URI_SAN", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
-    { "UPSTREAM_LOCAL_URI_SAN", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
-    { "UPSTREAM_PEER_CERT", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
 };
 
 #undef R
 #undef H
 #undef Z
+
+/* Envoy operators that cannot apply to keel's connections: refused at load with the
+ * reason, rather than printed as "-" forever. (REQUESTED_SERVER_NAME and
+ * UPSTREAM_TRANSPORT_FAILURE_REASON stay: Istio's default format names them.) */
+static const char NO_TLS[] = "keel has no TLS yet (plaintext HTTP/1.1 and TCP): no certificate, SNI or cipher";
+static const char NO_GRPC[] = "keel proxies HTTP/1.1 and TCP, not gRPC (HTTP/2): there is no gRPC status";
+static const struct {
+    const char *prefix;
+    const char *why;
+} refused[] = {
+    { "DOWNSTREAM_LOCAL_URI_SAN", NO_TLS }, { "DOWNSTREAM_PEER_", NO_TLS }, { "DOWNSTREAM_LOCAL_SUBJECT", NO_TLS },
+    { "DOWNSTREAM_TLS_", NO_TLS }, { "DOWNSTREAM_LOCAL_DNS_SAN", NO_TLS }, { "DOWNSTREAM_LOCAL_IP_SAN", NO_TLS },
+    { "UPSTREAM_TLS_", NO_TLS }, { "UPSTREAM_PEER_", NO_TLS }, { "UPSTREAM_LOCAL_SUBJECT", NO_TLS },
+    { "UPSTREAM_LOCAL_URI_SAN", NO_TLS }, { "UPSTREAM_LOCAL_DNS_SAN", NO_TLS }, { "TLS_JA3_FINGERPRINT", NO_TLS },
+    { "GRPC_STATUS", NO_GRPC }, { "GRPC_STATUS_NUMBER", NO_GRPC },
+};
+
+static const char *refused_why(const char *name, size_t n)
+{
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        size_t pl = strlen(refused[i].prefix);
+        bool prefix = refused[i].prefix[pl - 1] == '_';
+        if ((prefix ? n >= pl : n == pl) && memcmp(name, refused[i].prefix, pl) == 0)
+            return refused[i].why;
+    }
+    return NULL;
+}
 
 /* ---- compiler state ---- */
 
@@ -455,6 +467,9 @@ static int compile_time_fmt(struct cc *c, struct al_op *o, const char *p, size_t
 static int compile_op(struct cc *c, const struct opsyn *s, int mode, size_t col)
 {
     const struct al_opdef *d = opdef_find(s->name, s->name_len);
+    const char *why = d == NULL ? refused_why(s->name, s->name_len) : NULL;
+    if (why != NULL)
+        return fail(c, col, "operator %.*s cannot apply: %s", (int)s->name_len, s->name, why);
     if (d == NULL)
         return fail(c, col, "unknown operator %.*s", (int)s->name_len, s->name);
     if (d->arg == ARG_NONE && s->arg != NULL)
@@ -475,6 +490,21 @@ static int compile_op(struct cc *c, const struct opsyn *s, int mode, size_t col)
     switch (d->special) {
     case SP_HEADER:
         return compile_header_op(c, o, s, col);
+    case SP_PATH: /* %PATH%, %PATH(WQ|NQ[:ORIG|PATH])%: with or without the query */
+        o->n_names = 1;
+        o->pseudo[0] = AL_PS_PATH;
+        o->noff[0] = arena_put(c, ":path", 5);
+        o->nlen[0] = 5;
+        if (s->arg != NULL && s->arg_len >= 2 && memcmp(s->arg, "NQ", 2) == 0)
+            o->flags |= AL_F_NOQUERY;
+        else if (s->arg != NULL && s->arg_len > 0 && !(s->arg_len >= 2 && memcmp(s->arg, "WQ", 2) == 0))
+            return fail(c, col, "PATH takes WQ or NQ, optionally :ORIG or :PATH");
+        return 0;
+    case SP_QUERY:
+        o->noff[0] = arena_put(c, s->arg, s->arg_len);
+        o->nlen[0] = (uint32_t)s->arg_len;
+        o->n_names = 1;
+        return 0;
     case SP_HOSTNAME:
         if (!c->have_hostname) {
             if (gethostname(c->hostname, sizeof(c->hostname)) != 0)

@@ -26,6 +26,8 @@ enum al_id {
     AL_ATTEMPTS,
     AL_DURATION,        /* int64_t microseconds at record + field; < 0 unset; ms printed */
     AL_ZERO,            /* always the number 0 */
+    AL_QUERY_PARAM,     /* a query parameter of the path, name at noff[0] */
+    AL_UNIQUE_ID,       /* a fresh UUID v4 per line */
 };
 
 /* How the value is written. */
@@ -44,6 +46,7 @@ enum al_pseudo { AL_PS_NONE, AL_PS_METHOD, AL_PS_PATH, AL_PS_AUTHORITY, AL_PS_SC
 #define AL_F_TCP_ZERO 0x02    /* TCP records: the number 0 */
 #define AL_F_REQID 0x04       /* REQ(x-request-id): falls back to record.request_id */
 #define AL_F_TRUNC 0x08       /* trunc is set */
+#define AL_F_NOQUERY 0x10     /* REQ: the value up to its '?' (REQ_WITHOUT_QUERY, PATH(NQ)) */
 
 #define AL_MAX_NAMES 2
 

@@ -141,6 +141,12 @@ void keel_telemetry_report(const struct keel_telemetry *t, struct keel_telemetry
         tel_rules_run(t, sh, bag);
 }
 
+int64_t keel_telemetry_reporting_interval_ms(const struct keel_telemetry *t)
+{
+    return t != NULL && t->reporting_interval_ms > 0 ? t->reporting_interval_ms
+                                                      : KEEL_TELEMETRY_REPORTING_INTERVAL_MS;
+}
+
 void keel_telemetry_shard_tick(struct keel_telemetry_shard *sh, uint64_t now_ns, uint64_t max_age_ns)
 {
     keel_metrics_shard_tick(sh->ms, now_ns);

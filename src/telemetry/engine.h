@@ -34,6 +34,7 @@
 #include "attr/attr.h"
 #include "config/config.h"
 #include "core/buf.h"
+#include "telemetry/accesslog.h"
 #include "telemetry/metrics.h"
 
 #include <stdint.h>
@@ -81,5 +82,32 @@ struct keel_telemetry_output *keel_telemetry_shard_output(struct keel_telemetry_
 /* Once per event-loop turn on sh's thread: advance the shard's clock and, when
  * max_age_ns > 0, every max_age_ns / 2 drop the series not updated for max_age_ns. */
 void keel_telemetry_shard_tick(struct keel_telemetry_shard *sh, uint64_t now_ns, uint64_t max_age_ns);
+
+/* How often an open TCP connection reports its bytes: the reportingInterval of the
+ * Telemetry resources in scope (the most specific one that sets it wins), else Istio's
+ * default, 5 s (KEEL_TELEMETRY_REPORTING_INTERVAL_MS). */
+#define KEEL_TELEMETRY_REPORTING_INTERVAL_MS 5000
+
+/* Telemetry API access logging (log_plan.c): one entry per provider and reporter side
+ * that logs. The proxy opens a destination per distinct (path, encoding, format) and
+ * writes a line when the side matches and the filter (CEL, compiled at load) is true. */
+struct keel_telemetry_log {
+    const char *provider;
+    const char *path;
+    enum keel_accesslog_encoding encoding;
+    const char *format;        /* TEXT: the format string; JSON: a JSON object; NULL: Istio's */
+    const struct keel_expr *filter; /* NULL: every exchange */
+    bool client;               /* the client side (outbound, reporter="source"); else server */
+};
+#define KEEL_TELEMETRY_MAX_LOGS 32
+/* Fill out (at most KEEL_TELEMETRY_MAX_LOGS). *configured: whether the Telemetry API or
+ * defaultProviders.accessLogging speak about access logging for this proxy at all (then
+ * the mesh's legacy accessLogFile no longer logs by itself: it is the "envoy" provider).
+ * Strings point into cfg, except JSON formats built from labels, which go to *json (the
+ * caller frees it after opening the logs). */
+size_t keel_telemetry_access_logs(const struct keel_config *cfg, const struct keel_telemetry_workload *self,
+                                  struct keel_telemetry_log *out, bool *configured, struct keel_buf *json,
+                                  struct keel_diag *diags);
+int64_t keel_telemetry_reporting_interval_ms(const struct keel_telemetry *t);
 
 #endif

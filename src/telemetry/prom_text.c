@@ -17,6 +17,18 @@ size_t keel_metrics_fmt_float(double v, char *dst)
     return keel_fmt_double(v, 'g', dst);
 }
 
+/* A bucket bound as Envoy writes it (fmt "{:.32g}"): whole numbers in full, so
+ * le="1800000", not Go's "1.8e+06"; the rest as the shortest form (Istio's bounds are
+ * all exact in binary, where the two agree). */
+static void fmt_le(double v, char *dst)
+{
+    if (v == floor(v) && fabs(v) < 1e15) {
+        snprintf(dst, 40, "%.0f", v);
+        return;
+    }
+    dst[keel_metrics_fmt_float(v, dst)] = '\0';
+}
+
 static void put_float(struct keel_buf *out, double v)
 {
     char tmp[KEEL_FMT_DOUBLE_MAX];
@@ -220,7 +232,7 @@ static void put_series(struct keel_buf *out, const struct keel_metrics_family *f
     for (size_t b = 0; b <= f->n_bounds; b++) {
         cum += m->buckets[b];
         if (b < f->n_bounds)
-            keel_metrics_fmt_float(f->bounds[b], le);
+            fmt_le(f->bounds[b], le);
         else
             strcpy(le, "+Inf");
         keel_buf_append_str(out, f->name);

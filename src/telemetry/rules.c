@@ -167,6 +167,17 @@ static struct tel_prom_target *prom_plan(struct keel_telemetry *t, const struct 
     prom_safe(m->namespace && m->namespace[0] ? m->namespace : "istio", prefix, sizeof(prefix));
     prom_safe(m->name && m->name[0] ? m->name : m->instance_name.s, name, sizeof(name));
     snprintf(full, sizeof(full), "%s_%s", prefix, name);
+    /* one family, one definition: a Mixer metric may not feed a family the standard
+     * metrics record (Mixer's default requestcount -> istio_requests_total): that would
+     * count every request twice. (Two handler metrics of one name are a load error.) */
+    if (tel_std_family_active(t, full) >= 0) {
+        if (d)
+            keel_diag_warn(d, m->pos.file, m->pos.line, m->pos.col,
+                           "%s is a standard metric of this proxy (Telemetry v2); this Mixer metric "
+                           "(instance %s) is not recorded, so no request is counted twice",
+                           full, in->obj->fqn);
+        return NULL;
+    }
     pt->err_label = keel_str_c(tel_pstrdup(t, full));
     /* labels: sanitised names sorted (Go client order); each bound to its dimension */
     size_t n = m->n_label_names;

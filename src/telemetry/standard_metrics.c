@@ -120,13 +120,26 @@ static void apply_override(struct merge_state *ms, const struct keel_config_metr
             ms->all_disabled[modes[i]] = true;
         return;
     }
+    /* customMetric names a metric as the stats plugin does, without "istio_"
+     * ("requests_total"), or in full; keel defines no other metrics to match */
+    int custom = -1;
+    if (ov->custom_metric) {
+        const char *cm = ov->custom_metric;
+        for (int k = 0; k < TM__COUNT && custom < 0; k++)
+            if (!strcmp(std_metrics[k].name, cm) || !strcmp(std_metrics[k].name + 6, cm))
+                custom = k;
+        if (custom < 0) {
+            if (d)
+                keel_diag_warn(d, ov->pos.file, ov->pos.line, ov->pos.col,
+                               "customMetric \"%s\" names no metric of this proxy; override ignored", cm);
+            return;
+        }
+    }
     for (int i = 0; i < nm; i++) {
         int m = modes[i];
         ms->all_disabled[m] = false;
-        if (ov->custom_metric)
-            continue; /* no custom metric definitions here */
         for (int k = 0; k < TM__COUNT; k++) {
-            if (!all && std_metrics[k].cfg_metric != ov->metric)
+            if (custom >= 0 ? k != custom : (!all && std_metrics[k].cfg_metric != ov->metric))
                 continue;
             if (ov->disabled >= 0)
                 ms->disabled[m][k] = ov->disabled;
@@ -137,8 +150,8 @@ static void apply_override(struct merge_state *ms, const struct keel_config_metr
 }
 
 /* root, then namespace (the first selector-less one), then workload-selected resources */
-static size_t scoped_telemetry(const struct keel_config *cfg, const struct keel_telemetry_workload *self,
-                               const struct keel_config_telemetry **out, size_t cap)
+size_t tel_scoped_telemetry(const struct keel_config *cfg, const struct keel_telemetry_workload *self,
+                            const struct keel_config_telemetry **out, size_t cap)
 {
     const char *ns = self && self->namespace ? self->namespace : "default";
     const char *root = cfg->mesh.root_namespace ? cfg->mesh.root_namespace : "istio-system";
@@ -255,7 +268,11 @@ static void build_metric(struct keel_telemetry *t, struct tel_std_metric_plan *m
 void tel_std_plan(struct keel_telemetry *t, const struct keel_telemetry_workload *self, struct keel_diag *d)
 {
     const struct keel_config_telemetry *scope[64];
-    size_t n_scope = scoped_telemetry(t->cfg, self, scope, 64);
+    size_t n_scope = tel_scoped_telemetry(t->cfg, self, scope, 64);
+    for (size_t i = 0; i < n_scope; i++) /* later (more specific) resources win */
+        for (size_t j = 0; j < scope[i]->n_metrics; j++)
+            if (scope[i]->metrics[j].reporting_interval_ms > 0)
+                t->reporting_interval_ms = scope[i]->metrics[j].reporting_interval_ms;
     /* provider set: an entry with providers replaces it; the final set decides */
     bool cur = defaults_have_prometheus(&t->cfg->mesh), final = cur;
     for (size_t i = 0; i < n_scope; i++)
@@ -286,6 +303,15 @@ void tel_std_plan(struct keel_telemetry *t, const struct keel_telemetry_workload
                 t->std_enabled = true;
         }
     free(ms);
+}
+
+int tel_std_family_active(const struct keel_telemetry *t, const char *name)
+{
+    for (int k = 0; k < TM__COUNT; k++)
+        if (!strcmp(std_metrics[k].name, name) && (!t->std.m[TEL_CLIENT][k].drop || !t->std.m[TEL_SERVER][k].drop) &&
+            (t->std.m[TEL_CLIENT][k].fam || t->std.m[TEL_SERVER][k].fam))
+            return k;
+    return -1;
 }
 
 /* ---- report: derive the standard labels from the bag (§6.3) ---- */

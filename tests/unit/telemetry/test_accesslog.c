@@ -171,13 +171,16 @@ static void every_operator_http(void **state)
         { "%UPSTREAM_REQUEST_ATTEMPT_COUNT%", "1" },
         { "%UPSTREAM_TRANSPORT_FAILURE_REASON%", "-" },
         { "%REQUESTED_SERVER_NAME%", "-" },
-        { "%DOWNSTREAM_TLS_VERSION%", "-" },
-        { "%DOWNSTREAM_PEER_URI_SAN%", "-" },
-        { "%UPSTREAM_TLS_VERSION%", "-" },
         { "%DYNAMIC_METADATA(istio.mixer:status)%", "-" },
         { "%FILTER_STATE(foo:PLAIN)%", "-" },
-        { "%GRPC_STATUS%", "-" },
         { "%VIRTUAL_CLUSTER_NAME%", "-" },
+        { "%REQ_WITHOUT_QUERY(:PATH)%", "/status/418" },
+        { "%PATH%", "/status/418" },
+        { "%PATH(NQ)%", "/status/418" },
+        { "%UPSTREAM_HOST_NAME%", "10.244.1.7:8080" },
+        { "%UPSTREAM_HOST_NAME_WITHOUT_PORT%", "10.244.1.7" },
+        { "%QUERY_PARAM(a)%", "-" },
+        { "%METADATA(ROUTE:istio:x)%", "-" },
         { "%ENVIRONMENT(KEEL_TEST_SURELY_UNSET_VAR)%", "-" },
         { "", "" },
         { "plain text", "plain text" },
@@ -442,9 +445,46 @@ static void expect_error(const char *fmt, const char *want1, const char *want2)
         fail_msg("format \"%s\": error \"%s\" lacks \"%s\"/\"%s\"", fmt, err, want1, want2 ? want2 : "");
 }
 
+/* REQ_WITHOUT_QUERY, PATH(NQ), QUERY_PARAM, UNIQUE_ID on a path with a query */
+static void path_and_query_operators(void **state)
+{
+    (void)state;
+    struct keel_access_record r = fx_418();
+    r.path = S("/api/v1?a=1&bb=two&c&a=3");
+    static const char *const cases[][2] = {
+        { "%REQ_WITHOUT_QUERY(:PATH)%", "/api/v1" },
+        { "%REQ(:PATH)%", "/api/v1?a=1&bb=two&c&a=3" },
+        { "%PATH%", "/api/v1?a=1&bb=two&c&a=3" },
+        { "%PATH(WQ:ORIG)%", "/api/v1?a=1&bb=two&c&a=3" },
+        { "%PATH(NQ)%", "/api/v1" },
+        { "%QUERY_PARAM(a)%", "1" },
+        { "%QUERY_PARAM(bb)%", "two" },
+        { "%QUERY_PARAM(c)%", "-" },
+        { "%QUERY_PARAM(zz)%", "-" },
+        { "%REQ_WITHOUT_QUERY(:PATH):4%", "/api" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *got = render1(cases[i][0], &r);
+        if (strcmp(got, cases[i][1]) != 0)
+            fail_msg("format \"%s\": got \"%s\", want \"%s\"", cases[i][0], got, cases[i][1]);
+    }
+    char a[64], b[64];
+    snprintf(a, sizeof(a), "%s", render1("%UNIQUE_ID%", &r));
+    snprintf(b, sizeof(b), "%s", render1("%UNIQUE_ID%", &r));
+    assert_int_equal(strlen(a), 36);
+    assert_int_equal(a[14], '4');
+    assert_string_not_equal(a, b); /* one per line */
+    teardown_pool();
+}
+
 static void compile_errors(void **state)
 {
     expect_error("abc %FOO% x", "column 5", "unknown operator FOO");
+    /* operators that cannot apply to plaintext HTTP/1.1 and TCP: refused, saying why */
+    expect_error("%DOWNSTREAM_PEER_URI_SAN%", "column 1", "cannot apply: keel has no TLS yet");
+    expect_error("x %UPSTREAM_TLS_VERSION%", "column 3", "no TLS");
+    expect_error("%GRPC_STATUS%", "column 1", "not gRPC");
+    expect_error("%PATH(XQ)%", "column 1", "WQ or NQ");
     expect_error("%RESPONSE_CODE% %BYTES_SENT% %DURATON%", "column 30", "DURATON");
     expect_error("x %", "column 3", "%%");
     expect_error("x % y", "column 3", "operator name");
@@ -507,6 +547,7 @@ int main(void)
         cmocka_unit_test(newline_appended_once),
         cmocka_unit_test(control_chars_escaped),
         cmocka_unit_test(compile_errors),
+        cmocka_unit_test(path_and_query_operators),
         cmocka_unit_test(big_values_grow_the_buffer),
     };
     return cmocka_run_group_tests_name("telemetry/accesslog", tests, NULL, NULL);

@@ -320,7 +320,7 @@ static void test_standard_labels(void **state)
     assert_true(contains(s, "connection_security_policy=\"unknown\",le=\"1\"} 1\n"));
     assert_true(contains(s, "connection_security_policy=\"unknown\",le=\"250\"} 1\n"));
     assert_true(contains(s, "connection_security_policy=\"unknown\",le=\"500\"} 2\n"));
-    assert_true(contains(s, "connection_security_policy=\"unknown\",le=\"3.6e+06\"} 2\n"));
+    assert_true(contains(s, "connection_security_policy=\"unknown\",le=\"3600000\"} 2\n"));
     assert_true(contains(s, "connection_security_policy=\"unknown\"} 301\n")); /* _sum: 1 ms + 300 ms */
     assert_true(contains(s, "istio_response_bytes_sum{reporter=\"destination\""));
     assert_null(strstr(s, "istio_tcp_"));
