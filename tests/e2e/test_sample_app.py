@@ -291,13 +291,18 @@ def test_latency_delays_each_response_without_blocking_others(app):
 def test_concurrency_caps_connections_and_sheds_idle_ones(app):
     port = app("--concurrency", "1")
     # the one slot is busy: a second client waits until it is free
-    slow = threading.Thread(target=lambda: get(port, "/delay/600"))
+    # the slow request is sent from this thread, so it is queued first; its answer is
+    # read in another
+    first = http.client.HTTPConnection("127.0.0.1", port, timeout=10 * SLOW)
     t0 = time.monotonic()
+    first.request("GET", "/delay/1500")
+    slow = threading.Thread(target=lambda: first.getresponse().read())
     slow.start()
-    time.sleep(0.1)  # let the slow request take the slot first
+    time.sleep(0.3)  # the app accepts it and takes its one slot
     assert get(port, "/healthz")[0].status == 200
-    assert time.monotonic() - t0 >= 0.5
+    assert time.monotonic() - t0 >= 1.2
     slow.join()
+    first.close()
     # the slot is held by an idle kept-alive connection: it is closed for the newcomer
     idle = http.client.HTTPConnection("127.0.0.1", port, timeout=10 * SLOW)
     idle.request("GET", "/healthz")
