@@ -136,9 +136,8 @@ static void apply_override(struct merge_state *ms, const struct keel_config_metr
     }
 }
 
-/* root, then namespace (the first selector-less one), then workload-selected resources */
-static size_t scoped_telemetry(const struct keel_config *cfg, const struct keel_telemetry_workload *self,
-                               const struct keel_config_telemetry **out, size_t cap)
+size_t keel_telemetry_scope(const struct keel_config *cfg, const struct keel_telemetry_workload *self,
+                            const struct keel_config_telemetry **out, size_t cap)
 {
     const char *ns = self && self->namespace ? self->namespace : "default";
     const char *root = cfg->mesh.root_namespace ? cfg->mesh.root_namespace : "istio-system";
@@ -255,7 +254,7 @@ static void build_metric(struct keel_telemetry *t, struct tel_std_metric_plan *m
 void tel_std_plan(struct keel_telemetry *t, const struct keel_telemetry_workload *self, struct keel_diag *d)
 {
     const struct keel_config_telemetry *scope[64];
-    size_t n_scope = scoped_telemetry(t->cfg, self, scope, 64);
+    size_t n_scope = keel_telemetry_scope(t->cfg, self, scope, 64);
     /* provider set: an entry with providers replaces it; the final set decides */
     bool cur = defaults_have_prometheus(&t->cfg->mesh), final = cur;
     for (size_t i = 0; i < n_scope; i++)
