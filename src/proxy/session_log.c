@@ -81,6 +81,8 @@ void session_log_exchange(struct session *s)
     if (al != NULL)
         worker_log_line(w, al, &r);
     session_report(s, &r, "close");
+    if (!r.is_tcp)
+        session_trace_end(s);
 }
 
 void session_count_status(struct session *s)

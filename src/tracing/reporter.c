@@ -27,7 +27,7 @@ struct keel_zipkin {
     struct keel_loop *loop;
     struct keel_span *ring;       /* KEEL_ZIPKIN_RING records */
     size_t head, count;           /* oldest queued, how many queued */
-    struct keel_zipkin_stats st;
+    struct keel_zipkin_stats *st;
     struct keel_addr addr;        /* where the queued spans go */
     bool have_addr;
     struct keel_io io;
@@ -67,7 +67,7 @@ static void disconnect(struct keel_zipkin *z)
 static void fail(struct keel_zipkin *z, const char *why)
 {
     if (z->inflight > 0) {
-        count(&z->st.failed, z->inflight);
+        count(&z->st->failed, z->inflight);
         z->inflight = 0;
     }
     keel_log_limited(KEEL_LOG_INFO, 1, "zipkin collector %s: %s; spans are dropped until it answers",
@@ -144,10 +144,10 @@ static int take_response(struct keel_zipkin *z, bool *close_after)
     }
     *close_after = m.conn_close || m.body == KEEL_HTTP_BODY_EOF;
     if (res.status >= 200 && res.status < 300) {
-        count(&z->st.sent, z->inflight);
+        count(&z->st->sent, z->inflight);
     } else {
         keel_log_limited(KEEL_LOG_INFO, 1, "zipkin collector %s answered %d", z->host, res.status);
-        count(&z->st.failed, z->inflight);
+        count(&z->st->failed, z->inflight);
     }
     z->inflight = 0;
     z->backoff_ms = 0;
@@ -285,9 +285,10 @@ static void on_guard(struct keel_timer *t)
     }
 }
 
-struct keel_zipkin *keel_zipkin_new(struct keel_loop *loop)
+struct keel_zipkin *keel_zipkin_new(struct keel_loop *loop, struct keel_zipkin_stats *st)
 {
     struct keel_zipkin *z = keel_calloc(1, sizeof(*z));
+    z->st = st;
     z->loop = loop;
     z->ring = keel_calloc(KEEL_ZIPKIN_RING, sizeof(*z->ring)); /* pages touched as used */
     z->io.fd = -1;
@@ -310,7 +311,7 @@ void keel_zipkin_free(struct keel_zipkin *z)
 struct keel_span *keel_zipkin_next(struct keel_zipkin *z)
 {
     if (z->count == KEEL_ZIPKIN_RING) {
-        count(&z->st.dropped, 1);
+        count(&z->st->dropped, 1);
         return NULL;
     }
     struct keel_span *sp = &z->ring[(z->head + z->count) % KEEL_ZIPKIN_RING];
@@ -335,7 +336,3 @@ void keel_zipkin_commit(struct keel_zipkin *z, const struct keel_addr *addr)
         keel_timer_set(z->loop, &z->flush, KEEL_ZIPKIN_FLUSH_MS);
 }
 
-const struct keel_zipkin_stats *keel_zipkin_stats(const struct keel_zipkin *z)
-{
-    return &z->st;
-}

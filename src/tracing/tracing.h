@@ -155,7 +155,7 @@ struct keel_span {
     char user_agent[128];
     char downstream_cluster[64];
     char node_id[300];
-    char canonical_service[96], canonical_revision[48], namespace[96];
+    char canonical_service[128], canonical_revision[64], namespace[128];
     uint8_t n_custom;
     struct {
         char name[64];
@@ -186,14 +186,14 @@ struct keel_zipkin_stats {
 #define KEEL_ZIPKIN_FLUSH_MS 1000     /* ... or this long after the first one */
 #define KEEL_ZIPKIN_TIMEOUT_MS 5000   /* a POST without an answer */
 
-struct keel_zipkin *keel_zipkin_new(struct keel_loop *loop);
+/* st: the counters, owned by the caller so that they outlive the reporter. */
+struct keel_zipkin *keel_zipkin_new(struct keel_loop *loop, struct keel_zipkin_stats *st);
 void keel_zipkin_free(struct keel_zipkin *z);
 /* A slot for the next span, or NULL when the ring is full (the span is dropped and
  * counted). Commit it with keel_zipkin_commit once filled. */
 struct keel_span *keel_zipkin_next(struct keel_zipkin *z);
 /* Queue the slot keel_zipkin_next gave, to be sent to addr (the plan's collector). */
 void keel_zipkin_commit(struct keel_zipkin *z, const struct keel_addr *addr);
-const struct keel_zipkin_stats *keel_zipkin_stats(const struct keel_zipkin *z);
 
 /* ------------------------------------------------------------------ in flight (inflight.c) */
 
