@@ -94,9 +94,9 @@ void session_trace_begin(struct session *s)
     if (in.has_ids) {
         c->parent_id = in.span_id; /* Istio's Zipkin: no span id shared with the peer */
     } else {
-        c->trace_hi = new_id();
+        c->trace_hi = p->trace64 ? 0 : new_id();
         c->trace_lo = new_id();
-        c->trace128 = true;
+        c->trace128 = !p->trace64;
         c->parent_id = 0;
         c->has_ids = true;
     }
@@ -245,5 +245,5 @@ void session_trace_end(struct session *s)
         }
         sp->n_custom++;
     }
-    keel_zipkin_commit(s->w->zipkin, &p->addr);
+    keel_zipkin_commit(s->w->zipkin, &p->addr, p->path);
 }

@@ -117,6 +117,7 @@ struct keel_trace_plan *keel_trace_plan_new(const struct keel_trace_plan_input *
     for (int k = 0; k < 2; k++)
         p->mode[k] = (struct keel_trace_mode){ .sampling = sampling, .report = true };
     p->max_tag_len = 256;
+    snprintf(p->path, sizeof(p->path), "/api/v2/spans");
     identity(&p->id, in);
     const char *prov = mesh->n_default_tracing_providers ? mesh->default_tracing_providers[0] : NULL;
 
@@ -160,6 +161,9 @@ struct keel_trace_plan *keel_trace_plan_new(const struct keel_trace_plan_input *
             collector = buf;
             if (ep->zipkin_max_tag_length > 0)
                 p->max_tag_len = (size_t)ep->zipkin_max_tag_length;
+            if (ep->zipkin_path != NULL && ep->zipkin_path[0] == '/')
+                snprintf(p->path, sizeof(p->path), "%s", ep->zipkin_path);
+            p->trace64 = ep->zipkin_enable_64bit_trace_id;
         }
     }
     if (in->zipkin_override != NULL)

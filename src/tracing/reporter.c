@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -39,6 +40,7 @@ struct keel_zipkin {
     int64_t backoff_ms;
     int64_t retry_at_ms;          /* no connect before this (monotonic ms) */
     char host[KEEL_ADDR_STRLEN];
+    char path[128];
 };
 
 static void kick(struct keel_zipkin *z);
@@ -96,9 +98,9 @@ static void send_batch(struct keel_zipkin *z)
     z->inflight = n;
     /* b3: 0 so that a proxy in front of the collector does not trace the tracer */
     keel_buf_printf(&z->out,
-                    "POST /api/v2/spans HTTP/1.1\r\nhost: %s\r\ncontent-type: application/json\r\n"
+                    "POST %s HTTP/1.1\r\nhost: %s\r\ncontent-type: application/json\r\n"
                     "b3: 0\r\ncontent-length: %zu\r\n\r\n",
-                    z->host, keel_buf_len(&body));
+                    z->path, z->host, keel_buf_len(&body));
     keel_buf_append(&z->out, keel_buf_rptr(&body), keel_buf_len(&body));
     keel_buf_release(&body);
     z->state = Z_BUSY;
@@ -319,8 +321,10 @@ struct keel_span *keel_zipkin_next(struct keel_zipkin *z)
     return sp;
 }
 
-void keel_zipkin_commit(struct keel_zipkin *z, const struct keel_addr *addr)
+void keel_zipkin_commit(struct keel_zipkin *z, const struct keel_addr *addr, const char *path)
 {
+    if (strcmp(z->path, path) != 0)
+        snprintf(z->path, sizeof(z->path), "%s", path);
     if (!z->have_addr || z->addr.len != addr->len || memcmp(&z->addr.ss, &addr->ss, addr->len) != 0) {
         /* a reload moved the collector: what is queued goes to the new one */
         z->addr = *addr;

@@ -109,6 +109,8 @@ struct keel_trace_plan {
     struct keel_addr addr;
     bool addr_ok;             /* collector resolved */
     size_t max_tag_len;       /* http.url path truncation (Zipkin provider maxTagLength) */
+    char path[128];           /* where spans are POSTed (provider path, /api/v2/spans) */
+    bool trace64;             /* new traces get 64-bit ids (provider enable64bitTraceId) */
     struct keel_trace_identity id;
 };
 
@@ -192,8 +194,8 @@ void keel_zipkin_free(struct keel_zipkin *z);
 /* A slot for the next span, or NULL when the ring is full (the span is dropped and
  * counted). Commit it with keel_zipkin_commit once filled. */
 struct keel_span *keel_zipkin_next(struct keel_zipkin *z);
-/* Queue the slot keel_zipkin_next gave, to be sent to addr (the plan's collector). */
-void keel_zipkin_commit(struct keel_zipkin *z, const struct keel_addr *addr);
+/* Queue the slot keel_zipkin_next gave, to be POSTed to path at addr (the plan's). */
+void keel_zipkin_commit(struct keel_zipkin *z, const struct keel_addr *addr, const char *path);
 
 /* ------------------------------------------------------------------ in flight (inflight.c) */
 
