@@ -90,6 +90,7 @@ static void telemetry_precedence(void **state)
     assert_string_equal(p->mode[KEEL_TRACE_SERVER].tags[0].value, "core");
     assert_string_equal(p->mode[KEEL_TRACE_SERVER].tags[1].value, "none"); /* env unset: default */
     keel_trace_plan_free(p);
+    keel_config_unref(cfg);
     /* namespace over root, SERVER only; a tag of the same name is replaced */
     p = plan_of(yaml, "shop", "reviews", &cfg);
     assert_true(p->mode[KEEL_TRACE_CLIENT].sampling == 10 && p->mode[KEEL_TRACE_SERVER].sampling == 50);
@@ -101,6 +102,7 @@ static void telemetry_precedence(void **state)
     assert_string_equal(p->mode[KEEL_TRACE_CLIENT].tags[0].value, "core");
     assert_true(p->mode[KEEL_TRACE_CLIENT].report);
     keel_trace_plan_free(p);
+    keel_config_unref(cfg);
     /* the workload's own: provider zk2 and no CLIENT spans */
     p = plan_of(yaml, "shop", "cart", &cfg);
     assert_string_equal(p->collector, "127.0.0.2:9412");
