@@ -148,7 +148,7 @@ void session_trace_reset(struct session *s);   /* between requests and at close 
 /* A received header that session_trace_inject replaces. */
 static inline bool session_trace_skip(const struct session *s, struct keel_str name)
 {
-    return s->tr.active && keel_trace_is_context_header(name);
+    return s->tr.active && keel_trace_rewrites(&s->tr.ctx, name);
 }
 
 /* session_tunnel.c */

@@ -190,9 +190,9 @@ void keel_trace_extract(const struct keel_http_header *h, size_t n, struct keel_
             v[k] = &h[i].value;
     }
     *c = (struct keel_trace_ctx){ .sampled = -1 };
-    struct keel_trace_ctx r;
+    struct keel_trace_ctx r, w3c = { 0 };
     if (v[H_TRACEPARENT] && keel_trace_parse_traceparent(v[H_TRACEPARENT]->p, v[H_TRACEPARENT]->len, &r) == 0)
-        *c = r;
+        *c = w3c = r;
     /* x-b3-*: every header present must be well formed */
     r = (struct keel_trace_ctx){ .sampled = -1 };
     bool ok = v[H_TRACEID] || v[H_SPANID] || v[H_PARENT] || v[H_SAMPLED] || v[H_FLAGS];
@@ -216,12 +216,23 @@ void keel_trace_extract(const struct keel_http_header *h, size_t n, struct keel_
         merge(c, &r, KEEL_TRACE_FMT_B3);
     if (v[H_B3] && keel_trace_parse_b3_single(v[H_B3]->p, v[H_B3]->len, &r) == 0)
         merge(c, &r, KEEL_TRACE_FMT_B3_SINGLE);
+    if ((c->formats & KEEL_TRACE_FMT_W3C) && (c->trace_hi != w3c.trace_hi || c->trace_lo != w3c.trace_lo)) {
+        c->formats &= (uint8_t)~KEEL_TRACE_FMT_W3C; /* B3 won with another trace */
+        c->w3c_foreign = true;
+    }
 }
 
 bool keel_trace_is_context_header(struct keel_str nm)
 {
     return (nm.len >= 5 && strncasecmp(nm.p, "x-b3-", 5) == 0) || name_is(nm, "b3", 2) ||
            name_is(nm, "traceparent", 11);
+}
+
+bool keel_trace_rewrites(const struct keel_trace_ctx *c, struct keel_str nm)
+{
+    if (name_is(nm, "traceparent", 11))
+        return !c->w3c_foreign;
+    return keel_trace_is_context_header(nm);
 }
 
 void keel_trace_hex16(uint64_t v, char out[16])

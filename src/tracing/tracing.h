@@ -37,6 +37,8 @@ struct keel_trace_ctx {
     bool trace128;       /* the trace id was received / is sent with 32 hex digits */
     uint8_t formats;     /* KEEL_TRACE_FMT_* that were found valid */
     uint8_t w3c_flags;   /* traceparent flags byte as received */
+    bool w3c_foreign;    /* a valid traceparent of another trace than the B3 one: it is
+                          * passed on unchanged, as Istio's Zipkin setup does */
 };
 
 /* Value parsers: p[0..len) is the header value (OWS already trimmed). 0, or KEEL_EINVAL
@@ -54,6 +56,9 @@ void keel_trace_extract(const struct keel_http_header *h, size_t n, struct keel_
 /* A header this module rewrites upstream (x-b3-*, b3, traceparent); tracestate and the
  * other vendors' headers pass unchanged. */
 bool keel_trace_is_context_header(struct keel_str name);
+/* Whether a proxy that propagates c replaces the received header name upstream: every
+ * context header but a foreign traceparent. */
+bool keel_trace_rewrites(const struct keel_trace_ctx *c, struct keel_str name);
 
 /* Header lines ("name: value\r\n") for c. B3 multi: sampled is sent as x-b3-sampled 1/0,
  * or x-b3-flags: 1 when debug. Return the bytes written (out must have

@@ -178,7 +178,8 @@ def test_client_sidecar_server_sidecar_one_trace(keel, backend, zipkin, tmp_path
     get(ka.outbound, "/status/503", "details:9080")
     spans = zipkin.wait(4)
     assert [s["tags"].get("error") for s in spans[2:]] == ["true", "true"]
-    assert ka.stats()['keel_tracing_spans_total{result="sent"}'] == 2
+    # counted once the collector's 202 is read, just after the receiver stored them
+    wait_stat(ka, 'keel_tracing_spans_total{result="sent"}', lambda v: v == 2)
 
 
 def test_sample_app_chain_and_tcp_port(keel, backend, zipkin, procs, tmp_path):
@@ -260,7 +261,7 @@ def test_sampling_decisions(keel, backend, zipkin, tmp_path):
     spans = zipkin.wait(2)
     # one worker sends its spans in order: none of the 50 came before these two
     assert len(spans) == 2 and spans[1].get("debug") is True and "debug" not in spans[0]
-    assert k.stats()['keel_tracing_spans_total{result="sent"}'] == 2
+    wait_stat(k, 'keel_tracing_spans_total{result="sent"}', lambda v: v == 2)
 
 
 def test_sampling_ten_percent_within_three_sigma(keel, backend, zipkin, tmp_path):

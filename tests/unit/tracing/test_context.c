@@ -146,10 +146,22 @@ static void extract_precedence(void **state)
         H("b3", "3333333333333333-4444444444444444-0"),
     };
     struct keel_trace_ctx c;
-    keel_trace_extract(h, 4, &c); /* b3 wins, every family is remembered for the way out */
+    keel_trace_extract(h, 4, &c); /* b3 wins; the families received are written back */
     assert_true(c.trace_lo == 0x3333333333333333ULL && c.span_id == 0x4444444444444444ULL);
     assert_int_equal(c.sampled, 0);
-    assert_int_equal(c.formats, KEEL_TRACE_FMT_B3 | KEEL_TRACE_FMT_B3_SINGLE | KEEL_TRACE_FMT_W3C);
+    /* ... but a traceparent of another trace passes unchanged */
+    assert_int_equal(c.formats, KEEL_TRACE_FMT_B3 | KEEL_TRACE_FMT_B3_SINGLE);
+    assert_true(c.w3c_foreign);
+    assert_false(keel_trace_rewrites(&c, (struct keel_str){ "traceparent", 11 }));
+    assert_true(keel_trace_rewrites(&c, (struct keel_str){ "x-b3-spanid", 11 }));
+    struct keel_http_header same[] = {
+        H("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        H("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736"), H("x-b3-spanid", "2222222222222222"),
+    };
+    keel_trace_extract(same, 3, &c); /* the same trace in both: both are rewritten */
+    assert_int_equal(c.formats, KEEL_TRACE_FMT_B3 | KEEL_TRACE_FMT_W3C);
+    assert_true(c.span_id == 0x2222222222222222ULL && !c.w3c_foreign);
+    assert_true(keel_trace_rewrites(&c, (struct keel_str){ "traceparent", 11 }));
     keel_trace_extract(h, 3, &c); /* then x-b3-* */
     assert_true(c.trace_lo == 0x1111111111111111ULL && c.sampled == -1);
     keel_trace_extract(h, 1, &c); /* then W3C */

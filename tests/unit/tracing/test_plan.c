@@ -131,9 +131,24 @@ static void telemetry_precedence(void **state)
     keel_config_unref(cfg);
 }
 
+static void seed003_mesh(void **state)
+{
+    struct keel_diag d;
+    struct keel_config *cfg = load_seed("003-tracing-mesh.yaml", &d);
+    assert_non_null(cfg);
+    keel_diag_fini(&d);
+    struct keel_trace_plan_input in = { .cfg = cfg, .ns = "default" };
+    struct keel_trace_plan *p = keel_trace_plan_new(&in, NULL);
+    assert_true(p->enabled && p->mode[0].sampling == 100 && p->mode[1].sampling == 100);
+    assert_string_equal(p->collector, "tracing-collector.tracing:9411");
+    keel_trace_plan_free(p);
+    keel_config_unref(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(seed003_mesh),
         cmocka_unit_test(defaults),
         cmocka_unit_test(telemetry_precedence),
     };
