@@ -44,6 +44,11 @@ static const char usage_text[] =
     "  --max-request-headers-kb N  request head size limit (60) -> 431\n"
     "  --max-headers N             request header count limit (100, at most 128) -> 431\n"
     "  --max-uri-bytes N           request target length limit (8192) -> 414\n"
+    "  --zipkin ADDR               Zipkin collector host:port for spans, over the mesh config's\n"
+    "                              (defaultConfig.tracing.zipkin.address, zipkin.istio-system:9411)\n"
+    "  --trace-link on|off         an outbound request without trace headers while an inbound one\n"
+    "                              is in flight continues that inbound trace (on)\n"
+    "  --trace-missing-log on|off  log such requests, at most once a second (off)\n"
     "  --log-level LEVEL           debug, info, warning, error (info)\n";
 
 enum {
@@ -53,6 +58,7 @@ enum {
     OPT_DRAIN_TIMEOUT, OPT_MAX_HEADERS_KB, OPT_MAX_HEADERS, OPT_MAX_URI, OPT_LOG_LEVEL,
     OPT_CONFIG_DIR, OPT_WORKLOAD, OPT_TELEMETRY, OPT_SERIES_LIMIT, OPT_METRIC_EXPIRY,
     OPT_STREAM_IDLE_TIMEOUT, OPT_MAX_CONNECTIONS, OPT_ROLE, OPT_TCP_INBOUND, OPT_CLUSTER_ID,
+    OPT_ZIPKIN, OPT_TRACE_LINK, OPT_TRACE_LOG,
 };
 
 static const struct option options[] = {
@@ -85,6 +91,9 @@ static const struct option options[] = {
     { "metric-expiry", required_argument, NULL, OPT_METRIC_EXPIRY },
     { "stream-idle-timeout", required_argument, NULL, OPT_STREAM_IDLE_TIMEOUT },
     { "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
+    { "zipkin", required_argument, NULL, OPT_ZIPKIN },
+    { "trace-link", required_argument, NULL, OPT_TRACE_LINK },
+    { "trace-missing-log", required_argument, NULL, OPT_TRACE_LOG },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -153,6 +162,18 @@ int keel_cmd_proxy(int argc, char **argv)
                 goto out;
             }
             o.n_tcp_routes++;
+            break;
+        case OPT_ZIPKIN: o.zipkin = optarg; break;
+        case OPT_TRACE_LINK:
+        case OPT_TRACE_LOG:
+            if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
+                fprintf(stderr, "keel proxy: --%s: on or off\n", options[idx].name);
+                goto out;
+            }
+            if (c == OPT_TRACE_LINK)
+                o.trace_link_off = !strcmp(optarg, "off");
+            else
+                o.trace_log = !strcmp(optarg, "on");
             break;
         case OPT_ACCESS_LOG: o.access_log = optarg; break;
         case OPT_ACCESS_LOG_FORMAT: o.access_log_format = optarg; break;

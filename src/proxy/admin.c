@@ -92,6 +92,34 @@ static void metric(struct keel_buf *out, const char *name, const char *type, con
                     (unsigned long long)v);
 }
 
+static void tracing_stats(struct server *srv, struct keel_buf *out)
+{
+    uint64_t sent = 0, dropped = 0, failed = 0;
+    for (int i = 0; i < srv->n_workers; i++) {
+        const struct keel_zipkin_stats *st = &srv->workers[i].zipkin_stats;
+        sent += atomic_load_explicit(&st->sent, memory_order_relaxed);
+        dropped += atomic_load_explicit(&st->dropped, memory_order_relaxed);
+        failed += atomic_load_explicit(&st->failed, memory_order_relaxed);
+    }
+    keel_buf_printf(out, "# HELP keel_tracing_spans_total Spans for the Zipkin collector, by what "
+                         "became of them (dropped: queue full; failed: the POST failed).\n"
+                         "# TYPE keel_tracing_spans_total counter\n"
+                         "keel_tracing_spans_total{result=\"sent\"} %llu\n"
+                         "keel_tracing_spans_total{result=\"dropped\"} %llu\n"
+                         "keel_tracing_spans_total{result=\"failed\"} %llu\n",
+                    (unsigned long long)sent, (unsigned long long)dropped,
+                    (unsigned long long)failed);
+    /* one workload per sidecar; a name that would need escaping is not printed */
+    const char *wl = srv->opt->workload;
+    if (wl == NULL || strpbrk(wl, "\"\\\n") != NULL)
+        wl = "unknown";
+    keel_buf_printf(out, "# HELP keel_trace_context_missing_total Outbound requests of the app "
+                         "without trace headers while one of its inbound requests was in flight.\n"
+                         "# TYPE keel_trace_context_missing_total counter\n"
+                         "keel_trace_context_missing_total{workload=\"%s\"} %llu\n",
+                    wl, (unsigned long long)SUM(trace_context_missing));
+}
+
 void admin_stats_prometheus(struct server *srv, struct keel_buf *out)
 {
     metric(out, "keel_downstream_cx_total", "counter", "Downstream connections accepted.",
@@ -186,6 +214,7 @@ void admin_stats_prometheus(struct server *srv, struct keel_buf *out)
                          "istio_build{component=\"proxy\",tag=\"%s\"} 1\n", KEEL_VERSION);
     metric(out, "keel_config_generation", "gauge", "Generation number of the running config.",
            srv->gen != NULL && srv->gen->cfg != NULL ? srv->gen->cfg->generation : 0);
+    tracing_stats(srv, out);
     /* the mesh's own metrics (istio_* standard metrics, Mixer prometheus handlers) follow,
      * streamed by scrape_refill */
 }

@@ -140,6 +140,15 @@ struct proxy_gen *gen_new(struct server *srv, struct keel_config *cfg)
     struct keel_diag d;
     keel_diag_init(&d);
     g->tel = keel_telemetry_new(cfg, srv->metrics, &tw, &d);
+    struct keel_trace_plan_input ti = {
+        .cfg = cfg, .ns = tw.namespace, .name = tw.name, .labels = tw.labels,
+        .n_labels = tw.n_labels, .ip = g->self != NULL ? g->self->address : NULL,
+        .gateway = tw.gateway, .zipkin_override = srv->opt->zipkin,
+        .role = srv->opt->role == KEEL_PROXY_SIDECAR ? "sidecar" : "router",
+    };
+    if (ti.name == NULL && g->self_name[0] != '\0')
+        ti.name = g->self_name;
+    g->trace = keel_trace_plan_new(&ti, &d);
     for (size_t i = 0; i < d.n; i++)
         keel_log_warn("%s", d.msgs[i]);
     keel_diag_fini(&d);
@@ -156,6 +165,7 @@ void gen_unref(struct proxy_gen *g)
     if (g == NULL || atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) != 1)
         return;
     keel_telemetry_free(g->tel);
+    keel_trace_plan_free(g->trace);
     access_log_unref(g->log);
     gen_telemetry_logs_free(g);
     free(g->self_labels);

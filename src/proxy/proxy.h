@@ -73,6 +73,9 @@ struct keel_proxy_options {
     size_t max_request_headers_kb;
     size_t max_headers;
     size_t max_uri_bytes;
+    const char *zipkin;            /* --zipkin ADDR: the collector, over the mesh config */
+    bool trace_link_off;           /* --trace-link off: the detector only counts */
+    bool trace_log;                /* --trace-missing-log: log each outbound without context */
 };
 
 void keel_proxy_options_defaults(struct keel_proxy_options *o);

@@ -14,6 +14,7 @@
 #include "proxy/report.h"
 #include "proxy/route.h"
 #include "telemetry/engine.h"
+#include "tracing/tracing.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -53,7 +54,8 @@ struct listener_spec {
     X(tcp_cx_total, "TCP proxy connections")                                  \
     X(tcp_bytes_received, "TCP proxy bytes from downstream")                  \
     X(tcp_bytes_sent, "TCP proxy bytes to downstream")                     \
-    X(peer_metadata_rejected, "Peer metadata headers refused as invalid")
+    X(peer_metadata_rejected, "Peer metadata headers refused as invalid")   \
+    X(trace_context_missing, "Outbound requests without trace context while an inbound one was in flight")
 
 struct proxy_stats {
 #define X(name, help) atomic_uint_fast64_t name;
@@ -125,6 +127,7 @@ struct proxy_gen {
     struct route_gen route;                     /* VirtualService targets, waypoints (route.c) */
     char self_ns[128];                          /* the namespace of --workload, found or not */
     char self_name[128];                        /* ... and its name (a waypoint's Gateway) */
+    struct keel_trace_plan *trace;              /* tracing of this generation (tracing/plan.c) */
 };
 
 /* A worker's handle on a generation: users = requests in flight that started on it. */
@@ -177,6 +180,8 @@ struct worker {
     struct proxy_stats stats;
     struct keel_telemetry_shard *tel;  /* metric series and stdio lines of this worker */
     struct report_scratch *report;     /* the attribute bag, refilled per report */
+    struct keel_zipkin *zipkin;        /* spans of this worker, to the collector */
+    struct keel_zipkin_stats zipkin_stats; /* read by the admin thread */
 };
 
 struct server {
@@ -201,6 +206,7 @@ struct server {
     int done_efd;                  /* each worker adds 1 when its loop has ended */
     pthread_mutex_t gen_lock;      /* guards gen while a worker takes a ref */
     struct proxy_gen *gen;         /* the current generation (main thread writes) */
+    struct keel_trace_inflight *inflight; /* inbound requests in flight (trace linking) */
 };
 
 /* gen.c */

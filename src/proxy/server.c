@@ -350,6 +350,7 @@ int keel_proxy_run(const struct keel_proxy_options *o)
         goto out;
     srv.n_workers = o->concurrency > 0 ? o->concurrency : default_concurrency();
     srv.workers = keel_calloc((size_t)srv.n_workers, sizeof(*srv.workers));
+    srv.inflight = keel_trace_inflight_new(srv.n_workers);
     c.loop = keel_loop_new();
     c.done.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     c.done.cb = on_done;
@@ -425,6 +426,7 @@ out_workers:
     keel_loop_free(c.loop);
 out:
     free(srv.workers);
+    keel_trace_inflight_free(srv.inflight);
     free(srv.listeners);
     free(srv.targets);
     gen_unref(srv.gen);

@@ -155,6 +155,7 @@ static void reset_request(struct session *s)
     s->peer_from_registry = false;
     s->svc_host = s->svc_name = s->svc_ns = (struct keel_str){ NULL, 0 };
     route_state_reset(s);
+    session_trace_reset(s);
     if (s->wg != NULL) {
         worker_gen_release(s->w, s->wg);
         s->wg = NULL;
@@ -280,6 +281,7 @@ void session_close(struct session *s)
     keel_buf_release(&s->head);
     keel_buf_release(&s->rhead);
     route_state_reset(s);
+    session_trace_reset(s);
     if (s->wg != NULL) {
         worker_gen_release(w, s->wg);
         s->wg = NULL;

@@ -192,6 +192,8 @@ static void write_upstream_head(struct session *s, struct keel_buf *b)
         const struct keel_http_header *h = &s->hdrs[i];
         if (keel_http_is_hop_by_hop(h->name) || keel_http_hop_marked(&s->meta, i))
             continue;
+        if (session_trace_skip(s, h->name)) /* tracing: replaced below */
+            continue;
         if (keel_str_caseeq(h->name, LIT("content-length")) ||
             keel_str_caseeq(h->name, LIT("x-forwarded-for")) ||
             keel_str_caseeq(h->name, LIT(KEEL_PEER_HEADER)))
@@ -230,6 +232,7 @@ static void write_upstream_head(struct session *s, struct keel_buf *b)
         append_header(b, LIT(KEEL_PEER_HEADER),
                       (struct keel_str){ keel_buf_rptr(&g->metadata), keel_buf_len(&g->metadata) });
     }
+    session_trace_inject(s, b); /* tracing: this hop's context */
     switch (s->meta.body) {
     case KEEL_HTTP_BODY_LENGTH:
         keel_buf_printf(b, "content-length: %llu\r\n", (unsigned long long)s->meta.content_length);
@@ -336,6 +339,7 @@ static void take_request(struct session *s, size_t head_len)
         session_local_reply(s, 503, KEEL_RF_NC, "cluster_not_found", "", false);
         return;
     }
+    session_trace_begin(s); /* tracing: context in, this hop's span */
     if (route_before_upstream(s)) /* routing: fault abort or delay; rewrites */
         return;
     session_http_proceed(s);

@@ -35,6 +35,15 @@ enum phase {
     PH_CLOSED,
 };
 
+/* session_trace.c: the trace context and span of the current exchange */
+struct session_trace {
+    struct keel_trace_ctx ctx;     /* this hop's span, as sent upstream */
+    bool active;                   /* context headers are rewritten upstream */
+    bool report;                   /* a span is queued when the exchange ends */
+    bool linked;                   /* continued from an inbound request by the detector */
+    int slot;                      /* in-flight registration + 1 (inbound); 0: none */
+};
+
 enum timer_role { T_NONE, T_IDLE, T_HEADERS, T_CONNECT, T_RESPONSE, T_BODY, T_TUNNEL };
 
 struct session {
@@ -87,6 +96,7 @@ struct session {
     uint64_t reported_rx, reported_tx; /* TCP: bytes already reported */
     struct keel_str svc_host, svc_name, svc_ns; /* the destination service */
     struct route_state rt;         /* VirtualService route, fault, retries (route.c) */
+    struct session_trace tr;       /* tracing (session_trace.c) */
 
     /* the response */
     struct keel_buf rhead;
@@ -145,6 +155,17 @@ bool session_http_head(struct session *s);
 bool session_http_forward(struct session *s);
 bool session_http_reply(struct session *s);
 void session_http_proceed(struct session *s); /* routed: to the upstream (after a fault delay) */
+
+/* session_trace.c */
+void session_trace_begin(struct session *s);   /* routed: read the context, decide */
+void session_trace_inject(struct session *s, struct keel_buf *b); /* upstream head lines */
+void session_trace_end(struct session *s);     /* the exchange ended: queue the span */
+void session_trace_reset(struct session *s);   /* between requests and at close */
+/* A received header that session_trace_inject replaces. */
+static inline bool session_trace_skip(const struct session *s, struct keel_str name)
+{
+    return s->tr.active && keel_trace_rewrites(&s->tr.ctx, name);
+}
 
 /* session_tunnel.c */
 bool session_tunnel(struct session *s);

@@ -248,6 +248,8 @@ void session_log_exchange(struct session *s)
         }
         worker_log_line(w, tl->al, &r);
     }
+    if (!r.is_tcp)
+        session_trace_end(s);
 }
 
 void session_count_status(struct session *s)

@@ -152,6 +152,8 @@ static void *worker_main(void *arg)
     upconn_pool_close_all(w);
     close_listeners(w);
     keel_loop_run_deferred(w->loop);
+    keel_zipkin_free(w->zipkin); /* spans still queued are lost; their buffers go back here */
+    w->zipkin = NULL;
     keel_buf_release(&w->log);
     keel_buf_pool_drain();
     uint64_t one = 1;
@@ -190,6 +192,7 @@ int worker_init(struct worker *w, struct server *srv, int index)
     keel_loop_add_in(w->loop, &w->wake);
     w->tel = keel_telemetry_shard_new(srv->metrics);
     w->report = report_scratch_new();
+    w->zipkin = keel_zipkin_new(w->loop, &w->zipkin_stats);
     keel_loop_on_before_sleep(w->loop, before_sleep, w);
     keel_loop_on_before_sleep(w->loop, check_drained, w);
     return 0;
@@ -220,6 +223,7 @@ void worker_fini(struct worker *w)
     access_log_unref(w->log_target);
     keel_telemetry_shard_free(w->tel);
     report_scratch_free(w->report);
+    keel_zipkin_free(w->zipkin); /* a worker that never started */
     free(w->listeners);
     keel_loop_free(w->loop);
 }

@@ -53,6 +53,13 @@ struct keel_telemetry_workload {
 struct keel_telemetry;
 struct keel_telemetry_shard;
 
+/* The Telemetry resources that apply to self, weakest first: the root namespace's
+ * selector-less one, then its namespace's (selector-less, no targetRef), then those that
+ * select this workload by labels or name it (a Gateway) by targetRef(s). Up to cap go to
+ * out; returns how many. */
+size_t keel_telemetry_scope(const struct keel_config *cfg, const struct keel_telemetry_workload *self,
+                            const struct keel_config_telemetry **out, size_t cap);
+
 /* Compile the plan. Problems that drop a piece (a prometheus metric that conflicts with
  * a registered family, an unsupported stdio stream, ...) are warnings in diags (may be
  * NULL); the rest still runs. Never NULL. Takes a reference on cfg. */

@@ -62,11 +62,6 @@ enum { TEL_CLIENT, TEL_SERVER };
 struct tel_std_plan {
     struct tel_std_metric_plan m[2][TM__COUNT]; /* [mode][metric] */
 };
-/* The Telemetry resources that apply to self, least specific first: the root
- * namespace's, this namespace's (selector-less, no targetRef), then those that select
- * this workload by selector or name it (a Gateway) by targetRef(s). */
-size_t tel_scoped_telemetry(const struct keel_config *cfg, const struct keel_telemetry_workload *self,
-                            const struct keel_config_telemetry **out, size_t cap);
 /* The standard metric family of that name this plan records (either mode), or -1. */
 int tel_std_family_active(const struct keel_telemetry *t, const char *name);
 

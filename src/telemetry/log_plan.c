@@ -84,7 +84,7 @@ size_t keel_telemetry_access_logs(const struct keel_config *cfg, const struct ke
             p->on[0] = p->on[1] = true;
     }
     const struct keel_config_telemetry *scope[64];
-    size_t n_scope = tel_scoped_telemetry(cfg, self, scope, 64);
+    size_t n_scope = keel_telemetry_scope(cfg, self, scope, 64);
     for (size_t i = 0; i < n_scope; i++)
         for (size_t j = 0; j < scope[i]->n_access_logging; j++) {
             const struct keel_config_telemetry_logging *e = &scope[i]->access_logging[j];

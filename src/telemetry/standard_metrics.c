@@ -149,8 +149,7 @@ static void apply_override(struct merge_state *ms, const struct keel_config_metr
     }
 }
 
-/* root, then namespace (the first selector-less one), then workload-selected resources */
-size_t tel_scoped_telemetry(const struct keel_config *cfg, const struct keel_telemetry_workload *self,
+size_t keel_telemetry_scope(const struct keel_config *cfg, const struct keel_telemetry_workload *self,
                             const struct keel_config_telemetry **out, size_t cap)
 {
     const char *ns = self && self->namespace ? self->namespace : "default";
@@ -268,7 +267,7 @@ static void build_metric(struct keel_telemetry *t, struct tel_std_metric_plan *m
 void tel_std_plan(struct keel_telemetry *t, const struct keel_telemetry_workload *self, struct keel_diag *d)
 {
     const struct keel_config_telemetry *scope[64];
-    size_t n_scope = tel_scoped_telemetry(t->cfg, self, scope, 64);
+    size_t n_scope = keel_telemetry_scope(t->cfg, self, scope, 64);
     for (size_t i = 0; i < n_scope; i++) /* later (more specific) resources win */
         for (size_t j = 0; j < scope[i]->n_metrics; j++)
             if (scope[i]->metrics[j].reporting_interval_ms > 0)
