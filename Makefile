@@ -133,12 +133,15 @@ FUZZ_TIME    ?= 20
 FUZZ_TARGETS := $(patsubst fuzz/%_fuzz.c,%,$(wildcard fuzz/*_fuzz.c))
 FUZZ_SAN     := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 .PHONY: fuzz
+# The library is built once, instrumented (fuzzer-no-link), then linked into each target.
+FUZZ_LIB_SAN := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 fuzz: deps
+	$(MAKE) BUILD=build-fuzz CC=clang CFLAGS="-O1 -g $(FUZZ_LIB_SAN)" build-fuzz/libkeel.a
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	    mkdir -p build-fuzz/corpus/$$t; \
 	    echo "fuzz: building $$t"; \
 	    clang -std=c11 -D_GNU_SOURCE -Isrc -O1 -g $(FUZZ_SAN) -o build-fuzz/$${t}_fuzz \
-	        fuzz/$${t}_fuzz.c $(LIB_SRC) $(LDLIBS); \
+	        fuzz/$${t}_fuzz.c build-fuzz/libkeel.a $(LDLIBS); \
 	    echo "fuzz: running $$t for $(FUZZ_TIME)s"; \
 	    case $$t in config) ml=16384;; *) ml=1024;; esac; \
 	    build-fuzz/$${t}_fuzz -max_total_time=$(FUZZ_TIME) -max_len=$$ml -timeout=10 \
