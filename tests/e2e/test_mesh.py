@@ -64,7 +64,7 @@ spec:
         command: [%s, %s]
         args: ["$(PORT)", "reviews-$(POD_NAME)-$(MARK)"]
         env: [{name: MARK, value: "%s"}]
-""" % (details_cmd, sys.executable, BACKEND, tmp_path.name) + extra
+""" % (details_cmd, sys.executable, BACKEND, mark(tmp_path)) + extra
     path = tmp_path / "app.yaml"
     path.write_text(text)
     return path
@@ -118,8 +118,16 @@ class Mesh:
         return self.p.returncode
 
 
-def procs_with(marker):
-    """Pids of live processes whose command line mentions marker (the test's tmp dir)."""
+def mark(tmp_path):
+    """This test's marker in command lines: its tmp dir's name plus this pytest's pid, so
+    concurrent test sessions (whose tmp dirs may share a name) never see each other."""
+    return "%s-%d" % (tmp_path.name, os.getpid())
+
+
+def procs_with(tmp_path):
+    """Live processes of this test: their command line names its tmp dir (mesh up, the
+    proxies) or its marker (the apps)."""
+    markers = (str(tmp_path), mark(tmp_path))
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -131,15 +139,15 @@ def procs_with(marker):
                 state = f.read().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if marker in cmd and state != "Z":
+        if any(m in cmd for m in markers) and state != "Z":
             found.append((int(pid), cmd))
     return found
 
 
-def wait_gone(marker, timeout=10):
+def wait_gone(tmp_path, timeout=10):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        left = procs_with(marker)
+        left = procs_with(tmp_path)
         if not left:
             return
         time.sleep(0.05)
@@ -167,7 +175,7 @@ def test_up_table_routes_through_sidecars_and_sigterm_stops_everything(tmp_path)
         assert http_get("http://127.0.0.1:%d/name" % inbound) == (200, "details-details-v1")
         # outbound: the app's HTTP_PROXY, routed by the registry to both replicas
         seen = {via_proxy(outbound, "http://reviews:9080/name")[1] for _ in range(6)}
-        assert seen == {"reviews-reviews-v1-0-%s" % tmp_path.name, "reviews-reviews-v1-1-%s" % tmp_path.name}
+        assert seen == {"reviews-reviews-v1-0-%s" % mark(tmp_path), "reviews-reviews-v1-1-%s" % mark(tmp_path)}
         # the generated WorkloadEntries: one per replica, the Service's port name -> the sidecar
         we = (m.state / "config" / "zz-mesh-workloads.yaml").read_text()
         assert 'name: "details-v1"' in we and '"http": %d' % inbound in we
@@ -175,13 +183,13 @@ def test_up_table_routes_through_sidecars_and_sigterm_stops_everything(tmp_path)
         # the Deployments stay out of the config dir; the Services are there
         copied = (m.state / "config" / "00-app.yaml").read_text()
         assert "kind: Service" in copied and "kind: Deployment" not in copied
-        assert len(procs_with(tmp_path.name)) >= 6
+        assert len(procs_with(tmp_path)) >= 6
     finally:
         rc = m.stop(signal.SIGTERM)
     assert rc == 0, m.text()
     assert "stopping (SIGTERM)" in m.text()
     assert "while stopping" not in m.text()  # every component exited cleanly
-    wait_gone(tmp_path.name)
+    wait_gone(tmp_path)
     assert not (m.state / "mesh.state").exists()
 
 
@@ -194,7 +202,7 @@ def test_for_exits_zero_and_leaves_no_process(tmp_path):
     assert "COMPONENT" in r.stdout and "stopping (--for)" in r.stdout and "stopped" in r.stdout
     assert "while stopping" not in r.stdout
     # every component was reaped before mesh up returned: nothing of this test is left
-    assert procs_with(tmp_path.name) == []
+    assert procs_with(tmp_path) == []
     logs = sorted(os.listdir(tmp_path / "st" / "logs"))
     assert logs == ["details-v1-sidecar.log", "details-v1.log", "reviews-v1-0-sidecar.log", "reviews-v1-0.log",
                     "reviews-v1-1-sidecar.log", "reviews-v1-1.log"]
@@ -258,9 +266,9 @@ def test_killed_child_is_reported_and_restarted(tmp_path):
 def test_supervisor_killed_children_die_with_it(tmp_path):
     m = Mesh(tmp_path, manifests(tmp_path))
     m.wait_for("6/6 ready in")
-    assert procs_with(tmp_path.name)
+    assert procs_with(tmp_path)
     m.stop(signal.SIGKILL)  # no chance to clean up: PR_SET_PDEATHSIG does it
-    wait_gone(tmp_path.name, timeout=15)
+    wait_gone(tmp_path, timeout=15)
 
 
 def test_bad_manifest_is_located_and_nothing_starts(tmp_path):
@@ -273,7 +281,7 @@ def test_bad_manifest_is_located_and_nothing_starts(tmp_path):
     assert r.returncode == 1
     assert "%s:%d:13: error: Deployment reviews-v1: replicas must be an integer" % (path, line) in r.stderr
     assert "nothing started" in r.stderr
-    assert procs_with(tmp_path.name) == []
+    assert procs_with(tmp_path) == []
     assert not (tmp_path / "st" / "logs").exists()
 
 
@@ -286,13 +294,13 @@ def test_yaml_syntax_error_is_located(tmp_path):
 
 
 def test_missing_command_is_an_error_before_start(tmp_path):
-    path = manifests(tmp_path, details_cmd="[no-such-program-%s]" % tmp_path.name)
+    path = manifests(tmp_path, details_cmd="[no-such-program-%s]" % mark(tmp_path))
     r = subprocess.run([KEEL, "mesh", "up", "--state-dir", str(tmp_path / "st"), str(path)],
                        capture_output=True, text=True, timeout=20)
     assert r.returncode == 1
-    assert 'command "no-such-program-%s" not found in PATH' % tmp_path.name in r.stderr
+    assert 'command "no-such-program-%s" not found in PATH' % mark(tmp_path) in r.stderr
     assert "%s:" % path in r.stderr
-    assert procs_with(tmp_path.name) == []
+    assert procs_with(tmp_path) == []
 
 
 def test_container_without_command(tmp_path):
@@ -325,7 +333,7 @@ spec:
         s.close()
     assert r.returncode == 1
     assert "--gateway-port %d: 127.0.0.1:%d is already in use" % (port, port) in r.stderr
-    assert procs_with(tmp_path.name) == []
+    assert procs_with(tmp_path) == []
 
 
 def test_second_mesh_on_the_same_state_dir_is_refused(tmp_path):
@@ -397,7 +405,7 @@ spec:
       containers:
       - name: ratings
         command: [%s, %s, "$(PORT)", "ratings-%s"]
-""" % (sys.executable, BACKEND, tmp_path.name))
+""" % (sys.executable, BACKEND, mark(tmp_path)))
     m = Mesh(tmp_path, path)
     try:
         m.wait_for("SIDECAR in/out")
