@@ -499,9 +499,9 @@ int keel_mesh_plan_write_config(const struct keel_mesh_plan *p, const struct kee
     const char *dir = p->config_dir;
     struct keel_config *cfg = keel_config_load_paths(&dir, 1, &diag);
     int rc = 0;
+    for (size_t i = 0; i < diag.n; i++)
+        fprintf(stderr, "%s\n", diag.msgs[i]);
     if (cfg == NULL) {
-        for (size_t i = 0; i < diag.n; i++)
-            fprintf(stderr, "%s\n", diag.msgs[i]);
         rc = -1;
     } else {
         keel_config_unref(cfg);

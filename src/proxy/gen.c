@@ -107,6 +107,7 @@ struct proxy_gen *gen_new(struct server *srv, struct keel_config *cfg)
                 keel_addr_format((const struct sockaddr *)&t->addr.ss, t->addr_str,
                                  sizeof(t->addr_str));
                 snprintf(t->cluster, sizeof(t->cluster), "outbound|%d||%s", rp->port, svc->fqdn);
+                t->workload = ep->workload;
                 gp->n_targets++;
             }
         }

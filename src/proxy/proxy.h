@@ -4,6 +4,8 @@
 #define KEEL_PROXY_PROXY_H
 
 #include "net/sock.h"
+
+struct keel_registry_workload;
 #include "telemetry/accesslog.h"
 
 #include <stdbool.h>
@@ -14,6 +16,9 @@ struct keel_proxy_target {
     struct keel_addr addr;
     char addr_str[KEEL_ADDR_STRLEN];
     char cluster[160];             /* e.g. "outbound|9080||details" */
+    /* the endpoint's WorkloadEntry (NULL: a --route, a waypoint): who the destination is
+     * when it sends no peer metadata back, as an ambient workload behind a waypoint */
+    const struct keel_registry_workload *workload;
 };
 
 /* --route HOST[:PORT]=ADDR: an outbound request for HOST (and PORT, when given) goes to

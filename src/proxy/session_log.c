@@ -2,19 +2,38 @@
  * from one keel_access_record. */
 #include "proxy/session_int.h"
 
+/* A destination that sent no peer metadata back, as the registry knows it: what Istio's
+ * waypoint learns of an ambient workload from the control plane. */
+static const struct keel_peer *registry_peer(const struct keel_registry_workload *wl, struct keel_peer *p)
+{
+    *p = (struct keel_peer){ .present = true,
+                             .name = keel_str_c(wl->name),
+                             .namespace = keel_str_c(wl->namespace),
+                             .service_account = keel_str_c(wl->service_account) };
+    for (size_t i = 0; i < wl->n_labels && i < KEEL_PEER_MAX_LABELS; i++)
+        p->labels[p->n_labels++] = (struct keel_str_pair){ keel_str_c(wl->labels[i].key),
+                                                           keel_str_c(wl->labels[i].value) };
+    return p;
+}
+
 /* The telemetry report of the exchange described by r (DESIGN.md data flow 1-3). */
 void session_report(struct session *s, const struct keel_access_record *r, const char *tcp_event)
 {
     if (s->wg == NULL || session_srv(s)->opt->telemetry_off)
         return;
     const struct proxy_gen *g = s->wg->g;
+    bool waypoint = session_srv(s)->opt->role == KEEL_PROXY_WAYPOINT && s->spec->kind == LISTEN_OUTBOUND;
+    struct keel_peer from_registry;
+    const struct keel_peer *peer = &s->peer;
+    if (waypoint && !s->peer.present && s->target != NULL && s->target->workload != NULL)
+        peer = registry_peer(s->target->workload, &from_registry);
     struct report_in in = {
         .r = r,
         .outbound = s->spec->kind != LISTEN_INBOUND,
-        .waypoint = session_srv(s)->opt->role == KEEL_PROXY_WAYPOINT && s->spec->kind == LISTEN_OUTBOUND,
+        .waypoint = waypoint,
         .src_peer = &s->rt.src_peer,
         .self = g->self != NULL ? &g->identity : NULL,
-        .peer = &s->peer,
+        .peer = peer,
         .downstream_remote = &s->remote_addr,
         .downstream_local = &s->local_addr,
         .upstream = s->up_host[0] != '\0' && s->target != NULL ? &s->target->addr : NULL,
