@@ -301,6 +301,7 @@ def test_seed_004_podinfo_route_metrics_at_the_waypoint(tmp_path):
     prom = None
     try:
         assert m.comps["podinfo"]["outbound_port"] == 0 and "podinfo-sidecar" not in m.comps  # ambient
+        assert "warning" not in m.text()  # the waypoint's WorkloadEntry is mesh up's own
         out = m.apply(os.path.join(SEEDS, "004-route-metrics.yaml"))
         assert "WasmPlugin/podinfo-wasmplugin (namespace podinfo) created" in out
         # while true; do curl http://podinfo-svc.podinfo:9898/healthz; done (and POST /echo)
