@@ -150,7 +150,8 @@ static void identity(struct keel_attr_bag *bag, const struct report_identity *id
 {
     if (id == NULL || id->name.len == 0)
         return;
-    set_str(bag, source ? KEEL_ATTR_SOURCE_WORKLOAD_NAME : KEEL_ATTR_DESTINATION_WORKLOAD_NAME, workload_name(id));
+    set_str(bag, source ? KEEL_ATTR_SOURCE_WORKLOAD_NAME : KEEL_ATTR_DESTINATION_WORKLOAD_NAME,
+            workload_name(id));
     set_str(bag, source ? KEEL_ATTR_SOURCE_NAME : KEEL_ATTR_DESTINATION_NAME, id->name);
     set_str(bag, source ? KEEL_ATTR_SOURCE_WORKLOAD_NAMESPACE : KEEL_ATTR_DESTINATION_WORKLOAD_NAMESPACE,
             id->namespace);

@@ -4,7 +4,8 @@
 
 /* A destination that sent no peer metadata back, as the registry knows it: what Istio's
  * waypoint learns of an ambient workload from the control plane. */
-static const struct keel_peer *registry_peer(const struct keel_registry_workload *wl, struct keel_peer *p)
+static const struct keel_peer *registry_peer(const struct keel_registry_workload *wl,
+                                             struct keel_peer *p)
 {
     *p = (struct keel_peer){ .present = true,
                              .name = keel_str_c(wl->name),
@@ -22,7 +23,8 @@ void session_report(struct session *s, const struct keel_access_record *r, const
     if (s->wg == NULL || session_srv(s)->opt->telemetry_off)
         return;
     const struct proxy_gen *g = s->wg->g;
-    bool waypoint = session_srv(s)->opt->role == KEEL_PROXY_WAYPOINT && s->spec->kind == LISTEN_OUTBOUND;
+    bool waypoint =
+        session_srv(s)->opt->role == KEEL_PROXY_WAYPOINT && s->spec->kind == LISTEN_OUTBOUND;
     struct keel_peer from_registry;
     const struct keel_peer *peer = &s->peer;
     if (waypoint && !s->peer.present && s->target != NULL && s->target->workload != NULL)
