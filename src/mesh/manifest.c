@@ -1,8 +1,8 @@
 /* Kubernetes manifests -> what the local mesh runs. Every document is parsed with the
  * config loader's positioned YAML tree, so a bad Deployment is reported as
- * FILE:LINE:COL like any Istio resource. Documents keel's proxies read (Services, Istio
- * kinds) are kept byte for byte for the config dir; Namespaces, ServiceAccounts and
- * Deployments are blanked there (the loader does not know them), keeping line numbers. */
+ * FILE:LINE:COL like any Istio resource. Documents keel's proxies read (Services,
+ * Namespaces, Istio kinds) are kept byte for byte for the config dir; ServiceAccounts and
+ * Deployments are blanked there (nothing for a proxy in them), keeping line numbers. */
 #include "mesh/mesh.h"
 
 #include "config/config_int.h"
@@ -239,6 +239,7 @@ static int read_doc(struct keel_mesh_manifest *m, const struct keel_ynode *doc,
                 a->ns = dup_s(name);
                 a->waypoint = dup_s(wp);
             }
+            return 1; /* the sidecars read its use-waypoint label too */
         }
         return 0;
     }
@@ -408,7 +409,14 @@ int keel_mesh_manifest_read(struct keel_mesh_manifest *m, const char *const *pat
         for (size_t i = 0; i < m->n_files; i++)
             src[i] =
                 (struct keel_config_source){m->files[i].path, m->files[i].text, m->files[i].len};
-        struct keel_config *cfg = keel_config_load_sources(src, m->n_files, diag);
+        /* quiet unless it fails: its warnings may be about what mesh up adds itself (a
+         * waypoint's WorkloadEntry); the config dir's load says the real ones */
+        struct keel_diag quiet;
+        keel_diag_init(&quiet);
+        struct keel_config *cfg = keel_config_load_sources(src, m->n_files, &quiet);
+        keel_diag_fini(&quiet);
+        if (cfg == NULL)
+            cfg = keel_config_load_sources(src, m->n_files, diag);
         free(src);
         if (cfg == NULL)
             rc = -1;

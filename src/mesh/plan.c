@@ -399,8 +399,15 @@ static int write_workloads(const struct keel_mesh_plan *p, const struct keel_mes
             int port = c->ambient ? c->app_port : p->comps[i + 1].inbound;
             we_head(f, c->name, d->ns);
             we_ports(f, m, d->ns, d, port);
-            if (d->n_labels) {
+            if (d->n_labels || d->replicas > 1) {
                 fprintf(f, "  labels:\n");
+                /* the entries are the pods (reviews-v1-0, -1): telemetry's workload is the
+                 * Deployment, as in Istio (source_workload vs source.name) */
+                if (d->replicas > 1) {
+                    fprintf(f, "    service.istio.io/workload-name: ");
+                    yq(f, d->name);
+                    fprintf(f, "\n");
+                }
                 for (size_t k = 0; k < d->n_labels; k++) {
                     fprintf(f, "    ");
                     yq(f, d->labels[k].key);
@@ -499,9 +506,9 @@ int keel_mesh_plan_write_config(const struct keel_mesh_plan *p, const struct kee
     const char *dir = p->config_dir;
     struct keel_config *cfg = keel_config_load_paths(&dir, 1, &diag);
     int rc = 0;
+    for (size_t i = 0; i < diag.n; i++)
+        fprintf(stderr, "%s\n", diag.msgs[i]);
     if (cfg == NULL) {
-        for (size_t i = 0; i < diag.n; i++)
-            fprintf(stderr, "%s\n", diag.msgs[i]);
         rc = -1;
     } else {
         keel_config_unref(cfg);

@@ -16,8 +16,9 @@ struct keel_proxy_target {
     struct keel_addr addr;
     char addr_str[KEEL_ADDR_STRLEN];
     char cluster[160];             /* e.g. "outbound|9080||details" */
-    /* the registry endpoint's workload (NULL: none): who the destination is when its
-     * sidecar did not say (a local reply, TCP), as Istio falls back to endpoint metadata */
+    /* the registry endpoint's workload (NULL: none): who the destination is when it did
+     * not say (a local reply, TCP, an ambient workload behind a waypoint), as Istio falls
+     * back to endpoint metadata */
     const struct keel_registry_workload *workload;
 };
 

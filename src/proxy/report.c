@@ -134,6 +134,17 @@ static struct keel_value header_map(struct report_scratch *sc, struct keel_str_p
     return keel_value_map(pairs, k);
 }
 
+/* Istio's label service.istio.io/workload-name names the workload (a Deployment) whose
+ * instance (a pod) the entry is; without it the entry is its own workload. */
+static struct keel_str workload_name(const struct report_identity *id)
+{
+    for (size_t i = 0; i < id->n_labels; i++)
+        if (id->labels[i].v.len > 0 &&
+            keel_str_eq(id->labels[i].k, KEEL_STR("service.istio.io/workload-name")))
+            return id->labels[i].v;
+    return id->name;
+}
+
 static void identity(struct report_scratch *sc, const struct report_identity *id, bool source)
 {
     struct keel_attr_bag *bag = &sc->bag;
@@ -144,7 +155,8 @@ static void identity(struct report_scratch *sc, const struct report_identity *id
         m[0] = (struct keel_str_pair){ LIT("CLUSTER_ID"), id->cluster };
         set(bag, source ? KEEL_ATTR_SOURCE_METADATA : KEEL_ATTR_DESTINATION_METADATA, keel_value_map(m, 1));
     }
-    set_str(bag, source ? KEEL_ATTR_SOURCE_WORKLOAD_NAME : KEEL_ATTR_DESTINATION_WORKLOAD_NAME, id->name);
+    set_str(bag, source ? KEEL_ATTR_SOURCE_WORKLOAD_NAME : KEEL_ATTR_DESTINATION_WORKLOAD_NAME,
+            workload_name(id));
     set_str(bag, source ? KEEL_ATTR_SOURCE_NAME : KEEL_ATTR_DESTINATION_NAME, id->name);
     set_str(bag, source ? KEEL_ATTR_SOURCE_WORKLOAD_NAMESPACE : KEEL_ATTR_DESTINATION_WORKLOAD_NAMESPACE,
             id->namespace);

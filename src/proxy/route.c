@@ -66,7 +66,7 @@ static void build_dest(const struct keel_route_dest *d, struct route_gen_dest *g
             if (d->subset && !has_labels(ep->workload, d->subset_labels, d->n_subset_labels))
                 continue;
             if (fill_target(&gp->targets[gp->n_targets], ep->address, ep->port, cluster))
-                gp->n_targets++;
+                gp->targets[gp->n_targets++].workload = ep->workload;
         }
     }
 }

@@ -116,10 +116,10 @@ static bool session_report_fill(struct session *s, const struct keel_access_reco
     bool inbound = s->spec->kind == LISTEN_INBOUND || (tcp && s->spec->tcp_inbound);
     if (tcp)
         tcp_identity(s, g);
-    else if (!inbound && !s->peer.present && s->target != NULL && s->target->workload != NULL &&
-             session_srv(s)->opt->role != KEEL_PROXY_WAYPOINT)
-        /* no peer header came back (a local reply: UF, UH, timeouts): the endpoint we
-         * picked still names the destination, as Istio's endpoint metadata does */
+    else if (!inbound && !s->peer.present && s->target != NULL && s->target->workload != NULL)
+        /* no peer header came back (a local reply: UF, UH, timeouts; an ambient workload
+         * behind a waypoint): the endpoint we picked still names the destination, as
+         * Istio's endpoint metadata does */
         peer_from_workload(s, s->target->workload, g->cluster_id);
     uint64_t rx = 0, tx = 0;
     if (tcp) {

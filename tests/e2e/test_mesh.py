@@ -446,3 +446,33 @@ def test_stale_state_file_of_a_dead_mesh_is_ignored(tmp_path):
     r = subprocess.run([KEEL, "mesh", "up", "--state-dir", str(state), "--for", "1", str(manifests(tmp_path))],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and "stopped" in r.stdout, r.stdout + r.stderr
+
+
+def test_replicas_are_instances_of_one_workload(tmp_path):
+    """reviews-v1 with 2 replicas: telemetry's workload is the Deployment (Istio's
+    source_workload / destination_workload), the instance name each replica's (source.name)."""
+    m = Mesh(tmp_path, manifests(tmp_path), os.path.join(SEEDS, "000-newlog-stdio.yaml"))
+    try:
+        m.wait_for("6/6 ready in")
+        outbound = int(m.row("details-v1")[3].split("/")[1])
+        for _ in range(2):  # one each, round robin
+            assert via_proxy(outbound, "http://reviews:9080/name")[0] == 200
+        admin = {r: int(m.row(r)[4].rsplit(":", 1)[1]) for r in ("details-v1", "reviews-v1-0", "reviews-v1-1")}
+        src = http_get("http://127.0.0.1:%d/stats/prometheus" % admin["details-v1"])[1]
+        assert 'destination_workload="reviews-v1",' in src and 'destination_workload="reviews-v1-' not in src
+        for r in ("reviews-v1-0", "reviews-v1-1"):
+            dst = http_get("http://127.0.0.1:%d/stats/prometheus" % admin[r])[1]
+            assert 'reporter="destination",source_workload="details-v1",' in dst
+            assert 'destination_workload="reviews-v1",' in dst
+        # seed 000's destinationName: the instance
+        deadline = time.time() + 5
+        while True:
+            text = (m.state / "logs" / "details-v1-sidecar.log").read_text()
+            names = sorted(json.loads(l)["destinationName"] for l in text.splitlines() if '"newlog.' in l)
+            if len(names) == 2:
+                break
+            assert time.time() < deadline, text
+            time.sleep(0.05)
+        assert names == ["reviews-v1-0", "reviews-v1-1"]
+    finally:
+        assert m.stop() == 0

@@ -95,11 +95,12 @@ static void reads_the_kinds(void **state)
     assert_int_equal(m.n_waypoints, 1);
     assert_string_equal(keel_mesh_ambient_waypoint(&m, "amb"), "wp");
     assert_null(keel_mesh_ambient_waypoint(&m, "default"));
-    /* the config dir's copy: same lines, Deployment and Namespace blanked, the rest kept */
+    /* the config dir's copy: same lines, Deployment blanked, the rest kept (the Namespace
+     * too: its istio.io/use-waypoint label is how sidecars find the waypoint) */
     assert_int_equal(m.n_files, 1);
     assert_int_equal(count_lines(m.files[0].text, m.files[0].len), count_lines(BOOK, strlen(BOOK)));
     assert_null(strstr(m.files[0].text, "Deployment"));
-    assert_null(strstr(m.files[0].text, "Namespace"));
+    assert_non_null(strstr(m.files[0].text, "kind: Namespace"));
     assert_non_null(strstr(m.files[0].text, "kind: Service\nmetadata: {name: details}\n"));
     assert_non_null(strstr(m.files[0].text, "gatewayClassName: istio-waypoint"));
 
