@@ -2,7 +2,7 @@
 # Install the Debian packages keel needs to build and test, only those missing.
 # As root it runs apt-get; otherwise it prints the command to run.
 set -euo pipefail
-pkgs=(build-essential clang libclang-rt-14-dev libyaml-dev libcmocka-dev python3 python3-pytest
+pkgs=(build-essential clang libclang-rt-14-dev libyaml-dev libjson-c-dev zlib1g-dev libcmocka-dev python3 python3-pytest
       curl wrk nghttp2-client nginx prometheus valgrind)
 missing=()
 for p in "${pkgs[@]}"; do
