@@ -89,6 +89,30 @@ static int id_field(struct ctx *c, const char *field, json_object *v, size_t max
 
 /* ---- scalars ---- */
 
+/* Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing past U+10FFFF.
+ * json-c checks raw bytes less strictly and turns \u escapes into bytes unchecked. */
+static bool utf8_ok(const unsigned char *s, size_t len)
+{
+    for (size_t i = 0; i < len;) {
+        unsigned c = s[i];
+        size_t n = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
+                 : (c & 0xf8) == 0xf0 ? 4 : 0;
+        if (n == 0 || i + n > len)
+            return false;
+        unsigned cp = n == 1 ? c : c & (0x7f >> n);
+        for (size_t k = 1; k < n; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (s[i + k] & 0x3f);
+        }
+        static const unsigned min[] = { 0, 0, 0x80, 0x800, 0x10000 };
+        if (cp < min[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += n;
+    }
+    return true;
+}
+
 static int text(struct ctx *c, const char *field, json_object *v, const char **out)
 {
     *out = NULL;
@@ -100,6 +124,8 @@ static int text(struct ctx *c, const char *field, json_object *v, const char **o
     size_t len = (size_t)json_object_get_string_len(v);
     if (strlen(s) != len)
         return fail(c, "%s contains a NUL character", field);
+    if (!utf8_ok((const unsigned char *)s, len))
+        return fail(c, "%s is not valid UTF-8", field);
     *out = len > 0 ? s : NULL; /* Zipkin: empty means absent */
     return 0;
 }
@@ -230,6 +256,9 @@ static int tags(struct ctx *c, json_object *v, struct keel_zipkin_span *s, struc
         const char *sv = json_object_get_string(val);
         if (strlen(sv) != (size_t)json_object_get_string_len(val))
             return fail(c, "tags.%s contains a NUL character", key);
+        if (!utf8_ok((const unsigned char *)key, strlen(key)) ||
+            !utf8_ok((const unsigned char *)sv, strlen(sv)))
+            return fail(c, "tags: a key or value is not valid UTF-8");
         sc->t[n].key = key;
         sc->t[n].value = sv; /* an empty value is kept: Zipkin keeps it */
         n++;
