@@ -377,6 +377,11 @@ int keel_zipkin_json_parse(const char *p, size_t len, struct keel_zipkin_list *o
     if (rc < 0) {
         while (out->n > first)
             free(out->spans[--out->n]);
+        if (out->n == 0) { /* callers drop an empty list on error without a fini */
+            free(out->spans);
+            out->spans = NULL;
+            out->cap = 0;
+        }
     }
     return rc;
 }
