@@ -370,6 +370,11 @@ static void on_conn_io(struct keel_io *io, uint32_t events)
                 keel_buf_release(&c->in); /* idle: give the buffer back */
             return;
         }
+        if (n == 0 && keel_buf_len(&c->out) > 0) {
+            c->closing = true; /* a half-close: the answers still go out, then close */
+            io->readable = false;
+            return;
+        }
         if (n <= 0) {
             conn_close(c); /* EOF mid-request loses only that request */
             return;

@@ -467,3 +467,28 @@ def test_keel_traces_prints_the_tree(collector):
     out = subprocess.run([KEEL, "traces", "--collector", c.base, "1234567890abcdef"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 1 and "404" in out.stderr
+
+
+def test_half_close_still_gets_a_large_answer(collector):
+    """A client that shuts down its sending side after the request still gets the whole
+    answer, even one too large for one write."""
+    c = collector()
+    spans = [{"traceId": "abc", "id": "%016x" % (i + 1), "name": "x" * 1000,
+              "timestamp": now_us(), "localEndpoint": {"serviceName": "s"}} for i in range(5000)]
+    assert c.post(spans)[0] == 202
+    s = socket.create_connection(("127.0.0.1", c.port), timeout=20)
+    s.sendall(b"GET /api/v2/trace/abc HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.shutdown(socket.SHUT_WR)
+    # not reading yet: the 5.6 MB answer fills the socket buffers, and the collector sees
+    # the FIN with most of it still queued
+    time.sleep(0.2)
+    data = b""
+    while True:
+        d = s.recv(1 << 20)
+        if not d:
+            break
+        data += d
+    s.close()
+    head, body = data.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200")
+    assert len(json.loads(body)) == 5000
