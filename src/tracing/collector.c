@@ -313,6 +313,7 @@ static void take_requests(struct conn *c)
         c->sent_continue = false;
         serve(c, &req, body, body_len, !m.conn_close);
         keel_buf_consume(&c->in, msg);
+        keel_buf_release(&c->body); /* a decoded body may be megabytes: not kept while idle */
     }
 }
 
@@ -332,6 +333,8 @@ static void flush(struct conn *c)
         }
         keel_buf_consume(&c->out, (size_t)n);
     }
+    if (keel_buf_len(&c->out) == 0)
+        keel_buf_release(&c->out); /* an answer may have been megabytes */
 }
 
 static void on_conn_io(struct keel_io *io, uint32_t events)
