@@ -3,6 +3,8 @@
  * Zipkin's own decoder does, so the query API returns what Zipkin would. */
 #include "tracing/zipkin_json.h"
 
+#include "tracing/zipkin_json_int.h"
+
 #include "core/alloc.h"
 #include "core/err.h"
 #include "core/json.h"
@@ -15,13 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct ctx {
-    char *err;
-    size_t errcap;
-    size_t index; /* of the span being read */
-};
-
-__attribute__((format(printf, 2, 3))) static int fail(struct ctx *c, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) int zj_fail(struct zj_ctx *c, const char *fmt, ...)
 {
     int n = snprintf(c->err, c->errcap, "spans[%zu]: ", c->index);
     va_list ap;
@@ -75,23 +71,23 @@ int keel_zipkin_trace_id(const char *s, size_t len, char out[33], char *err, siz
     return rc;
 }
 
-static int id_field(struct ctx *c, const char *field, json_object *v, size_t max, char *out)
+int zj_id(struct zj_ctx *c, const char *field, json_object *v, size_t max, char *out)
 {
     if (!json_object_is_type(v, json_type_string))
-        return fail(c, "%s must be a string", field);
+        return zj_fail(c, "%s must be a string", field);
     const char *s = json_object_get_string(v);
     size_t len = (size_t)json_object_get_string_len(v);
     char msg[200];
     int rc = max == 32 ? keel_zipkin_trace_id(s, len, out, msg, sizeof(msg))
                        : hex_id(field, s, len, max, out, msg, sizeof(msg));
-    return rc < 0 ? fail(c, "%s", msg) : 0;
+    return rc < 0 ? zj_fail(c, "%s", msg) : 0;
 }
 
 /* ---- scalars ---- */
 
 /* Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing past U+10FFFF.
  * json-c checks raw bytes less strictly and turns \u escapes into bytes unchecked. */
-static bool utf8_ok(const unsigned char *s, size_t len)
+bool zj_utf8_ok(const unsigned char *s, size_t len)
 {
     for (size_t i = 0; i < len;) {
         unsigned c = s[i];
@@ -113,53 +109,53 @@ static bool utf8_ok(const unsigned char *s, size_t len)
     return true;
 }
 
-static int text(struct ctx *c, const char *field, json_object *v, const char **out)
+int zj_text(struct zj_ctx *c, const char *field, json_object *v, const char **out)
 {
     *out = NULL;
     if (v == NULL)
         return 0;
     if (!json_object_is_type(v, json_type_string))
-        return fail(c, "%s must be a string", field);
+        return zj_fail(c, "%s must be a string", field);
     const char *s = json_object_get_string(v);
     size_t len = (size_t)json_object_get_string_len(v);
     if (strlen(s) != len)
-        return fail(c, "%s contains a NUL character", field);
-    if (!utf8_ok((const unsigned char *)s, len))
-        return fail(c, "%s is not valid UTF-8", field);
+        return zj_fail(c, "%s contains a NUL character", field);
+    if (!zj_utf8_ok((const unsigned char *)s, len))
+        return zj_fail(c, "%s is not valid UTF-8", field);
     *out = len > 0 ? s : NULL; /* Zipkin: empty means absent */
     return 0;
 }
 
-static int integer(struct ctx *c, const char *field, json_object *v, int64_t *out)
+int zj_integer(struct zj_ctx *c, const char *field, json_object *v, int64_t *out)
 {
     *out = 0;
     if (v == NULL)
         return 0;
     if (!json_object_is_type(v, json_type_int))
-        return fail(c, "%s must be an integer", field);
+        return zj_fail(c, "%s must be an integer", field);
     int64_t x = json_object_get_int64(v);
     /* json-c saturates what does not fit in 64 bits */
     if ((x == INT64_MAX && json_object_get_uint64(v) != (uint64_t)INT64_MAX) || x == INT64_MIN)
-        return fail(c, "%s is out of range", field);
+        return zj_fail(c, "%s is out of range", field);
     if (x < 0)
-        return fail(c, "%s must not be negative", field);
+        return zj_fail(c, "%s must not be negative", field);
     *out = x;
     return 0;
 }
 
-static int boolean(struct ctx *c, const char *field, json_object *v, bool *out)
+int zj_boolean(struct zj_ctx *c, const char *field, json_object *v, bool *out)
 {
     *out = false;
     if (v == NULL)
         return 0;
     if (!json_object_is_type(v, json_type_boolean))
-        return fail(c, "%s must be a boolean", field);
+        return zj_fail(c, "%s must be a boolean", field);
     *out = json_object_get_boolean(v);
     return 0;
 }
 
 /* json-c gives null members as NULL objects: both mean absent. */
-static json_object *member(json_object *o, const char *key)
+json_object *zj_member(json_object *o, const char *key)
 {
     json_object *v = NULL;
     return json_object_object_get_ex(o, key, &v) ? v : NULL;
@@ -167,7 +163,7 @@ static json_object *member(json_object *o, const char *key)
 
 /* ---- compound fields ---- */
 
-static int endpoint(struct ctx *c, const char *field, json_object *v,
+int zj_endpoint(struct zj_ctx *c, const char *field, json_object *v,
                     struct keel_zipkin_endpoint *e, bool *has)
 {
     memset(e, 0, sizeof(*e));
@@ -175,28 +171,28 @@ static int endpoint(struct ctx *c, const char *field, json_object *v,
     if (v == NULL)
         return 0;
     if (!json_object_is_type(v, json_type_object))
-        return fail(c, "%s must be an object", field);
+        return zj_fail(c, "%s must be an object", field);
     char f[64];
     int64_t port;
     snprintf(f, sizeof(f), "%s.serviceName", field);
-    if (text(c, f, member(v, "serviceName"), &e->service) < 0)
+    if (zj_text(c, f, zj_member(v, "serviceName"), &e->service) < 0)
         return KEEL_EINVAL;
     snprintf(f, sizeof(f), "%s.ipv4", field);
-    if (text(c, f, member(v, "ipv4"), &e->ipv4) < 0)
+    if (zj_text(c, f, zj_member(v, "ipv4"), &e->ipv4) < 0)
         return KEEL_EINVAL;
     unsigned char bin[16];
     if (e->ipv4 != NULL && inet_pton(AF_INET, e->ipv4, bin) != 1)
-        return fail(c, "%s %s is not an IPv4 address", f, e->ipv4);
+        return zj_fail(c, "%s %s is not an IPv4 address", f, e->ipv4);
     snprintf(f, sizeof(f), "%s.ipv6", field);
-    if (text(c, f, member(v, "ipv6"), &e->ipv6) < 0)
+    if (zj_text(c, f, zj_member(v, "ipv6"), &e->ipv6) < 0)
         return KEEL_EINVAL;
     if (e->ipv6 != NULL && inet_pton(AF_INET6, e->ipv6, bin) != 1)
-        return fail(c, "%s %s is not an IPv6 address", f, e->ipv6);
+        return zj_fail(c, "%s %s is not an IPv6 address", f, e->ipv6);
     snprintf(f, sizeof(f), "%s.port", field);
-    if (integer(c, f, member(v, "port"), &port) < 0)
+    if (zj_integer(c, f, zj_member(v, "port"), &port) < 0)
         return KEEL_EINVAL;
     if (port > 65535)
-        return fail(c, "invalid port %" PRId64 " in %s", port, field);
+        return zj_fail(c, "invalid port %" PRId64 " in %s", port, field);
     e->port = (int)port;
     *has = e->service != NULL || e->ipv4 != NULL || e->ipv6 != NULL || e->port != 0;
     return 0;
@@ -207,58 +203,58 @@ struct scratch {
     struct keel_zipkin_tag t[KEEL_ZIPKIN_MAX_TAGS];
 };
 
-static int annotations(struct ctx *c, json_object *v, struct keel_zipkin_span *s,
+static int annotations(struct zj_ctx *c, json_object *v, struct keel_zipkin_span *s,
                        struct scratch *sc)
 {
     if (v == NULL)
         return 0;
     if (!json_object_is_type(v, json_type_array))
-        return fail(c, "annotations must be an array");
+        return zj_fail(c, "annotations must be an array");
     size_t n = json_object_array_length(v);
     if (n > KEEL_ZIPKIN_MAX_ANNOTATIONS)
-        return fail(c, "more than %d annotations", KEEL_ZIPKIN_MAX_ANNOTATIONS);
+        return zj_fail(c, "more than %d annotations", KEEL_ZIPKIN_MAX_ANNOTATIONS);
     for (size_t i = 0; i < n; i++) {
         json_object *a = json_object_array_get_idx(v, i);
         char f[64];
         if (!json_object_is_type(a, json_type_object))
-            return fail(c, "annotations[%zu] must be an object", i);
+            return zj_fail(c, "annotations[%zu] must be an object", i);
         snprintf(f, sizeof(f), "annotations[%zu].timestamp", i);
-        if (integer(c, f, member(a, "timestamp"), &sc->a[i].timestamp) < 0)
+        if (zj_integer(c, f, zj_member(a, "timestamp"), &sc->a[i].timestamp) < 0)
             return KEEL_EINVAL;
         if (sc->a[i].timestamp == 0)
-            return fail(c, "incomplete annotation: %s is missing", f);
+            return zj_fail(c, "incomplete annotation: %s is missing", f);
         snprintf(f, sizeof(f), "annotations[%zu].value", i);
-        if (text(c, f, member(a, "value"), &sc->a[i].value) < 0)
+        if (zj_text(c, f, zj_member(a, "value"), &sc->a[i].value) < 0)
             return KEEL_EINVAL;
         if (sc->a[i].value == NULL)
-            return fail(c, "incomplete annotation: %s is missing", f);
+            return zj_fail(c, "incomplete annotation: %s is missing", f);
     }
     s->annotations = sc->a;
     s->n_annotations = n;
     return 0;
 }
 
-static int tags(struct ctx *c, json_object *v, struct keel_zipkin_span *s, struct scratch *sc)
+static int tags(struct zj_ctx *c, json_object *v, struct keel_zipkin_span *s, struct scratch *sc)
 {
     if (v == NULL)
         return 0;
     if (!json_object_is_type(v, json_type_object))
-        return fail(c, "tags must be an object");
+        return zj_fail(c, "tags must be an object");
     size_t n = 0;
     json_object_object_foreach(v, key, val)
     {
         if (n == KEEL_ZIPKIN_MAX_TAGS)
-            return fail(c, "more than %d tags", KEEL_ZIPKIN_MAX_TAGS);
+            return zj_fail(c, "more than %d tags", KEEL_ZIPKIN_MAX_TAGS);
         if (key[0] == '\0')
-            return fail(c, "tags: empty key");
+            return zj_fail(c, "tags: empty key");
         if (val == NULL || !json_object_is_type(val, json_type_string))
-            return fail(c, "tags.%s must be a string", key);
+            return zj_fail(c, "tags.%s must be a string", key);
         const char *sv = json_object_get_string(val);
         if (strlen(sv) != (size_t)json_object_get_string_len(val))
-            return fail(c, "tags.%s contains a NUL character", key);
-        if (!utf8_ok((const unsigned char *)key, strlen(key)) ||
-            !utf8_ok((const unsigned char *)sv, strlen(sv)))
-            return fail(c, "tags: a key or value is not valid UTF-8");
+            return zj_fail(c, "tags.%s contains a NUL character", key);
+        if (!zj_utf8_ok((const unsigned char *)key, strlen(key)) ||
+            !zj_utf8_ok((const unsigned char *)sv, strlen(sv)))
+            return zj_fail(c, "tags: a key or value is not valid UTF-8");
         sc->t[n].key = key;
         sc->t[n].value = sv; /* an empty value is kept: Zipkin keeps it */
         n++;
@@ -268,55 +264,74 @@ static int tags(struct ctx *c, json_object *v, struct keel_zipkin_span *s, struc
     return 0;
 }
 
-static int kind(struct ctx *c, json_object *v, enum keel_zipkin_kind *k)
+static int kind(struct zj_ctx *c, json_object *v, enum keel_zipkin_kind *k)
 {
     *k = KEEL_ZIPKIN_KIND_NONE;
     if (v == NULL)
         return 0;
     if (!json_object_is_type(v, json_type_string))
-        return fail(c, "kind must be a string");
+        return zj_fail(c, "kind must be a string");
     const char *s = json_object_get_string(v);
     for (int i = KEEL_ZIPKIN_KIND_CLIENT; i <= KEEL_ZIPKIN_KIND_CONSUMER; i++)
         if (!strcmp(s, keel_zipkin_kind_name((enum keel_zipkin_kind)i))) {
             *k = (enum keel_zipkin_kind)i;
             return 0;
         }
-    return fail(c, "kind %s is not one of CLIENT, SERVER, PRODUCER, CONSUMER", s);
+    return zj_fail(c, "kind %s is not one of CLIENT, SERVER, PRODUCER, CONSUMER", s);
 }
 
-static int span(struct ctx *c, json_object *o, struct keel_zipkin_span *s, struct scratch *sc)
+int zj_ids(struct zj_ctx *c, json_object *o, struct keel_zipkin_span *s)
 {
-    memset(s, 0, sizeof(*s));
-    if (!json_object_is_type(o, json_type_object))
-        return fail(c, "a span must be an object");
     json_object *v;
-    if ((v = member(o, "traceId")) == NULL)
-        return fail(c, "traceId is required");
-    if (id_field(c, "traceId", v, 32, s->trace_id) < 0)
+    if ((v = zj_member(o, "traceId")) == NULL)
+        return zj_fail(c, "traceId is required");
+    if (zj_id(c, "traceId", v, 32, s->trace_id) < 0)
         return KEEL_EINVAL;
-    if ((v = member(o, "id")) == NULL)
-        return fail(c, "id is required");
-    if (id_field(c, "id", v, 16, s->id) < 0)
+    if ((v = zj_member(o, "id")) == NULL)
+        return zj_fail(c, "id is required");
+    if (zj_id(c, "id", v, 16, s->id) < 0)
         return KEEL_EINVAL;
-    if ((v = member(o, "parentId")) != NULL) {
+    if ((v = zj_member(o, "parentId")) != NULL) {
         /* Zipkin: an all-zero parent id means root */
         if (json_object_is_type(v, json_type_string) && json_object_get_string_len(v) > 0 &&
             strspn(json_object_get_string(v), "0") == (size_t)json_object_get_string_len(v)) {
             if (json_object_get_string_len(v) > 16)
-                return fail(c, "parentId.length > 16");
-        } else if (id_field(c, "parentId", v, 16, s->parent_id) < 0) {
+                return zj_fail(c, "parentId.length > 16");
+        } else if (zj_id(c, "parentId", v, 16, s->parent_id) < 0) {
             return KEEL_EINVAL;
         }
     }
-    if (kind(c, member(o, "kind"), &s->kind) < 0 || text(c, "name", member(o, "name"), &s->name) < 0 ||
-        integer(c, "timestamp", member(o, "timestamp"), &s->timestamp) < 0 ||
-        integer(c, "duration", member(o, "duration"), &s->duration) < 0 ||
-        boolean(c, "debug", member(o, "debug"), &s->debug) < 0 ||
-        boolean(c, "shared", member(o, "shared"), &s->shared) < 0 ||
-        endpoint(c, "localEndpoint", member(o, "localEndpoint"), &s->local, &s->has_local) < 0 ||
-        endpoint(c, "remoteEndpoint", member(o, "remoteEndpoint"), &s->remote, &s->has_remote) < 0 ||
-        annotations(c, member(o, "annotations"), s, sc) < 0 || tags(c, member(o, "tags"), s, sc) < 0)
+    return 0;
+}
+
+void zj_push(struct keel_zipkin_list *out, const struct keel_zipkin_span *s)
+{
+    if (out->n == out->cap) {
+        out->cap = out->cap ? out->cap * 2 : 16;
+        out->spans = keel_realloc(out->spans, out->cap * sizeof(*out->spans));
+    }
+    out->spans[out->n++] = keel_zipkin_span_pack(s);
+}
+
+static int span(struct zj_ctx *c, json_object *o, struct keel_zipkin_list *out)
+{
+    struct keel_zipkin_span s;
+    struct scratch *sc = c->scratch;
+    memset(&s, 0, sizeof(s));
+    if (!json_object_is_type(o, json_type_object))
+        return zj_fail(c, "a span must be an object");
+    if (zj_ids(c, o, &s) < 0 || kind(c, zj_member(o, "kind"), &s.kind) < 0 ||
+        zj_text(c, "name", zj_member(o, "name"), &s.name) < 0 ||
+        zj_integer(c, "timestamp", zj_member(o, "timestamp"), &s.timestamp) < 0 ||
+        zj_integer(c, "duration", zj_member(o, "duration"), &s.duration) < 0 ||
+        zj_boolean(c, "debug", zj_member(o, "debug"), &s.debug) < 0 ||
+        zj_boolean(c, "shared", zj_member(o, "shared"), &s.shared) < 0 ||
+        zj_endpoint(c, "localEndpoint", zj_member(o, "localEndpoint"), &s.local, &s.has_local) < 0 ||
+        zj_endpoint(c, "remoteEndpoint", zj_member(o, "remoteEndpoint"), &s.remote, &s.has_remote) < 0 ||
+        annotations(c, zj_member(o, "annotations"), &s, sc) < 0 ||
+        tags(c, zj_member(o, "tags"), &s, sc) < 0)
         return KEEL_EINVAL;
+    zj_push(out, &s);
     return 0;
 }
 
@@ -328,10 +343,9 @@ void keel_zipkin_list_fini(struct keel_zipkin_list *l)
     memset(l, 0, sizeof(*l));
 }
 
-int keel_zipkin_json_parse(const char *p, size_t len, struct keel_zipkin_list *out, char *err,
-                           size_t errcap)
+int zj_parse_list(const char *p, size_t len, struct keel_zipkin_list *out, char *err,
+                  size_t errcap, zj_span_fn one)
 {
-    struct ctx c = { err, errcap, 0 };
     if (len > INT32_MAX) {
         snprintf(err, errcap, "body too large");
         return KEEL_EINVAL;
@@ -358,21 +372,13 @@ int keel_zipkin_json_parse(const char *p, size_t len, struct keel_zipkin_list *o
         return KEEL_EINVAL;
     }
     size_t n = json_object_array_length(root), first = out->n;
-    struct scratch *sc = keel_alloc(sizeof(*sc));
+    struct zj_ctx c = { err, errcap, 0, keel_alloc(sizeof(struct scratch)) };
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
-        struct keel_zipkin_span s;
         c.index = i;
-        rc = span(&c, json_object_array_get_idx(root, i), &s, sc);
-        if (rc < 0)
-            break;
-        if (out->n == out->cap) {
-            out->cap = out->cap ? out->cap * 2 : 16;
-            out->spans = keel_realloc(out->spans, out->cap * sizeof(*out->spans));
-        }
-        out->spans[out->n++] = keel_zipkin_span_pack(&s);
+        rc = one(&c, json_object_array_get_idx(root, i), out);
     }
-    free(sc);
+    free(c.scratch);
     json_object_put(root);
     if (rc < 0) {
         while (out->n > first)
@@ -384,6 +390,12 @@ int keel_zipkin_json_parse(const char *p, size_t len, struct keel_zipkin_list *o
         }
     }
     return rc;
+}
+
+int keel_zipkin_json_parse(const char *p, size_t len, struct keel_zipkin_list *out, char *err,
+                           size_t errcap)
+{
+    return zj_parse_list(p, len, out, err, errcap, span);
 }
 
 /* ---- writer ---- */
