@@ -1,24 +1,28 @@
-/* libFuzzer target: the Zipkin v2 JSON parser on arbitrary bytes. What it accepts must
- * write back as JSON that parses again to the same spans (the collector answers queries
- * with that writer), and must go into a store and out of its queries without harm. */
+/* libFuzzer target: the Zipkin v2 and v1 JSON parsers on arbitrary bytes. What they
+ * accept must write back as v2 JSON that parses again to the same spans (the collector
+ * answers queries with that writer), and must go into a store and out of its queries
+ * without harm. */
 #include "core/buf.h"
 #include "core/err.h"
 #include "tracing/store.h"
 #include "tracing/zipkin_json.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static void check(const uint8_t *data, size_t size, bool v1)
 {
     struct keel_zipkin_list l = { 0 }, again = { 0 };
-    char err[512];
-    if (keel_zipkin_json_parse((const char *)data, size, &l, err, sizeof(err)) < 0) {
+    char err[512] = "";
+    int rc = v1 ? keel_zipkin_json_parse_v1((const char *)data, size, &l, err, sizeof(err))
+                : keel_zipkin_json_parse((const char *)data, size, &l, err, sizeof(err));
+    if (rc < 0) {
         if (l.n != 0 || err[0] == '\0')
             __builtin_trap();
-        return 0;
+        return;
     }
     struct keel_buf a = { 0 }, b = { 0 };
     keel_zipkin_json_write_spans(&a, l.spans, l.n);
@@ -48,5 +52,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     keel_zipkin_list_fini(&again);
     keel_buf_release(&a);
     keel_buf_release(&b);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    check(data, size, false);
+    check(data, size, true);
     return 0;
 }

@@ -145,7 +145,10 @@ static void post_spans(struct keel_trace_store *st, struct keel_collector_counte
 {
     struct keel_zipkin_list l = { 0 };
     char err[512];
-    if (keel_zipkin_json_parse(req->body, req->body_len, &l, err, sizeof(err)) < 0) {
+    bool v1 = keel_str_eq(req->path, KEEL_STR("/api/v1/spans"));
+    int rc = v1 ? keel_zipkin_json_parse_v1(req->body, req->body_len, &l, err, sizeof(err))
+                : keel_zipkin_json_parse(req->body, req->body_len, &l, err, sizeof(err));
+    if (rc < 0) {
         cnt->reports_rejected++;
         keel_trace_store_count_rejected(st, 1);
         text(res, 400, err);
@@ -383,12 +386,8 @@ void keel_collector_handle(struct keel_trace_store *st, struct keel_collector_co
     bool get = is(req->method, "GET") || is(req->method, "HEAD");
     bool post = is(req->method, "POST");
     struct keel_str path = req->path;
-    if (is(path, "/api/v2/spans") && post) {
+    if ((is(path, "/api/v2/spans") || is(path, "/api/v1/spans")) && post) {
         post_spans(st, cnt, req, res);
-        return;
-    }
-    if (is(path, "/api/v1/spans") && post) {
-        text(res, 415, "Zipkin v1 JSON is not supported: send Zipkin v2 JSON to /api/v2/spans");
         return;
     }
     if (!get) {

@@ -23,6 +23,10 @@ struct keel_zipkin_list {
  * and field, as Zipkin's messages do) and KEEL_EINVAL returns. */
 int keel_zipkin_json_parse(const char *p, size_t len, struct keel_zipkin_list *out, char *err,
                            size_t errcap);
+/* The same for Zipkin v1 JSON (binaryAnnotations, core annotations cs/cr/sr/ss/ms/mr),
+ * converted to v2 spans as Zipkin converts them. */
+int keel_zipkin_json_parse_v1(const char *p, size_t len, struct keel_zipkin_list *out, char *err,
+                              size_t errcap);
 /* Normalise a trace id as Zipkin does (lower-hex, 1..32 digits, padded to 16 or 32, a
  * 128-bit id with zero high bits shortened to 16). 0 or KEEL_EINVAL with err set. */
 int keel_zipkin_trace_id(const char *s, size_t len, char out[33], char *err, size_t errcap);

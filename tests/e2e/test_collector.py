@@ -264,7 +264,6 @@ def test_query_errors(collector):
     assert c.request("GET", "/api/v2/traceMany")[0] == 400
     assert c.request("GET", "/nope")[0] == 404
     assert c.request("DELETE", "/api/v2/spans")[0] == 405
-    assert c.request("POST", "/api/v1/spans", b"[]")[0] == 415
 
 
 def test_duplicate_span_merged(collector):
@@ -492,3 +491,28 @@ def test_half_close_still_gets_a_large_answer(collector):
     head, body = data.split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 200")
     assert len(json.loads(body)) == 5000
+
+
+def test_zipkin_v1_json(collector):
+    """Istio <= 1.4's Envoy reports Zipkin v1 JSON to /api/v1/spans: stored as v2."""
+    c = collector()
+    t0 = now_us()
+    ep_c = {"serviceName": "productpage.default", "ipv4": "10.0.0.1"}
+    ep_s = {"serviceName": "details.default", "ipv4": "10.0.0.2", "port": 9080}
+    v1 = [{"traceId": "5b8aa5a2d2c872e8", "id": "c1a7d6c3e4b2a190", "name": "details:9080/*",
+           "timestamp": t0, "duration": 900,
+           "annotations": [{"timestamp": t0, "value": "cs", "endpoint": ep_c},
+                           {"timestamp": t0 + 900, "value": "cr", "endpoint": ep_c}],
+           "binaryAnnotations": [{"key": "http.status_code", "value": "200", "endpoint": ep_c},
+                                 {"key": "sa", "value": True, "endpoint": ep_s}]}]
+    status, text = c.request("POST", "/api/v1/spans", json.dumps(v1).encode(),
+                             {"Content-Type": "application/json"})
+    assert (status, text) == (202, "")
+    got = c.get("/api/v2/trace/5b8aa5a2d2c872e8")
+    check_trace(got)
+    assert got == [{"traceId": "5b8aa5a2d2c872e8", "id": "c1a7d6c3e4b2a190", "kind": "CLIENT",
+                    "name": "details:9080/*", "timestamp": t0, "duration": 900,
+                    "localEndpoint": ep_c, "remoteEndpoint": ep_s,
+                    "tags": {"http.status_code": "200"}}]
+    status, text = c.request("POST", "/api/v1/spans", b'[{"traceId":"1"}]')
+    assert (status, text) == (400, "spans[0]: id is required\n")

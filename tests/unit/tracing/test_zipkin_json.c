@@ -254,13 +254,105 @@ static void failure_adds_nothing(void **state)
     keel_zipkin_list_fini(&l);
 }
 
+
+static const char *v1(const char *json)
+{
+    static char out[65536];
+    struct keel_zipkin_list l = { 0 };
+    err[0] = '\0';
+    if (keel_zipkin_json_parse_v1(json, strlen(json), &l, err, sizeof(err)) < 0) {
+        assert_int_equal(l.n, 0);
+        return NULL;
+    }
+    struct keel_buf b = { 0 };
+    keel_zipkin_json_write_spans(&b, l.spans, l.n);
+    memcpy(out, keel_buf_rptr(&b), keel_buf_len(&b));
+    out[keel_buf_len(&b)] = '\0';
+    keel_buf_release(&b);
+    keel_zipkin_list_fini(&l);
+    return out;
+}
+
+/* v1 -> v2 as Zipkin's V1SpanConverter: one v1 span with both sides is a CLIENT span and a
+ * shared SERVER span; addresses become remote endpoints; the rest lands on the side whose
+ * service recorded it. */
+static void v1_shared_span(void **state)
+{
+    const char *in =
+        "[{\"traceId\":\"1\",\"id\":\"2\",\"parentId\":\"1\",\"name\":\"GET\",\"timestamp\":100,"
+        "\"duration\":50,\"annotations\":["
+        "{\"timestamp\":100,\"value\":\"cs\",\"endpoint\":{\"serviceName\":\"Frontend\",\"ipv4\":\"1.2.3.4\"}},"
+        "{\"timestamp\":110,\"value\":\"sr\",\"endpoint\":{\"serviceName\":\"backend\",\"ipv4\":\"1.2.3.5\"}},"
+        "{\"timestamp\":120,\"value\":\"db.start\",\"endpoint\":{\"serviceName\":\"backend\"}},"
+        "{\"timestamp\":140,\"value\":\"ss\",\"endpoint\":{\"serviceName\":\"backend\",\"ipv4\":\"1.2.3.5\"}},"
+        "{\"timestamp\":150,\"value\":\"cr\",\"endpoint\":{\"serviceName\":\"Frontend\",\"ipv4\":\"1.2.3.4\"}}],"
+        "\"binaryAnnotations\":["
+        "{\"key\":\"http.path\",\"value\":\"/api\",\"endpoint\":{\"serviceName\":\"frontend\"}},"
+        "{\"key\":\"sa\",\"value\":true,\"endpoint\":{\"serviceName\":\"backend\",\"port\":8080}},"
+        "{\"key\":\"ca\",\"value\":true,\"endpoint\":{\"ipv4\":\"1.2.3.4\",\"port\":5555}},"
+        "{\"key\":\"sql\",\"value\":\"select\",\"endpoint\":{\"serviceName\":\"backend\"}},"
+        "{\"key\":\"retries\",\"value\":3,\"type\":\"I64\"}]}]";
+    assert_string_equal(v1(in),
+        "[{\"traceId\":\"0000000000000001\",\"parentId\":\"0000000000000001\",\"id\":\"0000000000000002\","
+        "\"kind\":\"CLIENT\",\"name\":\"get\",\"timestamp\":100,\"duration\":50,"
+        "\"localEndpoint\":{\"serviceName\":\"frontend\",\"ipv4\":\"1.2.3.4\"},"
+        "\"remoteEndpoint\":{\"serviceName\":\"backend\",\"port\":8080},"
+        "\"tags\":{\"http.path\":\"/api\",\"retries\":\"3\"}},"
+        "{\"traceId\":\"0000000000000001\",\"parentId\":\"0000000000000001\",\"id\":\"0000000000000002\","
+        "\"kind\":\"SERVER\",\"name\":\"get\",\"timestamp\":110,\"duration\":30,"
+        "\"localEndpoint\":{\"serviceName\":\"backend\",\"ipv4\":\"1.2.3.5\"},"
+        "\"remoteEndpoint\":{\"ipv4\":\"1.2.3.4\",\"port\":5555},"
+        "\"annotations\":[{\"timestamp\":120,\"value\":\"db.start\"}],"
+        "\"tags\":{\"sql\":\"select\"},\"shared\":true}]");
+}
+
+static void v1_one_side_and_local(void **state)
+{
+    /* a server side alone: the span's own timestamp and duration win */
+    assert_string_equal(
+        v1("[{\"traceId\":\"a\",\"id\":\"b\",\"name\":\"x\",\"timestamp\":10,\"duration\":7,"
+           "\"annotations\":[{\"timestamp\":11,\"value\":\"sr\",\"endpoint\":{\"serviceName\":\"s\"}}],"
+           "\"debug\":true}]"),
+        "[{\"traceId\":\"000000000000000a\",\"id\":\"000000000000000b\",\"kind\":\"SERVER\",\"name\":\"x\","
+        "\"timestamp\":10,\"duration\":7,\"localEndpoint\":{\"serviceName\":\"s\"},\"debug\":true}]");
+    /* a local span: the local component's endpoint */
+    assert_string_equal(
+        v1("[{\"traceId\":\"a\",\"id\":\"b\",\"name\":\"work\",\"timestamp\":10,\"duration\":7,"
+           "\"binaryAnnotations\":[{\"key\":\"lc\",\"value\":\"cache\",\"endpoint\":{\"serviceName\":\"s\"}}]}]"),
+        "[{\"traceId\":\"000000000000000a\",\"id\":\"000000000000000b\",\"name\":\"work\","
+        "\"timestamp\":10,\"duration\":7,\"localEndpoint\":{\"serviceName\":\"s\"},\"tags\":{\"lc\":\"cache\"}}]");
+    /* a producer */
+    assert_string_equal(
+        v1("[{\"traceId\":\"a\",\"id\":\"b\",\"annotations\":[{\"timestamp\":5,\"value\":\"ms\","
+           "\"endpoint\":{\"serviceName\":\"p\"}}],\"binaryAnnotations\":[{\"key\":\"ma\",\"value\":true,"
+           "\"endpoint\":{\"serviceName\":\"kafka\"}}]}]"),
+        "[{\"traceId\":\"000000000000000a\",\"id\":\"000000000000000b\",\"kind\":\"PRODUCER\",\"timestamp\":5,"
+        "\"localEndpoint\":{\"serviceName\":\"p\"},\"remoteEndpoint\":{\"serviceName\":\"kafka\"}}]");
+}
+
+static void v1_violations(void **state)
+{
+    assert_null(v1("[{\"id\":\"1\"}]"));
+    assert_string_equal(err, "spans[0]: traceId is required");
+    assert_null(v1("[{\"traceId\":\"1\",\"id\":\"1\",\"binaryAnnotations\":{}}]"));
+    assert_string_equal(err, "spans[0]: binaryAnnotations must be an array");
+    assert_null(v1("[{\"traceId\":\"1\",\"id\":\"1\",\"binaryAnnotations\":[{\"value\":\"x\"}]}]"));
+    assert_string_equal(err, "spans[0]: binaryAnnotations[0].key is missing");
+    assert_null(v1("[{\"traceId\":\"1\",\"id\":\"1\",\"binaryAnnotations\":[{\"key\":\"k\",\"value\":[]}]}]"));
+    assert_string_equal(err, "spans[0]: binaryAnnotations[0].value must be a string, number or boolean");
+    assert_null(v1("[{\"traceId\":\"1\",\"id\":\"1\"},{\"traceId\":\"1\",\"id\":\"2\","
+                   "\"annotations\":[{\"timestamp\":1,\"value\":\"cs\",\"endpoint\":{\"ipv4\":\"x\"}}]}]"));
+    assert_string_equal(err, "spans[1]: annotations[0].endpoint.ipv4 x is not an IPv4 address");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(zipkin_example), cmocka_unit_test(all_fields),
         cmocka_unit_test(normalisation), cmocka_unit_test(model_violations),
         cmocka_unit_test(hostile_json), cmocka_unit_test(prefixes_at_guard_page),
-        cmocka_unit_test(failure_adds_nothing),
+        cmocka_unit_test(failure_adds_nothing), cmocka_unit_test(v1_shared_span),
+        cmocka_unit_test(v1_one_side_and_local), cmocka_unit_test(v1_violations),
     };
     return cmocka_run_group_tests_name("tracing/zipkin_json", tests, NULL, NULL);
 }
