@@ -9,5 +9,7 @@ int keel_cmd_apply(int argc, char **argv);
 int keel_cmd_get(int argc, char **argv);
 int keel_cmd_mesh(int argc, char **argv);
 int keel_cmd_sample_app(int argc, char **argv);
+int keel_cmd_collector(int argc, char **argv);
+int keel_cmd_traces(int argc, char **argv);
 
 #endif

@@ -25,6 +25,8 @@ static const struct command {
     { "apply", keel_cmd_apply, "validate a file and write it atomically into a config dir" },
     { "get", keel_cmd_get, "list the resources of a config dir (kubectl-like table)" },
     { "sample-app", keel_cmd_sample_app, "run the demo HTTP service of the local mesh" },
+    { "collector", keel_cmd_collector, "run a Zipkin-compatible trace collector (:9411)" },
+    { "traces", keel_cmd_traces, "print traces from a collector as trees" },
     { "version", version, "print the version and the commit built from (also --version)" },
 };
 
