@@ -815,11 +815,6 @@ bool session_http_forward(struct session *s)
             session_set_timer(s, T_RESPONSE, t);
     }
 
-    /* a close-delimited body ends only at the EOF, which may have come with the last bytes:
-     * a short read does not prove the FIN was consumed (edge-triggered), so look again */
-    if (s->res_head_done && !s->res_done && s->rmeta.body == KEEL_HTTP_BODY_EOF &&
-        keel_buf_len(&u->in) == 0)
-        u->io.readable = true;
     /* upstream -> client: read only once what was read before has moved on (or to
      * complete a head), so an EOF is never seen ahead of unforwarded bytes */
     if (!s->res_done && u->io.readable && keel_buf_len(&s->out) < HIGH_WATER &&
