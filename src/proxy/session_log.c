@@ -225,6 +225,8 @@ void session_log_exchange(struct session *s)
     r.downstream_remote = keel_str_c(s->remote);
     if (!r.is_tcp && s->rt.http != NULL) /* routing: the VirtualService http[].name */
         r.route_name = keel_str_c(s->rt.http->name);
+    else if (!r.is_tcp && s->rt.name != NULL) /* allow_any, block_all */
+        r.route_name = keel_str_c(s->rt.name);
     else if (!r.is_tcp && s->target != NULL)
         r.route_name = LIT("default");
     /* the log of the generation the request started on (a bad request: the current one);
