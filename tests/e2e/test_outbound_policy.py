@@ -7,7 +7,7 @@ import os
 import re
 import time
 
-from conftest import raw_exchange
+from conftest import free_port, raw_exchange
 
 REGISTRY = """apiVersion: v1
 kind: Service
@@ -92,6 +92,12 @@ def test_default_is_allow_any_passthrough(keel, backend_factory, tmp_path):
     lines = k.log_lines(5)
     assert " 503 DF dns_resolution_failure " in lines[3], lines[3]
     assert " 503 UH no_healthy_upstream " in lines[4], lines[4]
+    # many distinct passthrough addresses (connection refused): their upstream pools are
+    # freed with their last connection once a worker holds more than 256, never a crash
+    closed = free_port()
+    for i in range(300):
+        assert get(k, "127.0.%d.%d:%d" % (1 + i // 250, 2 + i % 250, closed)) == 503
+    assert get(k, ext) == 200
     # without any config dir, too
     k2 = keel("--inbound", "off")
     assert get(k2, ext) == 200
