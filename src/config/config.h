@@ -465,8 +465,14 @@ struct keel_config_ext_provider {
     bool omit_empty_values;
 };
 
+/* outboundTrafficPolicy.mode, with Istio's enum values */
+enum keel_config_outbound_mode { KEEL_CONFIG_REGISTRY_ONLY = 0, KEEL_CONFIG_ALLOW_ANY = 1 };
+
 struct keel_config_mesh {
     struct keel_config_pos pos;  /* of the mesh string (or zero: built-in defaults) */
+    int outbound_mode;           /* enum keel_config_outbound_mode; default ALLOW_ANY, as Istio */
+    struct keel_config_kv *proxy_metadata; /* defaultConfig.proxyMetadata (ISTIO_META_CLUSTER_ID) */
+    size_t n_proxy_metadata;
     const char *access_log_file; /* "" = off */
     int access_log_encoding;     /* enum keel_config_log_encoding */
     const char *access_log_format; /* "" = Istio default */

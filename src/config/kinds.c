@@ -24,6 +24,7 @@ static const char *const std_metrics[] = {
 };
 static const char *const tag_ops[] = { "UPSERT", "REMOVE", NULL };
 static const char *const encodings[] = { "TEXT", "JSON", NULL };
+static const char *const outbound_modes[] = { "REGISTRY_ONLY", "ALLOW_ANY", NULL }; /* Istio's numbers */
 static const char *const attrgen_phases[] = { "AFTER_RESPONSE", "ON_REQUEST", NULL };
 
 /* ---- metric / logentry templates ---- */
@@ -724,6 +725,10 @@ static const struct keel_config_schema dc_tracing_schema = { "defaultConfig.trac
                                                              KEEL_UNKNOWN_WARN, false };
 static const struct keel_field default_config_fields[] = {
     { .name = "tracing", .type = KEEL_FT_OBJ, .sub = &dc_tracing_schema },
+    /* the proxies' environment: ISTIO_META_CLUSTER_ID names the cluster when the
+     * proxy's own environment does not */
+    { .name = "proxyMetadata", .type = KEEL_FT_KVMAP, .off = offsetof(struct keel_config_mesh, proxy_metadata),
+      .off2 = offsetof(struct keel_config_mesh, n_proxy_metadata) },
     END
 };
 static const struct keel_config_schema default_config_schema = { "defaultConfig", default_config_fields,
@@ -835,7 +840,15 @@ static const struct keel_field ext_provider_fields[] = {
 static const struct keel_config_schema ext_provider_schema = { "extensionProviders entry", ext_provider_fields,
                                                                KEEL_UNKNOWN_WARN, true };
 
+static const struct keel_field outbound_policy_fields[] = {
+    { .name = "mode", .type = KEEL_FT_ENUM, .off = MS(outbound_mode), .enum_names = outbound_modes },
+    END
+};
+static const struct keel_config_schema outbound_policy_schema = { "outboundTrafficPolicy", outbound_policy_fields,
+                                                                  KEEL_UNKNOWN_WARN, false };
+
 static const struct keel_field mesh_fields[] = {
+    { .name = "outboundTrafficPolicy", .type = KEEL_FT_OBJ, .sub = &outbound_policy_schema },
     { .name = "accessLogFile", .type = KEEL_FT_STR, .off = MS(access_log_file) },
     { .name = "accessLogEncoding", .type = KEEL_FT_ENUM, .off = MS(access_log_encoding), .enum_names = encodings },
     { .name = "accessLogFormat", .type = KEEL_FT_STR, .off = MS(access_log_format) },
@@ -859,6 +872,7 @@ void keel_config_mesh_defaults(struct keel_config_mesh *m)
     memset(m, 0, sizeof(*m));
     m->access_log_file = "";
     m->access_log_format = "";
+    m->outbound_mode = KEEL_CONFIG_ALLOW_ANY;
     m->enable_tracing = true;
     m->tracing_sampling = -1;
     m->zipkin_address = "";

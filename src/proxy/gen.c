@@ -71,12 +71,23 @@ static struct access_log *gen_access_log(struct server *srv, const struct keel_c
     return al;
 }
 
+/* The cluster id the mesh config gives every proxy: ISTIO_META_CLUSTER_ID in
+ * defaultConfig.proxyMetadata (Istio sets those as the proxy's environment, under what
+ * the pod itself sets), else Istio's default "Kubernetes". */
+static const char *mesh_cluster_id(const struct keel_config_mesh *m)
+{
+    for (size_t i = 0; i < m->n_proxy_metadata; i++)
+        if (!strcmp(m->proxy_metadata[i].key, "ISTIO_META_CLUSTER_ID") && m->proxy_metadata[i].value[0])
+            return m->proxy_metadata[i].value;
+    return "Kubernetes";
+}
+
 struct proxy_gen *gen_new(struct server *srv, struct keel_config *cfg)
 {
     struct proxy_gen *g = keel_calloc(1, sizeof(*g));
     atomic_init(&g->refs, 1);
     g->cfg = cfg;
-    g->cluster_id = srv->opt->cluster_id != NULL ? srv->opt->cluster_id : "Kubernetes";
+    g->cluster_id = srv->opt->cluster_id != NULL ? srv->opt->cluster_id : mesh_cluster_id(&cfg->mesh);
     g->log = gen_access_log(srv, cfg);
     size_t n_ports = 0;
     g->port_base = keel_calloc(cfg->n_services + 1, sizeof(*g->port_base));

@@ -51,7 +51,8 @@ struct keel_proxy_options {
     const char *config_dir;        /* NULL: ./keel.d when it exists */
     const char *workload;          /* NAME.NAMESPACE: who this sidecar is */
     enum keel_proxy_role role;     /* sidecar (default), gateway or waypoint */
-    const char *cluster_id;        /* --cluster-id, else $ISTIO_META_CLUSTER_ID, else Kubernetes */
+    const char *cluster_id;        /* --cluster-id, else $ISTIO_META_CLUSTER_ID; NULL: the mesh
+                                    * config's proxyMetadata, else Kubernetes */
     bool telemetry_off;            /* no metrics or Mixer rules (access log unaffected) */
     size_t metric_series_limit;    /* per metric family; 0: the registry's default */
     int64_t metric_expiry_ms;      /* drop series not updated for this long; 0: never */

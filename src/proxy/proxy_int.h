@@ -142,6 +142,7 @@ struct pool {
     struct keel_addr addr;
     struct upconn *idle;    /* LIFO: the most recently used is the most likely alive */
     size_t n_idle;
+    size_t n_conns;         /* upconns of this pool not yet freed, idle ones included */
     struct pool *next;      /* hash chain */
 };
 
@@ -163,6 +164,7 @@ struct worker {
     struct worker_listener *listeners;
     size_t n_listeners;
     struct pool *pools[POOL_BUCKETS]; /* by upstream address */
+    size_t n_pools;
     struct worker_gen *cur;        /* the generation new requests start on */
     struct worker_gen *retired;    /* older ones with requests still in flight */
     uint32_t rr;                   /* round-robin position over endpoints */

@@ -1,11 +1,13 @@
 /* Where an outbound request goes, by role:
  *   sidecar   a service whose namespace (or itself) is labelled istio.io/use-waypoint
  *             goes to that waypoint; else the mesh VirtualService of the host; else the
- *             registry (round-robin over the service port's endpoints).
+ *             registry (round-robin over the service port's endpoints); else the mesh's
+ *             outboundTrafficPolicy (passthrough.c).
  *   waypoint  the mesh VirtualService of the host, else the registry.
  *   gateway   only the VirtualServices bound to a Gateway that selects this workload;
  *             nothing else (404 NR), as Istio's ingress gateway.
- * A VirtualService owning the host but matching none of its routes is a 404 NR. Then
+ * A VirtualService owning the host but matching none of its routes is a 404 NR (as
+ * Envoy answers it; the only NR of a sidecar). Then
  * fault injection (abort FI, delay DI), rewrites, the route timeout and retries. */
 #include "proxy/session_int.h"
 
@@ -94,6 +96,8 @@ void route_gen_build(struct proxy_gen *g, const struct server *srv)
                               wp->workload->address);
         }
     }
+    if (srv->opt->role == KEEL_PROXY_SIDECAR && cfg->mesh.outbound_mode == KEEL_CONFIG_ALLOW_ANY)
+        route_hosts_load(rg, "/etc/hosts");
     if (srv->opt->role == KEEL_PROXY_GATEWAY) {
         if (g->self != NULL)
             rg->n_gw_vs = keel_routing_gateway_vs(cfg, g->self->labels, g->self->n_labels, &rg->gw_vs);
@@ -113,6 +117,7 @@ void route_gen_free(struct proxy_gen *g)
     free(rg->dests);
     free(rg->waypoints);
     free(rg->gw_vs);
+    route_hosts_free(rg);
 }
 
 /* ---- per request ---- */
@@ -130,6 +135,7 @@ void route_state_reset(struct session *s)
     rt->retried_any = false;
     rt->src_peer.present = false;
     rt->src_peer_raw = (struct keel_str){ NULL, 0 };
+    rt->name = NULL;
 }
 
 static void set_service(struct session *s, const struct keel_registry_service *svc)
@@ -227,8 +233,8 @@ enum route_result route_outbound(struct session *s, struct keel_str host, int po
     v = keel_routing_mesh_vs(cfg, host, fqdn);
     if (v != NULL)
         return route_vs(s, v, req_port);
-    if (rp == NULL)
-        return ROUTE_NONE;
+    if (rp == NULL) /* outboundTrafficPolicy (passthrough.c); a gateway or waypoint: NR */
+        return role == KEEL_PROXY_SIDECAR ? route_passthrough(s, host, req_port) : ROUTE_NONE;
     set_service(s, rp->service);
     return pick_target(s, gen_port_of(g, rp));
 }

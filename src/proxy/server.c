@@ -36,10 +36,10 @@ void keel_proxy_options_defaults(struct keel_proxy_options *o)
     o->max_headers = 100;               /* Envoy's max_headers_count */
     o->max_uri_bytes = 8192;
     o->access_log_encoding = KEEL_ACCESSLOG_TEXT;
-    /* Istio's cluster id: ISTIO_META_CLUSTER_ID in the proxy's environment, "Kubernetes"
-     * when the install names none */
+    /* Istio's cluster id: ISTIO_META_CLUSTER_ID in the proxy's environment; else the mesh
+     * config's defaultConfig.proxyMetadata, else "Kubernetes" (gen.c) */
     const char *cid = getenv("ISTIO_META_CLUSTER_ID");
-    o->cluster_id = cid != NULL && *cid ? cid : "Kubernetes";
+    o->cluster_id = cid != NULL && *cid ? cid : NULL;
 }
 
 static int parse_target(const char *addr, const char *cluster, struct keel_proxy_target *t)

@@ -338,6 +338,10 @@ static void take_request(struct session *s, size_t head_len)
     case ROUTE_NO_CLUSTER:
         session_local_reply(s, 503, KEEL_RF_NC, "cluster_not_found", "", false);
         return;
+    case ROUTE_REPLY: /* outboundTrafficPolicy: BlackHoleCluster, an unresolvable host */
+        session_local_reply(s, s->rt.reply_status, s->rt.reply_flags, s->rt.reply_details,
+                            s->rt.reply_body, false);
+        return;
     }
     session_trace_begin(s); /* tracing: context in, this hop's span */
     if (route_before_upstream(s)) /* routing: fault abort or delay; rewrites */

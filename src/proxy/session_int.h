@@ -24,6 +24,7 @@ struct hdr_tables {
     struct hdr_tables *next;
     struct keel_http_header req[KEEL_HTTP_MAX_HEADERS + 2];
     struct keel_http_header res[KEEL_HTTP_MAX_HEADERS + 1];
+    struct keel_proxy_target passthrough; /* ALLOW_ANY: this exchange's original host */
 };
 
 enum phase {

@@ -225,6 +225,8 @@ void session_log_exchange(struct session *s)
     r.downstream_remote = keel_str_c(s->remote);
     if (!r.is_tcp && s->rt.http != NULL) /* routing: the VirtualService http[].name */
         r.route_name = keel_str_c(s->rt.http->name);
+    else if (!r.is_tcp && s->rt.name != NULL) /* allow_any, block_all */
+        r.route_name = keel_str_c(s->rt.name);
     else if (!r.is_tcp && s->target != NULL)
         r.route_name = LIT("default");
     /* the log of the generation the request started on (a bad request: the current one);
@@ -232,9 +234,14 @@ void session_log_exchange(struct session *s)
      * "envoy" provider and no longer logs everything by itself (--access-log still does) */
     const struct proxy_gen *g = (s->wg != NULL ? s->wg : w->cur)->g;
     struct access_log *al = g->log;
-    if (al != NULL && (!g->tlogs_configured || al == session_srv(s)->flag_log))
+    bool log_all = al != NULL && (!g->tlogs_configured || al == session_srv(s)->flag_log);
+    /* one bag per exchange: the report's, also read by Telemetry filters and %CEL% */
+    bool filled = session_report_fill(s, &r, "close",
+                                      g->n_tlogs > 0 || (log_all && keel_accesslog_uses_bag(al->format)));
+    if (filled)
+        r.bag = &w->report->bag;
+    if (log_all)
         worker_log_line(w, al, &r);
-    bool filled = session_report_fill(s, &r, "close", g->n_tlogs > 0);
     bool outbound = !(s->spec->kind == LISTEN_INBOUND || (r.is_tcp && s->spec->tcp_inbound));
     for (size_t i = 0; i < g->n_tlogs && filled; i++) {
         const struct gen_log *tl = &g->tlogs[i];

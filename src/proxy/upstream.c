@@ -16,6 +16,10 @@
 #define POOL_IDLE_MAX 1024          /* idle connections kept per target per worker */
 #define POOL_IDLE_TIMEOUT_MS 60000
 #define FREE_UPCONNS_MAX 4096
+/* Pools kept with no connection: the registry's targets are few and stay; past this many,
+ * as when passthrough (outboundTrafficPolicy ALLOW_ANY) meets many addresses, an unused
+ * pool is freed with its last connection, as Envoy's original-destination hosts expire. */
+#define POOLS_KEEP 256
 
 static void on_io(struct keel_io *io, uint32_t events);
 static void on_idle_timeout(struct keel_timer *t);
@@ -36,10 +40,28 @@ static void upconn_close(struct upconn *u)
     keel_loop_defer(w->loop, &u->free_defer);
 }
 
+static uint32_t addr_hash(const struct keel_addr *a);
+
+/* u is gone for good: its pool may go too when the worker holds many. */
+static void pool_drop_conn(struct worker *w, struct pool *p)
+{
+    if (p == NULL || --p->n_conns > 0 || p->n_idle > 0 || w->n_pools <= POOLS_KEEP)
+        return;
+    for (struct pool **pp = &w->pools[addr_hash(&p->addr) % POOL_BUCKETS]; *pp != NULL; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            w->n_pools--;
+            free(p);
+            return;
+        }
+}
+
 static void on_free(struct keel_defer *d)
 {
     struct upconn *u = (struct upconn *)((char *)d - offsetof(struct upconn, free_defer));
     struct worker *w = u->w;
+    pool_drop_conn(w, u->pool);
+    u->pool = NULL;
     if (w->n_free_upconns < FREE_UPCONNS_MAX) {
         u->next = w->free_upconns;
         w->free_upconns = u;
@@ -82,6 +104,7 @@ static struct pool *pool_of(struct worker *w, const struct keel_addr *a)
     p->addr = *a;
     p->next = *head;
     *head = p;
+    w->n_pools++;
     return p;
 }
 
@@ -109,6 +132,7 @@ struct upconn *upconn_acquire(struct worker *w, const struct keel_proxy_target *
     }
     u->w = w;
     u->pool = p;
+    p->n_conns++;
     u->s = s;
     u->io.cb = on_io;
     u->idle_timer.cb = on_idle_timeout;

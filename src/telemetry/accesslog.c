@@ -10,15 +10,19 @@
  * strings escaped by core/json.c (the one JSON escaper: controls escaped, invalid UTF-8 as
  * U+FFFD), so the line is always valid JSON and valid UTF-8.
  *
- * Hot path: no allocation (values are slices of the record or of a stack scratch buffer),
- * the only growth is keel_buf_reserve on the caller's buffer; the START_TIME second is
+ * Hot path: no allocation (values are slices of the record or of a stack scratch buffer;
+ * %CEL% values that are not strings are printed into a pooled buffer, taken from and
+ * given back to the thread's free list), the only growth is keel_buf_reserve on the
+ * caller's buffer; the START_TIME second is
  * formatted once per second per thread. */
 #include "telemetry/accesslog.h"
 
 #include "core/json.h"
 #include "telemetry/accesslog_int.h"
 
+#include "attr/attr.h"
 #include "core/rand.h"
+#include "expr/expr.h"
 #include "telemetry/response_flags.h"
 
 #include <stdint.h>
@@ -253,8 +257,47 @@ static inline const struct keel_str *rec_str(const struct keel_access_record *r,
     return (const struct keel_str *)((const char *)r + field);
 }
 
+/* %CEL(...)%: the expression's value as Envoy's CEL formatter prints it: strings and bytes
+ * as they are, numbers and bools as text, durations and timestamps in their text forms,
+ * lists and maps as JSON (Envoy writes a placeholder there). An evaluation error (a
+ * missing attribute or header) and null are unset. Text that is not a slice of the bag or
+ * of the expression goes to tmp, pooled storage of the render call. */
+static void cel_value(const struct keel_accesslog_format *f, const struct al_op *o,
+                      const struct keel_access_record *r, struct val *v, struct keel_buf *tmp)
+{
+    struct keel_value x;
+    if (r->bag == NULL || keel_expr_eval(f->exprs[o->off], r->bag, &x, NULL) < 0)
+        return;
+    switch (x.type) {
+    case KEEL_VALUE_STRING:
+    case KEEL_VALUE_BYTES:
+    case KEEL_VALUE_DNS_NAME:
+    case KEEL_VALUE_EMAIL_ADDRESS:
+    case KEEL_VALUE_URI:
+        v->s = x.u.s;
+        return;
+    case KEEL_VALUE_NONE:
+    case KEEL_VALUE_NULL_TYPE:
+    case KEEL_VALUE_ERROR:
+        return;
+    default:
+        break;
+    }
+    tmp->rpos = tmp->wpos = 0;
+    if (x.type == KEEL_VALUE_LIST || x.type == KEEL_VALUE_MAP || x.type == KEEL_VALUE_STRING_MAP ||
+        x.type == KEEL_VALUE_TYPE)
+        keel_value_format_json(&x, tmp);
+    else
+        keel_value_format(&x, tmp);
+    v->s = (struct keel_str){ keel_buf_rptr(tmp), keel_buf_len(tmp) };
+    if (x.type == KEEL_VALUE_TYPE && v->s.len >= 2) { /* a type is its name, not a JSON string */
+        v->s.p++;
+        v->s.len -= 2;
+    }
+}
+
 static void get_value(const struct keel_accesslog_format *f, const struct al_op *o,
-                      const struct keel_access_record *r, struct val *v, char *scratch)
+                      const struct keel_access_record *r, struct val *v, char *scratch, struct keel_buf *tmp)
 {
     v->kind = V_UNSET;
     v->s.p = NULL;
@@ -313,6 +356,9 @@ static void get_value(const struct keel_accesslog_format *f, const struct al_op 
         }
         break;
     }
+    case AL_CEL:
+        cel_value(f, o, r, v, tmp);
+        break;
     case AL_UNIQUE_ID:
         keel_uuid4(scratch);
         v->s = (struct keel_str){ scratch, 36 };
@@ -424,6 +470,7 @@ void keel_accesslog_render(const struct keel_accesslog_format *f, const struct k
 {
     char scratch[AL_SCRATCH];
     char num[24];
+    struct keel_buf tmp = { 0 }; /* CEL values printed as text; pooled once used */
     const struct al_op *o = f->ops, *end = f->ops + f->n_ops;
 
     /* also attaches storage, so out->data is never NULL below */
@@ -434,7 +481,7 @@ void keel_accesslog_render(const struct keel_accesslog_format *f, const struct k
             continue;
         }
         struct val v;
-        get_value(f, o, r, &v, scratch);
+        get_value(f, o, r, &v, scratch, &tmp);
         if (v.kind == V_INT) {
             v.s = (struct keel_str){ num, put_u64(num, v.u) };
             if (o->flags & AL_F_TRUNC) {
@@ -479,4 +526,5 @@ void keel_accesslog_render(const struct keel_accesslog_format *f, const struct k
             break;
         }
     }
+    keel_buf_release(&tmp);
 }

@@ -8,7 +8,10 @@
 #include "http/http.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+
+struct keel_attr_bag;
 
 /* Everything an access-log line can say about one request or one TCP connection.
  * Filled by the proxy; every slice points into memory that outlives the render call.
@@ -47,6 +50,8 @@ struct keel_access_record {
     struct keel_str downstream_remote;
     struct keel_str route_name;
     struct keel_str request_id;     /* x-request-id as forwarded */
+    /* the exchange's attribute bag, for %CEL(...)%; NULL: CEL operators render unset */
+    const struct keel_attr_bag *bag;
 };
 
 enum keel_accesslog_encoding { KEEL_ACCESSLOG_TEXT, KEEL_ACCESSLOG_JSON };
@@ -64,6 +69,8 @@ struct keel_accesslog_format *keel_accesslog_compile(const char *fmt,
                                                      enum keel_accesslog_encoding enc,
                                                      char *err, size_t errlen);
 void keel_accesslog_format_free(struct keel_accesslog_format *f);
+/* True when the format has %CEL(...)% operators: records rendered with it need their bag. */
+bool keel_accesslog_uses_bag(const struct keel_accesslog_format *f);
 
 /* Append one rendered line (with its newline) to out. Bytes from the request that are
  * control characters or not valid to print are escaped, never written raw. */

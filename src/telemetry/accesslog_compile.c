@@ -58,7 +58,7 @@ static const char *const istio_json[][2] = {
 enum al_arg { ARG_NONE, ARG_OPT, ARG_REQ };
 
 /* special compile-time handling beyond the row's id */
-enum al_special { SP_NONE, SP_HOSTNAME, SP_ENV, SP_HEADER, SP_PATH, SP_QUERY };
+enum al_special { SP_NONE, SP_HOSTNAME, SP_ENV, SP_HEADER, SP_PATH, SP_QUERY, SP_CEL };
 
 struct al_opdef {
     const char *name;
@@ -81,6 +81,7 @@ static const struct al_opdef opdefs[] = {
     { "PATH", AL_REQ, ARG_OPT, H, 0, 0, SP_PATH },
     { "QUERY_PARAM", AL_QUERY_PARAM, ARG_REQ, H, 0, 0, SP_QUERY },
     { "UNIQUE_ID", AL_UNIQUE_ID, ARG_NONE, 0, 0, 0, SP_NONE },
+    { "CEL", AL_CEL, ARG_REQ, 0, 0, 0, SP_CEL },
     { "UPSTREAM_HOST_NAME", AL_STRFIELD, ARG_NONE, 0, 0, R(upstream_host), SP_NONE },
     { "UPSTREAM_HOST_NAME_WITHOUT_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_NOPORT, R(upstream_host), SP_NONE },
     { "UPSTREAM_CONNECTION_ID", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
@@ -296,6 +297,33 @@ struct opsyn {
     size_t end;         /* index just past the closing '%' */
 };
 
+/* The ')' closing a %CEL(...)% argument that starts at s[k]: an expression has its own
+ * parentheses and string literals (which may hold parentheses), so the argument ends at
+ * the first ')' outside both. len when there is none. */
+static size_t cel_arg_end(const char *s, size_t len, size_t k)
+{
+    int depth = 0;
+    char quote = 0;
+    for (; k < len; k++) {
+        char ch = s[k];
+        if (quote != 0) {
+            if (ch == '\\' && k + 1 < len)
+                k++;
+            else if (ch == quote)
+                quote = 0;
+        } else if (ch == '"' || ch == '\'') {
+            quote = ch;
+        } else if (ch == '(' || ch == '[' || ch == '{') {
+            depth++;
+        } else if (ch == ')' || ch == ']' || ch == '}') {
+            if (depth == 0)
+                return ch == ')' ? k : len;
+            depth--;
+        }
+    }
+    return len;
+}
+
 /* Parse the operator whose '%' is at s[i]. Pure syntax; 0 or -1 with the error set. */
 static int parse_opsyn(struct cc *c, const char *s, size_t len, size_t i, struct opsyn *o)
 {
@@ -313,8 +341,11 @@ static int parse_opsyn(struct cc *c, const char *s, size_t len, size_t i, struct
     }
     if (j < len && s[j] == '(') {
         size_t k = j + 1;
-        while (k < len && s[k] != ')')
-            k++;
+        if (o->name_len == 3 && memcmp(o->name, "CEL", 3) == 0)
+            k = cel_arg_end(s, len, k);
+        else
+            while (k < len && s[k] != ')')
+                k++;
         if (k >= len)
             return fail(c, j + 1, "unterminated '(' in operator %.*s", (int)o->name_len, o->name);
         o->arg = s + j + 1;
@@ -505,6 +536,17 @@ static int compile_op(struct cc *c, const struct opsyn *s, int mode, size_t col)
         o->nlen[0] = (uint32_t)s->arg_len;
         o->n_names = 1;
         return 0;
+    case SP_CEL: { /* Envoy's CEL formatter: compiled here, evaluated over the bag per line */
+        struct keel_expr_error e = { 0 };
+        struct keel_expr *x = keel_expr_compile(s->arg, s->arg_len, KEEL_EXPR_CEL, &e);
+        if (x == NULL) /* the column of the error inside the format: after "%CEL(" */
+            return fail(c, col + s->name_len + 1 + (size_t)(e.col > 0 ? e.col : 1), "CEL: %s", e.msg);
+        struct keel_accesslog_format *f = c->f;
+        f->exprs = keel_realloc(f->exprs, (f->n_exprs + 1) * sizeof(*f->exprs));
+        o->off = (uint32_t)f->n_exprs;
+        f->exprs[f->n_exprs++] = x;
+        return 0;
+    }
     case SP_HOSTNAME:
         if (!c->have_hostname) {
             if (gethostname(c->hostname, sizeof(c->hostname)) != 0)
@@ -870,8 +912,16 @@ void keel_accesslog_format_free(struct keel_accesslog_format *f)
 {
     if (f == NULL)
         return;
+    for (size_t i = 0; i < f->n_exprs; i++)
+        keel_expr_free(f->exprs[i]);
+    free(f->exprs);
     free(f->ops);
     free(f->tsegs);
     free(f->arena);
     free(f);
+}
+
+bool keel_accesslog_uses_bag(const struct keel_accesslog_format *f)
+{
+    return f != NULL && f->n_exprs > 0;
 }

@@ -4,6 +4,8 @@
 
 #include "telemetry/accesslog.h"
 
+#include "expr/expr.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,6 +30,7 @@ enum al_id {
     AL_ZERO,            /* always the number 0 */
     AL_QUERY_PARAM,     /* a query parameter of the path, name at noff[0] */
     AL_UNIQUE_ID,       /* a fresh UUID v4 per line */
+    AL_CEL,             /* CEL expression exprs[off] over the record's attribute bag */
 };
 
 /* How the value is written. */
@@ -79,6 +82,8 @@ struct keel_accesslog_format {
     size_t n_ops;
     struct al_tseg *tsegs;
     size_t n_tsegs;
+    struct keel_expr **exprs;       /* %CEL(...)% expressions, compiled at format compile */
+    size_t n_exprs;
     char *arena;                    /* literals, names, constants; ops refer by offset */
     size_t arena_len;
     size_t reserve_hint;            /* bytes reserved once per render: literals + slack */

@@ -64,13 +64,14 @@ def test_registry_routing_and_live_reload(keel, backend_factory, tmp_path):
     k = keel("--config-dir", str(d), "--workload", "v1.default", "--inbound", "off")
     for host in ("details", "details:9080", "details.default", "details.default.svc.cluster.local:9080"):
         assert get(k, host) == (200, b"v1"), host
-    # a service without endpoints: 503 UH; no such service: 404 NR
+    # a service without endpoints: 503 UH; no such service: passed through (the mesh's
+    # default ALLOW_ANY), and "nosuch" resolves neither as an IP nor in /etc/hosts
     assert get(k, "ratings:9080")[0] == 503
-    assert get(k, "nosuch:9080")[0] == 404
+    assert get(k, "nosuch:9080")[0] == 503
     lines = k.log_lines(6)
     assert " outbound|9080||details.default.svc.cluster.local " in lines[0]
     assert " 503 UH no_healthy_upstream " in lines[4]
-    assert " 404 NR route_not_found " in lines[5]
+    assert " 503 DF dns_resolution_failure " in lines[5]
     dump = json.loads(http_get("http://127.0.0.1:%d/config_dump" % k.admin)[1])
     svcs = {s["name"]: s for s in dump["registry"]["services"]}
     assert set(svcs) == {"details", "ratings", "mysql"}

@@ -78,6 +78,51 @@ static void seed001_mesh(void **state)
     assert_string_equal(cfg->mesh.config_default_namespace, "istio-system");
     assert_int_equal(cfg->mesh.pos.line, 13); /* inside the mesh string, mapped to the file */
     assert_int_equal(cfg->mesh.pos.col, 5);
+    assert_int_equal(cfg->mesh.outbound_mode, KEEL_CONFIG_ALLOW_ANY); /* Istio's default */
+    assert_int_equal(cfg->mesh.n_proxy_metadata, 0);
+    keel_config_unref(cfg);
+    keel_diag_fini(&d);
+}
+
+static struct keel_config *load_mesh(const char *mesh, struct keel_diag *d)
+{
+    static char buf[1024];
+    snprintf(buf, sizeof(buf),
+             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\n"
+             "data:\n  mesh: |-\n    %s\n",
+             mesh);
+    struct keel_config_source src = { "mesh.yaml", buf, strlen(buf) };
+    keel_diag_init(d);
+    return keel_config_load_sources(&src, 1, d);
+}
+
+/* outboundTrafficPolicy.mode by name or by Istio's enum number; defaultConfig.proxyMetadata */
+static void mesh_outbound_policy_and_proxy_metadata(void **state)
+{
+    struct keel_diag d;
+    struct keel_config *cfg = load_mesh("outboundTrafficPolicy: {mode: REGISTRY_ONLY}", &d);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->mesh.outbound_mode, KEEL_CONFIG_REGISTRY_ONLY);
+    keel_config_unref(cfg);
+    keel_diag_fini(&d);
+    cfg = load_mesh("outboundTrafficPolicy: {mode: 1}", &d);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->mesh.outbound_mode, KEEL_CONFIG_ALLOW_ANY);
+    keel_config_unref(cfg);
+    keel_diag_fini(&d);
+    cfg = load_mesh("outboundTrafficPolicy: {}", &d); /* merged over the defaults, as Istio */
+    assert_non_null(cfg);
+    assert_int_equal(cfg->mesh.outbound_mode, KEEL_CONFIG_ALLOW_ANY);
+    keel_config_unref(cfg);
+    keel_diag_fini(&d);
+    assert_null(load_mesh("outboundTrafficPolicy: {mode: ALLOW_SOME}", &d));
+    assert_true(d.n > 0 && strstr(d.msgs[0], "REGISTRY_ONLY, ALLOW_ANY") != NULL);
+    keel_diag_fini(&d);
+    cfg = load_mesh("defaultConfig: {proxyMetadata: {ISTIO_META_CLUSTER_ID: east, OTHER: x}}", &d);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->mesh.n_proxy_metadata, 2);
+    assert_string_equal(cfg->mesh.proxy_metadata[0].key, "ISTIO_META_CLUSTER_ID");
+    assert_string_equal(cfg->mesh.proxy_metadata[0].value, "east");
     keel_config_unref(cfg);
     keel_diag_fini(&d);
 }
@@ -181,6 +226,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(seed000_newlog_stdio), cmocka_unit_test(seed001_doublerequestcount),
         cmocka_unit_test(seed001_mesh),         cmocka_unit_test(seed001_user_and_details),
+        cmocka_unit_test(mesh_outbound_policy_and_proxy_metadata),
         cmocka_unit_test(seed003_service),      cmocka_unit_test(seed004),
     };
     return cmocka_run_group_tests_name("config/seeds", tests, NULL, NULL);

@@ -1,6 +1,7 @@
 #include "telemetry/accesslog.h"
 
 #include "al_fixtures.h"
+#include "attr/attr.h"
 #include "core/buf.h"
 
 #include <setjmp.h>
@@ -529,6 +530,104 @@ static void big_values_grow_the_buffer(void **state)
     teardown_pool();
 }
 
+/* ---- %CEL(...)%: Envoy's CEL formatter over the record's attribute bag ---- */
+
+static const struct keel_str_pair cel_headers[] = {
+    { S("x-user"), S("bob") },
+    { S("host"), S("web:80") },
+};
+
+static void cel_bag(struct keel_attr_bag *bag)
+{
+    keel_attr_bag_clear(bag);
+    struct keel_value v = keel_value_map(cel_headers, 2);
+    keel_attr_bag_set(bag, keel_attr_lookup("request.headers", 15), &v);
+    v = keel_value_int(404);
+    keel_attr_bag_set(bag, keel_attr_lookup("response.code", 13), &v);
+    v = keel_value_str("/a(b)", 5);
+    keel_attr_bag_set(bag, keel_attr_lookup("request.path", 12), &v);
+    v = keel_value_duration(1500000000);
+    keel_attr_bag_set(bag, keel_attr_lookup("response.duration", 17), &v);
+}
+
+static void cel_operator(void **state)
+{
+    (void)state;
+    struct keel_attr_bag bag;
+    cel_bag(&bag);
+    struct keel_access_record r = fx_418();
+    r.bag = &bag;
+    static const char *const cases[][2] = {
+        { "%CEL(request.headers['x-user'])%", "bob" },
+        { "%CEL(request.headers[\"x-user\"])% %CEL(response.code >= 400)%", "bob true" },
+        { "%CEL(response.code)%", "404" },
+        { "%CEL(response.code < 400)%", "false" },
+        { "%CEL(request.headers['nope'])%", "-" },           /* an evaluation error: unset */
+        { "%CEL(source.workload.name)%", "-" },              /* an absent attribute */
+        { "%CEL(null)%", "-" },
+        { "%CEL(size(request.path) * 2)%", "10" },
+        { "%CEL(1.5)%", "1.5" },
+        { "%CEL(response.duration)%", "1.5s" },
+        { "%CEL(type(1))%", "int" },
+        { "%CEL([1, 'a'])%", "[1,\\x22a\\x22]" },          /* JSON, escaped as any text value */
+        { "%CEL({'k': true})%", "{\\x22k\\x22:true}" },
+        { "%CEL(request.headers)%", "{\\x22host\\x22:\\x22web:80\\x22,\\x22x-user\\x22:\\x22bob\\x22}" },
+        { "%CEL(request.path)%", "/a(b)" },                  /* parentheses inside the argument */
+        { "%CEL(request.path + ')')%", "/a(b))" },
+        { "%CEL(request.path):3%", "/a(" },                  /* :Z truncates, as Envoy's syntax */
+        { "%CEL(request.headers['x-user']):1%|%CEL(response.code):2%", "b|40" },
+        { "%CEL('a\\nb')%", "a\\x0ab" },                     /* never a raw newline */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *got = render1(cases[i][0], &r);
+        if (strcmp(got, cases[i][1]) != 0)
+            fail_msg("format \"%s\": got \"%s\", want \"%s\"", cases[i][0], got, cases[i][1]);
+    }
+    /* without a bag (nothing filled it) every CEL operator is unset */
+    r.bag = NULL;
+    EXPECT("%CEL(response.code)% %CEL('x')%", &r, "- -");
+    teardown_pool();
+}
+
+static void cel_operator_json_and_bag_use(void **state)
+{
+    (void)state;
+    struct keel_attr_bag bag;
+    cel_bag(&bag);
+    struct keel_access_record r = fx_418();
+    r.bag = &bag;
+    char err[256];
+    /* Envoy's CEL formatter gives strings in JSON logs too; an error is null */
+    struct keel_accesslog_format *f = keel_accesslog_compile(
+        "{\"u\":\"%CEL(request.headers['x-user'])%\",\"c\":\"%CEL(response.code)%\",\"n\":\"%CEL(request.headers['no'])%\","
+        "\"in\":\"<%CEL(response.code == 404)%>\"}",
+        KEEL_ACCESSLOG_JSON, err, sizeof(err));
+    if (f == NULL)
+        fail_msg("%s", err);
+    assert_true(keel_accesslog_uses_bag(f));
+    assert_string_equal(render_with(f, &r), "{\"u\":\"bob\",\"c\":\"404\",\"n\":null,\"in\":\"<true>\"}\n");
+    keel_accesslog_format_free(f);
+    f = keel_accesslog_compile(NULL, KEEL_ACCESSLOG_TEXT, NULL, 0);
+    assert_false(keel_accesslog_uses_bag(f));
+    keel_accesslog_format_free(f);
+    teardown_pool();
+}
+
+static void cel_compile_errors(void **state)
+{
+    (void)state;
+    /* the column points into the expression: "a %CEL(" is 7 bytes */
+    expect_error("a %CEL(request.nope)%", "column 8", "CEL: ");
+    expect_error("a %CEL(1 + )%", "CEL: ", NULL);
+    expect_error("%CEL()%", "column 1", "needs an argument");
+    expect_error("%CEL(size(request.path)%", "column 5", "unterminated");
+    expect_error("%CEL('a)%", "column 5", "unterminated");
+    /* in a JSON format the column is the one in the JSON text */
+    char err[256];
+    assert_null(keel_accesslog_compile("{\"k\": \"%CEL(nope.nope)%\"}", KEEL_ACCESSLOG_JSON, err, sizeof(err)));
+    assert_non_null(strstr(err, "key \"k\": column 13"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -549,6 +648,9 @@ int main(void)
         cmocka_unit_test(compile_errors),
         cmocka_unit_test(path_and_query_operators),
         cmocka_unit_test(big_values_grow_the_buffer),
+        cmocka_unit_test(cel_operator),
+        cmocka_unit_test(cel_operator_json_and_bag_use),
+        cmocka_unit_test(cel_compile_errors),
     };
     return cmocka_run_group_tests_name("telemetry/accesslog", tests, NULL, NULL);
 }
