@@ -52,7 +52,15 @@ struct listener_spec {
     X(tcp_cx_total, "TCP proxy connections")                                  \
     X(tcp_bytes_received, "TCP proxy bytes from downstream")                  \
     X(tcp_bytes_sent, "TCP proxy bytes to downstream")                     \
-    X(peer_metadata_rejected, "Peer metadata headers refused as invalid")
+    X(peer_metadata_rejected, "Peer metadata headers refused as invalid")     \
+    X(h2_cx_total, "Downstream HTTP/2 connections")                           \
+    X(h2_streams_total, "Downstream HTTP/2 streams")                          \
+    X(h2_rapid_reset, "HTTP/2 connections ended for too many RST_STREAM")     \
+    X(h2_control_flood, "HTTP/2 connections ended for a SETTINGS/PING flood") \
+    X(h2_headers_too_large, "HTTP/2 streams reset for a header list too large") \
+    X(h2_continuation_flood, "HTTP/2 connections ended for a CONTINUATION flood") \
+    X(h2_protocol_error, "HTTP/2 connections ended for a protocol error")     \
+    X(h2_stream_refused, "HTTP/2 streams refused")
 
 struct proxy_stats {
 #define X(name, help) atomic_uint_fast64_t name;

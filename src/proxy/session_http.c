@@ -416,10 +416,17 @@ bool session_http_head(struct session *s)
         return false;
     }
     size_t have = keel_buf_len(&s->in);
+    bool h2_maybe = false; /* the bytes so far begin the HTTP/2 preface (h2_conn.c) */
+    if (!s->h2_checked && have > 0) {
+        int rc = h2_conn_detect(s);
+        if (rc == 1)
+            return true;
+        h2_maybe = rc == KEEL_AGAIN;
+    }
     /* parse what the first read brought (early errors are answered at once); after that,
      * only once the head is complete or over the limit, so a head sent in many small
      * pieces is not parsed again from its start for each */
-    if (have > 0 && (s->head_scanned == 0 || have > srv->limits.max_head_bytes ||
+    if (have > 0 && !h2_maybe && (s->head_scanned == 0 || have > srv->limits.max_head_bytes ||
                      keel_http_head_complete(keel_buf_rptr(&s->in), have, &s->head_scanned))) {
         s->head_scanned = have;
         s->req.headers = s->hdrs;

@@ -48,7 +48,9 @@ void session_log_exchange(struct session *s)
         r.path = s->path;
         r.authority = s->authority;
         r.scheme = LIT("http");
-        r.protocol = s->req.minor == 1 ? LIT("HTTP/1.1") : LIT("HTTP/1.0");
+        r.protocol = s->h2s != NULL    ? LIT("HTTP/2")
+                     : s->req.minor == 1 ? LIT("HTTP/1.1")
+                                         : LIT("HTTP/1.0");
         r.req_headers = s->hdrs;
         r.n_req_headers = s->req.n_headers;
         r.request_id = s->rid;
