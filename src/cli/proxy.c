@@ -15,6 +15,7 @@ static const char usage_text[] =
     "\n"
     "  --inbound ADDR              inbound listener, in front of the app (127.0.0.1:15006; off)\n"
     "  --upstream ADDR             the local app that inbound requests go to\n"
+    "  --upstream-protocol P       http1 (default) or h2: how to speak to the app (h2c, for gRPC)\n"
     "  --outbound ADDR             outbound listener, the app's HTTP proxy (127.0.0.1:15001; off)\n"
     "  --route HOST[:PORT]=ADDR    outbound destination (repeatable), checked before the registry\n"
     "  --config-dir DIR            Istio YAML resources, watched and reloaded (./keel.d if present)\n"
@@ -50,7 +51,7 @@ enum {
     OPT_HEADERS_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_CONNECT_TIMEOUT, OPT_UPSTREAM_TIMEOUT,
     OPT_DRAIN_TIMEOUT, OPT_MAX_HEADERS_KB, OPT_MAX_HEADERS, OPT_MAX_URI, OPT_LOG_LEVEL,
     OPT_CONFIG_DIR, OPT_WORKLOAD, OPT_TELEMETRY, OPT_SERIES_LIMIT, OPT_METRIC_EXPIRY,
-    OPT_STREAM_IDLE_TIMEOUT, OPT_MAX_CONNECTIONS, OPT_ROLE,
+    OPT_STREAM_IDLE_TIMEOUT, OPT_MAX_CONNECTIONS, OPT_ROLE, OPT_UPSTREAM_PROTOCOL,
 };
 
 static const struct option options[] = {
@@ -76,6 +77,7 @@ static const struct option options[] = {
     { "config-dir", required_argument, NULL, OPT_CONFIG_DIR },
     { "workload", required_argument, NULL, OPT_WORKLOAD },
     { "role", required_argument, NULL, OPT_ROLE },
+    { "upstream-protocol", required_argument, NULL, OPT_UPSTREAM_PROTOCOL },
     { "telemetry", required_argument, NULL, OPT_TELEMETRY },
     { "metric-series-limit", required_argument, NULL, OPT_SERIES_LIMIT },
     { "metric-expiry", required_argument, NULL, OPT_METRIC_EXPIRY },
@@ -114,6 +116,13 @@ int keel_cmd_proxy(int argc, char **argv)
         case OPT_ADMIN: o.admin = optarg; break;
         case OPT_CONFIG_DIR: o.config_dir = optarg; break;
         case OPT_WORKLOAD: o.workload = optarg; break;
+        case OPT_UPSTREAM_PROTOCOL:
+            if (strcmp(optarg, "h2") != 0 && strcmp(optarg, "http1") != 0) {
+                fprintf(stderr, "keel proxy: --upstream-protocol: http1 or h2\n");
+                goto out;
+            }
+            o.upstream_h2 = !strcmp(optarg, "h2");
+            break;
         case OPT_ROLE:
             if (!strcmp(optarg, "sidecar")) {
                 o.role = KEEL_PROXY_SIDECAR;

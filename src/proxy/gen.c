@@ -107,6 +107,9 @@ struct proxy_gen *gen_new(struct server *srv, struct keel_config *cfg)
                 keel_addr_format((const struct sockaddr *)&t->addr.ss, t->addr_str,
                                  sizeof(t->addr_str));
                 snprintf(t->cluster, sizeof(t->cluster), "outbound|%d||%s", rp->port, svc->fqdn);
+                /* Istio speaks HTTP/2 upstream to grpc, grpc-web and http2 ports */
+                t->h2 = rp->protocol == KEEL_PROTO_GRPC || rp->protocol == KEEL_PROTO_GRPC_WEB ||
+                        rp->protocol == KEEL_PROTO_HTTP2;
                 gp->n_targets++;
             }
         }

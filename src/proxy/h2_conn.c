@@ -58,6 +58,7 @@ struct h2_stream {
     uint64_t res_left;
     struct keel_http_chunked ch;
     struct keel_buf body;       /* DATA waiting for nghttp2 */
+    struct keel_buf trailers;   /* "name: value\r\n" lines of the chunked trailer section */
     bool body_eof;
     bool deferred;              /* read_body said KEEL_AGAIN: resume when body grows */
 };
@@ -89,6 +90,7 @@ static void stream_free(struct h2_stream *st)
     keel_buf_release(&st->cookie);
     keel_buf_release(&st->req);
     keel_buf_release(&st->body);
+    keel_buf_release(&st->trailers);
     free(st);
     if (c->streams == NULL && !c->closing)
         session_set_timer(c->s, T_IDLE, session_srv(c->s)->opt->idle_timeout_ms);
@@ -251,6 +253,38 @@ static void on_data(void *arg, void *stp, const uint8_t *p, size_t n)
 
 static void on_end_stream(void *arg, void *stp) { end_request(stp); }
 
+/* The chunked trailer lines as HTTP/2 trailers (grpc-status lives there). */
+static void submit_trailers(struct h2_stream *st)
+{
+    struct keel_h2_nv nv[64];
+    size_t k = 0;
+    char *p = keel_buf_rptr(&st->trailers), *end = p + keel_buf_len(&st->trailers);
+    while (p < end && k < 64) {
+        char *eol = memchr(p, '\n', (size_t)(end - p));
+        char *line_end = eol != NULL ? eol : end;
+        char *next = eol != NULL ? eol + 1 : end;
+        if (line_end > p && line_end[-1] == '\r')
+            line_end--;
+        char *colon = memchr(p, ':', (size_t)(line_end - p));
+        if (colon != NULL && colon > p) {
+            for (char *q = p; q < colon; q++)
+                *q = (char)tolower((unsigned char)*q);
+            char *v = colon + 1;
+            while (v < line_end && (*v == ' ' || *v == '\t'))
+                v++;
+            char *ve = line_end;
+            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            struct keel_str name = { p, (size_t)(colon - p) };
+            if (!keel_http_is_hop_by_hop(name))
+                nv[k++] = (struct keel_h2_nv){ p, name.len, v, (size_t)(ve - v) };
+        }
+        p = next;
+    }
+    if (k > 0)
+        keel_h2_submit_trailers(st->c->h, st->id, nv, k);
+}
+
 static ssize_t on_read_body(void *arg, void *stp, uint8_t *buf, size_t len, uint32_t *flags)
 {
     struct h2_stream *st = stp;
@@ -264,8 +298,11 @@ static ssize_t on_read_body(void *arg, void *stp, uint8_t *buf, size_t len, uint
     keel_buf_consume(&st->body, n);
     if (keel_buf_len(&st->body) == 0) {
         keel_buf_release(&st->body);
-        if (st->body_eof)
+        if (st->body_eof) {
             *flags |= KEEL_H2_READ_EOF;
+            if (keel_buf_len(&st->trailers) > 0)
+                submit_trailers(st);
+        }
     }
     if (st->vs != NULL && !st->vs->io.writable && keel_buf_len(&st->body) < STREAM_HIGH_WATER / 2) {
         st->vs->io.writable = true;
@@ -397,6 +434,7 @@ static int take_head(struct h2_stream *st, struct keel_buf *b)
         return KEEL_EINVAL;
     st->body_kind = m.body;
     st->res_left = m.content_length;
+    st->ch.want_trailers = true;
     st->rs = has_body ? RS_BODY : RS_DONE;
     return rc;
 }
@@ -410,8 +448,12 @@ static ssize_t take_body(struct h2_stream *st, struct keel_buf *b)
                                         &off, &len);
         if (rc < 0)
             return KEEL_EINVAL;
-        if (rc != KEEL_CHUNK_DATA)
+        if (rc == KEEL_CHUNK_TRAILER) {
+            keel_buf_append(&st->trailers, keel_buf_rptr(b) + off, len);
             len = 0;
+        } else if (rc != KEEL_CHUNK_DATA) {
+            len = 0;
+        }
         if (rc == KEEL_CHUNK_DONE)
             st->rs = RS_DONE;
     } else {

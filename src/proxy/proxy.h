@@ -14,6 +14,7 @@ struct keel_proxy_target {
     struct keel_addr addr;
     char addr_str[KEEL_ADDR_STRLEN];
     char cluster[160];             /* e.g. "outbound|9080||details" */
+    bool h2;                       /* speaks HTTP/2 (h2c): a grpc/grpc-web/http2 port (h2_up.c) */
 };
 
 /* --route HOST[:PORT]=ADDR: an outbound request for HOST (and PORT, when given) goes to
@@ -43,6 +44,7 @@ struct keel_proxy_options {
     const char *config_dir;        /* NULL: ./keel.d when it exists */
     const char *workload;          /* NAME.NAMESPACE: who this sidecar is */
     enum keel_proxy_role role;     /* sidecar (default), gateway or waypoint */
+    bool upstream_h2;              /* --upstream-protocol h2: the app speaks HTTP/2 (h2c) */
     bool telemetry_off;            /* no metrics or Mixer rules (access log unaffected) */
     size_t metric_series_limit;    /* per metric family; 0: the registry's default */
     int64_t metric_expiry_ms;      /* drop series not updated for this long; 0: never */

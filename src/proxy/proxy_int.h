@@ -134,6 +134,7 @@ struct pool {
     struct keel_addr addr;
     struct upconn *idle;    /* LIFO: the most recently used is the most likely alive */
     size_t n_idle;
+    struct h2_up *h2;       /* HTTP/2 connections to this address (h2_up.c) */
     struct pool *next;      /* hash chain */
 };
 
@@ -256,7 +257,23 @@ struct upconn {
     bool reused;                 /* came from the pool */
     bool closed;
     char local[KEEL_ADDR_STRLEN];
+    struct h2_ustream *h2s; /* an HTTP/2 stream (io.fd == UPCONN_VIRTUAL_FD), h2_up.c */
 };
+
+#define UPCONN_VIRTUAL_FD (-3)
+
+/* upstream.c, for h2_up.c: a bare upconn for s (no socket), and its recycling */
+struct upconn *upconn_new(struct worker *w, struct pool *p, struct session *s);
+void upconn_recycle(struct upconn *u);
+
+/* h2_up.c: HTTP/2 to upstreams whose target says h2: each request is a stream, many per
+ * connection, connections shared per address and worker. The session sees an upconn that
+ * reads and writes HTTP/1.1 bytes (io.fd == UPCONN_VIRTUAL_FD). */
+struct upconn *h2_up_acquire(struct worker *w, struct pool *p, struct session *s, int *err);
+void h2_up_release(struct upconn *u);
+ssize_t h2_up_read(struct upconn *u, struct keel_buf *b, size_t max);
+ssize_t h2_up_flush(struct upconn *u, struct keel_buf *b);
+void h2_up_close_all(struct worker *w);
 
 /* admin.c: the admin listener, served by the main thread's loop */
 int admin_start(struct server *srv, struct keel_loop *loop);

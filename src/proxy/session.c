@@ -47,6 +47,8 @@ ssize_t session_read(struct keel_io *io, struct keel_buf *b, size_t max)
 {
     if (io->fd == SESSION_VIRTUAL_FD) /* an HTTP/2 stream's session (h2_conn.c) */
         return h2_stream_read((struct session *)io, b, max);
+    if (io->fd == UPCONN_VIRTUAL_FD) /* a stream to an HTTP/2 upstream (h2_up.c) */
+        return h2_up_read((struct upconn *)io, b, max);
     keel_buf_reserve(b, max < 4096 ? max : 4096);
     size_t room = keel_buf_room(b);
     if (room > max)
@@ -75,6 +77,8 @@ ssize_t session_flush(struct keel_io *io, struct keel_buf *b)
 {
     if (io->fd == SESSION_VIRTUAL_FD)
         return h2_stream_flush((struct session *)io, b);
+    if (io->fd == UPCONN_VIRTUAL_FD)
+        return h2_up_flush((struct upconn *)io, b);
     size_t total = 0;
     while (keel_buf_len(b) > 0 && io->writable) {
         ssize_t n = write(io->fd, keel_buf_rptr(b), keel_buf_len(b));
@@ -109,6 +113,7 @@ static void reset_request(struct session *s)
     s->req_left = s->res_left = 0;
     memset(&s->req_chunked, 0, sizeof(s->req_chunked));
     memset(&s->res_chunked, 0, sizeof(s->res_chunked));
+    s->res_trailers_out = false;
     s->status = 0;
     s->flags = 0;
     s->details = NULL;

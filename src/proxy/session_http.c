@@ -700,6 +700,7 @@ static bool take_response_head(struct session *s)
         return true;
     }
     write_response_head(s);
+    s->res_chunked.want_trailers = s->res_chunked_out;
     if (s->rmeta.body == KEEL_HTTP_BODY_NONE ||
         (s->rmeta.body == KEEL_HTTP_BODY_LENGTH && s->res_left == 0))
         s->res_done = true;
@@ -727,6 +728,13 @@ static bool forward_response_body(struct session *s)
                 data = keel_buf_rptr(in) + off;
             else if (rc == KEEL_CHUNK_DONE)
                 s->res_done = true;
+            if (rc == KEEL_CHUNK_TRAILER) { /* only when re-chunked: want_trailers */
+                if (!s->res_trailers_out)
+                    keel_buf_append(&s->out, "0\r\n", 3);
+                s->res_trailers_out = true;
+                keel_buf_append(&s->out, keel_buf_rptr(in) + off, len);
+                len = 0;
+            }
         } else {
             len = keel_buf_len(in);
             if (s->rmeta.body == KEEL_HTTP_BODY_LENGTH && len > s->res_left)
@@ -750,8 +758,9 @@ static bool forward_response_body(struct session *s)
             s->bytes_sent += len;
         }
         keel_buf_consume(in, consumed);
-        if (s->res_done && s->res_chunked_out)
-            keel_buf_append(&s->out, "0\r\n\r\n", 5);
+        if (s->res_done && s->res_chunked_out) /* trailers (grpc-status) pass through */
+            keel_buf_append(&s->out, s->res_trailers_out ? "\r\n" : "0\r\n\r\n",
+                            s->res_trailers_out ? 2 : 5);
         progress = true;
     }
     return progress;

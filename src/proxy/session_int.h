@@ -85,6 +85,7 @@ struct session {
     bool res_done;
     bool res_chunked_out;          /* we frame the body with chunked to the client */
     bool res_close_delimited;      /* the client body ends with our close */
+    bool res_trailers_out;         /* the chunked trailer section to the client has begun */
     uint64_t res_left;
     struct keel_http_chunked res_chunked;
     char service_time[24];
