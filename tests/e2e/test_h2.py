@@ -1,0 +1,301 @@
+"""HTTP/2 through keel: h2c by prior knowledge on the listeners (h2load, nghttp, curl, raw
+frames), HTTP/2 to gRPC apps and between sidecars (python3-grpcio), and the HTTP/2 attacks
+of recent years refused cheaply while other clients are served."""
+import hashlib
+import json
+import os
+import re
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import Proc, free_port, http_get, wait_port
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def run(args, timeout=60):
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return int(next(l for l in f if l.startswith("VmRSS")).split()[1])
+
+
+# ---------------------------------------------------------------- raw frames
+
+def frame(ftype, flags, sid, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", sid) + payload
+
+
+def lit(name, value):
+    """HPACK literal header field without indexing, new name, no Huffman (RFC 7541 §6.2.2)."""
+    def s(b):
+        assert len(b) < 127
+        return bytes([len(b)]) + b
+    return b"\x00" + s(name) + s(value)
+
+
+def get_block(path=b"/status/200", authority=b"svc"):
+    return lit(b":method", b"GET") + lit(b":scheme", b"http") + lit(b":path", path) + \
+        lit(b":authority", authority)
+
+
+class RawH2:
+    """A client speaking frames by hand: what attackers send."""
+
+    def __init__(self, port):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.s.sendall(PREFACE + frame(4, 0, 0))
+        self.buf = b""
+
+    def send(self, data):
+        try:
+            self.s.sendall(data)
+            return True
+        except OSError:
+            return False
+
+    def frames(self, timeout=5.0):
+        """Read frames until the server closes (or timeout); return [(type, flags, sid, payload)]."""
+        self.s.settimeout(timeout)
+        try:
+            while True:
+                d = self.s.recv(65536)
+                if not d:
+                    break
+                self.buf += d
+        except (socket.timeout, ConnectionResetError):
+            pass
+        out, b = [], self.buf
+        while len(b) >= 9:
+            n = int.from_bytes(b[:3], "big")
+            if len(b) < 9 + n:
+                break
+            out.append((b[3], b[4], int.from_bytes(b[5:9], "big") & 0x7fffffff, b[9:9 + n]))
+            b = b[9 + n:]
+        return out
+
+    def close(self):
+        self.s.close()
+
+
+def goaway_code(frames):
+    codes = [int.from_bytes(p[4:8], "big") for t, _, _, p in frames if t == 7]
+    return codes[-1] if codes else None
+
+
+# ---------------------------------------------------------------- h2c to an HTTP/1.1 app
+
+def test_h2load_prior_knowledge_to_http1_backend(keel, backend):
+    """h2load: 4 connections x 10 streams; every stream answered, logged once as HTTP/2."""
+    k = keel(upstream=backend, concurrency=2)
+    n = 4000
+    p = run(["h2load", "-n", str(n), "-c", "4", "-m", "10", k.url("/status/200")])
+    assert re.search(r"requests: %d total, %d started, %d done, %d succeeded" % (n, n, n, n), p.stdout), p.stdout
+    assert "status codes: %d 2xx" % n in p.stdout
+    lines = k.log_lines(n, timeout=10)
+    assert len(lines) == n
+    assert all('"GET /status/200 HTTP/2" 200' in l for l in lines)
+    st = k.stats()
+    assert st["keel_h2_cx_total"] == 4
+    assert st["keel_h2_streams_total"] == n
+    assert st['keel_downstream_rq_total{response_code_class="2xx"}'] == n
+    assert st["keel_downstream_cx_active"] == 0
+
+
+def test_nghttp_and_curl_bodies_both_ways(keel, backend):
+    k = keel(upstream=backend)
+    # nghttp: a GET, response headers lower-cased and no hop-by-hop ones
+    p = run(["nghttp", "-v", k.url("/headers")])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert re.search(r":status: 200", p.stdout)
+    assert "content-type: application/json" in p.stdout
+    assert not re.search(r"recv \(.*\) (connection|transfer-encoding|keep-alive):", p.stdout)
+    got = json.JSONDecoder().raw_decode(p.stdout[p.stdout.index('{"line"'):])[0]
+    assert got["line"] == "GET /headers HTTP/1.1"
+    names = [h[0].lower() for h in got["headers"]]
+    assert "host" in names and "x-forwarded-for" in names and "x-request-id" in names
+    # a 1 MiB upload streamed through flow control (chunked to the HTTP/1.1 app)
+    blob = os.urandom(1 << 20)
+    p = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-X", "POST", "--data-binary", "@-",
+                        "-H", "transfer-encoding:", k.url("/count")], input=blob, capture_output=True,
+                       timeout=30)
+    assert json.loads(p.stdout) == {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+    # and 8 MiB down
+    p = subprocess.run(["curl", "-s", "--http2-prior-knowledge", k.url("/big?n=8388608")],
+                       capture_output=True, timeout=30)
+    assert p.stdout == b"x" * 8388608
+    # HTTP/1.1 on the same port still works
+    assert http_get(k.url("/status/200"))[0] == 200
+    lines = k.log_lines(4)
+    assert '"POST /count HTTP/2" 200' in lines[1] and " %d " % len(blob) in lines[1]
+    assert '"GET /status/200 HTTP/1.1" 200' in lines[3]
+
+
+def test_chunked_response_and_local_replies_over_h2(keel, backend):
+    k = keel(upstream=backend, access_log=True)
+    p = run(["curl", "-s", "-i", "--http2-prior-knowledge", k.url("/chunked")])
+    assert p.stdout.startswith("HTTP/2 200")
+    assert "transfer-encoding" not in p.stdout.lower()
+    assert p.stdout.endswith("hello chunked world\n")
+    # an upstream that drops the connection: 503 from keel, as over HTTP/1.1
+    p = run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--http2-prior-knowledge", k.url("/drop")])
+    assert p.stdout == "503"
+    # a HEAD: the length it describes, no body
+    p = run(["curl", "-s", "-I", "--http2-prior-knowledge", k.url("/status/200")])
+    assert p.stdout.startswith("HTTP/2 200")
+
+
+def test_client_reset_mid_response_is_logged_dc(keel, backend):
+    """The client cancels a stream while the app is slow: the exchange ends as a
+    downstream disconnect, the connection carries on."""
+    k = keel(upstream=backend)
+    c = RawH2(k.inbound)
+    c.send(frame(1, 0x5, 1, get_block(b"/slow?ms=300")))
+    time.sleep(0.05)
+    c.send(frame(3, 0, 1, struct.pack(">I", 8)))  # RST_STREAM CANCEL
+    c.send(frame(1, 0x5, 3, get_block(b"/status/200")))
+    deadline = time.time() + 5
+    frames = []
+    while time.time() < deadline and not any(t == 1 and sid == 3 for t, _, sid, _ in frames):
+        frames = c.frames(timeout=0.5)
+    assert any(t == 1 and sid == 3 for t, _, sid, _ in frames)
+    c.close()
+    lines = k.log_lines(2, timeout=5)
+    slow = [l for l in lines if "/slow" in l]
+    assert slow and " DC " in slow[0], lines
+
+
+# ---------------------------------------------------------------- attacks
+
+def served(k):
+    p = run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--http2-prior-knowledge",
+             k.url("/status/200")])
+    return p.stdout == "200"
+
+
+def test_rapid_reset_ends_the_connection(keel, backend):
+    """CVE-2023-44487: HEADERS + RST_STREAM pairs, thousands a second, end with
+    GOAWAY(ENHANCE_YOUR_CALM); the proxy stays small and serves others."""
+    k = keel(upstream=backend)
+    before = rss_kib(k.proc.p.pid)
+    c = RawH2(k.inbound)
+    burst = b"".join(frame(1, 0x5, sid, get_block()) + frame(3, 0, sid, struct.pack(">I", 8))
+                     for sid in range(1, 2001, 2))
+    c.send(burst)
+    frames = c.frames()
+    assert goaway_code(frames) == 0xb
+    c.close()
+    assert served(k)
+    st = k.stats()
+    assert st['keel_h2_refused_total{reason="rapid_reset"}'] == 1
+    assert rss_kib(k.proc.p.pid) - before < 20000
+
+
+def test_ping_and_settings_flood(keel, backend):
+    k = keel(upstream=backend)
+    for flood in (b"".join(frame(6, 0, 0, struct.pack(">Q", i)) for i in range(5000)),
+                  b"".join(frame(4, 0, 0) for _ in range(5000))):
+        c = RawH2(k.inbound)
+        c.send(flood)
+        assert goaway_code(c.frames()) == 0xb
+        c.close()
+    assert served(k)
+    assert k.stats()['keel_h2_refused_total{reason="control_flood"}'] == 2
+
+
+def test_continuation_flood(keel, backend):
+    """2024's CONTINUATION flood: a header block that never ends is cut off."""
+    k = keel(upstream=backend)
+    c = RawH2(k.inbound)
+    data = frame(1, 0x0, 1, get_block())
+    data += b"".join(frame(9, 0, 1, lit(b"x-f", b"a" * 100)) for _ in range(10000))
+    c.send(data)
+    assert goaway_code(c.frames()) == 0xb
+    c.close()
+    assert served(k)
+    assert k.stats()['keel_h2_refused_total{reason="continuation_flood"}'] == 1
+
+
+def test_header_list_too_large_and_hpack_bomb(keel, backend):
+    """A header block over 64 KiB decoded, whether sent in full or as a few bytes that
+    reference one big table entry many times (HPACK bomb), resets that stream only."""
+    k = keel(upstream=backend)
+    c = RawH2(k.inbound)
+    # a 4000-byte value indexed into the dynamic table (4035 of its 4096 bytes), then
+    # referenced 100 times at 1 byte each: 400 KB decoded from 4 KB sent.
+    # 4000 as a 7-bit prefixed integer: 127 + 3873 -> 0x7f, 0xa1 0x1e
+    big = b"\x40\x03x-b\x7f\xa1\x1e" + b"v" * 4000
+    block = get_block() + big + bytes([0x80 | 62]) * 100
+    c.send(frame(1, 0x5, 1, block) + frame(1, 0x5, 3, get_block()))
+    deadline = time.time() + 5
+    frames = []
+    while time.time() < deadline and not any(t == 1 and sid == 3 for t, _, sid, _ in frames):
+        frames = c.frames(timeout=0.5)
+    assert any(t == 3 and sid == 1 for t, _, sid, _ in frames), [(t, sid) for t, _, sid, _ in frames]
+    assert any(t == 1 and sid == 3 for t, _, sid, _ in frames)  # the next stream answered
+    c.close()
+    assert k.stats()['keel_h2_refused_total{reason="headers_too_large"}'] == 1
+
+
+def test_max_concurrent_streams(keel, backend):
+    """SETTINGS_MAX_CONCURRENT_STREAMS is 100: the 101st open stream is refused while the
+    others are answered."""
+    k = keel(upstream=backend)
+    c = RawH2(k.inbound)
+    frames = c.frames(timeout=0.5)
+    settings = [p for t, f, _, p in frames if t == 4 and not f & 1][0]
+    got = {int.from_bytes(settings[i:i + 2], "big"): int.from_bytes(settings[i + 2:i + 6], "big")
+           for i in range(0, len(settings), 6)}
+    assert got[3] == 100  # MAX_CONCURRENT_STREAMS
+    # (no SETTINGS ACK: nghttp2 refuses the excess stream; after one it would treat the
+    # excess as a connection error, PROTOCOL_ERROR, which test_rapid_reset-style clients get)
+    # 101 slow requests at once
+    c.send(b"".join(frame(1, 0x5, sid, get_block(b"/slow?ms=500")) for sid in range(1, 203, 2)))
+    frames = []
+    deadline = time.time() + 10
+    while time.time() < deadline and sum(1 for t, *_ in frames if t == 1) < 100:
+        frames += c.frames(timeout=0.5)
+        c.buf = b""
+    assert any(t == 3 and sid == 201 for t, _, sid, _ in frames), [(t, sid) for t, _, sid, _ in frames if t != 0]
+    assert sum(1 for t, *_ in frames if t == 1) == 100
+    c.close()
+
+
+def test_zero_window_stall_times_out(keel, backend):
+    """A client that opens its window to nothing and never reads holds a stream only until
+    --stream-idle-timeout; memory stays bounded meanwhile."""
+    k = keel("--stream-idle-timeout", "1000", upstream=backend)
+    before = rss_kib(k.proc.p.pid)
+    c = RawH2(k.inbound)
+    # SETTINGS_INITIAL_WINDOW_SIZE 0
+    c.send(frame(4, 0, 0, struct.pack(">HI", 4, 0)))
+    c.send(frame(1, 0x5, 1, get_block(b"/big?n=67108864")))
+    time.sleep(2.5)
+    assert served(k)
+    lines = k.log_lines(2, timeout=5)
+    big = [l for l in lines if "/big" in l]
+    assert big and " SI " in big[0], lines
+    assert rss_kib(k.proc.p.pid) - before < 20000
+    c.close()
+
+
+def test_drain_sends_goaway_and_finishes_streams(keel, backend):
+    k = keel("--drain-timeout", "5000", upstream=backend)
+    c = RawH2(k.inbound)
+    c.send(frame(1, 0x5, 1, get_block(b"/slow?ms=500")))
+    time.sleep(0.1)
+    k.proc.p.send_signal(2)  # SIGINT: drain
+    frames = c.frames(timeout=5)
+    assert goaway_code(frames) == 0
+    assert any(t == 1 and sid == 1 for t, _, sid, _ in frames)  # the stream was answered
+    assert any(t == 0 and sid == 1 and f & 1 for t, f, sid, _ in frames)
+    c.close()
+    assert k.proc.p.wait(10) == 0
