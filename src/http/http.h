@@ -142,4 +142,14 @@ enum keel_chunk_result {
 int keel_http_chunked_step(struct keel_http_chunked *c, const char *p, size_t len,
                            size_t *consumed, size_t *data_off, size_t *data_len);
 
+/* gRPC messages in a body (5-byte prefix: flag, 32-bit length): counted incrementally
+ * from body bytes in any pieces (grpc.c). A message counts once its prefix is complete. */
+struct keel_grpc_frames {
+    uint64_t messages;
+    uint64_t left;  /* bytes of the current message still to come */
+    uint32_t len;   /* the length being read */
+    uint8_t hdr;    /* prefix bytes seen of the next message */
+};
+void keel_grpc_frames_feed(struct keel_grpc_frames *f, const char *p, size_t n);
+
 #endif

@@ -114,6 +114,10 @@ static void reset_request(struct session *s)
     memset(&s->req_chunked, 0, sizeof(s->req_chunked));
     memset(&s->res_chunked, 0, sizeof(s->res_chunked));
     s->res_trailers_out = false;
+    s->grpc = false;
+    memset(&s->req_msgs, 0, sizeof(s->req_msgs));
+    memset(&s->res_msgs, 0, sizeof(s->res_msgs));
+    s->trailers_len = 0;
     s->status = 0;
     s->flags = 0;
     s->details = NULL;

@@ -307,6 +307,10 @@ static void take_request(struct session *s, size_t head_len)
                 if (keel_peer_parse(s->hdrs[i].value, &s->peer) < 0)
                     stat_add(&s->w->stats.peer_metadata_rejected, 1);
     s->upgrade = s->meta.conn_upgrade && s->meta.upgrade.len > 0;
+    for (size_t i = 0; i < s->req.n_headers; i++) /* gRPC: messages and status are reported */
+        if (keel_str_caseeq(s->hdrs[i].name, LIT("content-type")) && s->hdrs[i].value.len >= 16 &&
+            strncasecmp(s->hdrs[i].value.p, "application/grpc", 16) == 0)
+            s->grpc = true;
     if (s->meta.body == KEEL_HTTP_BODY_LENGTH)
         s->req_left = s->meta.content_length;
     if (s->meta.body == KEEL_HTTP_BODY_NONE ||
@@ -470,6 +474,8 @@ static bool forward_request_body(struct session *s)
             if (n > s->req_left)
                 n = (size_t)s->req_left;
             keel_buf_append(out, keel_buf_rptr(&s->in), n);
+            if (s->grpc)
+                keel_grpc_frames_feed(&s->req_msgs, keel_buf_rptr(&s->in), n);
             keel_buf_consume(&s->in, n);
             s->req_left -= n;
             s->bytes_received += n;
@@ -488,6 +494,8 @@ static bool forward_request_body(struct session *s)
                 keel_buf_printf(out, "%zx\r\n", len);
                 keel_buf_append(out, keel_buf_rptr(&s->in) + off, len);
                 keel_buf_append(out, "\r\n", 2);
+                if (s->grpc)
+                    keel_grpc_frames_feed(&s->req_msgs, keel_buf_rptr(&s->in) + off, len);
                 s->bytes_received += len;
             } else if (rc == KEEL_CHUNK_DONE) {
                 keel_buf_append(out, "0\r\n\r\n", 5);
@@ -733,6 +741,10 @@ static bool forward_response_body(struct session *s)
                     keel_buf_append(&s->out, "0\r\n", 3);
                 s->res_trailers_out = true;
                 keel_buf_append(&s->out, keel_buf_rptr(in) + off, len);
+                size_t keep = sizeof(s->trailers) - s->trailers_len; /* grpc-status: telemetry */
+                keep = len < keep ? len : keep;
+                memcpy(s->trailers + s->trailers_len, keel_buf_rptr(in) + off, keep);
+                s->trailers_len += keep;
                 len = 0;
             }
         } else {
@@ -748,6 +760,8 @@ static bool forward_response_body(struct session *s)
             }
         }
         if (data != NULL && len > 0) {
+            if (s->grpc)
+                keel_grpc_frames_feed(&s->res_msgs, data, len);
             if (s->res_chunked_out) {
                 keel_buf_printf(&s->out, "%zx\r\n", len);
                 keel_buf_append(&s->out, data, len);

@@ -106,6 +106,13 @@ struct session {
     struct h2_conn *h2c;
     struct h2_stream *h2s;
     bool h2_checked;               /* the first bytes were looked at for the h2 preface */
+
+    /* gRPC (content-type application/grpc*): messages each way, the trailer section's
+     * start (grpc-status, grpc-message) for telemetry; reset per exchange */
+    bool grpc;
+    struct keel_grpc_frames req_msgs, res_msgs;
+    char trailers[256];
+    size_t trailers_len;
 };
 
 #define SESSION_VIRTUAL_FD (-2)
@@ -157,6 +164,9 @@ ssize_t h2_stream_flush(struct session *vs, struct keel_buf *b);
 void h2_stream_detach(struct session *vs);
 /* session.c: a session for one stream of an HTTP/2 connection */
 struct session *session_start_virtual(struct session *parent, struct h2_stream *st);
+
+/* session_grpc.c */
+void session_grpc_fill(struct session *s, struct keel_access_record *r);
 
 /* session_log.c */
 void session_report(struct session *s, const struct keel_access_record *r, const char *tcp_event);

@@ -55,6 +55,8 @@ void session_log_exchange(struct session *s)
         r.n_req_headers = s->req.n_headers;
         r.request_id = s->rid;
     }
+    if (s->grpc)
+        session_grpc_fill(s, &r);
     if (s->res_head_done) {
         r.resp_headers = s->rhdrs;
         r.n_resp_headers = s->res.n_headers;

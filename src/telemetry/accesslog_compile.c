@@ -136,7 +136,7 @@ static const struct al_opdef opdefs[] = {
     { "VIRTUAL_CLUSTER_NAME", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
     { "LOCAL_REPLY_BODY", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
     { "FILTER_CHAIN_NAME", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
-    { "GRPC_STATUS", AL_UNSET, ARG_OPT, 0, 0, 0, SP_NONE },
+    { "GRPC_STATUS", AL_STRFIELD, ARG_OPT, H, 0, R(grpc_status_name), SP_NONE },
     { "DYNAMIC_METADATA", AL_UNSET, ARG_REQ, 0, 0, 0, SP_NONE },
     { "CLUSTER_METADATA", AL_UNSET, ARG_REQ, 0, 0, 0, SP_NONE },
     { "UPSTREAM_METADATA", AL_UNSET, ARG_REQ, 0, 0, 0, SP_NONE },

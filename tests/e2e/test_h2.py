@@ -299,3 +299,200 @@ def test_drain_sends_goaway_and_finishes_streams(keel, backend):
     assert any(t == 0 and sid == 1 and f & 1 for t, f, sid, _ in frames)
     c.close()
     assert k.proc.p.wait(10) == 0
+
+
+# ---------------------------------------------------------------- gRPC
+
+GRPC_REGISTRY = """apiVersion: v1
+kind: Service
+metadata: {name: client, namespace: default}
+spec:
+  selector: {app: client}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: default}
+spec:
+  selector: {app: echo}
+  ports: [{name: grpc, port: 9090}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: client-v1, namespace: default}
+spec:
+  address: 127.0.0.1
+  ports: {http: %(client)d}
+  labels: {app: client, version: v1}
+  serviceAccount: client
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: echo-v1, namespace: default}
+spec:
+  address: 127.0.0.1
+  ports: {grpc: %(echo)d}
+  labels: {app: echo, version: v1}
+  serviceAccount: echo
+---
+"""
+
+
+def grpc_app(procs, tmp_path):
+    port = free_port()
+    procs.append(Proc(["/usr/bin/python3", os.path.join(HERE, "grpc_app.py"), str(port)],
+                      str(tmp_path / "grpc-app.log")))
+    wait_port(port, timeout=15)
+    return port
+
+
+@pytest.fixture
+def grpc_mesh(keel, backend, procs, tmp_path):
+    """gRPC client -> client's outbound -> (h2c) -> echo's inbound -> (h2c) -> gRPC app."""
+    app = grpc_app(procs, tmp_path)
+    d = tmp_path / "keel.d"
+    d.mkdir()
+    ports = {"client": free_port(), "echo": free_port()}
+    (d / "registry.yaml").write_text(GRPC_REGISTRY % ports)
+    client = keel("--config-dir", str(d), "--workload", "client-v1.default", upstream=backend,
+                  inbound_port=ports["client"], concurrency=2)
+    echo = keel("--config-dir", str(d), "--workload", "echo-v1.default", "--upstream-protocol", "h2",
+                upstream=app, inbound_port=ports["echo"], concurrency=2)
+    return client, echo, app
+
+
+def channel(port, authority="echo:9090"):
+    import grpc
+    return grpc.insecure_channel("127.0.0.1:%d" % port, options=[("grpc.default_authority", authority)])
+
+
+def method(ch, name, stream=False):
+    ident = lambda b: b  # noqa: E731
+    f = ch.stream_stream if stream else ch.unary_unary
+    return f("/keel.Echo/" + name, request_serializer=ident, response_deserializer=ident)
+
+
+def metric(k, name, **labels):
+    _, text = http_get("http://127.0.0.1:%d/stats/prometheus" % k.admin)
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(r'^(\w+)(?:\{(.*)\})? (\S+)$', line)
+        if not m or m.group(1) != name:
+            continue
+        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        if all(have.get(a) == v for a, v in labels.items()):
+            total += float(m.group(3))
+    return total
+
+
+def wait_metric(k, name, want, timeout=5.0, **labels):
+    deadline = time.time() + timeout
+    while metric(k, name, **labels) != want and time.time() < deadline:
+        time.sleep(0.05)
+    return metric(k, name, **labels)
+
+
+def test_grpc_unary_stream_errors_deadline_through_two_sidecars(grpc_mesh):
+    import grpc
+    client, echo, _ = grpc_mesh
+    ch = channel(client.outbound)
+    assert method(ch, "Unary")(b"hello", timeout=5) == b"hello"
+    big = os.urandom(3 << 20)
+    assert method(ch, "Unary")(big, timeout=10) == big
+    msgs = [os.urandom(n) for n in (1, 100, 70000, 5)]
+    assert list(method(ch, "Stream", stream=True)(iter(msgs), timeout=5)) == msgs
+    with pytest.raises(grpc.RpcError) as e:
+        method(ch, "Fail")(b"5", timeout=5)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND and e.value.details() == "failed as asked"
+    with pytest.raises(grpc.RpcError) as e:
+        method(ch, "Slow")(b"3000", timeout=0.3)
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    ch.close()
+    # Istio's labels and message counts, at both reporters
+    for k, rep in ((client, "source"), (echo, "destination")):
+        base = dict(reporter=rep, request_protocol="grpc", destination_service="echo.default.svc.cluster.local")
+        assert wait_metric(k, "istio_requests_total", 3, grpc_response_status="0", **base) == 3
+        assert wait_metric(k, "istio_requests_total", 1, grpc_response_status="5", **base) == 1
+        # the deadline: the client cancels (RST_STREAM) at 300 ms, when the app (told by
+        # grpc-timeout) gives up too: each hop saw either the cancel first (a downstream
+        # disconnect, no status, as Envoy reports it) or the app's DEADLINE_EXCEEDED
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            dc = metric(k, "istio_requests_total", response_code="0", response_flags="DC",
+                        grpc_response_status="", reporter=rep, request_protocol="grpc")
+            st4 = metric(k, "istio_requests_total", grpc_response_status="4", **base)
+            if dc + st4 == 1:
+                break
+            time.sleep(0.05)
+        assert dc + st4 == 1
+        assert wait_metric(k, "istio_request_messages_total", 2 + 4 + 1 + 1, **base) == 8
+        assert metric(k, "istio_response_messages_total", **base) == 2 + 4
+    # the outbound hop spoke HTTP/2 upstream: one connection for all five calls
+    st = client.stats()
+    assert st["keel_upstream_cx_total"] == 1
+    assert st["keel_h2_streams_total"] == 5
+
+
+def test_grpc_metrics_exact_over_many_calls(grpc_mesh):
+    """KEEL_GRPC_CALLS (10,000) unary calls and as many error calls, 64 in flight: every one
+    counted once per reporter with its grpc status, and its messages."""
+    import grpc
+    n = int(os.environ.get("KEEL_GRPC_CALLS", "10000"))
+    client, echo, _ = grpc_mesh
+    ch = channel(client.outbound)
+    unary, fail = method(ch, "Unary"), method(ch, "Fail")
+    pending = []
+    ok = errors = 0
+    for i in range(n):
+        pending.append(unary.future(b"m%d" % i, timeout=30))
+        if i % 10 == 0:
+            pending.append(fail.future(b"7", timeout=30))
+        if len(pending) >= 64:
+            for f in pending:
+                try:
+                    f.result()
+                    ok += 1
+                except grpc.RpcError as e:
+                    assert e.code() == grpc.StatusCode.PERMISSION_DENIED
+                    errors += 1
+            pending = []
+    for f in pending:
+        try:
+            f.result()
+            ok += 1
+        except grpc.RpcError:
+            errors += 1
+    ch.close()
+    assert ok == n and errors == (n + 9) // 10
+    for k, rep in ((client, "source"), (echo, "destination")):
+        base = dict(reporter=rep, request_protocol="grpc")
+        assert wait_metric(k, "istio_requests_total", ok, timeout=10, grpc_response_status="0", **base) == ok
+        assert wait_metric(k, "istio_requests_total", errors, grpc_response_status="7", **base) == errors
+        assert wait_metric(k, "istio_request_messages_total", ok + errors, **base) == ok + errors
+        assert metric(k, "istio_response_messages_total", **base) == ok
+        assert metric(k, "istio_requests_total", reporter=rep) == ok + errors
+
+
+def test_grpc_access_log_and_curl_http1_to_h2_app(keel, procs, tmp_path):
+    """One sidecar before a gRPC app: %GRPC_STATUS% and %PROTOCOL% in the access log; an
+    HTTP/1.1 client (curl) reaches the HTTP/2 app, trailers passed on chunked."""
+    app = grpc_app(procs, tmp_path)
+    k = keel("--upstream-protocol", "h2", "--access-log-format",
+             "%PROTOCOL% %RESPONSE_CODE% %GRPC_STATUS% %REQ(:PATH)%\n", upstream=app)
+    import grpc
+    ch = channel(k.inbound, authority="echo")
+    assert method(ch, "Unary")(b"x", timeout=5) == b"x"
+    with pytest.raises(grpc.RpcError):
+        method(ch, "Fail")(b"16", timeout=5)
+    ch.close()
+    body = b"\x00\x00\x00\x00\x03abc"
+    p = subprocess.run(["curl", "-s", "-i", "--http1.1", "-H", "content-type: application/grpc",
+                        "-H", "te: trailers", "--data-binary", "@-", k.url("/keel.Echo/Unary")],
+                       input=body, capture_output=True, timeout=10)
+    assert p.stdout.startswith(b"HTTP/1.1 200"), p.stdout
+    assert b"transfer-encoding: chunked" in p.stdout.lower()
+    assert p.stdout.endswith(body + b"grpc-status: 0\r\n")  # the trailer, as curl -i shows it
+    lines = k.log_lines(3)
+    assert lines[0] == "HTTP/2 200 Ok /keel.Echo/Unary"
+    assert lines[1] == "HTTP/2 200 Unauthenticated /keel.Echo/Fail"
+    assert lines[2] == "HTTP/1.1 200 Ok /keel.Echo/Unary"
