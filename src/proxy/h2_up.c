@@ -218,8 +218,10 @@ static ssize_t on_read_body(void *arg, void *stp, uint8_t *buf, size_t len, uint
         return KEEL_AGAIN;
     }
     size_t n = have < len ? have : len;
-    memcpy(buf, keel_buf_rptr(&st->body), n);
-    keel_buf_consume(&st->body, n);
+    if (n > 0) { /* (an empty buffer may have no storage at all) */
+        memcpy(buf, keel_buf_rptr(&st->body), n);
+        keel_buf_consume(&st->body, n);
+    }
     if (keel_buf_len(&st->body) == 0) {
         keel_buf_release(&st->body);
         if (st->body_eof)
