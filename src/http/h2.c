@@ -231,11 +231,11 @@ struct keel_h2 *keel_h2_new(bool server, const struct keel_h2_callbacks *cb, voi
         { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
     };
     nghttp2_submit_settings(h->s, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
-    /* the connection window covers every stream's: a stalled stream must not stall the
-     * others (bounded: 16 MiB) */
+    /* the connection window covers many streams' windows, so that a stalled stream does
+     * not stall the others, within a bound on what one connection can make us hold */
     uint64_t conn = (uint64_t)h->lim.stream_window * h->lim.max_concurrent_streams;
-    if (conn > 16u << 20)
-        conn = 16u << 20;
+    if (conn > 4u << 20)
+        conn = 4u << 20;
     if (conn > 65535)
         nghttp2_session_set_local_window_size(h->s, NGHTTP2_FLAG_NONE, 0, (int32_t)conn);
     return h;

@@ -65,6 +65,34 @@ struct h2_stream {
 
 static struct h2_conn *conn_of(void *arg) { return arg; }
 
+/* Stream records are recycled per worker thread, as sessions are: no malloc per request
+ * once warm (nghttp2's own per-stream state aside). */
+#define FREE_STREAMS_MAX 4096
+static _Thread_local struct h2_stream *free_streams;
+static _Thread_local size_t n_free_streams;
+
+static struct h2_stream *stream_alloc(void)
+{
+    struct h2_stream *st = free_streams;
+    if (st == NULL)
+        return keel_calloc(1, sizeof(*st));
+    free_streams = st->next;
+    n_free_streams--;
+    memset(st, 0, sizeof(*st));
+    return st;
+}
+
+void h2_free_recycled(void)
+{
+    while (free_streams != NULL) {
+        struct h2_stream *st = free_streams;
+        free_streams = st->next;
+        free(st);
+    }
+    n_free_streams = 0;
+    h2_up_free_recycled();
+}
+
 static void kick(struct h2_conn *c)
 {
     if (!c->closing)
@@ -91,7 +119,13 @@ static void stream_free(struct h2_stream *st)
     keel_buf_release(&st->req);
     keel_buf_release(&st->body);
     keel_buf_release(&st->trailers);
-    free(st);
+    if (n_free_streams < FREE_STREAMS_MAX) {
+        st->next = free_streams;
+        free_streams = st;
+        n_free_streams++;
+    } else {
+        free(st);
+    }
     if (c->streams == NULL && !c->closing)
         session_set_timer(c->s, T_IDLE, session_srv(c->s)->opt->idle_timeout_ms);
 }
@@ -103,7 +137,7 @@ static void *on_open(void *arg, int32_t id)
     struct h2_conn *c = conn_of(arg);
     if (c->s->draining)
         return NULL;
-    struct h2_stream *st = keel_calloc(1, sizeof(*st));
+    struct h2_stream *st = stream_alloc();
     st->c = c;
     st->id = id;
     st->next = c->streams;

@@ -69,6 +69,20 @@ struct h2_ustream {
 
 static void conn_close(struct h2_up *c);
 
+#define FREE_STREAMS_MAX 4096
+static _Thread_local struct h2_ustream *free_streams; /* recycled, as sessions are */
+static _Thread_local size_t n_free_streams;
+
+void h2_up_free_recycled(void)
+{
+    while (free_streams != NULL) {
+        struct h2_ustream *st = free_streams;
+        free_streams = st->next;
+        free(st);
+    }
+    n_free_streams = 0;
+}
+
 static void kick(struct h2_up *c)
 {
     if (!c->closed)
@@ -107,7 +121,13 @@ static void stream_free(struct h2_ustream *st)
         st->next->prev = st->prev;
     keel_buf_release(&st->body);
     keel_buf_release(&st->resp);
-    free(st);
+    if (n_free_streams < FREE_STREAMS_MAX) {
+        st->next = free_streams;
+        free_streams = st;
+        n_free_streams++;
+    } else {
+        free(st);
+    }
     c->n_streams--;
     conn_maybe_free(c);
 }
@@ -455,7 +475,14 @@ struct upconn *h2_up_acquire(struct worker *w, struct pool *p, struct session *s
     u->connected = c->connected;
     if (c->connected)
         snprintf(u->local, sizeof(u->local), "%s", c->local);
-    struct h2_ustream *st = keel_calloc(1, sizeof(*st));
+    struct h2_ustream *st = free_streams;
+    if (st != NULL) {
+        free_streams = st->next;
+        n_free_streams--;
+        memset(st, 0, sizeof(*st));
+    } else {
+        st = keel_calloc(1, sizeof(*st));
+    }
     st->c = c;
     st->u = u;
     st->next = c->streams;

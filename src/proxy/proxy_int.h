@@ -274,6 +274,9 @@ void h2_up_release(struct upconn *u);
 ssize_t h2_up_read(struct upconn *u, struct keel_buf *b, size_t max);
 ssize_t h2_up_flush(struct upconn *u, struct keel_buf *b);
 void h2_up_close_all(struct worker *w);
+/* h2_conn.c / h2_up.c: free the calling worker thread's recycled stream records */
+void h2_free_recycled(void);
+void h2_up_free_recycled(void);
 
 /* admin.c: the admin listener, served by the main thread's loop */
 int admin_start(struct server *srv, struct keel_loop *loop);

@@ -152,6 +152,7 @@ static void *worker_main(void *arg)
     upconn_pool_close_all(w);
     close_listeners(w);
     keel_loop_run_deferred(w->loop);
+    h2_free_recycled();
     keel_buf_release(&w->log);
     keel_buf_pool_drain();
     uint64_t one = 1;
