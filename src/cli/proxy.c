@@ -15,7 +15,8 @@ static const char usage_text[] =
     "\n"
     "  --inbound ADDR              inbound listener, in front of the app (127.0.0.1:15006; off)\n"
     "  --upstream ADDR             the local app that inbound requests go to\n"
-    "  --upstream-protocol P       http1 (default) or h2: how to speak to the app (h2c, for gRPC)\n"
+    "  --upstream-protocol P       http1 or h2: how to speak to the app (h2c, for gRPC); default:\n"
+    "                              h2 when --workload's inbound port is grpc/grpc-web/http2\n"
     "  --outbound ADDR             outbound listener, the app's HTTP proxy (127.0.0.1:15001; off)\n"
     "  --route HOST[:PORT]=ADDR    outbound destination (repeatable), checked before the registry\n"
     "  --config-dir DIR            Istio YAML resources, watched and reloaded (./keel.d if present)\n"
@@ -121,7 +122,7 @@ int keel_cmd_proxy(int argc, char **argv)
                 fprintf(stderr, "keel proxy: --upstream-protocol: http1 or h2\n");
                 goto out;
             }
-            o.upstream_h2 = !strcmp(optarg, "h2");
+            o.upstream_protocol = !strcmp(optarg, "h2") ? 2 : 1;
             break;
         case OPT_ROLE:
             if (!strcmp(optarg, "sidecar")) {

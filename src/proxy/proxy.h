@@ -44,7 +44,9 @@ struct keel_proxy_options {
     const char *config_dir;        /* NULL: ./keel.d when it exists */
     const char *workload;          /* NAME.NAMESPACE: who this sidecar is */
     enum keel_proxy_role role;     /* sidecar (default), gateway or waypoint */
-    bool upstream_h2;              /* --upstream-protocol h2: the app speaks HTTP/2 (h2c) */
+    int upstream_protocol;         /* --upstream-protocol: 0 the registry's (the protocol of
+                                    * --workload's port for the inbound listener), 1 http1,
+                                    * 2 h2 (the app speaks HTTP/2, h2c) */
     bool telemetry_off;            /* no metrics or Mixer rules (access log unaffected) */
     size_t metric_series_limit;    /* per metric family; 0: the registry's default */
     int64_t metric_expiry_ms;      /* drop series not updated for this long; 0: never */

@@ -120,6 +120,8 @@ struct proxy_gen {
     struct route_gen route;                     /* VirtualService targets, waypoints (route.c) */
     char self_ns[128];                          /* the namespace of --workload, found or not */
     char self_name[128];                        /* ... and its name (a waypoint's Gateway) */
+    bool inbound_h2;                            /* the app speaks HTTP/2: --workload's inbound
+                                                 * port is grpc, grpc-web or http2 */
 };
 
 /* A worker's handle on a generation: users = requests in flight that started on it. */
@@ -181,6 +183,7 @@ struct server {
     size_t n_targets;
     struct listener_spec *listeners;
     size_t n_listeners;
+    struct keel_proxy_target app_h2;   /* targets[0] spoken to in HTTP/2 (h2_up.c) */
     struct keel_addr admin_addr;
     char admin_str[KEEL_ADDR_STRLEN];
     struct admin *admin;

@@ -127,6 +127,8 @@ static enum route_result route_request(struct session *s)
             s->svc_ns = keel_str_c(svc->namespace);
         }
         s->target = s->spec->target;
+        if (s->wg->g->inbound_h2 && s->target != NULL) /* the registry says: h2 (h2_up.c) */
+            s->target = &srv->app_h2;
         return s->target != NULL ? ROUTE_OK : ROUTE_NONE;
     }
     struct keel_str host = s->authority;

@@ -356,8 +356,9 @@ def grpc_mesh(keel, backend, procs, tmp_path):
     (d / "registry.yaml").write_text(GRPC_REGISTRY % ports)
     client = keel("--config-dir", str(d), "--workload", "client-v1.default", upstream=backend,
                   inbound_port=ports["client"], concurrency=2)
-    echo = keel("--config-dir", str(d), "--workload", "echo-v1.default", "--upstream-protocol", "h2",
-                upstream=app, inbound_port=ports["echo"], concurrency=2)
+    # no --upstream-protocol: the workload's port is named grpc, so the app gets h2c
+    echo = keel("--config-dir", str(d), "--workload", "echo-v1.default", upstream=app,
+                inbound_port=ports["echo"], concurrency=2)
     return client, echo, app
 
 
