@@ -15,6 +15,8 @@ static const char usage_text[] =
     "\n"
     "  --inbound ADDR              inbound listener, in front of the app (127.0.0.1:15006; off)\n"
     "  --upstream ADDR             the local app that inbound requests go to\n"
+    "  --upstream-protocol P       http1 or h2: how to speak to the app (h2c, for gRPC); default:\n"
+    "                              h2 when --workload's inbound port is grpc/grpc-web/http2\n"
     "  --outbound ADDR             outbound listener, the app's HTTP proxy (127.0.0.1:15001; off)\n"
     "  --route HOST[:PORT]=ADDR    outbound destination (repeatable), checked before the registry\n"
     "  --config-dir DIR            Istio YAML resources, watched and reloaded (./keel.d if present)\n"
@@ -58,7 +60,7 @@ enum {
     OPT_DRAIN_TIMEOUT, OPT_MAX_HEADERS_KB, OPT_MAX_HEADERS, OPT_MAX_URI, OPT_LOG_LEVEL,
     OPT_CONFIG_DIR, OPT_WORKLOAD, OPT_TELEMETRY, OPT_SERIES_LIMIT, OPT_METRIC_EXPIRY,
     OPT_STREAM_IDLE_TIMEOUT, OPT_MAX_CONNECTIONS, OPT_ROLE, OPT_TCP_INBOUND, OPT_CLUSTER_ID,
-    OPT_ZIPKIN, OPT_TRACE_LINK, OPT_TRACE_LOG,
+    OPT_ZIPKIN, OPT_TRACE_LINK, OPT_TRACE_LOG, OPT_UPSTREAM_PROTOCOL,
 };
 
 static const struct option options[] = {
@@ -86,6 +88,7 @@ static const struct option options[] = {
     { "config-dir", required_argument, NULL, OPT_CONFIG_DIR },
     { "workload", required_argument, NULL, OPT_WORKLOAD },
     { "role", required_argument, NULL, OPT_ROLE },
+    { "upstream-protocol", required_argument, NULL, OPT_UPSTREAM_PROTOCOL },
     { "telemetry", required_argument, NULL, OPT_TELEMETRY },
     { "metric-series-limit", required_argument, NULL, OPT_SERIES_LIMIT },
     { "metric-expiry", required_argument, NULL, OPT_METRIC_EXPIRY },
@@ -127,6 +130,13 @@ int keel_cmd_proxy(int argc, char **argv)
         case OPT_ADMIN: o.admin = optarg; break;
         case OPT_CONFIG_DIR: o.config_dir = optarg; break;
         case OPT_WORKLOAD: o.workload = optarg; break;
+        case OPT_UPSTREAM_PROTOCOL:
+            if (strcmp(optarg, "h2") != 0 && strcmp(optarg, "http1") != 0) {
+                fprintf(stderr, "keel proxy: --upstream-protocol: http1 or h2\n");
+                goto out;
+            }
+            o.upstream_protocol = !strcmp(optarg, "h2") ? 2 : 1;
+            break;
         case OPT_ROLE:
             if (!strcmp(optarg, "sidecar")) {
                 o.role = KEEL_PROXY_SIDECAR;

@@ -1,5 +1,5 @@
 /* Incremental chunked-body decoder (RFC 9112 §7.1). Chunk extensions are skipped,
- * trailers are consumed and dropped; sizes over 2^60 and lines over a few KiB are
+ * trailers are consumed and dropped (or returned, with want_trailers); sizes over 2^60 and lines over a few KiB are
  * refused, as are missing CRLFs after data (a classic smuggling vector). */
 #include "http/http.h"
 
@@ -112,6 +112,23 @@ int keel_http_chunked_step(struct keel_http_chunked *c, const char *p, size_t le
             }
             break;
         case ST_TRAILER_LINE:
+            if (c->want_trailers) { /* the rest of the line, as one span */
+                size_t start = i;
+                for (; i < len && p[i] != '\n'; i++) {
+                    if ((unsigned char)p[i] < 0x20 && p[i] != '\t' && p[i] != '\r')
+                        return KEEL_EINVAL;
+                    if (++c->trailer_bytes > MAX_TRAILERS)
+                        return KEEL_EINVAL;
+                }
+                if (i < len) {
+                    c->state = ST_TRAILER;
+                    i++;
+                }
+                *data_off = start;
+                *data_len = i - start;
+                *consumed = i;
+                return KEEL_CHUNK_TRAILER;
+            }
             if (ch == '\n') {
                 c->state = ST_TRAILER;
             } else if ((unsigned char)ch < 0x20 && ch != '\t' && ch != '\r') {

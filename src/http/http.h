@@ -122,6 +122,7 @@ static inline bool keel_http_hop_marked(const struct keel_http_meta *m, size_t i
 
 /* Chunked transfer decoding, incremental: feed bytes, get data spans out. */
 struct keel_http_chunked {
+    bool want_trailers;   /* return trailer lines as KEEL_CHUNK_TRAILER spans (else dropped) */
     int state;
     uint64_t remaining;   /* bytes left in the current chunk */
     size_t line_bytes;    /* bytes of the current size/trailer line (bounded) */
@@ -132,11 +133,23 @@ enum keel_chunk_result {
     KEEL_CHUNK_DATA = 1,  /* data_off, data_len: a span of body data inside p */
     KEEL_CHUNK_MORE = 2,  /* all of p consumed as framing; feed more */
     KEEL_CHUNK_DONE = 3,  /* last chunk and trailers consumed */
+    KEEL_CHUNK_TRAILER = 4, /* data_off, data_len: bytes of trailer lines ("name: v\r\n"),
+                             * a line possibly split over spans (want_trailers only) */
 };
 
 /* Consume from p[0..len). Returns a keel_chunk_result with *consumed set (bytes of p
  * that the caller may drop after using the data span), or KEEL_EINVAL on bad framing. */
 int keel_http_chunked_step(struct keel_http_chunked *c, const char *p, size_t len,
                            size_t *consumed, size_t *data_off, size_t *data_len);
+
+/* gRPC messages in a body (5-byte prefix: flag, 32-bit length): counted incrementally
+ * from body bytes in any pieces (grpc.c). A message counts once its prefix is complete. */
+struct keel_grpc_frames {
+    uint64_t messages;
+    uint64_t left;  /* bytes of the current message still to come */
+    uint32_t len;   /* the length being read */
+    uint8_t hdr;    /* prefix bytes seen of the next message */
+};
+void keel_grpc_frames_feed(struct keel_grpc_frames *f, const char *p, size_t n);
 
 #endif

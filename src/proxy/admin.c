@@ -171,6 +171,22 @@ void admin_stats_prometheus(struct server *srv, struct keel_buf *out)
     metric(out, "keel_peer_metadata_rejected_total", "counter",
            "Peer metadata headers refused as invalid (the peer counts as unknown).",
            SUM(peer_metadata_rejected));
+    keel_buf_printf(out, "# HELP keel_h2_refused_total HTTP/2 streams and connections refused "
+                         "by a limit, by reason.\n# TYPE keel_h2_refused_total counter\n");
+    static const struct { const char *why; size_t off; } h2[] = {
+        { "rapid_reset", offsetof(struct proxy_stats, h2_rapid_reset) },
+        { "control_flood", offsetof(struct proxy_stats, h2_control_flood) },
+        { "headers_too_large", offsetof(struct proxy_stats, h2_headers_too_large) },
+        { "continuation_flood", offsetof(struct proxy_stats, h2_continuation_flood) },
+        { "protocol_error", offsetof(struct proxy_stats, h2_protocol_error) },
+        { "stream_refused", offsetof(struct proxy_stats, h2_stream_refused) },
+    };
+    for (size_t i = 0; i < sizeof(h2) / sizeof(h2[0]); i++)
+        keel_buf_printf(out, "keel_h2_refused_total{reason=\"%s\"} %llu\n", h2[i].why,
+                        (unsigned long long)sum(srv, h2[i].off));
+    metric(out, "keel_h2_cx_total", "counter", "Downstream HTTP/2 connections.", SUM(h2_cx_total));
+    metric(out, "keel_h2_streams_total", "counter", "Downstream HTTP/2 streams.",
+           SUM(h2_streams_total));
     metric(out, "keel_tcp_cx_total", "counter", "TCP proxy connections.", SUM(tcp_cx_total));
     metric(out, "keel_tcp_received_bytes_total", "counter",
            "TCP proxy bytes received from downstream.", SUM(tcp_bytes_received));

@@ -13,6 +13,36 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* How the inbound listener speaks to the app when --upstream-protocol does not say: as
+ * Istio does, by the protocol of the workload's port the listener serves (its name, or the
+ * appProtocol of a Service port that targets it by name). */
+static bool speaks_h2(enum keel_proto p)
+{
+    return p == KEEL_PROTO_GRPC || p == KEEL_PROTO_GRPC_WEB || p == KEEL_PROTO_HTTP2;
+}
+
+static void inbound_protocol(struct proxy_gen *g, const struct server *srv)
+{
+    const struct keel_proxy_options *o = srv->opt;
+    struct keel_addr a;
+    if (o->upstream_protocol != 0 || o->inbound == NULL || keel_addr_parse(o->inbound, &a) < 0)
+        return;
+    int port = keel_addr_port(&a);
+    const struct keel_registry_workload *wl = g->self;
+    for (size_t i = 0; i < wl->n_ports; i++) {
+        if (wl->ports_num[i] != port)
+            continue;
+        const char *name = wl->ports[i].key;
+        g->inbound_h2 |= speaks_h2(keel_proto_of_port(name, NULL, NULL, port));
+        for (size_t s = 0; s < wl->n_services; s++)
+            for (size_t j = 0; j < wl->services[s]->n_ports; j++) {
+                const struct keel_registry_port *rp = &wl->services[s]->ports[j];
+                if (rp->target_port_name != NULL && !strcmp(rp->target_port_name, name))
+                    g->inbound_h2 |= speaks_h2(rp->protocol);
+            }
+    }
+}
+
 /* Who we are, in the forms the bag, the peer header and the telemetry plan want. */
 static void self_identity(struct proxy_gen *g)
 {
@@ -45,6 +75,7 @@ static void self_identity(struct proxy_gen *g)
      * yet, so source/destination_principal stay "unknown" (a service account is a claim) */
     snprintf(g->self_uid, sizeof(g->self_uid), "kubernetes://%s.%s", wl->name, wl->namespace);
     g->identity.uid = keel_str_c(g->self_uid);
+
 }
 
 /* The generation's access log: the --access-log flag's, else the mesh config's; the
@@ -119,6 +150,7 @@ struct proxy_gen *gen_new(struct server *srv, struct keel_config *cfg)
                                  sizeof(t->addr_str));
                 snprintf(t->cluster, sizeof(t->cluster), "outbound|%d||%s", rp->port, svc->fqdn);
                 t->workload = ep->workload;
+                t->h2 = speaks_h2(rp->protocol); /* as Istio: HTTP/2 to these ports */
                 gp->n_targets++;
             }
         }
@@ -135,6 +167,7 @@ struct proxy_gen *gen_new(struct server *srv, struct keel_config *cfg)
     }
     if (g->self != NULL) {
         self_identity(g);
+        inbound_protocol(g, srv);
         tw = (struct keel_telemetry_workload){ g->self->name, g->self->namespace, g->self->labels,
                                                g->self->n_labels, NULL };
     }

@@ -20,6 +20,7 @@ struct keel_proxy_target {
      * not say (a local reply, TCP, an ambient workload behind a waypoint), as Istio falls
      * back to endpoint metadata */
     const struct keel_registry_workload *workload;
+    bool h2;                       /* speaks HTTP/2 (h2c): a grpc/grpc-web/http2 port (h2_up.c) */
 };
 
 /* --route HOST[:PORT]=ADDR: an outbound request for HOST (and PORT, when given) goes to
@@ -53,6 +54,9 @@ struct keel_proxy_options {
     enum keel_proxy_role role;     /* sidecar (default), gateway or waypoint */
     const char *cluster_id;        /* --cluster-id, else $ISTIO_META_CLUSTER_ID; NULL: the mesh
                                     * config's proxyMetadata, else Kubernetes */
+    int upstream_protocol;         /* --upstream-protocol: 0 the registry's (the protocol of
+                                    * --workload's port for the inbound listener), 1 http1,
+                                    * 2 h2 (the app speaks HTTP/2, h2c) */
     bool telemetry_off;            /* no metrics or Mixer rules (access log unaffected) */
     size_t metric_series_limit;    /* per metric family; 0: the registry's default */
     int64_t metric_expiry_ms;      /* drop series not updated for this long; 0: never */

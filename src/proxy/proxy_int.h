@@ -54,8 +54,16 @@ struct listener_spec {
     X(tcp_cx_total, "TCP proxy connections")                                  \
     X(tcp_bytes_received, "TCP proxy bytes from downstream")                  \
     X(tcp_bytes_sent, "TCP proxy bytes to downstream")                     \
-    X(peer_metadata_rejected, "Peer metadata headers refused as invalid")   \
-    X(trace_context_missing, "Outbound requests without trace context while an inbound one was in flight")
+    X(peer_metadata_rejected, "Peer metadata headers refused as invalid")     \
+    X(trace_context_missing, "Outbound requests without trace context while an inbound one was in flight") \
+    X(h2_cx_total, "Downstream HTTP/2 connections")                           \
+    X(h2_streams_total, "Downstream HTTP/2 streams")                          \
+    X(h2_rapid_reset, "HTTP/2 connections ended for too many RST_STREAM")     \
+    X(h2_control_flood, "HTTP/2 connections ended for a SETTINGS/PING flood") \
+    X(h2_headers_too_large, "HTTP/2 streams reset for a header list too large") \
+    X(h2_continuation_flood, "HTTP/2 connections ended for a CONTINUATION flood") \
+    X(h2_protocol_error, "HTTP/2 connections ended for a protocol error")     \
+    X(h2_stream_refused, "HTTP/2 streams refused")
 
 struct proxy_stats {
 #define X(name, help) atomic_uint_fast64_t name;
@@ -128,6 +136,8 @@ struct proxy_gen {
     char self_ns[128];                          /* the namespace of --workload, found or not */
     char self_name[128];                        /* ... and its name (a waypoint's Gateway) */
     struct keel_trace_plan *trace;              /* tracing of this generation (tracing/plan.c) */
+    bool inbound_h2;                            /* the app speaks HTTP/2: --workload's inbound
+                                                 * port is grpc, grpc-web or http2 */
 };
 
 /* A worker's handle on a generation: users = requests in flight that started on it. */
@@ -143,6 +153,7 @@ struct pool {
     struct upconn *idle;    /* LIFO: the most recently used is the most likely alive */
     size_t n_idle;
     size_t n_conns;         /* upconns of this pool not yet freed, idle ones included */
+    struct h2_up *h2;       /* HTTP/2 connections to this address (h2_up.c) */
     struct pool *next;      /* hash chain */
 };
 
@@ -193,6 +204,7 @@ struct server {
     size_t n_targets;
     struct listener_spec *listeners;
     size_t n_listeners;
+    struct keel_proxy_target app_h2;   /* targets[0] spoken to in HTTP/2 (h2_up.c) */
     struct keel_addr admin_addr;
     char admin_str[KEEL_ADDR_STRLEN];
     struct admin *admin;
@@ -272,7 +284,26 @@ struct upconn {
     bool reused;                 /* came from the pool */
     bool closed;
     char local[KEEL_ADDR_STRLEN];
+    struct h2_ustream *h2s; /* an HTTP/2 stream (io.fd == UPCONN_VIRTUAL_FD), h2_up.c */
 };
+
+#define UPCONN_VIRTUAL_FD (-3)
+
+/* upstream.c, for h2_up.c: a bare upconn for s (no socket), and its recycling */
+struct upconn *upconn_new(struct worker *w, struct pool *p, struct session *s);
+void upconn_recycle(struct upconn *u);
+
+/* h2_up.c: HTTP/2 to upstreams whose target says h2: each request is a stream, many per
+ * connection, connections shared per address and worker. The session sees an upconn that
+ * reads and writes HTTP/1.1 bytes (io.fd == UPCONN_VIRTUAL_FD). */
+struct upconn *h2_up_acquire(struct worker *w, struct pool *p, struct session *s, int *err);
+void h2_up_release(struct upconn *u);
+ssize_t h2_up_read(struct upconn *u, struct keel_buf *b, size_t max);
+ssize_t h2_up_flush(struct upconn *u, struct keel_buf *b);
+void h2_up_close_all(struct worker *w);
+/* h2_conn.c / h2_up.c: free the calling worker thread's recycled stream records */
+void h2_free_recycled(void);
+void h2_up_free_recycled(void);
 
 /* admin.c: the admin listener, served by the main thread's loop */
 int admin_start(struct server *srv, struct keel_loop *loop);

@@ -251,6 +251,12 @@ void report_fill(struct report_scratch *sc, const struct report_in *in)
         set_str(bag, KEEL_ATTR_REQUEST_HOST, r->authority);
         set_str(bag, KEEL_ATTR_REQUEST_SCHEME, r->scheme);
         set_str(bag, KEEL_ATTR_REQUEST_PROTOCOL, r->protocol);
+        if (r->grpc) { /* session_grpc.c */
+            set_str(bag, KEEL_ATTR_RESPONSE_GRPC_STATUS, r->grpc_status);
+            set_str(bag, KEEL_ATTR_RESPONSE_GRPC_MESSAGE, r->grpc_message);
+            set(bag, KEEL_ATTR_REQUEST_GRPC_MESSAGES, keel_value_int((int64_t)r->grpc_request_messages));
+            set(bag, KEEL_ATTR_RESPONSE_GRPC_MESSAGES, keel_value_int((int64_t)r->grpc_response_messages));
+        }
         set_str(bag, KEEL_ATTR_REQUEST_ID, r->request_id);
         struct keel_value hm = header_map(sc, sc->req_pairs, r->req_headers, r->n_req_headers, &lower_used);
         set(bag, KEEL_ATTR_REQUEST_HEADERS, hm);

@@ -199,6 +199,9 @@ static int build(struct server *srv, const struct keel_proxy_options *o)
         }
         snprintf(cluster, sizeof(cluster), "inbound|%d||", keel_addr_port(&a));
         parse_target(o->upstream, cluster, &srv->targets[0]);
+        srv->targets[0].h2 = o->upstream_protocol == 2;
+        srv->app_h2 = srv->targets[0]; /* the same app, when the registry says it speaks h2 */
+        srv->app_h2.h2 = true;
     }
     for (size_t i = 0; i < o->n_routes; i++)
         srv->targets[1 + i] = o->routes[i].target;

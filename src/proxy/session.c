@@ -45,6 +45,10 @@ void session_set_timer(struct session *s, enum timer_role role, int64_t ms)
  * whenever the reader has room again (after backpressure too), returns the EOF. */
 ssize_t session_read(struct keel_io *io, struct keel_buf *b, size_t max)
 {
+    if (io->fd == SESSION_VIRTUAL_FD) /* an HTTP/2 stream's session (h2_conn.c) */
+        return h2_stream_read((struct session *)io, b, max);
+    if (io->fd == UPCONN_VIRTUAL_FD) /* a stream to an HTTP/2 upstream (h2_up.c) */
+        return h2_up_read((struct upconn *)io, b, max);
     keel_buf_reserve(b, max < 4096 ? max : 4096);
     size_t room = keel_buf_room(b);
     if (room > max)
@@ -71,6 +75,10 @@ ssize_t session_read(struct keel_io *io, struct keel_buf *b, size_t max)
 /* Write b to fd. Returns bytes written (>= 0) or KEEL_EIO. */
 ssize_t session_flush(struct keel_io *io, struct keel_buf *b)
 {
+    if (io->fd == SESSION_VIRTUAL_FD)
+        return h2_stream_flush((struct session *)io, b);
+    if (io->fd == UPCONN_VIRTUAL_FD)
+        return h2_up_flush((struct upconn *)io, b);
     size_t total = 0;
     while (keel_buf_len(b) > 0 && io->writable) {
         ssize_t n = write(io->fd, keel_buf_rptr(b), keel_buf_len(b));
@@ -142,6 +150,11 @@ static void reset_request(struct session *s)
     s->req_left = s->res_left = 0;
     memset(&s->req_chunked, 0, sizeof(s->req_chunked));
     memset(&s->res_chunked, 0, sizeof(s->res_chunked));
+    s->res_trailers_out = false;
+    s->grpc = false;
+    memset(&s->req_msgs, 0, sizeof(s->req_msgs));
+    memset(&s->res_msgs, 0, sizeof(s->res_msgs));
+    s->trailers_len = 0;
     s->status = 0;
     s->flags = 0;
     s->details = NULL;
@@ -243,6 +256,47 @@ void session_start(struct worker *w, const struct listener_spec *spec, int fd,
     session_run(s);
 }
 
+/* A session for one stream of the HTTP/2 connection `parent`: no socket, no connection
+ * counted; it reads the stream's request as HTTP/1.1 bytes and writes its response the
+ * same way (session_read / session_flush hand those to h2_conn.c). */
+struct session *session_start_virtual(struct session *parent, struct h2_stream *st)
+{
+    struct worker *w = parent->w;
+    struct session *s = w->free_sessions;
+    if (s != NULL) {
+        w->free_sessions = s->next;
+        w->n_free_sessions--;
+        memset(s, 0, sizeof(*s));
+    } else {
+        s = keel_calloc(1, sizeof(*s));
+    }
+    s->w = w;
+    s->spec = parent->spec;
+    s->h2s = st;
+    s->h2_checked = true;
+    s->io.fd = SESSION_VIRTUAL_FD;
+    s->io.readable = true;
+    s->io.writable = true;
+    s->timer.cb = on_timer;
+    s->free_defer.cb = on_free;
+    s->resume.cb = on_resume;
+    s->conn_id = parent->conn_id;
+    s->conn_start_us = parent->conn_start_us;
+    s->conn_start_wall_us = parent->conn_start_wall_us;
+    memcpy(s->remote, parent->remote, sizeof(s->remote));
+    memcpy(s->local, parent->local, sizeof(s->local));
+    s->remote_ip_len = parent->remote_ip_len;
+    s->remote_addr = parent->remote_addr;
+    s->local_addr = parent->local_addr;
+    s->next = w->sessions;
+    if (w->sessions)
+        w->sessions->prev = s;
+    w->sessions = s;
+    s->keepalive = false; /* one exchange per stream */
+    session_wait_request(s);
+    return s;
+}
+
 static void on_free(struct keel_defer *d)
 {
     struct session *s = (struct session *)((char *)d - offsetof(struct session, free_defer));
@@ -273,8 +327,15 @@ void session_close(struct session *s)
         upconn_release(s->u, false);
         s->u = NULL;
     }
-    keel_loop_del(w->loop, &s->io);
-    close(s->io.fd);
+    if (s->h2c != NULL)
+        h2_conn_free(s); /* closes its streams' sessions */
+    if (s->io.fd == SESSION_VIRTUAL_FD) {
+        h2_stream_detach(s);
+        stat_add(&w->stats.downstream_cx_active, 1); /* not a connection: undo the sub below */
+    } else {
+        keel_loop_del(w->loop, &s->io);
+        close(s->io.fd);
+    }
     s->io.fd = -1;
     keel_buf_release(&s->in);
     keel_buf_release(&s->out);
@@ -329,6 +390,7 @@ void session_run(struct session *s)
         case PH_FORWARD: progress = session_http_forward(s); break;
         case PH_REPLY: progress = session_http_reply(s); break;
         case PH_TUNNEL: progress = session_tunnel(s); break;
+        case PH_H2: progress = h2_conn_run(s); break;
         default: return;
         }
         if (!progress)
@@ -413,8 +475,10 @@ void sessions_drain(struct worker *w)
     for (; s != NULL; s = next) {
         next = s->next;
         s->draining = true;
-        if (s->phase == PH_HEAD && keel_buf_len(&s->in) == 0)
+        if (s->phase == PH_HEAD && keel_buf_len(&s->in) == 0 && s->io.fd != SESSION_VIRTUAL_FD)
             session_close(s);
+        else if (s->phase == PH_H2)
+            h2_conn_drain(s);
     }
 }
 

@@ -134,6 +134,8 @@ static enum route_result route_request(struct session *s)
             s->svc_ns = keel_str_c(svc->namespace);
         }
         s->target = s->spec->target;
+        if (s->wg->g->inbound_h2 && s->target != NULL) /* the registry says: h2 (h2_up.c) */
+            s->target = &srv->app_h2;
         return s->target != NULL ? ROUTE_OK : ROUTE_NONE;
     }
     struct keel_str host = s->authority;
@@ -317,6 +319,10 @@ static void take_request(struct session *s, size_t head_len)
                 if (keel_peer_parse(s->hdrs[i].value, &s->peer) < 0)
                     stat_add(&s->w->stats.peer_metadata_rejected, 1);
     s->upgrade = s->meta.conn_upgrade && s->meta.upgrade.len > 0;
+    for (size_t i = 0; i < s->req.n_headers; i++) /* gRPC: messages and status are reported */
+        if (keel_str_caseeq(s->hdrs[i].name, LIT("content-type")) && s->hdrs[i].value.len >= 16 &&
+            strncasecmp(s->hdrs[i].value.p, "application/grpc", 16) == 0)
+            s->grpc = true;
     if (s->meta.body == KEEL_HTTP_BODY_LENGTH)
         s->req_left = s->meta.content_length;
     if (s->meta.body == KEEL_HTTP_BODY_NONE ||
@@ -431,10 +437,17 @@ bool session_http_head(struct session *s)
         return false;
     }
     size_t have = keel_buf_len(&s->in);
+    bool h2_maybe = false; /* the bytes so far begin the HTTP/2 preface (h2_conn.c) */
+    if (!s->h2_checked && have > 0) {
+        int rc = h2_conn_detect(s);
+        if (rc == 1)
+            return true;
+        h2_maybe = rc == KEEL_AGAIN;
+    }
     /* parse what the first read brought (early errors are answered at once); after that,
      * only once the head is complete or over the limit, so a head sent in many small
      * pieces is not parsed again from its start for each */
-    if (have > 0 && (s->head_scanned == 0 || have > srv->limits.max_head_bytes ||
+    if (have > 0 && !h2_maybe && (s->head_scanned == 0 || have > srv->limits.max_head_bytes ||
                      keel_http_head_complete(keel_buf_rptr(&s->in), have, &s->head_scanned))) {
         s->head_scanned = have;
         session_attach_tables(s);
@@ -479,6 +492,8 @@ static bool forward_request_body(struct session *s)
             if (n > s->req_left)
                 n = (size_t)s->req_left;
             keel_buf_append(out, keel_buf_rptr(&s->in), n);
+            if (s->grpc)
+                keel_grpc_frames_feed(&s->req_msgs, keel_buf_rptr(&s->in), n);
             keel_buf_consume(&s->in, n);
             s->req_left -= n;
             s->bytes_received += n;
@@ -497,6 +512,8 @@ static bool forward_request_body(struct session *s)
                 keel_buf_printf(out, "%zx\r\n", len);
                 keel_buf_append(out, keel_buf_rptr(&s->in) + off, len);
                 keel_buf_append(out, "\r\n", 2);
+                if (s->grpc)
+                    keel_grpc_frames_feed(&s->req_msgs, keel_buf_rptr(&s->in) + off, len);
                 s->bytes_received += len;
             } else if (rc == KEEL_CHUNK_DONE) {
                 keel_buf_append(out, "0\r\n\r\n", 5);
@@ -709,6 +726,7 @@ static bool take_response_head(struct session *s)
         return true;
     }
     write_response_head(s);
+    s->res_chunked.want_trailers = s->res_chunked_out;
     if (s->rmeta.body == KEEL_HTTP_BODY_NONE ||
         (s->rmeta.body == KEEL_HTTP_BODY_LENGTH && s->res_left == 0))
         s->res_done = true;
@@ -736,6 +754,17 @@ static bool forward_response_body(struct session *s)
                 data = keel_buf_rptr(in) + off;
             else if (rc == KEEL_CHUNK_DONE)
                 s->res_done = true;
+            if (rc == KEEL_CHUNK_TRAILER) { /* only when re-chunked: want_trailers */
+                if (!s->res_trailers_out)
+                    keel_buf_append(&s->out, "0\r\n", 3);
+                s->res_trailers_out = true;
+                keel_buf_append(&s->out, keel_buf_rptr(in) + off, len);
+                size_t keep = sizeof(s->trailers) - s->trailers_len; /* grpc-status: telemetry */
+                keep = len < keep ? len : keep;
+                memcpy(s->trailers + s->trailers_len, keel_buf_rptr(in) + off, keep);
+                s->trailers_len += keep;
+                len = 0;
+            }
         } else {
             len = keel_buf_len(in);
             if (s->rmeta.body == KEEL_HTTP_BODY_LENGTH && len > s->res_left)
@@ -749,6 +778,8 @@ static bool forward_response_body(struct session *s)
             }
         }
         if (data != NULL && len > 0) {
+            if (s->grpc)
+                keel_grpc_frames_feed(&s->res_msgs, data, len);
             if (s->res_chunked_out) {
                 keel_buf_printf(&s->out, "%zx\r\n", len);
                 keel_buf_append(&s->out, data, len);
@@ -759,8 +790,9 @@ static bool forward_response_body(struct session *s)
             s->bytes_sent += len;
         }
         keel_buf_consume(in, consumed);
-        if (s->res_done && s->res_chunked_out)
-            keel_buf_append(&s->out, "0\r\n\r\n", 5);
+        if (s->res_done && s->res_chunked_out) /* trailers (grpc-status) pass through */
+            keel_buf_append(&s->out, s->res_trailers_out ? "\r\n" : "0\r\n\r\n",
+                            s->res_trailers_out ? 2 : 5);
         progress = true;
     }
     return progress;

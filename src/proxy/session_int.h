@@ -3,7 +3,8 @@
  *   session.c          lifecycle, timers, dispatch (session_run), drain
  *   session_http.c     an HTTP/1.1 exchange: request head, routing, bodies, response
  *   session_tunnel.c   bytes both ways (TCP routes, WebSocket after 101)
- *   session_log.c      the access-log line and the telemetry report of an exchange */
+ *   session_log.c      the access-log line and the telemetry report of an exchange
+ *   h2_conn.c          an HTTP/2 connection: each stream is a virtual session (below) */
 #ifndef KEEL_PROXY_SESSION_INT_H
 #define KEEL_PROXY_SESSION_INT_H
 
@@ -33,6 +34,7 @@ enum phase {
     PH_FORWARD,     /* request and response in flight */
     PH_REPLY,       /* sending a locally generated response */
     PH_TUNNEL,      /* bytes both ways (TCP route, upgraded HTTP) */
+    PH_H2,          /* the connection speaks HTTP/2 (h2_conn.c) */
     PH_CLOSED,
 };
 
@@ -108,6 +110,7 @@ struct session {
     bool res_done;
     bool res_chunked_out;          /* we frame the body with chunked to the client */
     bool res_close_delimited;      /* the client body ends with our close */
+    bool res_trailers_out;         /* the chunked trailer section to the client has begun */
     uint64_t res_left;
     struct keel_http_chunked res_chunked;
     char service_time[24];
@@ -120,7 +123,24 @@ struct session {
     int64_t t_start_us, t_start_wall_us, t_req_done_us, t_upstream_sent_us, t_first_byte_us;
     uint32_t attempts;
     char up_host[KEEL_ADDR_STRLEN], up_local[KEEL_ADDR_STRLEN];
+
+    /* HTTP/2 (h2_conn.c). h2c: this connection speaks h2. h2s: this session is one
+     * stream's exchange on such a connection: a virtual session, whose downstream "socket"
+     * (io.fd == SESSION_VIRTUAL_FD) is the stream, read and written as HTTP/1.1 bytes so
+     * that routing, retries, faults, timeouts and telemetry are the HTTP/1.1 ones. */
+    struct h2_conn *h2c;
+    struct h2_stream *h2s;
+    bool h2_checked;               /* the first bytes were looked at for the h2 preface */
+
+    /* gRPC (content-type application/grpc*): messages each way, the trailer section's
+     * start (grpc-status, grpc-message) for telemetry; reset per exchange */
+    bool grpc;
+    struct keel_grpc_frames req_msgs, res_msgs;
+    char trailers[256];
+    size_t trailers_len;
 };
+
+#define SESSION_VIRTUAL_FD (-2)
 
 
 #define LIT(s) (struct keel_str){ (s), sizeof(s) - 1 }
@@ -170,6 +190,20 @@ static inline bool session_trace_skip(const struct session *s, struct keel_str n
 
 /* session_tunnel.c */
 bool session_tunnel(struct session *s);
+
+/* h2_conn.c */
+int h2_conn_detect(struct session *s); /* 1: now PH_H2; 0: HTTP/1.x; KEEL_AGAIN: more bytes */
+bool h2_conn_run(struct session *s);
+void h2_conn_drain(struct session *s);
+void h2_conn_free(struct session *s);
+ssize_t h2_stream_read(struct session *vs, struct keel_buf *b, size_t max);
+ssize_t h2_stream_flush(struct session *vs, struct keel_buf *b);
+void h2_stream_detach(struct session *vs);
+/* session.c: a session for one stream of an HTTP/2 connection */
+struct session *session_start_virtual(struct session *parent, struct h2_stream *st);
+
+/* session_grpc.c */
+void session_grpc_fill(struct session *s, struct keel_access_record *r);
 
 /* session_log.c */
 void session_report(struct session *s, const struct keel_access_record *r, const char *tcp_event);

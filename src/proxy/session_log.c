@@ -199,11 +199,15 @@ void session_log_exchange(struct session *s)
         r.path = s->path;
         r.authority = s->authority;
         r.scheme = LIT("http");
-        r.protocol = s->req.minor == 1 ? LIT("HTTP/1.1") : LIT("HTTP/1.0");
+        r.protocol = s->h2s != NULL    ? LIT("HTTP/2")
+                     : s->req.minor == 1 ? LIT("HTTP/1.1")
+                                         : LIT("HTTP/1.0");
         r.req_headers = s->hdrs;
         r.n_req_headers = s->req.n_headers;
         r.request_id = s->rid;
     }
+    if (s->grpc)
+        session_grpc_fill(s, &r);
     if (s->res_head_done) {
         r.resp_headers = s->rhdrs;
         r.n_resp_headers = s->res.n_headers;

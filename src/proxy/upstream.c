@@ -108,10 +108,37 @@ static struct pool *pool_of(struct worker *w, const struct keel_addr *a)
     return p;
 }
 
+struct upconn *upconn_new(struct worker *w, struct pool *p, struct session *s)
+{
+    struct upconn *u = w->free_upconns;
+    if (u != NULL) {
+        w->free_upconns = u->next;
+        w->n_free_upconns--;
+        memset(u, 0, sizeof(*u));
+    } else {
+        u = keel_calloc(1, sizeof(*u));
+    }
+    u->w = w;
+    u->pool = p;
+    u->s = s;
+    u->free_defer.cb = on_free;
+    return u;
+}
+
+void upconn_recycle(struct upconn *u)
+{
+    u->closed = true;
+    keel_buf_release(&u->in);
+    keel_buf_release(&u->out);
+    keel_loop_defer(u->w->loop, &u->free_defer);
+}
+
 struct upconn *upconn_acquire(struct worker *w, const struct keel_proxy_target *t,
                               struct session *s, bool fresh, int *err)
 {
     struct pool *p = pool_of(w, &t->addr);
+    if (t->h2) /* a stream on a shared HTTP/2 connection */
+        return h2_up_acquire(w, p, s, err);
     struct upconn *u = p->idle;
     if (!fresh && u != NULL) {
         p->idle = u->next;
@@ -166,6 +193,11 @@ void upconn_release(struct upconn *u, bool reusable)
     struct worker *w = u->w;
     struct pool *p = u->pool;
     u->s = NULL;
+    if (u->io.fd == UPCONN_VIRTUAL_FD) {
+        h2_up_release(u);
+        upconn_recycle(u);
+        return;
+    }
     if (!reusable || w->draining || u->closed || p->n_idle >= POOL_IDLE_MAX || u->io.hup ||
         u->io.rdhup) { /* the server said it is done with this connection */
         upconn_close(u);
@@ -181,6 +213,7 @@ void upconn_release(struct upconn *u, bool reusable)
 
 void upconn_pool_close_all(struct worker *w)
 {
+    h2_up_close_all(w);
     for (size_t i = 0; i < POOL_BUCKETS; i++) {
         for (struct pool *p = w->pools[i]; p != NULL; p = p->next) {
             while (p->idle != NULL) {

@@ -154,6 +154,7 @@ static void *worker_main(void *arg)
     keel_loop_run_deferred(w->loop);
     keel_zipkin_free(w->zipkin); /* spans still queued are lost; their buffers go back here */
     w->zipkin = NULL;
+    h2_free_recycled();
     keel_buf_release(&w->log);
     keel_buf_pool_drain();
     uint64_t one = 1;

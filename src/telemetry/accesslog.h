@@ -52,6 +52,12 @@ struct keel_access_record {
     struct keel_str request_id;     /* x-request-id as forwarded */
     /* the exchange's attribute bag, for %CEL(...)%; NULL: CEL operators render unset */
     const struct keel_attr_bag *bag;
+    /* gRPC (content-type application/grpc*): grpc set, and what it saw */
+    bool grpc;
+    struct keel_str grpc_status;      /* grpc-status as received: "0".."16" */
+    struct keel_str grpc_status_name; /* %GRPC_STATUS%: Envoy's CamelCase name ("NotFound") */
+    struct keel_str grpc_message;
+    uint64_t grpc_request_messages, grpc_response_messages;
 };
 
 enum keel_accesslog_encoding { KEEL_ACCESSLOG_TEXT, KEEL_ACCESSLOG_JSON };

@@ -146,6 +146,8 @@ static const struct al_opdef opdefs[] = {
     { "VIRTUAL_CLUSTER_NAME", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
     { "LOCAL_REPLY_BODY", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
     { "FILTER_CHAIN_NAME", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
+    { "GRPC_STATUS", AL_STRFIELD, ARG_OPT, H, 0, R(grpc_status_name), SP_NONE },
+    { "GRPC_STATUS_NUMBER", AL_STRFIELD, ARG_NONE, H, 0, R(grpc_status), SP_NONE },
     { "DYNAMIC_METADATA", AL_UNSET, ARG_REQ, 0, 0, 0, SP_NONE },
     { "CLUSTER_METADATA", AL_UNSET, ARG_REQ, 0, 0, 0, SP_NONE },
     { "UPSTREAM_METADATA", AL_UNSET, ARG_REQ, 0, 0, 0, SP_NONE },
@@ -160,7 +162,6 @@ static const struct al_opdef opdefs[] = {
  * reason, rather than printed as "-" forever. (REQUESTED_SERVER_NAME and
  * UPSTREAM_TRANSPORT_FAILURE_REASON stay: Istio's default format names them.) */
 static const char NO_TLS[] = "keel has no TLS yet (plaintext HTTP/1.1 and TCP): no certificate, SNI or cipher";
-static const char NO_GRPC[] = "keel proxies HTTP/1.1 and TCP, not gRPC (HTTP/2): there is no gRPC status";
 static const struct {
     const char *prefix;
     const char *why;
@@ -169,7 +170,6 @@ static const struct {
     { "DOWNSTREAM_TLS_", NO_TLS }, { "DOWNSTREAM_LOCAL_DNS_SAN", NO_TLS }, { "DOWNSTREAM_LOCAL_IP_SAN", NO_TLS },
     { "UPSTREAM_TLS_", NO_TLS }, { "UPSTREAM_PEER_", NO_TLS }, { "UPSTREAM_LOCAL_SUBJECT", NO_TLS },
     { "UPSTREAM_LOCAL_URI_SAN", NO_TLS }, { "UPSTREAM_LOCAL_DNS_SAN", NO_TLS }, { "TLS_JA3_FINGERPRINT", NO_TLS },
-    { "GRPC_STATUS", NO_GRPC }, { "GRPC_STATUS_NUMBER", NO_GRPC },
 };
 
 static const char *refused_why(const char *name, size_t n)

@@ -42,6 +42,10 @@ static const struct {
                       "Bytes sent to the downstream over TCP." },
     [TM_TCP_RECEIVED] = { "istio_tcp_received_bytes_total", KEEL_METRIC_COUNTER, true,
                           KEEL_CONFIG_TCP_RECEIVED_BYTES, "Bytes received from the downstream over TCP." },
+    [TM_GRPC_REQUEST_MESSAGES] = { "istio_request_messages_total", KEEL_METRIC_COUNTER, false,
+                                   KEEL_CONFIG_GRPC_REQUEST_MESSAGES, "gRPC messages sent by the client." },
+    [TM_GRPC_RESPONSE_MESSAGES] = { "istio_response_messages_total", KEEL_METRIC_COUNTER, false,
+                                    KEEL_CONFIG_GRPC_RESPONSE_MESSAGES, "gRPC messages sent by the server." },
 };
 
 /* the proxy's default histogram buckets (§6.1), for milliseconds and bytes alike */
@@ -652,6 +656,11 @@ static void run_http(const struct tel_std_metric_plan *mp, struct keel_telemetry
     if (!bag_int(bag, KEEL_ATTR_RESPONSE_TOTAL_SIZE, &n) && !bag_int(bag, KEEL_ATTR_RESPONSE_SIZE, &n))
         n = 0;
     val[TM_RESPONSE_BYTES] = (double)n;
+    /* gRPC streams: messages each way (Istio's stats plugin counts them per stream) */
+    if (!mp[TM_GRPC_REQUEST_MESSAGES].drop && bag_int(bag, KEEL_ATTR_REQUEST_GRPC_MESSAGES, &n))
+        record(&mp[TM_GRPC_REQUEST_MESSAGES], sh, bag, lv, (double)n);
+    if (!mp[TM_GRPC_RESPONSE_MESSAGES].drop && bag_int(bag, KEEL_ATTR_RESPONSE_GRPC_MESSAGES, &n))
+        record(&mp[TM_GRPC_RESPONSE_MESSAGES], sh, bag, lv, (double)n);
     for (int k = 0; k < TEL_STD_HTTP; k++)
         any_std |= want[k] && mp[k].is_default;
     /* the shared standard tuple: hashed, and its cache entry found, once */

@@ -484,7 +484,6 @@ static void compile_errors(void **state)
     /* operators that cannot apply to plaintext HTTP/1.1 and TCP: refused, saying why */
     expect_error("%DOWNSTREAM_PEER_URI_SAN%", "column 1", "cannot apply: keel has no TLS yet");
     expect_error("x %UPSTREAM_TLS_VERSION%", "column 3", "no TLS");
-    expect_error("%GRPC_STATUS%", "column 1", "not gRPC");
     expect_error("%PATH(XQ)%", "column 1", "WQ or NQ");
     expect_error("%RESPONSE_CODE% %BYTES_SENT% %DURATON%", "column 30", "DURATON");
     expect_error("x %", "column 3", "%%");
