@@ -1,6 +1,7 @@
 #include "core/buf.h"
 
 #include "core/alloc.h"
+#include "core/fmt.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -92,6 +93,12 @@ void keel_buf_append(struct keel_buf *b, const void *p, size_t n)
     keel_buf_reserve(b, n);
     memcpy(b->data + b->wpos, p, n);
     b->wpos += n;
+}
+
+void keel_buf_append_u64(struct keel_buf *b, uint64_t v)
+{
+    keel_buf_reserve(b, 20);
+    b->wpos += keel_fmt_u64(b->data + b->wpos, v);
 }
 
 void keel_buf_printf(struct keel_buf *b, const char *fmt, ...)

@@ -5,6 +5,7 @@
 #define KEEL_CORE_BUF_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #define KEEL_BUF_SIZE 16384
@@ -23,6 +24,8 @@ void keel_buf_release(struct keel_buf *b);
 /* Make room for n more bytes at wpos: compacts, then grows (aborts on OOM). */
 void keel_buf_reserve(struct keel_buf *b, size_t n);
 void keel_buf_append(struct keel_buf *b, const void *p, size_t n);
+/* v in decimal (the request path's lengths and codes: no printf). */
+void keel_buf_append_u64(struct keel_buf *b, uint64_t v);
 void keel_buf_printf(struct keel_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Move unread bytes to the front so the tail has room. */
 void keel_buf_compact(struct keel_buf *b);

@@ -6,6 +6,7 @@
 
 #include "core/alloc.h"
 #include "core/err.h"
+#include "core/fmt.h"
 #include "core/log.h"
 #include "core/rand.h"
 #include "telemetry/response_flags.h"
@@ -237,7 +238,9 @@ static void write_upstream_head(struct session *s, struct keel_buf *b)
     session_trace_inject(s, b); /* tracing: this hop's context */
     switch (s->meta.body) {
     case KEEL_HTTP_BODY_LENGTH:
-        keel_buf_printf(b, "content-length: %llu\r\n", (unsigned long long)s->meta.content_length);
+        keel_buf_append(b, "content-length: ", 16);
+        keel_buf_append_u64(b, s->meta.content_length);
+        keel_buf_append(b, "\r\n", 2);
         break;
     case KEEL_HTTP_BODY_CHUNKED:
         keel_buf_append(b, "transfer-encoding: chunked\r\n", 28);
@@ -383,11 +386,19 @@ static void begin_upstream(struct session *s, bool fresh)
     }
 }
 
+/* snprintf(dst, cap, "%s", src) without printf's cost (once per request each) */
+static void copy_cstr(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 void session_upstream_connected(struct session *s)
 {
     keel_buf_release(&s->rhead);
-    snprintf(s->up_host, sizeof(s->up_host), "%s", s->target->addr_str);
-    snprintf(s->up_local, sizeof(s->up_local), "%s", s->u->local);
+    copy_cstr(s->up_host, sizeof(s->up_host), s->target->addr_str);
+    copy_cstr(s->up_local, sizeof(s->up_local), s->u->local);
     if (s->spec->kind == LISTEN_TCP) {
         s->phase = PH_TUNNEL;
         session_set_timer(s, T_TUNNEL, TUNNEL_IDLE_TIMEOUT_MS);
@@ -582,7 +593,18 @@ static void write_response_head(struct session *s)
     struct keel_buf *b = &s->out;
     size_t before = keel_buf_len(b);
     const struct keel_http_response *res = &s->res;
-    keel_buf_printf(b, "HTTP/1.1 %d %.*s\r\n", res->status, (int)res->reason.len, res->reason.p);
+    /* the parser took exactly three digits: no printf for the status line */
+    keel_buf_reserve(b, 15 + res->reason.len);
+    char *w = keel_buf_wptr(b);
+    memcpy(w, "HTTP/1.1 ", 9);
+    w[9] = (char)('0' + res->status / 100);
+    w[10] = (char)('0' + res->status / 10 % 10);
+    w[11] = (char)('0' + res->status % 10);
+    w[12] = ' ';
+    memcpy(w + 13, res->reason.p, res->reason.len);
+    w[13 + res->reason.len] = '\r';
+    w[14 + res->reason.len] = '\n';
+    b->wpos += 15 + res->reason.len;
     bool no_body = s->rmeta.body == KEEL_HTTP_BODY_NONE;
     for (size_t i = 0; i < res->n_headers; i++) {
         const struct keel_http_header *h = &s->rhdrs[i];
@@ -611,7 +633,9 @@ static void write_response_head(struct session *s)
         append_header(b, LIT(KEEL_PEER_HEADER),
                       (struct keel_str){ keel_buf_rptr(&g->metadata), keel_buf_len(&g->metadata) });
     if (s->rmeta.body == KEEL_HTTP_BODY_LENGTH) {
-        keel_buf_printf(b, "content-length: %llu\r\n", (unsigned long long)s->rmeta.content_length);
+        keel_buf_append(b, "content-length: ", 16);
+        keel_buf_append_u64(b, s->rmeta.content_length);
+        keel_buf_append(b, "\r\n", 2);
     } else if (s->rmeta.body != KEEL_HTTP_BODY_NONE) {
         if (s->req.minor == 1) {
             /* codings other than chunked stay on the body: name them, then our chunked */
@@ -632,7 +656,10 @@ static void write_response_head(struct session *s)
     }
     int64_t ust = (s->t_first_byte_us - (s->t_upstream_sent_us >= 0 ? s->t_upstream_sent_us
                                                                      : s->t_start_us)) / 1000;
-    int n = snprintf(s->service_time, sizeof(s->service_time), "%lld", (long long)ust);
+    int n = 0;
+    if (ust < 0) /* never in practice (monotonic clock); written as printf would */
+        s->service_time[n++] = '-';
+    n += (int)keel_fmt_u64(s->service_time + n, ust < 0 ? 0 - (uint64_t)ust : (uint64_t)ust);
     struct keel_http_header *st = &s->rhdrs[s->res.n_headers++]; /* the log sees it too */
     st->name = LIT("x-envoy-upstream-service-time");
     st->value = (struct keel_str){ s->service_time, (size_t)n };

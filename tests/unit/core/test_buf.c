@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <cmocka.h>
 
 static void append_and_consume(void **state)
@@ -48,12 +49,39 @@ static void compacts_before_growing(void **state)
     keel_buf_pool_drain();
 }
 
+/* the request path's decimal writer matches printf's %llu at every digit count */
+static void append_u64_matches_printf(void **state)
+{
+    (void)state;
+    struct keel_buf b = { 0 };
+    uint64_t v = 0;
+    for (int digits = 0; digits < 21; digits++) {
+        uint64_t cases[3] = { v, v + 1, v * 10 + 9 };
+        for (int k = 0; k < 3; k++) {
+            char want[32];
+            int n = snprintf(want, sizeof(want), "%llu", (unsigned long long)cases[k]);
+            b.rpos = b.wpos = 0;
+            keel_buf_append_u64(&b, cases[k]);
+            assert_int_equal(keel_buf_len(&b), n);
+            assert_memory_equal(keel_buf_rptr(&b), want, (size_t)n);
+        }
+        v = v * 10 + 9;
+    }
+    b.rpos = b.wpos = 0;
+    keel_buf_append_u64(&b, UINT64_MAX);
+    assert_int_equal(keel_buf_len(&b), 20);
+    assert_memory_equal(keel_buf_rptr(&b), "18446744073709551615", 20);
+    keel_buf_release(&b);
+    keel_buf_pool_drain();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(append_and_consume),
         cmocka_unit_test(grows_past_pool_size),
         cmocka_unit_test(compacts_before_growing),
+        cmocka_unit_test(append_u64_matches_printf),
     };
     return cmocka_run_group_tests_name("core/buf", tests, NULL, NULL);
 }
