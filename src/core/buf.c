@@ -64,7 +64,7 @@ void keel_buf_compact(struct keel_buf *b)
     b->wpos = n;
 }
 
-void keel_buf_reserve(struct keel_buf *b, size_t n)
+void keel_buf_reserve_slow(struct keel_buf *b, size_t n)
 {
     keel_buf_attach(b);
     if (keel_buf_room(b) >= n)
@@ -88,7 +88,7 @@ void keel_buf_reserve(struct keel_buf *b, size_t n)
     b->cap = cap;
 }
 
-void keel_buf_append(struct keel_buf *b, const void *p, size_t n)
+void keel_buf_append_slow(struct keel_buf *b, const void *p, size_t n)
 {
     keel_buf_reserve(b, n);
     memcpy(b->data + b->wpos, p, n);

@@ -21,9 +21,28 @@ struct keel_buf {
 void keel_buf_attach(struct keel_buf *b);
 /* Give storage back to this thread's pool (or free it, when oversized). */
 void keel_buf_release(struct keel_buf *b);
-/* Make room for n more bytes at wpos: compacts, then grows (aborts on OOM). */
-void keel_buf_reserve(struct keel_buf *b, size_t n);
-void keel_buf_append(struct keel_buf *b, const void *p, size_t n);
+/* Out of line: attach, compact or grow (keel_buf_reserve / keel_buf_append). */
+void keel_buf_reserve_slow(struct keel_buf *b, size_t n);
+void keel_buf_append_slow(struct keel_buf *b, const void *p, size_t n);
+
+/* Make room for n more bytes at wpos: compacts, then grows (aborts on OOM). Inline when
+ * there is room: a request head is built from ~30 appends. */
+static inline void keel_buf_reserve(struct keel_buf *b, size_t n)
+{
+    if (__builtin_expect(b->data != NULL && b->cap - b->wpos >= n, 1))
+        return;
+    keel_buf_reserve_slow(b, n);
+}
+
+static inline void keel_buf_append(struct keel_buf *b, const void *p, size_t n)
+{
+    if (__builtin_expect(b->data != NULL && b->cap - b->wpos >= n, 1)) {
+        memcpy(b->data + b->wpos, p, n);
+        b->wpos += n;
+        return;
+    }
+    keel_buf_append_slow(b, p, n);
+}
 /* v in decimal (the request path's lengths and codes: no printf). */
 void keel_buf_append_u64(struct keel_buf *b, uint64_t v);
 void keel_buf_printf(struct keel_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
