@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
@@ -24,9 +25,59 @@ static inline bool keel_str_eq(struct keel_str a, struct keel_str b)
     return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
 }
 
+/* Eight bytes with A-Z turned to a-z, everything else (>= 0x80 too) untouched. */
+static inline uint64_t keel_ascii_lower8(uint64_t x)
+{
+    const uint64_t ones = 0x0101010101010101ull;
+    uint64_t h = x & (ones * 0x7f);            /* no carry between bytes below */
+    uint64_t ge_a = h + ones * (0x80 - 'A');   /* high bit: byte >= 'A' */
+    uint64_t gt_z = h + ones * (0x80 - 'Z' - 1); /* high bit: byte > 'Z' */
+    uint64_t upper = ge_a & ~gt_z & ~x & (ones * 0x80);
+    return x | (upper >> 2);
+}
+
+static inline char keel_ascii_lower(char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+}
+
+/* ASCII case-insensitive equality of n bytes (header names, tokens). Inline and eight
+ * bytes a step: strncasecmp is a call and a locale table lookup per byte, and a request
+ * compares a few dozen names. Unlike strncasecmp, a NUL byte is compared, not an end. */
+static inline bool keel_ascii_caseeq(const char *a, const char *b, size_t n)
+{
+    uint64_t x, y;
+    if (n >= 8) {
+        /* whole words, then the last eight bytes (overlapping the previous word) */
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, a + i, 8);
+            memcpy(&y, b + i, 8);
+            if (keel_ascii_lower8(x) != keel_ascii_lower8(y))
+                return false;
+        }
+        memcpy(&x, a + n - 8, 8);
+        memcpy(&y, b + n - 8, 8);
+        return keel_ascii_lower8(x) == keel_ascii_lower8(y);
+    }
+    if (n >= 4) { /* two overlapping four-byte loads */
+        uint32_t x0, x1, y0, y1;
+        memcpy(&x0, a, 4);
+        memcpy(&x1, a + n - 4, 4);
+        memcpy(&y0, b, 4);
+        memcpy(&y1, b + n - 4, 4);
+        x = (uint64_t)x0 << 32 | x1;
+        y = (uint64_t)y0 << 32 | y1;
+        return keel_ascii_lower8(x) == keel_ascii_lower8(y);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (keel_ascii_lower(a[i]) != keel_ascii_lower(b[i]))
+            return false;
+    return true;
+}
+
 static inline bool keel_str_caseeq(struct keel_str a, struct keel_str b)
 {
-    return a.len == b.len && (a.len == 0 || strncasecmp(a.p, b.p, a.len) == 0);
+    return a.len == b.len && keel_ascii_caseeq(a.p, b.p, a.len);
 }
 
 #endif

@@ -8,7 +8,7 @@
 
 static bool name_is(struct keel_str n, const char *lit, size_t len)
 {
-    return n.len == len && strncasecmp(n.p, lit, len) == 0;
+    return n.len == len && keel_ascii_caseeq(n.p, lit, len);
 }
 #define NAME_IS(n, lit) name_is((n), (lit), sizeof(lit) - 1)
 

@@ -159,7 +159,7 @@ static enum route_result route_request(struct session *s)
     for (size_t i = 0; i < srv->opt->n_routes; i++) {
         const struct keel_proxy_route *r = &srv->opt->routes[i];
         if ((r->port == 0 || r->port == port) && r->host_len == host.len &&
-            strncasecmp(r->host, host.p, host.len) == 0) {
+            keel_ascii_caseeq(r->host, host.p, host.len)) {
             s->target = &r->target;
             s->svc_host = s->svc_name = keel_str_c(r->host);
             return ROUTE_OK;
@@ -324,7 +324,7 @@ static void take_request(struct session *s, size_t head_len)
     s->upgrade = s->meta.conn_upgrade && s->meta.upgrade.len > 0;
     for (size_t i = 0; i < s->req.n_headers; i++) /* gRPC: messages and status are reported */
         if (keel_str_caseeq(s->hdrs[i].name, LIT("content-type")) && s->hdrs[i].value.len >= 16 &&
-            strncasecmp(s->hdrs[i].value.p, "application/grpc", 16) == 0)
+            keel_ascii_caseeq(s->hdrs[i].value.p, "application/grpc", 16))
             s->grpc = true;
     if (s->meta.body == KEEL_HTTP_BODY_LENGTH)
         s->req_left = s->meta.content_length;

@@ -232,7 +232,7 @@ static size_t fmt_start_time_custom(const struct keel_accesslog_format *f, const
 static struct keel_str find_header(const struct keel_http_header *h, size_t n, const char *name, size_t len)
 {
     for (size_t i = 0; i < n; i++)
-        if (h[i].name.len == len && strncasecmp(h[i].name.p, name, len) == 0)
+        if (h[i].name.len == len && keel_ascii_caseeq(h[i].name.p, name, len))
             return h[i].value;
     return (struct keel_str){ NULL, 0 };
 }

@@ -151,7 +151,7 @@ int keel_trace_parse_traceparent(const char *p, size_t len, struct keel_trace_ct
 
 static bool name_is(struct keel_str n, const char *lit, size_t len)
 {
-    return n.len == len && strncasecmp(n.p, lit, len) == 0;
+    return n.len == len && keel_ascii_caseeq(n.p, lit, len);
 }
 
 /* Fold a context of a higher-priority family into c. */
@@ -175,7 +175,7 @@ void keel_trace_extract(const struct keel_http_header *h, size_t n, struct keel_
     for (size_t i = 0; i < n; i++) {
         struct keel_str nm = h[i].name;
         int k = -1;
-        if (nm.len >= 5 && strncasecmp(nm.p, "x-b3-", 5) == 0) {
+        if (nm.len >= 5 && keel_ascii_caseeq(nm.p, "x-b3-", 5)) {
             if (name_is(nm, "x-b3-traceid", 12)) k = H_TRACEID;
             else if (name_is(nm, "x-b3-spanid", 11)) k = H_SPANID;
             else if (name_is(nm, "x-b3-parentspanid", 17)) k = H_PARENT;
@@ -224,7 +224,7 @@ void keel_trace_extract(const struct keel_http_header *h, size_t n, struct keel_
 
 bool keel_trace_is_context_header(struct keel_str nm)
 {
-    return (nm.len >= 5 && strncasecmp(nm.p, "x-b3-", 5) == 0) || name_is(nm, "b3", 2) ||
+    return (nm.len >= 5 && keel_ascii_caseeq(nm.p, "x-b3-", 5)) || name_is(nm, "b3", 2) ||
            name_is(nm, "traceparent", 11);
 }
 
