@@ -25,6 +25,32 @@ static inline bool keel_str_eq(struct keel_str a, struct keel_str b)
     return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
 }
 
+/* memcpy for the short strings of the request path (names, values, log literals): inline
+ * overlapping loads up to 16 bytes, where a call to memcpy costs more than the copy. */
+static inline void keel_copy(void *d, const void *s, size_t n)
+{
+    char *o = d;
+    const char *i = s;
+    if (n >= 8 && n <= 16) {
+        uint64_t a, b;
+        memcpy(&a, i, 8);
+        memcpy(&b, i + n - 8, 8);
+        memcpy(o, &a, 8);
+        memcpy(o + n - 8, &b, 8);
+    } else if (n >= 4 && n < 8) {
+        uint32_t a, b;
+        memcpy(&a, i, 4);
+        memcpy(&b, i + n - 4, 4);
+        memcpy(o, &a, 4);
+        memcpy(o + n - 4, &b, 4);
+    } else if (n < 4) {
+        for (size_t k = 0; k < n; k++)
+            o[k] = i[k];
+    } else {
+        memcpy(o, i, n);
+    }
+}
+
 /* Eight bytes with A-Z turned to a-z, everything else (>= 0x80 too) untouched. */
 static inline uint64_t keel_ascii_lower8(uint64_t x)
 {

@@ -26,11 +26,11 @@ static void append_header(struct keel_buf *b, struct keel_str name, struct keel_
 {
     keel_buf_reserve(b, name.len + value.len + 4);
     char *p = keel_buf_wptr(b);
-    memcpy(p, name.p, name.len);
+    keel_copy(p, name.p, name.len);
     p += name.len;
     *p++ = ':';
     *p++ = ' ';
-    memcpy(p, value.p, value.len);
+    keel_copy(p, value.p, value.len);
     p += value.len;
     *p++ = '\r';
     *p++ = '\n';

@@ -108,9 +108,12 @@ static size_t put_text(char *d, const char *s, size_t n)
     size_t i = 0;
     while (i < n) {
         size_t run = skip_text_clean(s, i, n);
+        /* a tail under eight bytes: one overlapping word when the value is long enough */
+        if (run < n && n >= 8 && run + 8 > n && skip_text_clean(s, n - 8, n) == n)
+            run = n;
         while (run < n && !text_esc[p[run]])
             run++;
-        memcpy(o, p + i, run - i);
+        keel_copy(o, p + i, run - i);
         o += run - i;
         if (run == n)
             break;
@@ -461,7 +464,7 @@ static inline char *room(struct keel_buf *b, size_t n)
 
 static inline void put(struct keel_buf *b, const char *p, size_t n)
 {
-    memcpy(room(b, n), p, n);
+    keel_copy(room(b, n), p, n);
     b->wpos += n;
 }
 
@@ -498,6 +501,8 @@ void keel_accesslog_render(const struct keel_accesslog_format *f, const struct k
         case AL_MODE_TEXT:
             if (v.kind == V_UNSET) {
                 put(out, "-", 1);
+            } else if (v.kind == V_INT) { /* digits need no escaping */
+                put(out, v.s.p, v.s.len);
             } else {
                 char *d = room(out, v.s.len * 4);
                 out->wpos += put_text(d, v.s.p, v.s.len);

@@ -53,11 +53,27 @@ static void ascii_lower8_bytes(void **state)
     }
 }
 
+static void copy_every_length(void **state)
+{
+    (void)state;
+    char src[64], dst[80];
+    for (size_t i = 0; i < sizeof(src); i++)
+        src[i] = (char)('a' + i % 26);
+    for (size_t n = 0; n <= sizeof(src); n++) {
+        memset(dst, '#', sizeof(dst));
+        keel_copy(dst + 1, src, n);
+        assert_int_equal(dst[0], '#');
+        assert_memory_equal(dst + 1, src, n);
+        assert_int_equal(dst[1 + n], '#'); /* nothing written past n */
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(ascii_caseeq_matches_strncasecmp),
         cmocka_unit_test(ascii_lower8_bytes),
+        cmocka_unit_test(copy_every_length),
     };
     return cmocka_run_group_tests_name("core/str", tests, NULL, NULL);
 }
