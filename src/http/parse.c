@@ -5,6 +5,7 @@
 
 #include "core/err.h"
 
+#include <stdint.h>
 #include <string.h>
 
 /* RFC 9110 tchar */
@@ -22,6 +23,9 @@ static const unsigned char tchar[256] = {
     ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
     ['y'] = 1, ['z'] = 1,
 };
+
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
 
 static int fail(struct keel_http_perror *e, enum keel_http_perr kind, const char *base,
                 const char *at, const char *what)
@@ -84,6 +88,15 @@ static int parse_headers(const char *base, const char *p, const char *end,
         while (p < ce && (*p == ' ' || *p == '\t'))
             p++;
         const char *value = p;
+        /* eight bytes a step while none is a control byte (a tab, allowed, takes the byte
+         * loop for its word): most of a head's bytes are values */
+        for (; ce - p >= 8; p += 8) {
+            uint64_t x;
+            memcpy(&x, p, 8);
+            uint64_t del = x ^ (ONES * 0x7f); /* zero bytes where x has DEL */
+            if (((x - ONES * 0x20) & ~x & HIGHS) | ((del - ONES) & ~del & HIGHS))
+                break;
+        }
         for (; p < ce; p++) {
             unsigned char c = (unsigned char)*p;
             if ((c < 0x20 && c != '\t') || c == 0x7f)

@@ -100,6 +100,41 @@ static void expect_error(const char *s, enum keel_http_perr kind)
         fail_msg("'%s': rc %d kind %d, want error kind %d", s, rc, e.kind, kind);
 }
 
+/* A control byte anywhere in a long value is refused, a tab or 0x80-0xff accepted: the
+ * value scan goes eight bytes a step, so every offset within a word is tried. */
+static void control_byte_at_every_offset(void **state)
+{
+    const unsigned char bad[] = { 0x00, 0x01, 0x0b, 0x1f, 0x7f };
+    const unsigned char good[] = { '\t', 0x20, 0x7e, 0x80, 0xff };
+    for (size_t off = 0; off < 40; off++) {
+        for (size_t k = 0; k < sizeof(bad) + sizeof(good); k++) {
+            char head[128];
+            char value[41];
+            memset(value, 'v', 40);
+            value[40] = '\0';
+            int n = snprintf(head, sizeof(head), "GET / HTTP/1.1\r\nX-Long: %s\r\n\r\n", value);
+            size_t at = (size_t)(n - 44) + off; /* the value's offset within the head */
+            bool is_bad = k < sizeof(bad);
+            head[at] = (char)(is_bad ? bad[k] : good[k - sizeof(bad)]);
+            struct keel_http_header h[32];
+            struct keel_http_request req;
+            struct keel_http_perror e;
+            int rc = parse_req(head, (size_t)n, &req, h, &e);
+            if (is_bad) {
+                assert_int_equal(rc, KEEL_EINVAL);
+                assert_int_equal(e.offset, at);
+            } else if (off == 0 && good[k - sizeof(bad)] <= 0x20) {
+                assert_int_equal(rc, n); /* leading OWS is not part of the value */
+                assert_int_equal(h[0].value.len, 39);
+            } else {
+                assert_int_equal(rc, n);
+                assert_int_equal(h[0].value.len, off == 39 && good[k - sizeof(bad)] <= 0x20 ? 39 : 40);
+            }
+        }
+    }
+    (void)state;
+}
+
 static void rejects(void **state)
 {
     expect_error("GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", KEEL_HTTP_PERR_SYNTAX);
@@ -450,6 +485,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(simple_get),       cmocka_unit_test(bare_lf_and_leading_empty_lines),
         cmocka_unit_test(empty_header_value), cmocka_unit_test(rejects),
+        cmocka_unit_test(control_byte_at_every_offset),
         cmocka_unit_test(limits),           cmocka_unit_test(response_heads),
         cmocka_unit_test(framing),          cmocka_unit_test(response_framing),
         cmocka_unit_test(chunked),          cmocka_unit_test(hop_by_hop),
