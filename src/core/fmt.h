@@ -29,4 +29,25 @@ static inline size_t keel_fmt_u64(char *dst, uint64_t v)
     return n;
 }
 
+/* The 8 low nibbles of v as 8 lower-case hex digits, most significant first, in one
+ * word: nibbles spread to bytes, then '0'-'9' / 'a'-'f' added to all eight at once. */
+static inline uint64_t keel_fmt_hex8_word(uint32_t v)
+{
+    uint64_t x = v;
+    x = (x | x << 16) & 0x0000ffff0000ffffull;
+    x = (x | x << 8) & 0x00ff00ff00ff00ffull;
+    x = (x | x << 4) & 0x0f0f0f0f0f0f0f0full; /* byte i: nibble i, least significant first */
+    uint64_t letter = ((x + 0x0606060606060606ull) >> 4) & 0x0101010101010101ull;
+    x += 0x3030303030303030ull + letter * ('a' - '0' - 10);
+    return __builtin_bswap64(x); /* little-endian store: most significant nibble first */
+}
+
+/* v as 16 lower-case hex digits (trace and span ids, request ids: several a request). */
+static inline void keel_fmt_hex16(uint64_t v, char out[16])
+{
+    uint64_t hi = keel_fmt_hex8_word((uint32_t)(v >> 32)), lo = keel_fmt_hex8_word((uint32_t)v);
+    __builtin_memcpy(out, &hi, 8);
+    __builtin_memcpy(out + 8, &lo, 8);
+}
+
 #endif

@@ -1,5 +1,8 @@
 #include "core/rand.h"
 
+#include "core/fmt.h"
+
+#include <string.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -38,20 +41,20 @@ uint64_t keel_rand64(void)
 
 void keel_uuid4(char out[36])
 {
-    static const char hex[] = "0123456789abcdef";
-    uint64_t a = keel_rand64(), b = keel_rand64();
-    unsigned char r[16];
-    for (int i = 0; i < 8; i++) {
-        r[i] = (unsigned char)(a >> (8 * i));
-        r[8 + i] = (unsigned char)(b >> (8 * i));
-    }
-    r[6] = (r[6] & 0x0f) | 0x40; /* version 4 */
-    r[8] = (r[8] & 0x3f) | 0x80; /* variant 10xx */
-    int o = 0;
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            out[o++] = '-';
-        out[o++] = hex[r[i] >> 4];
-        out[o++] = hex[r[i] & 15];
-    }
+    /* the 16 random bytes, in order, are a's then b's, least significant byte first */
+    uint64_t a = __builtin_bswap64(keel_rand64()), b = __builtin_bswap64(keel_rand64());
+    a = (a & ~(0xf0ull << 8)) | (0x40ull << 8);          /* byte 6: version 4 */
+    b = (b & ~(0xc0ull << 56)) | (0x80ull << 56);        /* byte 8: variant 10xx */
+    char h[32];
+    keel_fmt_hex16(a, h);
+    keel_fmt_hex16(b, h + 16);
+    memcpy(out, h, 8);
+    out[8] = '-';
+    memcpy(out + 9, h + 8, 4);
+    out[13] = '-';
+    memcpy(out + 14, h + 12, 4);
+    out[18] = '-';
+    memcpy(out + 19, h + 16, 4);
+    out[23] = '-';
+    memcpy(out + 24, h + 20, 12);
 }

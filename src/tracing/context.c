@@ -4,6 +4,7 @@
 #include "tracing/tracing.h"
 
 #include "core/err.h"
+#include "core/fmt.h"
 #include "core/rand.h"
 
 #include <string.h>
@@ -237,10 +238,7 @@ bool keel_trace_rewrites(const struct keel_trace_ctx *c, struct keel_str nm)
 
 void keel_trace_hex16(uint64_t v, char out[16])
 {
-    for (int i = 15; i >= 0; i--) {
-        out[i] = hexdig[v & 15];
-        v >>= 4;
-    }
+    keel_fmt_hex16(v, out);
 }
 
 static char *put(char *o, const char *s, size_t n)
@@ -252,10 +250,10 @@ static char *put(char *o, const char *s, size_t n)
 static char *put_trace(char *o, const struct keel_trace_ctx *c, bool force128)
 {
     if (c->trace128 || force128) {
-        keel_trace_hex16(c->trace_hi, o);
+        keel_fmt_hex16(c->trace_hi, o);
         o += 16;
     }
-    keel_trace_hex16(c->trace_lo, o);
+    keel_fmt_hex16(c->trace_lo, o);
     return o + 16;
 }
 
@@ -266,12 +264,12 @@ size_t keel_trace_format_b3(const struct keel_trace_ctx *c, char *out)
         o = put(o, "x-b3-traceid: ", 14);
         o = put_trace(o, c, false);
         o = put(o, "\r\nx-b3-spanid: ", 15);
-        keel_trace_hex16(c->span_id, o);
+        keel_fmt_hex16(c->span_id, o);
         o += 16;
         o = put(o, "\r\n", 2);
         if (c->parent_id != 0) {
             o = put(o, "x-b3-parentspanid: ", 19);
-            keel_trace_hex16(c->parent_id, o);
+            keel_fmt_hex16(c->parent_id, o);
             o += 16;
             o = put(o, "\r\n", 2);
         }
@@ -292,14 +290,14 @@ size_t keel_trace_format_b3_single(const struct keel_trace_ctx *c, char *out)
     } else {
         o = put_trace(o, c, false);
         *o++ = '-';
-        keel_trace_hex16(c->span_id, o);
+        keel_fmt_hex16(c->span_id, o);
         o += 16;
         if (c->sampled >= 0 || c->debug) {
             *o++ = '-';
             *o++ = state;
             if (c->parent_id != 0) {
                 *o++ = '-';
-                keel_trace_hex16(c->parent_id, o);
+                keel_fmt_hex16(c->parent_id, o);
                 o += 16;
             }
         }
@@ -314,7 +312,7 @@ size_t keel_trace_format_traceparent(const struct keel_trace_ctx *c, char *out)
     char *o = put(out, "traceparent: 00-", 16);
     o = put_trace(o, c, true); /* a 64-bit trace id is left-padded with zeros */
     *o++ = '-';
-    keel_trace_hex16(c->span_id, o);
+    keel_fmt_hex16(c->span_id, o);
     o += 16;
     unsigned flags = (c->w3c_flags & ~1u) | (c->sampled == 1 || c->debug ? 1u : 0u);
     *o++ = '-';
