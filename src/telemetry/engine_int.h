@@ -160,6 +160,7 @@ struct tel_std_entry {
 struct keel_telemetry_shard {
     struct keel_metrics_shard *ms;
     struct tel_std_entry *std_cache; /* TEL_STD_CACHE entries */
+    struct tel_std_entry *std_last;  /* the entry of the previous HTTP report, or NULL */
     struct keel_buf scratch; /* label text of the current report */
     struct keel_str_pair *fs; /* filter_state entries handed to the bag */
     size_t fs_cap;

@@ -670,11 +670,19 @@ static void run_http(const struct tel_std_metric_plan *mp, struct keel_telemetry
     uint64_t h = 0;
     if (any_std) {
         std_vals(sh, lv, vals, &base);
-        h = keel_metrics_hash(vals, TL__COUNT);
-        e = &sh->std_cache[h & (TEL_STD_CACHE - 1)];
-        if (e->hash != h || !e->vals || !keel_metrics_values_eq(e->vals, vals, TL__COUNT)) {
-            memset(e, 0, sizeof(*e));
-            e->hash = h;
+        e = sh->std_last;
+        if (e != NULL && e->vals != NULL && keel_metrics_values_eq(e->vals, vals, TL__COUNT)) {
+            /* the previous report's tuple again (a sidecar's traffic is mostly a few
+             * series): one compare and no hash; e->hash is these values' hash */
+            h = e->hash;
+        } else {
+            h = keel_metrics_hash(vals, TL__COUNT);
+            e = &sh->std_cache[h & (TEL_STD_CACHE - 1)];
+            if (e->hash != h || !e->vals || !keel_metrics_values_eq(e->vals, vals, TL__COUNT)) {
+                memset(e, 0, sizeof(*e));
+                e->hash = h;
+            }
+            sh->std_last = e;
         }
     }
     /* in metric order, as the series were always created */
