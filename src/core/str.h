@@ -67,6 +67,35 @@ static inline char keel_ascii_lower(char c)
     return (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
 }
 
+/* n bytes lower-cased from s to d (not overlapping): words, the tail as one overlapping
+ * word (or two overlapping halves under 8 bytes), so a header name is two or three steps. */
+static inline void keel_ascii_lower_copy(char *d, const char *s, size_t n)
+{
+    uint64_t x;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, s + i, 8);
+            x = keel_ascii_lower8(x);
+            memcpy(d + i, &x, 8);
+        }
+        memcpy(&x, s + n - 8, 8);
+        x = keel_ascii_lower8(x);
+        memcpy(d + n - 8, &x, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        x = keel_ascii_lower8((uint64_t)a << 32 | b);
+        a = (uint32_t)(x >> 32);
+        b = (uint32_t)x;
+        memcpy(d, &a, 4);
+        memcpy(d + n - 4, &b, 4);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            d[i] = keel_ascii_lower(s[i]);
+    }
+}
+
 /* ASCII case-insensitive equality of n bytes (header names, tokens). Inline and eight
  * bytes a step: strncasecmp is a call and a locale table lookup per byte, and a request
  * compares a few dozen names. Unlike strncasecmp, a NUL byte is compared, not an end. */

@@ -68,12 +68,29 @@ static void copy_every_length(void **state)
     }
 }
 
+static void lower_copy_every_length(void **state)
+{
+    (void)state;
+    char src[64], dst[80];
+    for (size_t i = 0; i < sizeof(src); i++)
+        src[i] = (char)("AbC-zZ@[`{09xY"[i % 14]);
+    for (size_t n = 0; n <= sizeof(src); n++) {
+        memset(dst, '#', sizeof(dst));
+        keel_ascii_lower_copy(dst + 1, src, n);
+        assert_int_equal(dst[0], '#');
+        for (size_t i = 0; i < n; i++)
+            assert_int_equal(dst[1 + i], keel_ascii_lower(src[i]));
+        assert_int_equal(dst[1 + n], '#');
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(ascii_caseeq_matches_strncasecmp),
         cmocka_unit_test(ascii_lower8_bytes),
         cmocka_unit_test(copy_every_length),
+        cmocka_unit_test(lower_copy_every_length),
     };
     return cmocka_run_group_tests_name("core/str", tests, NULL, NULL);
 }
