@@ -23,7 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LINGER_NS 1000000 /* 1 ms: Envoy flushes its access logs every second */
+#define LINGER_NS 10000000 /* 10 ms: Envoy flushes its access logs every second */
 #define CLOSE_DEADLINE_S 2 /* close gives up on a file that does not drain (a stalled pipe) */
 
 struct keel_sink {
