@@ -62,8 +62,6 @@ static const char hexd[] = "0123456789abcdef";
  * none of them needs attention (the byte tables then decide exactly). */
 #define ONES 0x0101010101010101ull
 #define HIGHS 0x8080808080808080ull
-#define HAS_ZERO(x) (((x) - ONES) & ~(x) & HIGHS)
-#define HAS_LESS(x, n) (((x) - ONES * (n)) & ~(x) & HIGHS)
 
 static inline uint64_t load64(const char *p)
 {
@@ -77,8 +75,12 @@ static inline size_t skip_text_clean(const char *p, size_t i, size_t n)
 {
     while (i + 8 <= n) {
         uint64_t x = load64(p + i);
-        if (HAS_LESS(x, 0x20) | HAS_ZERO(x ^ (ONES * '"')) | HAS_ZERO(x ^ (ONES * '\\')) |
-            HAS_ZERO(x ^ (ONES * 0x7f)) | (x & HIGHS))
+        /* on the low 7 bits of each byte no sum carries into the next byte: a high bit
+         * says lo >= 0x20, lo == 0x7f, lo != '"', lo != '\\' respectively */
+        uint64_t lo = x & (ONES * 0x7f);
+        uint64_t ok = (lo + ONES * (0x80 - 0x20)) & ((lo ^ (ONES * '"')) + ONES * 0x7f) &
+                      ((lo ^ (ONES * '\\')) + ONES * 0x7f);
+        if (((x | (lo + ONES) | ~ok) & HIGHS) != 0)
             break;
         i += 8;
     }

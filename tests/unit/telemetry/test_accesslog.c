@@ -394,6 +394,33 @@ static void assert_no_raw_controls(const char *s)
     }
 }
 
+/* Every ASCII byte at every offset of a 24-byte value: the word-at-a-time scan and the
+ * overlapping tail check escape exactly the bytes the byte table names. */
+static void text_escape_every_byte_every_offset(void **state)
+{
+    (void)state;
+    struct keel_access_record r = fx_418();
+    for (int c = 1; c < 0x80; c++) {
+        for (size_t off = 0; off < 24; off++) {
+            char path[24];
+            memset(path, 'p', sizeof(path));
+            path[off] = (char)c;
+            r.path = (struct keel_str){ path, sizeof(path) };
+            char want[128];
+            size_t n = 0;
+            for (size_t i = 0; i < sizeof(path); i++) {
+                unsigned char b = (unsigned char)path[i];
+                if (b < 0x20 || b == '"' || b == '\\' || b == 0x7f)
+                    n += (size_t)snprintf(want + n, sizeof(want) - n, "\\x%02x", b);
+                else
+                    want[n++] = (char)b;
+            }
+            want[n] = '\0';
+            assert_string_equal(render1("%REQ(:PATH)%", &r), want);
+        }
+    }
+}
+
 static void control_chars_escaped(void **state)
 {
     struct keel_access_record r = fx_418();
@@ -644,6 +671,7 @@ int main(void)
         cmocka_unit_test(ipv6_addresses),
         cmocka_unit_test(newline_appended_once),
         cmocka_unit_test(control_chars_escaped),
+        cmocka_unit_test(text_escape_every_byte_every_offset),
         cmocka_unit_test(compile_errors),
         cmocka_unit_test(path_and_query_operators),
         cmocka_unit_test(big_values_grow_the_buffer),
