@@ -179,8 +179,15 @@ void keel_timer_cancel(struct keel_loop *l, struct keel_timer *t)
 
 void keel_timer_set(struct keel_loop *l, struct keel_timer *t, int64_t after_ms)
 {
+    int64_t due = keel_loop_now_ms(l) + after_ms;
+    if (t->slot != 0 && due >= t->when_ms) {
+        /* later than its place in the heap (a session re-arms its timer several times a
+         * request, each later than the last): keep the place, run_timers re-files it */
+        t->due_ms = due;
+        return;
+    }
     keel_timer_cancel(l, t);
-    t->when_ms = keel_loop_now_ms(l) + after_ms;
+    t->when_ms = t->due_ms = due;
     if (l->nheap == l->capheap) {
         l->capheap = l->capheap ? l->capheap * 2 : 64;
         l->heap = keel_realloc(l->heap, l->capheap * sizeof(*l->heap));
@@ -194,6 +201,11 @@ static void run_timers(struct keel_loop *l)
     int64_t now = keel_loop_now_ms(l);
     while (l->nheap > 0 && l->heap[0]->when_ms <= now) {
         struct keel_timer *t = l->heap[0];
+        if (t->due_ms > now) { /* moved later since it was filed: file it again */
+            t->when_ms = t->due_ms;
+            sift_down(l, 0);
+            continue;
+        }
         keel_timer_cancel(l, t);
         t->cb(t);
     }

@@ -33,7 +33,8 @@ struct keel_io {
 };
 
 struct keel_timer {
-    int64_t when_ms; /* monotonic deadline */
+    int64_t when_ms; /* monotonic deadline: the heap's key */
+    int64_t due_ms;  /* the deadline asked for; >= when_ms (moved later without a re-sift) */
     size_t slot;     /* heap index + 1; 0 = not armed */
     keel_timer_cb cb;
 };
