@@ -27,12 +27,13 @@ void report_scratch_free(struct report_scratch *sc)
     free(sc);
 }
 
-static void set(struct keel_attr_bag *bag, int id, struct keel_value v)
+/* inline: ~60 attributes a report, a call each cost a fifth of the filling */
+static inline __attribute__((always_inline)) void set(struct keel_attr_bag *bag, int id, struct keel_value v)
 {
     keel_attr_bag_set(bag, id, &v);
 }
 
-static void set_str(struct keel_attr_bag *bag, int id, struct keel_str s)
+static inline __attribute__((always_inline)) void set_str(struct keel_attr_bag *bag, int id, struct keel_str s)
 {
     if (s.len > 0)
         set(bag, id, keel_value_str(s.p, s.len));
@@ -115,7 +116,8 @@ static bool ip_port(const struct keel_addr *a, struct keel_value *ip, int64_t *p
 /* Header arrays as maps with lower-case names (HTTP names are case-insensitive; the
  * expression language's map keys are not). */
 static struct keel_value header_map(struct report_scratch *sc, struct keel_str_pair *pairs,
-                                    const struct keel_http_header *h, size_t n, size_t *lower_used)
+                                    const struct keel_http_header *h, size_t n, size_t *lower_used,
+                                    const struct keel_str **ua, const struct keel_str **ref)
 {
     size_t k = 0;
     for (size_t i = 0; i < n && k < REPORT_MAX_HEADERS; i++) {
@@ -125,6 +127,11 @@ static struct keel_value header_map(struct report_scratch *sc, struct keel_str_p
         keel_ascii_lower_copy(dst, h[i].name.p, h[i].name.len);
         pairs[k].k = (struct keel_str){ dst, h[i].name.len };
         pairs[k].v = h[i].value;
+        /* the first of each, as a map lookup would find (request.useragent, .referer) */
+        if (ua != NULL && *ua == NULL && h[i].name.len == 10 && memcmp(dst, "user-agent", 10) == 0)
+            *ua = &pairs[k].v;
+        else if (ref != NULL && *ref == NULL && h[i].name.len == 7 && memcmp(dst, "referer", 7) == 0)
+            *ref = &pairs[k].v;
         *lower_used += h[i].name.len;
         k++;
     }
@@ -255,12 +262,12 @@ void report_fill(struct report_scratch *sc, const struct report_in *in)
             set(bag, KEEL_ATTR_RESPONSE_GRPC_MESSAGES, keel_value_int((int64_t)r->grpc_response_messages));
         }
         set_str(bag, KEEL_ATTR_REQUEST_ID, r->request_id);
-        struct keel_value hm = header_map(sc, sc->req_pairs, r->req_headers, r->n_req_headers, &lower_used);
+        const struct keel_str *ua = NULL, *ref = NULL;
+        struct keel_value hm = header_map(sc, sc->req_pairs, r->req_headers, r->n_req_headers, &lower_used,
+                                          &ua, &ref);
         set(bag, KEEL_ATTR_REQUEST_HEADERS, hm);
-        const struct keel_str *ua = keel_value_map_get(&hm, "user-agent", 10);
         if (ua != NULL)
             set_str(bag, KEEL_ATTR_REQUEST_USERAGENT, *ua);
-        const struct keel_str *ref = keel_value_map_get(&hm, "referer", 7);
         if (ref != NULL)
             set_str(bag, KEEL_ATTR_REQUEST_REFERER, *ref);
         set(bag, KEEL_ATTR_REQUEST_SIZE, keel_value_int((int64_t)r->bytes_received));
@@ -281,7 +288,7 @@ void report_fill(struct report_scratch *sc, const struct report_in *in)
                 keel_value_duration(r->response_duration_us * 1000));
         set(bag, KEEL_ATTR_RESPONSE_TIME, timestamp(r->start_us + r->duration_us));
         set(bag, KEEL_ATTR_RESPONSE_HEADERS,
-            header_map(sc, sc->resp_pairs, r->resp_headers, r->n_resp_headers, &lower_used));
+            header_map(sc, sc->resp_pairs, r->resp_headers, r->n_resp_headers, &lower_used, NULL, NULL));
     }
     set(bag, KEEL_ATTR_RESPONSE_FLAGS, keel_value_int((int64_t)r->flags));
     if (r->flags != 0) {

@@ -29,6 +29,19 @@ def test_cel_operator_in_access_log_format(keel, backend):
     assert "\\x22x-user\\x22:\\x22alice\\x22" in lines[0], lines[0]
 
 
+def test_cel_useragent_and_referer_first_header_any_case(keel, backend):
+    # request.useragent / request.referer: the first such header, whatever its case
+    k = keel("--route", "web=127.0.0.1:%d" % backend, "--access-log-format",
+             '%CEL(request.useragent)% %CEL(request.referer)% %CEL(request.headers["referer"])%\n',
+             upstream=backend)
+    assert get(k, "/status/200", b"USER-Agent: ua-1\r\nReferer: ref-1\r\nuser-agent: ua-2\r\n"
+                                 b"REFERER: ref-2\r\n") == 200
+    assert get(k, "/status/200", b"x-other: 1\r\n") == 200
+    lines = k.log_lines(2)
+    assert lines[0] == "ua-1 ref-1 ref-1", lines
+    assert lines[1] == "- - -", lines
+
+
 MESH = """apiVersion: v1
 kind: ConfigMap
 metadata: {name: istio, namespace: istio-system}
