@@ -92,6 +92,8 @@ unset multiplot
 
 
 def plot(doc, png):
+    if not doc["targets"]:  # extras only (TARGETS=): nothing to plot
+        return
     os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
     s = doc["settings"]
     title = (f"proxy-bench {doc['started'][:10]}: wrk -c{s['conns']} -d{s['duration']}, "
