@@ -140,7 +140,11 @@ def test_seed_000_helloworld_newlog_and_double_request_count(tmp_path):
         assert counts() == ({"v1": 4, "v2": 4}, {"v1": 4, "v2": 4})
         code, body = m.curl("curl-deploy", "http://helloworld:5000/hello")
         v = re.match(r"^Hello version: (v[12])", body).group(1)
+        deadline = time.time() + 3  # the server side reports just after it has answered
         client, server = counts()
+        while not (client[v] == 6 and server[v] == 6) and time.time() < deadline:
+            time.sleep(0.05)
+            client, server = counts()
         assert client[v] == 6 and server[v] == 6
         assert sum(client.values()) == 10 and sum(server.values()) == 10
     finally:
