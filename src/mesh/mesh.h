@@ -3,8 +3,9 @@
  * manifest.c reads Deployments, Services, ServiceAccounts, Namespaces and every Istio
  * resource from ordinary YAML (errors as FILE:LINE:COL); plan.c turns them into a list
  * of components (apps, sidecars, gateway, waypoints) with their ports and writes the
- * config dir the proxies share; tracing.c adds the trace collector; run.c starts, supervises and stops them; state.c is the
- * file `keel mesh status` and `keel apply` read to find the running mesh. */
+ * config dir the proxies share; tracing.c adds the trace collector when tracing is on;
+ * run.c starts, supervises and stops them; state.c is the file `keel mesh status` and
+ * `keel apply` read to find the running mesh. */
 #ifndef KEEL_MESH_MESH_H
 #define KEEL_MESH_MESH_H
 
