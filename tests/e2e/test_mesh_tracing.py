@@ -293,6 +293,8 @@ def test_mesh_collector_one_trace_detector_and_sampling(tmp_path):
         assert api(zipkin, "/api/v2/services") == []
     finally:
         assert m.stop() == 0, m.text()
+    # every component, the collector too, stopped cleanly (a sanitizer's report would show)
+    assert "keel mesh: stopped" in m.text() and "while stopping" not in m.text(), m.text()
 
 
 def test_mesh_collector_only_when_tracing_is_on(tmp_path):
