@@ -3,7 +3,7 @@
 # As root it runs apt-get; otherwise it prints the command to run.
 set -euo pipefail
 pkgs=(build-essential clang libclang-rt-14-dev libyaml-dev libcmocka-dev python3 python3-pytest
-      curl wrk nghttp2-client libnghttp2-dev python3-grpcio python3-grpc-tools nginx prometheus
+      curl wrk nghttp2-client libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler python3-grpcio python3-grpc-tools nginx prometheus
       valgrind time)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -9,5 +9,6 @@ int keel_cmd_apply(int argc, char **argv);
 int keel_cmd_get(int argc, char **argv);
 int keel_cmd_mesh(int argc, char **argv);
 int keel_cmd_sample_app(int argc, char **argv);
+int keel_cmd_mixer(int argc, char **argv);
 
 #endif

@@ -65,8 +65,13 @@ struct keel_telemetry *keel_telemetry_new(const struct keel_config *cfg, struct 
     t->err_sample = err_family(t, "keel_telemetry_sample_errors_total", "metric",
                                "Metric samples rejected by the prometheus handler (value or labels).");
     tel_attrgen_plan(t, self, diags);
-    tel_std_plan(t, self, diags);
-    tel_rules_plan(t, diags);
+    if (self == NULL || !self->mixer)
+        tel_std_plan(t, self, diags);
+    else
+        t->dispatches = err_family(t, "keel_telemetry_rule_dispatches_total", "rule",
+                                   "Reports a Mixer rule matched and dispatched to its handlers.");
+    if (self == NULL || !self->no_rules)
+        tel_rules_plan(t, diags);
     return t;
 }
 

@@ -48,6 +48,9 @@ struct keel_telemetry_workload {
     size_t n_labels;
     const char *gateway;   /* set when this proxy *is* a Gateway (ingress/waypoint) of that
                             * name in namespace: then targetRefs to it apply */
+    bool mixer;            /* keel mixer: Mixer rules only (no standard metrics), and each
+                            * rule's dispatches counted (keel_telemetry_rule_dispatches_total) */
+    bool no_rules;         /* a proxy that ships its bags to a mixer: no Mixer rules here */
 };
 
 struct keel_telemetry;

@@ -371,6 +371,8 @@ void tel_rules_run(const struct keel_telemetry *t, struct keel_telemetry_shard *
             if (v.type != KEEL_VALUE_BOOL || !v.u.b)
                 continue;
         }
+        if (t->dispatches)
+            keel_metrics_add(sh->ms, t->dispatches, &r->fqn, 1);
         for (size_t a = 0; a < r->n_actions; a++) {
             const struct tel_action *ta = &r->actions[a];
             for (size_t j = 0; j < ta->n; j++) {
