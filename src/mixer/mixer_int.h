@@ -44,7 +44,8 @@ struct mixer {
     struct keel_config *cfg;
     struct keel_mixer_decoder *dec;
     struct keel_sink *sinks[KEEL_TELEMETRY_N_STREAMS];
-    uint64_t expiry_ns;                /* smallest metricsExpiryDuration in the config, 0 none */
+    int64_t expiry_check_ms;           /* sweep period for expiring series, 0 = none */
+    struct keel_timer sweep;
     struct keel_io listen_io;
     struct gconn *conns;
     size_t n_conns;

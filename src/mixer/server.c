@@ -44,17 +44,24 @@ static void print_diags(const struct keel_diag *d, bool as_errors)
     }
 }
 
-/* The smallest metricsExpirationPolicy of the prometheus handlers: the registry expires
- * series by one age, so the strictest handler's policy applies to all of them. */
-static uint64_t expiry_of(const struct keel_config *cfg)
+/* How often to sweep expired series: the most frequent expiryCheckIntervalDuration of the
+ * prometheus handlers that have a metricsExpirationPolicy (default: half the expiry). Each
+ * handler's metrics expire by its own metricsExpiryDuration (set on their families by the
+ * engine's plan). 0 = no handler expires anything. */
+static int64_t expiry_check_ms(const struct keel_config *cfg)
 {
     int64_t min = 0;
     for (const struct keel_config_object *o = cfg->first[KEEL_CONFIG_PROMETHEUS]; o; o = o->next) {
         const struct keel_config_prometheus *p = (const void *)o;
-        if (p->expiry_ms > 0 && (min == 0 || p->expiry_ms < min))
-            min = p->expiry_ms;
+        if (p->expiry_ms <= 0)
+            continue;
+        int64_t check = p->expiry_check_ms > 0 ? p->expiry_check_ms : p->expiry_ms / 2;
+        if (check < 1)
+            check = 1;
+        if (min == 0 || check < min)
+            min = check;
     }
-    return (uint64_t)min * 1000000;
+    return min;
 }
 
 static void use_config(struct mixer *m, struct keel_config *cfg)
@@ -70,7 +77,18 @@ static void use_config(struct mixer *m, struct keel_config *cfg)
     keel_config_unref(m->cfg);
     m->tel = t;
     m->cfg = cfg;
-    m->expiry_ns = expiry_of(cfg);
+    m->expiry_check_ms = expiry_check_ms(cfg);
+    keel_timer_cancel(m->loop, &m->sweep);
+    if (m->expiry_check_ms > 0)
+        keel_timer_set(m->loop, &m->sweep, m->expiry_check_ms);
+}
+
+static void on_sweep(struct keel_timer *t)
+{
+    struct mixer *m = (struct mixer *)((char *)t - offsetof(struct mixer, sweep));
+    keel_telemetry_shard_sweep(m->sh, 0);
+    if (m->expiry_check_ms > 0)
+        keel_timer_set(m->loop, t, m->expiry_check_ms);
 }
 
 static void on_config_change(struct keel_io *io, uint32_t events)
@@ -152,7 +170,7 @@ static void before_sleep(void *arg)
         o->buf.rpos = o->buf.wpos = 0;
         o->lines = 0;
     }
-    keel_telemetry_shard_tick(m->sh, (uint64_t)keel_loop_now_us(m->loop) * 1000, m->expiry_ns);
+    keel_telemetry_shard_tick(m->sh, (uint64_t)keel_loop_now_us(m->loop) * 1000, 0); /* the clock */
 }
 
 /* ---- HTTP endpoints ---- */
@@ -330,6 +348,7 @@ int keel_mixer_run(const struct keel_mixer_options *o)
     m.reg = keel_metrics_new();
     m.sh = keel_telemetry_shard_new(m.reg);
     m.dec = keel_mixer_decoder_new();
+    m.sweep.cb = on_sweep;
     char err[256];
     m.sinks[KEEL_TELEMETRY_STDOUT] = keel_sink_open("/dev/stdout", STDOUT_RING, err, sizeof(err));
     m.sinks[KEEL_TELEMETRY_STDERR] = keel_sink_open("/dev/stderr", 1u << 20, err, sizeof(err));
@@ -384,6 +403,7 @@ out:
             close(m.listen_io.fd);
         }
         keel_timer_cancel(m.loop, &c.deadline);
+        keel_timer_cancel(m.loop, &m.sweep);
         keel_timer_cancel(m.loop, &c.drain_check);
         keel_loop_run_deferred(m.loop);
     }

@@ -160,3 +160,9 @@ void keel_telemetry_shard_tick(struct keel_telemetry_shard *sh, uint64_t now_ns,
     if (keel_metrics_shard_expire(sh->ms, max_age_ns) > 0) /* the cache may point at them */
         memset(sh->std_cache, 0, TEL_STD_CACHE * sizeof(*sh->std_cache));
 }
+
+void keel_telemetry_shard_sweep(struct keel_telemetry_shard *sh, uint64_t max_age_ns)
+{
+    if (keel_metrics_shard_expire(sh->ms, max_age_ns) > 0)
+        memset(sh->std_cache, 0, TEL_STD_CACHE * sizeof(*sh->std_cache));
+}

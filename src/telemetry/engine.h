@@ -85,6 +85,9 @@ struct keel_telemetry_output *keel_telemetry_shard_output(struct keel_telemetry_
 /* Once per event-loop turn on sh's thread: advance the shard's clock and, when
  * max_age_ns > 0, every max_age_ns / 2 drop the series not updated for max_age_ns. */
 void keel_telemetry_shard_tick(struct keel_telemetry_shard *sh, uint64_t now_ns, uint64_t max_age_ns);
+/* Expire now: series not updated for max_age_ns, or for their family's own max age
+ * (keel_metrics_family_set_expiry; max_age_ns 0 = only those). On sh's thread. */
+void keel_telemetry_shard_sweep(struct keel_telemetry_shard *sh, uint64_t max_age_ns);
 
 /* How often an open TCP connection reports its bytes: the reportingInterval of the
  * Telemetry resources in scope (the most specific one that sets it wins), else Istio's

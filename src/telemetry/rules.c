@@ -222,6 +222,8 @@ static struct tel_prom_target *prom_plan(struct keel_telemetry *t, const struct 
                                   sizeof(err));
     if (!pt->fam && d)
         keel_diag_warn(d, m->pos.file, m->pos.line, m->pos.col, "%s: not recorded: %s", full, err);
+    if (pt->fam) /* the handler's metricsExpirationPolicy (0: none; the last handler wins) */
+        keel_metrics_family_set_expiry(pt->fam, (uint64_t)h->expiry_ms * 1000000);
     return pt;
 }
 

@@ -404,3 +404,45 @@ def test_prometheus_scrapes_the_mixer_and_answers_the_seed_query(pb, mixers, tmp
     assert metric["message"] == "twice the fun!" and metric["reporter"] == "server"
     assert metric["source"] == "curl-deploy" and got[0]["value"][1] == "12"
     ch.close()
+
+
+QUICK = """apiVersion: config.istio.io/v1alpha2
+kind: prometheus
+metadata: {name: quickhandler, namespace: istio-system}
+spec:
+  metricsExpirationPolicy: {metricsExpiryDuration: 1s, expiryCheckIntervalDuration: 100ms}
+  metrics:
+  - name: quick_request_count
+    instance_name: doublerequestcount.metric.istio-system
+    kind: COUNTER
+    label_names: [reporter, source, destination, message]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: quickprom, namespace: istio-system}
+spec:
+  actions:
+  - handler: quickhandler.prometheus
+    instances: [doublerequestcount.metric]
+"""
+
+
+def test_each_prometheus_handler_expires_by_its_own_policy(pb, mixers, tmp_path):
+    d = seed_dir(tmp_path, "001-doublerequestcount.yaml")
+    (d / "quick.yaml").write_text(QUICK)
+    m = mixers(d)
+    ch, s = stub(pb, m.grpc)
+    req = pb[0].ReportRequest()
+    Encoder(req).add(seed_bag())
+    s.Report(req, timeout=5)
+    quick = DOUBLE.replace("double_request_count", "quick_request_count") % "client"
+    assert m.value(quick) == 2 and m.value(DOUBLE % "client") == 2
+    t0 = time.time()
+    while m.value(quick) is not None:
+        assert time.time() - t0 < 5, "quickhandler's series did not expire"
+        time.sleep(0.05)
+    assert time.time() - t0 > 0.8  # not before its metricsExpiryDuration
+    assert m.value(DOUBLE % "client") == 2  # doublehandler has no policy: kept
+    s.Report(req, timeout=5)  # an expired series comes back from zero
+    assert m.value(quick) == 2 and m.value(DOUBLE % "client") == 4
+    ch.close()
