@@ -69,8 +69,7 @@ static void use_config(struct mixer *m, struct keel_config *cfg)
     struct keel_diag d;
     keel_diag_init(&d);
     /* the mixer runs the Mixer rules only: it is not a proxy, it has no standard metrics */
-    const struct keel_telemetry_workload self = { .name = "mixer", .mixer = true };
-    struct keel_telemetry *t = keel_telemetry_new(cfg, m->reg, &self, &d);
+    struct keel_telemetry *t = keel_telemetry_new_role(cfg, m->reg, NULL, KEEL_TELEMETRY_MIXER, &d);
     print_diags(&d, false);
     keel_diag_fini(&d);
     keel_telemetry_free(m->tel); /* one thread: no report is running on it */

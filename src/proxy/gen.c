@@ -124,8 +124,8 @@ struct proxy_gen *gen_new(struct server *srv, struct keel_config *cfg)
     }
     if (g->self != NULL) {
         self_identity(g);
-        tw = (struct keel_telemetry_workload){ .name = g->self->name, .namespace = g->self->namespace,
-                                               .labels = g->self->labels, .n_labels = g->self->n_labels };
+        tw = (struct keel_telemetry_workload){ g->self->name, g->self->namespace, g->self->labels,
+                                               g->self->n_labels, NULL };
     }
     if (srv->opt->role == KEEL_PROXY_WAYPOINT && srv->opt->workload != NULL) {
         /* a waypoint is its Gateway: Telemetry and WasmPlugin targetRefs naming it apply */

@@ -53,6 +53,13 @@ static struct keel_metrics_family *err_family(struct keel_telemetry *t, const ch
 struct keel_telemetry *keel_telemetry_new(const struct keel_config *cfg, struct keel_metrics *reg,
                                           const struct keel_telemetry_workload *self, struct keel_diag *diags)
 {
+    return keel_telemetry_new_role(cfg, reg, self, KEEL_TELEMETRY_PROXY, diags);
+}
+
+struct keel_telemetry *keel_telemetry_new_role(const struct keel_config *cfg, struct keel_metrics *reg,
+                                               const struct keel_telemetry_workload *self,
+                                               enum keel_telemetry_role role, struct keel_diag *diags)
+{
     struct keel_telemetry *t = keel_calloc(1, sizeof(*t));
     t->cfg = keel_config_ref((struct keel_config *)cfg);
     t->reg = reg;
@@ -65,12 +72,12 @@ struct keel_telemetry *keel_telemetry_new(const struct keel_config *cfg, struct 
     t->err_sample = err_family(t, "keel_telemetry_sample_errors_total", "metric",
                                "Metric samples rejected by the prometheus handler (value or labels).");
     tel_attrgen_plan(t, self, diags);
-    if (self == NULL || !self->mixer)
+    if (role != KEEL_TELEMETRY_MIXER)
         tel_std_plan(t, self, diags);
     else
         t->dispatches = err_family(t, "keel_telemetry_rule_dispatches_total", "rule",
                                    "Reports a Mixer rule matched and dispatched to its handlers.");
-    if (self == NULL || !self->no_rules)
+    if (role != KEEL_TELEMETRY_PROXY_NO_RULES)
         tel_rules_plan(t, diags);
     return t;
 }

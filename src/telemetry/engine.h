@@ -48,9 +48,6 @@ struct keel_telemetry_workload {
     size_t n_labels;
     const char *gateway;   /* set when this proxy *is* a Gateway (ingress/waypoint) of that
                             * name in namespace: then targetRefs to it apply */
-    bool mixer;            /* keel mixer: Mixer rules only (no standard metrics), and each
-                            * rule's dispatches counted (keel_telemetry_rule_dispatches_total) */
-    bool no_rules;         /* a proxy that ships its bags to a mixer: no Mixer rules here */
 };
 
 struct keel_telemetry;
@@ -62,6 +59,17 @@ struct keel_telemetry_shard;
 struct keel_telemetry *keel_telemetry_new(const struct keel_config *cfg, struct keel_metrics *reg,
                                           const struct keel_telemetry_workload *self, struct keel_diag *diags);
 void keel_telemetry_free(struct keel_telemetry *t);
+
+/* What a plan runs. */
+enum keel_telemetry_role {
+    KEEL_TELEMETRY_PROXY,          /* everything (keel_telemetry_new) */
+    KEEL_TELEMETRY_PROXY_NO_RULES, /* a proxy that ships its bags to a mixer: no Mixer rules */
+    KEEL_TELEMETRY_MIXER,          /* keel mixer: Mixer rules only (no standard metrics), each
+                                    * rule's dispatches counted (keel_telemetry_rule_dispatches_total) */
+};
+struct keel_telemetry *keel_telemetry_new_role(const struct keel_config *cfg, struct keel_metrics *reg,
+                                               const struct keel_telemetry_workload *self,
+                                               enum keel_telemetry_role role, struct keel_diag *diags);
 
 struct keel_telemetry_shard *keel_telemetry_shard_new(struct keel_metrics *reg);
 void keel_telemetry_shard_free(struct keel_telemetry_shard *sh);
