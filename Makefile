@@ -180,3 +180,10 @@ bench-telemetry: $(BUILD)/libkeel.a
 	@mkdir -p $(BUILD)/bench
 	$(CC) $(CPPFLAGS) -O2 -g $(WARN) -o $(BUILD)/bench/telemetry_bench bench/telemetry_bench.c $(BUILD)/libkeel.a $(LDLIBS)
 	$(BUILD)/bench/telemetry_bench
+
+# keel mixer: bags/s ingested and evaluated with the seed rules on one core
+.PHONY: bench-mixer
+bench-mixer: $(BUILD)/libkeel.a
+	@mkdir -p $(BUILD)/bench
+	$(CC) $(CPPFLAGS) -O2 -g $(WARN) -o $(BUILD)/bench/mixer_bench bench/mixer_bench.c $(BUILD)/libkeel.a $(LDLIBS)
+	$(BUILD)/bench/mixer_bench

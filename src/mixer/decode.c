@@ -96,11 +96,14 @@ void keel_mixer_decoder_free(struct keel_mixer_decoder *d)
     free(d);
 }
 
-/* the dictionaries of one set */
+/* the dictionaries of one set; for the request's default_words, each word's length and
+ * attribute id are worked out once per request (lens/attrs), not per use */
 struct dict {
     char **words;
     size_t n_words;
     size_t n_global;
+    const uint32_t *lens;  /* NULL: strlen per use */
+    const int16_t *attrs;  /* attribute id + 1 */
 };
 
 static bool index_ok(const struct dict *dc, int32_t i)
@@ -112,14 +115,17 @@ static struct keel_str word(const struct dict *dc, int32_t i)
 {
     if (i >= 0)
         return keel_mixer_global_word((size_t)i);
-    const char *w = dc->words[-(int64_t)i - 1];
-    return (struct keel_str){ w, strlen(w) };
+    size_t k = (size_t)(-(int64_t)i - 1);
+    const char *w = dc->words[k];
+    return (struct keel_str){ w, dc->lens ? dc->lens[k] : strlen(w) };
 }
 
 static int attr_of(const struct keel_mixer_decoder *d, const struct dict *dc, int32_t i)
 {
     if (i >= 0)
         return d->global_attr[i] - 1;
+    if (dc->attrs)
+        return dc->attrs[-(int64_t)i - 1] - 1;
     struct keel_str w = word(dc, i);
     return keel_mixer_attr_id(w.p, w.len);
 }
@@ -286,10 +292,22 @@ int keel_mixer_decode(struct keel_mixer_decoder *d, const uint8_t *p, size_t n, 
     }
     if (rq->global_word_count > 0)
         n_global = rq->global_word_count;
+    struct dict defaults = { rq->default_words, rq->n_default_words, n_global, NULL, NULL };
+    uint32_t *lens = rq->n_default_words ? arena_alloc(d, rq->n_default_words * sizeof(*lens)) : NULL;
+    int16_t *attrs = rq->n_default_words ? arena_alloc(d, rq->n_default_words * sizeof(*attrs)) : NULL;
+    if (rq->n_default_words && (lens == NULL || attrs == NULL)) {
+        *why = "request too large";
+        return KEEL_EINVAL;
+    }
+    for (size_t k = 0; k < rq->n_default_words; k++) {
+        lens[k] = (uint32_t)strlen(rq->default_words[k]);
+        attrs[k] = (int16_t)(keel_mixer_attr_id(rq->default_words[k], lens[k]) + 1);
+    }
+    defaults.lens = lens;
+    defaults.attrs = attrs;
     for (size_t i = 0; i < rq->n_attributes; i++) {
         const Istio__Mixer__V1__CompressedAttributes *ca = rq->attributes[i];
-        struct dict dc = { ca->n_words ? ca->words : rq->default_words,
-                           ca->n_words ? ca->n_words : rq->n_default_words, n_global };
+        struct dict dc = ca->n_words ? (struct dict){ ca->words, ca->n_words, n_global, NULL, NULL } : defaults;
         if ((*why = check_set(ca, &dc)) != NULL)
             return KEEL_EINVAL;
     }
@@ -298,8 +316,7 @@ int keel_mixer_decode(struct keel_mixer_decoder *d, const uint8_t *p, size_t n, 
     keel_attr_bag_clear(&d->bag);
     for (size_t i = 0; i < rq->n_attributes; i++) {
         const Istio__Mixer__V1__CompressedAttributes *ca = rq->attributes[i];
-        struct dict dc = { ca->n_words ? ca->words : rq->default_words,
-                           ca->n_words ? ca->n_words : rq->n_default_words, n_global };
+        struct dict dc = ca->n_words ? (struct dict){ ca->words, ca->n_words, n_global, NULL, NULL } : defaults;
         if (!delta)
             keel_attr_bag_clear(&d->bag);
         apply_set(d, ca, &dc, st);

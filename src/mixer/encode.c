@@ -10,6 +10,7 @@
 #include <string.h>
 
 #define WORD_SLOTS_MIN 256
+#define NAME_UNSET INT32_MIN
 
 struct keel_mixer_batch {
     struct keel_buf sets;  /* encoded `attributes` fields (tag + length + CompressedAttributes) */
@@ -22,6 +23,7 @@ struct keel_mixer_batch {
     int32_t *slots;        /* word hash table: k + 1, 0 empty */
     size_t n_slots;
     size_t count;
+    int32_t name_idx[KEEL_ATTR__COUNT]; /* wire index of each attribute's name in this batch */
 };
 
 static uint64_t zigzag(int32_t v) { return (uint32_t)(((uint32_t)v << 1) ^ (uint32_t)(v >> 31)); }
@@ -31,6 +33,9 @@ static void varint(struct keel_buf *b, uint64_t v);
 
 static void tag(struct keel_buf *b, unsigned field, unsigned wire) { varint(b, field << 3 | wire); }
 
+/* The bytes of b ("" for a buffer that never held any: no null pointer arithmetic). */
+static const char *bytes_of(const struct keel_buf *b) { return b->data ? keel_buf_rptr(b) : ""; }
+
 static void len_field(struct keel_buf *b, unsigned field, const void *p, size_t n)
 {
     tag(b, field, 2);
@@ -38,9 +43,16 @@ static void len_field(struct keel_buf *b, unsigned field, const void *p, size_t 
     keel_buf_append(b, p, n);
 }
 
+static void forget_names(struct keel_mixer_batch *b)
+{
+    for (int id = 0; id < KEEL_ATTR__COUNT; id++)
+        b->name_idx[id] = NAME_UNSET;
+}
+
 struct keel_mixer_batch *keel_mixer_batch_new(void)
 {
     struct keel_mixer_batch *b = keel_calloc(1, sizeof(*b));
+    forget_names(b);
     b->n_slots = WORD_SLOTS_MIN;
     b->slots = keel_calloc(b->n_slots, sizeof(*b->slots));
     return b;
@@ -62,13 +74,7 @@ void keel_mixer_batch_free(struct keel_mixer_batch *b)
 
 size_t keel_mixer_batch_count(const struct keel_mixer_batch *b) { return b->count; }
 
-static uint32_t hash(const char *s, size_t n)
-{
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (uint8_t)s[i]) * 16777619u;
-    return h;
-}
+#define hash keel_mixer_hash
 
 static void rehash(struct keel_mixer_batch *b)
 {
@@ -86,10 +92,11 @@ static void rehash(struct keel_mixer_batch *b)
 /* The wire index of a word: global when the dictionary has it, else a default word. */
 static int32_t word(struct keel_mixer_batch *b, const char *s, size_t n)
 {
-    int g = keel_mixer_global_index(s, n);
+    uint32_t h = hash(s, n);
+    int g = keel_mixer_global_index_h(s, n, h);
     if (g >= 0)
         return g;
-    size_t j = hash(s, n) & (b->n_slots - 1);
+    size_t j = h & (b->n_slots - 1);
     for (; b->slots[j]; j = (j + 1) & (b->n_slots - 1)) {
         size_t k = (size_t)b->slots[j] - 1;
         if (b->wl[k].len == n && !memcmp(b->text.data + b->wl[k].off, s, n))
@@ -137,7 +144,7 @@ static void entry(struct keel_mixer_batch *b, unsigned field, int32_t key)
     tag(&b->one, field, 2);
     varint(&b->one, np + keel_buf_len(t));
     keel_buf_append(&b->one, pre, np);
-    keel_buf_append(&b->one, keel_buf_rptr(t), keel_buf_len(t));
+    keel_buf_append(&b->one, bytes_of(t), keel_buf_len(t));
     t->rpos = t->wpos = 0;
 }
 
@@ -152,7 +159,7 @@ static void time_msg(struct keel_buf *t, int64_t sec, int32_t nsec)
         tag(&m, 2, 0);
         varint(&m, (uint64_t)(int64_t)nsec);
     }
-    len_field(t, 2, keel_buf_rptr(&m), keel_buf_len(&m));
+    len_field(t, 2, bytes_of(&m), keel_buf_len(&m));
     keel_buf_release(&m);
 }
 
@@ -166,8 +173,11 @@ void keel_mixer_batch_add(struct keel_mixer_batch *b, const struct keel_attr_bag
         const struct keel_value *v = keel_attr_bag_get(bag, id);
         if (v == NULL)
             continue;
-        const char *name = keel_attr_name(id);
-        int32_t key = word(b, name, strlen(name));
+        int32_t key = b->name_idx[id];
+        if (key == NAME_UNSET) { /* first use in this batch */
+            const char *name = keel_attr_name(id);
+            key = b->name_idx[id] = word(b, name, strlen(name));
+        }
         struct keel_buf *t = &b->tmp;
         switch (v->type) {
         case KEEL_VALUE_STRING:
@@ -223,9 +233,9 @@ void keel_mixer_batch_add(struct keel_mixer_batch *b, const struct keel_attr_bag
                 varint(&e, zigzag(word(b, v->u.map.kv[i].k.p, v->u.map.kv[i].k.len)));
                 tag(&e, 2, 0);
                 varint(&e, zigzag(word(b, v->u.map.kv[i].v.p, v->u.map.kv[i].v.len)));
-                len_field(&m, 1, keel_buf_rptr(&e), keel_buf_len(&e));
+                len_field(&m, 1, bytes_of(&e), keel_buf_len(&e));
             }
-            len_field(t, 2, keel_buf_rptr(&m), keel_buf_len(&m));
+            len_field(t, 2, bytes_of(&m), keel_buf_len(&m));
             keel_buf_release(&m);
             keel_buf_release(&e);
             entry(b, 9, key);
@@ -235,7 +245,7 @@ void keel_mixer_batch_add(struct keel_mixer_batch *b, const struct keel_attr_bag
             break;
         }
     }
-    len_field(&b->sets, 1, keel_buf_rptr(&b->one), keel_buf_len(&b->one));
+    len_field(&b->sets, 1, bytes_of(&b->one), keel_buf_len(&b->one));
     b->count++;
 }
 
@@ -250,14 +260,15 @@ void keel_mixer_batch_finish(struct keel_mixer_batch *b, struct keel_buf *out)
     n = keel_buf_len(&b->sets) + keel_buf_len(&b->words) + keel_buf_len(&tail);
     uint8_t prefix[5] = { 0, (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n };
     keel_buf_append(out, prefix, 5);
-    keel_buf_append(out, keel_buf_rptr(&b->sets), keel_buf_len(&b->sets));
-    keel_buf_append(out, keel_buf_rptr(&b->words), keel_buf_len(&b->words));
-    keel_buf_append(out, keel_buf_rptr(&tail), keel_buf_len(&tail));
+    keel_buf_append(out, bytes_of(&b->sets), keel_buf_len(&b->sets));
+    keel_buf_append(out, bytes_of(&b->words), keel_buf_len(&b->words));
+    keel_buf_append(out, bytes_of(&tail), keel_buf_len(&tail));
     keel_buf_release(&tail);
     b->sets.rpos = b->sets.wpos = 0;
     b->words.rpos = b->words.wpos = 0;
     b->text.rpos = b->text.wpos = 0;
     b->n_words = 0;
     memset(b->slots, 0, b->n_slots * sizeof(*b->slots));
+    forget_names(b);
     b->count = 0;
 }

@@ -13,6 +13,7 @@
 #include "attr/attr.h"
 #include "core/buf.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -23,8 +24,10 @@
 size_t keel_mixer_global_words(void);
 /* Word i (0 <= i < keel_mixer_global_words()), with its length. */
 struct keel_str keel_mixer_global_word(size_t i);
-/* The global index of a word, or -1. */
+/* The global index of a word, or -1; _h with h = keel_mixer_hash(w, len) (FNV-1a). */
 int keel_mixer_global_index(const char *w, size_t len);
+int keel_mixer_global_index_h(const char *w, size_t len, uint32_t h);
+uint32_t keel_mixer_hash(const char *s, size_t n);
 /* The attribute id of an attribute name, or -1 when keel's vocabulary does not have it.
  * A hash lookup, for the report path. */
 int keel_mixer_attr_id(const char *name, size_t len);
@@ -70,6 +73,30 @@ size_t keel_mixer_batch_count(const struct keel_mixer_batch *b);
 /* Serialize the batch as one gRPC message (5-byte prefix + ReportRequest) onto out and
  * empty the batch. */
 void keel_mixer_batch_finish(struct keel_mixer_batch *b, struct keel_buf *out);
+
+/* ---- the report client (a proxy worker's; see client.c) ---- */
+
+#define KEEL_MIXER_BATCH 100        /* bags per Report call ... */
+#define KEEL_MIXER_FLUSH_MS 50      /* ... or what a batch has after this long */
+#define KEEL_MIXER_MAX_CALLS 32     /* Report calls unanswered before batches queue */
+#define KEEL_MIXER_MAX_QUEUED 20000 /* bags not yet answered before new ones are dropped */
+
+/* Bags by what became of them: answered OK by the mixer, refused or lost with the
+ * connection, or never sent (mixer down or slow, queue full). Written by the client's
+ * thread, read by any (admin scrape). */
+struct keel_mixer_client_stats {
+    atomic_uint_fast64_t sent, failed, dropped;
+};
+
+struct keel_loop;
+struct keel_mixer_client;
+/* A client on loop (its thread only) reporting to addr ("host:port"). */
+struct keel_mixer_client *keel_mixer_client_new(struct keel_loop *loop, const char *addr,
+                                                struct keel_mixer_client_stats *st);
+void keel_mixer_client_free(struct keel_mixer_client *c);
+const char *keel_mixer_client_target(const struct keel_mixer_client *c);
+/* Queue one bag (copied by encoding); never blocks. */
+void keel_mixer_client_report(struct keel_mixer_client *c, const struct keel_attr_bag *bag);
 
 /* ---- the server ---- */
 

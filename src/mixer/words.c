@@ -22,7 +22,7 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 _Static_assert(KEEL_ATTR__COUNT * 2 < ATTR_SLOTS, "attribute hash too small");
 _Static_assert(N_WORDS * 2 < WORD_SLOTS, "word hash too small");
 
-static uint32_t hash(const char *s, size_t n)
+uint32_t keel_mixer_hash(const char *s, size_t n)
 {
     uint32_t h = 2166136261u; /* FNV-1a */
     for (size_t i = 0; i < n; i++)
@@ -34,13 +34,13 @@ static void build(void)
 {
     for (int id = 0; id < KEEL_ATTR__COUNT; id++) {
         const char *name = keel_attr_name(id);
-        uint32_t j = hash(name, strlen(name)) & (ATTR_SLOTS - 1);
+        uint32_t j = keel_mixer_hash(name, strlen(name)) & (ATTR_SLOTS - 1);
         while (attr_slot[j])
             j = (j + 1) & (ATTR_SLOTS - 1);
         attr_slot[j] = (int16_t)(id + 1);
     }
     for (size_t i = 0; i < N_WORDS; i++) {
-        uint32_t j = hash(words[i].p, words[i].len) & (WORD_SLOTS - 1);
+        uint32_t j = keel_mixer_hash(words[i].p, words[i].len) & (WORD_SLOTS - 1);
         while (word_slot[j])
             j = (j + 1) & (WORD_SLOTS - 1);
         word_slot[j] = (int16_t)(i + 1);
@@ -54,7 +54,7 @@ struct keel_str keel_mixer_global_word(size_t i) { return words[i]; }
 int keel_mixer_attr_id(const char *name, size_t len)
 {
     pthread_once(&once, build);
-    for (uint32_t j = hash(name, len) & (ATTR_SLOTS - 1); attr_slot[j]; j = (j + 1) & (ATTR_SLOTS - 1)) {
+    for (uint32_t j = keel_mixer_hash(name, len) & (ATTR_SLOTS - 1); attr_slot[j]; j = (j + 1) & (ATTR_SLOTS - 1)) {
         const char *n = keel_attr_name(attr_slot[j] - 1);
         if (strlen(n) == len && !memcmp(n, name, len))
             return attr_slot[j] - 1;
@@ -64,8 +64,13 @@ int keel_mixer_attr_id(const char *name, size_t len)
 
 int keel_mixer_global_index(const char *w, size_t len)
 {
+    return keel_mixer_global_index_h(w, len, keel_mixer_hash(w, len));
+}
+
+int keel_mixer_global_index_h(const char *w, size_t len, uint32_t h)
+{
     pthread_once(&once, build);
-    for (uint32_t j = hash(w, len) & (WORD_SLOTS - 1); word_slot[j]; j = (j + 1) & (WORD_SLOTS - 1)) {
+    for (uint32_t j = h & (WORD_SLOTS - 1); word_slot[j]; j = (j + 1) & (WORD_SLOTS - 1)) {
         const struct keel_str *s = &words[word_slot[j] - 1];
         if (s->len == len && !memcmp(s->p, w, len))
             return word_slot[j] - 1;

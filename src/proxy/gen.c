@@ -139,7 +139,9 @@ struct proxy_gen *gen_new(struct server *srv, struct keel_config *cfg)
     route_gen_build(g, srv);
     struct keel_diag d;
     keel_diag_init(&d);
-    g->tel = keel_telemetry_new(cfg, srv->metrics, &tw, &d);
+    g->tel = keel_telemetry_new_role(cfg, srv->metrics, &tw,
+                                     proxy_runs_rules(srv->opt, cfg) ? KEEL_TELEMETRY_PROXY
+                                                                     : KEEL_TELEMETRY_PROXY_NO_RULES, &d);
     for (size_t i = 0; i < d.n; i++)
         keel_log_warn("%s", d.msgs[i]);
     keel_diag_fini(&d);

@@ -220,6 +220,7 @@ void worker_fini(struct worker *w)
     access_log_unref(w->log_target);
     keel_telemetry_shard_free(w->tel);
     report_scratch_free(w->report);
+    keel_mixer_client_free(w->mixer);
     free(w->listeners);
     keel_loop_free(w->loop);
 }
