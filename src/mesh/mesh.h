@@ -72,6 +72,7 @@ struct keel_mesh_manifest {
     struct keel_mesh_file *files;
     size_t n_files;
     bool has_ingress; /* a networking.istio.io Gateway selecting istio: ingressgateway */
+    char *mixer_report_server; /* ConfigMap istio's mesh mixerReportServer, or NULL */
 };
 
 /* Read files and directories (their *.yaml, *.yml files, sorted; not subdirectories). 0, or -1
@@ -84,7 +85,7 @@ const char *keel_mesh_ambient_waypoint(const struct keel_mesh_manifest *m, const
 
 /* ---- components ---- */
 
-enum keel_mesh_role { KEEL_MESH_APP, KEEL_MESH_SIDECAR, KEEL_MESH_GATEWAY, KEEL_MESH_WAYPOINT };
+enum keel_mesh_role { KEEL_MESH_APP, KEEL_MESH_SIDECAR, KEEL_MESH_GATEWAY, KEEL_MESH_WAYPOINT, KEEL_MESH_MIXER };
 
 struct keel_mesh_comp {
     char *name;     /* "details-v1" (app), "details-v1-sidecar", "istio-ingressgateway" */
