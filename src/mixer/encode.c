@@ -17,6 +17,7 @@ struct keel_mixer_batch {
     struct keel_buf words; /* default_words, as encoded `default_words` fields */
     struct keel_buf one;   /* the set being built */
     struct keel_buf tmp;   /* a map entry being built */
+    struct keel_buf map;   /* a StringMap being built */
     struct keel_buf text;  /* the bytes of the words, for the table's comparisons */
     struct { uint32_t off, len; } *wl; /* word k = text[off, off+len) */
     size_t n_words, cap_words;
@@ -33,6 +34,17 @@ static void varint(struct keel_buf *b, uint64_t v);
 
 static void tag(struct keel_buf *b, unsigned field, unsigned wire) { varint(b, field << 3 | wire); }
 
+/* keel_buf_append for the few bytes at a time of the wire format: inline when they fit */
+static inline void put(struct keel_buf *b, const void *p, size_t n)
+{
+    if (b->data != NULL && b->cap - b->wpos >= n) {
+        memcpy(b->data + b->wpos, p, n);
+        b->wpos += n;
+    } else {
+        keel_buf_append(b, p, n);
+    }
+}
+
 /* The bytes of b ("" for a buffer that never held any: no null pointer arithmetic). */
 static const char *bytes_of(const struct keel_buf *b) { return b->data ? keel_buf_rptr(b) : ""; }
 
@@ -40,7 +52,7 @@ static void len_field(struct keel_buf *b, unsigned field, const void *p, size_t 
 {
     tag(b, field, 2);
     varint(b, n);
-    keel_buf_append(b, p, n);
+    put(b, p, n);
 }
 
 static void forget_names(struct keel_mixer_batch *b)
@@ -66,6 +78,7 @@ void keel_mixer_batch_free(struct keel_mixer_batch *b)
     keel_buf_release(&b->words);
     keel_buf_release(&b->one);
     keel_buf_release(&b->tmp);
+    keel_buf_release(&b->map);
     keel_buf_release(&b->text);
     free(b->wl);
     free(b->slots);
@@ -131,7 +144,7 @@ static size_t varint_to(uint8_t *t, uint64_t v)
 static void varint(struct keel_buf *b, uint64_t v)
 {
     uint8_t t[10];
-    keel_buf_append(b, t, varint_to(t, v));
+    put(b, t, varint_to(t, v));
 }
 
 /* One map entry {1: sint32 key, 2: value (in tmp)} of field `field` of the set. */
@@ -143,8 +156,8 @@ static void entry(struct keel_mixer_batch *b, unsigned field, int32_t key)
     size_t np = 1 + varint_to(pre + 1, zigzag(key));
     tag(&b->one, field, 2);
     varint(&b->one, np + keel_buf_len(t));
-    keel_buf_append(&b->one, pre, np);
-    keel_buf_append(&b->one, bytes_of(t), keel_buf_len(t));
+    put(&b->one, pre, np);
+    put(&b->one, bytes_of(t), keel_buf_len(t));
     t->rpos = t->wpos = 0;
 }
 
@@ -200,7 +213,7 @@ void keel_mixer_batch_add(struct keel_mixer_batch *b, const struct keel_attr_bag
             for (int i = 0; i < 8; i++)
                 le[i] = (uint8_t)(bits >> (8 * i));
             tag(t, 2, 1);
-            keel_buf_append(t, le, 8);
+            put(t, le, 8);
             entry(b, 4, key);
             break;
         }
@@ -226,18 +239,18 @@ void keel_mixer_batch_add(struct keel_mixer_batch *b, const struct keel_attr_bag
             entry(b, 8, key);
             break;
         case KEEL_VALUE_STRING_MAP: {
-            struct keel_buf m = { 0 }, e = { 0 };
+            struct keel_buf *m = &b->map;
+            m->rpos = m->wpos = 0;
             for (size_t i = 0; i < v->u.map.n; i++) {
-                e.rpos = e.wpos = 0;
-                tag(&e, 1, 0);
-                varint(&e, zigzag(word(b, v->u.map.kv[i].k.p, v->u.map.kv[i].k.len)));
-                tag(&e, 2, 0);
-                varint(&e, zigzag(word(b, v->u.map.kv[i].v.p, v->u.map.kv[i].v.len)));
-                len_field(&m, 1, bytes_of(&e), keel_buf_len(&e));
+                uint8_t e[2 + 2 * 5];
+                size_t n = 0;
+                e[n++] = 1 << 3;
+                n += varint_to(e + n, zigzag(word(b, v->u.map.kv[i].k.p, v->u.map.kv[i].k.len)));
+                e[n++] = 2 << 3;
+                n += varint_to(e + n, zigzag(word(b, v->u.map.kv[i].v.p, v->u.map.kv[i].v.len)));
+                len_field(m, 1, e, n);
             }
-            len_field(t, 2, bytes_of(&m), keel_buf_len(&m));
-            keel_buf_release(&m);
-            keel_buf_release(&e);
+            len_field(t, 2, bytes_of(m), keel_buf_len(m));
             entry(b, 9, key);
             break;
         }

@@ -24,7 +24,7 @@
 size_t keel_mixer_global_words(void);
 /* Word i (0 <= i < keel_mixer_global_words()), with its length. */
 struct keel_str keel_mixer_global_word(size_t i);
-/* The global index of a word, or -1; _h with h = keel_mixer_hash(w, len) (FNV-1a). */
+/* The global index of a word, or -1; _h with h = keel_mixer_hash(w, len). */
 int keel_mixer_global_index(const char *w, size_t len);
 int keel_mixer_global_index_h(const char *w, size_t len, uint32_t h);
 uint32_t keel_mixer_hash(const char *s, size_t n);

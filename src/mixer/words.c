@@ -17,17 +17,28 @@ static const struct keel_str words[] = {
 #define WORD_SLOTS 512
 static int16_t attr_slot[ATTR_SLOTS]; /* attr id + 1, 0 empty */
 static int16_t word_slot[WORD_SLOTS]; /* word index + 1 */
+static size_t longest; /* no longer word is in the dictionary */
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 _Static_assert(KEEL_ATTR__COUNT * 2 < ATTR_SLOTS, "attribute hash too small");
 _Static_assert(N_WORDS * 2 < WORD_SLOTS, "word hash too small");
 
+/* 8 bytes a step (the report path hashes every string value of a bag) */
 uint32_t keel_mixer_hash(const char *s, size_t n)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (uint8_t)s[i]) * 16777619u;
-    return h;
+    uint64_t h = 0x9e3779b97f4a7c15u ^ n;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdu;
+        h ^= h >> 32;
+    }
+    uint64_t w = 0;
+    memcpy(&w, s + i, n - i);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53u;
+    h ^= h >> 29;
+    return (uint32_t)h;
 }
 
 static void build(void)
@@ -44,6 +55,8 @@ static void build(void)
         while (word_slot[j])
             j = (j + 1) & (WORD_SLOTS - 1);
         word_slot[j] = (int16_t)(i + 1);
+        if (words[i].len > longest)
+            longest = words[i].len;
     }
 }
 
@@ -70,6 +83,8 @@ int keel_mixer_global_index(const char *w, size_t len)
 int keel_mixer_global_index_h(const char *w, size_t len, uint32_t h)
 {
     pthread_once(&once, build);
+    if (len > longest)
+        return -1;
     for (uint32_t j = h & (WORD_SLOTS - 1); word_slot[j]; j = (j + 1) & (WORD_SLOTS - 1)) {
         const struct keel_str *s = &words[word_slot[j] - 1];
         if (s->len == len && !memcmp(s->p, w, len))
