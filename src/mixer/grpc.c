@@ -124,7 +124,8 @@ static void finish(struct gconn *c, struct gstream *s)
     if (s->done)
         return;
     s->done = true;
-    const uint8_t *p = (const uint8_t *)keel_buf_rptr(&s->body);
+    /* (a call without DATA, or one dropped for its size, has no storage) */
+    const uint8_t *p = s->body.data ? (const uint8_t *)keel_buf_rptr(&s->body) : (const uint8_t *)"";
     size_t n = keel_buf_len(&s->body);
     if (!s->path_ok || !s->post) {
         fail(s, GRPC_UNIMPLEMENTED, "unknown method: keel mixer serves " REPORT_PATH);

@@ -180,6 +180,8 @@ static void scrape_filtered(struct mixer *m, struct keel_buf *body, bool keep_ke
 {
     struct keel_buf all = { 0 };
     keel_metrics_scrape(m->reg, &all);
+    if (all.data == NULL) /* nothing recorded yet */
+        return;
     const char *p = keel_buf_rptr(&all), *end = p + keel_buf_len(&all);
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
