@@ -154,11 +154,11 @@ FUZZ_TIME    ?= 20
 FUZZ_TARGETS := $(patsubst fuzz/%_fuzz.c,%,$(wildcard fuzz/*_fuzz.c))
 FUZZ_SAN     := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 .PHONY: fuzz
-fuzz: deps $(GEN_SRC)
+fuzz: deps $(GEN_SRC) $(BUILD)/version.h
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	    mkdir -p build-fuzz/corpus/$$t; \
 	    echo "fuzz: building $$t"; \
-	    clang -std=c11 -D_GNU_SOURCE -Isrc -I$(BUILD)/gen -O1 -g $(FUZZ_SAN) -o build-fuzz/$${t}_fuzz \
+	    clang -std=c11 -D_GNU_SOURCE -Isrc -I$(BUILD) -I$(BUILD)/gen -O1 -g $(FUZZ_SAN) -o build-fuzz/$${t}_fuzz \
 	        fuzz/$${t}_fuzz.c $(LIB_SRC) $(GEN_SRC) $(LDLIBS); \
 	    echo "fuzz: running $$t for $(FUZZ_TIME)s"; \
 	    case $$t in config) ml=16384;; *) ml=1024;; esac; \
