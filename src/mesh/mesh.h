@@ -73,6 +73,7 @@ struct keel_mesh_manifest {
     struct keel_mesh_file *files;
     size_t n_files;
     bool has_ingress; /* a networking.istio.io Gateway selecting istio: ingressgateway */
+    char *mixer_report_server; /* ConfigMap istio's mesh mixerReportServer, or NULL */
 };
 
 /* Read files and directories (their *.yaml, *.yml files, sorted; not subdirectories). 0, or -1
@@ -91,6 +92,7 @@ enum keel_mesh_role {
     KEEL_MESH_GATEWAY,
     KEEL_MESH_WAYPOINT,
     KEEL_MESH_COLLECTOR, /* keel collector: app_port is where it listens */
+    KEEL_MESH_MIXER,
 };
 
 struct keel_mesh_comp {

@@ -214,7 +214,7 @@ static void print_table(const struct keel_mesh_plan *p)
             px = NULL;
         } else {
             snprintf(kind, sizeof(kind), "%s (%s)", c->name,
-                     c->role == KEEL_MESH_GATEWAY ? "gateway" : "waypoint");
+                     c->role == KEEL_MESH_GATEWAY ? "gateway" : c->role == KEEL_MESH_MIXER ? "mixer" : "waypoint");
         }
         if (px) {
             if (px->inbound)

@@ -25,7 +25,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-static const char *const ROLES[] = {"app", "sidecar", "gateway", "waypoint", "collector"};
+static const char *const ROLES[] = {"app", "sidecar", "gateway", "waypoint", "collector", "mixer"};
 
 void keel_mesh_state_dir(char *out, size_t cap, const char *flag)
 {
