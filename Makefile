@@ -94,13 +94,16 @@ test-asan: deps
 	    CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 	    test-e2e
 
-# The multi-threaded paths (workers, admin, config swaps, drain, telemetry under load)
+# The multi-threaded paths (workers, admin, config swaps, drain, telemetry under load, the
+# log sink thread, the cross-worker trace table, HTTP/2 and mixer clients on every worker)
 # under ThreadSanitizer: keel exits non-zero on a race, which the e2e fixtures check.
 test-tsan: deps
 	$(MAKE) BUILD=build-tsan CC=clang CFLAGS="-O1 -g -fsanitize=thread" all
-	KEEL_BIN=build-tsan/keel KEEL_LOAD_REQUESTS=20000 TSAN_OPTIONS="halt_on_error=0 exitcode=66" \
+	KEEL_BIN=build-tsan/keel KEEL_LOAD_REQUESTS=20000 KEEL_GRPC_CALLS=2000 \
+	    TSAN_OPTIONS="halt_on_error=0 exitcode=66" \
 	    scripts/run-e2e-tests.sh tests/e2e/test_proxy_admin.py tests/e2e/test_proxy_registry.py \
-	    tests/e2e/test_reload_under_load.py tests/e2e/test_telemetry_mesh.py
+	    tests/e2e/test_reload_under_load.py tests/e2e/test_telemetry_mesh.py \
+	    tests/e2e/test_hostile_io.py tests/e2e/test_tracing.py tests/e2e/test_h2.py tests/e2e/test_mixer.py
 
 # Unit tests and the proxy's end-to-end tests under valgrind memcheck (DWARF 4: the
 # valgrind of Debian 12 reads it fully).
