@@ -88,7 +88,7 @@ test-asan: deps
 	$(MAKE) BUILD=build-asan CC=clang \
 	    CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 	    test-unit
-	KEEL_BIN=build-asan/keel KEEL_EXACT_REQUESTS=100000 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	KEEL_BIN=build-asan/keel KEEL_EXACT_REQUESTS=100000 KEEL_GRPC_CALLS=2000 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    $(MAKE) BUILD=build-asan CC=clang \
 	    CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
