@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make demo: Istio's Bookinfo on a local keel mesh, traffic through the ingress gateway,
 # then what the telemetry shows (seed 000's stdio JSON lines, istio_requests_total per
-# source -> destination, Prometheus when installed).
+# source -> destination, one trace from the mesh's collector, Prometheus when installed).
 #
 #   DEMO_SECONDS=N   seconds of traffic (30)
 #   DEMO_KEEP=0|1    keep the mesh running after the summary until Ctrl-C (1 on a tty)
@@ -55,6 +55,9 @@ if ! grep -q "ready in" "$MESH_OUT"; then
 fi
 GW_URL=$(sed -n 's/^GW_URL=//p' "$MESH_OUT" | head -1)
 [[ -n $GW_URL ]] || { echo "demo: no GW_URL in the mesh output" >&2; exit 1; }
+# the trace collector mesh up runs because mesh-config.yaml turns tracing on
+ZIPKIN_URL=$(sed -n 's/^ZIPKIN_URL=//p' "$MESH_OUT" | head -1)
+[[ -n $ZIPKIN_URL ]] || { echo "demo: no ZIPKIN_URL in the mesh output" >&2; exit 1; }
 
 echo
 echo "${b}== traffic: GET $GW_URL/productpage for ${SECONDS_OF_TRAFFIC}s${n}"
@@ -150,6 +153,22 @@ for (rep, src, dst, code), v in sorted(rows.items()):
 print("  seed 001: istio_double_request_count summed over the proxies: %d" % double)
 EOF
 
+echo
+echo "${b}== one trace: keel traces --collector $ZIPKIN_URL --service ratings.default --limit 1${n}"
+# the newest trace that reached ratings (reviews v2/v3 call it): gateway -> productpage ->
+# details, reviews -> ratings. Each proxy sends its spans within a second; until then the
+# newest trace may lack some, so wait for it whole (no orphan, every hop in).
+trace=
+for _ in $(seq 1 50); do
+    trace=$("$KEEL" traces --collector "$ZIPKIN_URL" --service ratings.default --limit 1 2>&1 || true)
+    if [[ $trace == *istio-ingressgateway* && $trace == *"details.default  details"* &&
+          $trace == *"ratings.default  ratings"* && $trace != *orphan* ]]; then
+        break
+    fi
+    sleep 0.1
+done
+echo "$trace" | sed 's/^/  /'
+
 PROM_URL=
 if command -v prometheus >/dev/null; then
     PROM_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -199,6 +218,7 @@ if [[ $KEEP == 1 ]]; then echo "${b}== where to look next${n}"; else echo "${b}=
 awk -F'\t' '$1 == "comp" && $9 > 0 { printf "  %-32s http://127.0.0.1:%s/stats/prometheus  /config_dump\n", $2, $9 }' "$STATE/mesh.state"
 echo "  logs (access log, stdio JSON lines): $LOGS"
 echo "  gateway: $GW_URL/productpage"
+echo "  traces (Zipkin API, Grafana's Zipkin data source): $ZIPKIN_URL/api/v2/traces;  keel traces --collector $ZIPKIN_URL"
 [[ -n $PROM_URL ]] && echo "  Prometheus: $PROM_URL/graph"
 echo "  keel mesh status --state-dir $STATE;  keel apply -f examples/bookinfo/routing/virtual-service-reviews-v1.yaml --config-dir $STATE/config"
 if [[ $KEEP == 1 ]]; then

@@ -11,5 +11,6 @@ int keel_cmd_mesh(int argc, char **argv);
 int keel_cmd_sample_app(int argc, char **argv);
 int keel_cmd_collector(int argc, char **argv);
 int keel_cmd_traces(int argc, char **argv);
+int keel_cmd_mixer(int argc, char **argv);
 
 #endif

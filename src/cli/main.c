@@ -20,6 +20,7 @@ static const struct command {
 } commands[] = {
     { "proxy", keel_cmd_proxy, "run the sidecar proxy (inbound + outbound listeners)" },
     { "mesh", keel_cmd_mesh, "run a local mesh from Kubernetes manifests (mesh up, mesh status)" },
+    { "mixer", keel_cmd_mixer, "Mixer's Report API (gRPC) running the Mixer rules centrally" },
     { "eval", keel_cmd_eval, "evaluate a CEXL or CEL expression over attributes" },
     { "validate", keel_cmd_validate, "check config files: errors as FILE:LINE:COL" },
     { "apply", keel_cmd_apply, "validate a file and write it atomically into a config dir" },

@@ -25,6 +25,11 @@ static int usage(FILE *out)
         "/tmp/keel-mesh-USER)\n"
         "  --log-dir DIR       each component's stdout/stderr in DIR/NAME.log (STATE/logs)\n"
         "  --gateway-port N    the ingress gateway's port (a free one)\n"
+        "  --tracing           run the trace collector (keel collector) and send every proxy's\n"
+        "                      spans to it; without this flag: when the mesh config turns\n"
+        "                      tracing on (defaultConfig.tracing, defaultProviders.tracing)\n"
+        "  --no-tracing        no collector; spans go where the mesh config says\n"
+        "  --zipkin-port N     the trace collector's port (a free one; Zipkin's is 9411)\n"
         "  --for SECONDS       stop everything after SECONDS (default: until Ctrl-C / SIGTERM)\n\n"
         "status: the running mesh's components, pids, ports and health (admin /ready, app port);\n"
         "exit 0 when all are healthy.\n");
@@ -47,7 +52,7 @@ static int ensure_dir(const char *dir)
 static int up(int argc, char **argv)
 {
     const char *state_flag = NULL, *log_dir = NULL;
-    int gw_port = 0;
+    int gw_port = 0, zipkin_port = 0, tracing = -1;
     double for_s = 0;
     const char **paths = calloc((size_t)argc + 1, sizeof(char *));
     size_t n = 0;
@@ -60,15 +65,22 @@ static int up(int argc, char **argv)
             state_flag = argv[++i];
         else if (!strcmp(a, "--log-dir") && has)
             log_dir = argv[++i];
-        else if (!strcmp(a, "--gateway-port") && has) {
+        else if (!strcmp(a, "--tracing"))
+            tracing = 1;
+        else if (!strcmp(a, "--no-tracing"))
+            tracing = 0;
+        else if ((!strcmp(a, "--gateway-port") || !strcmp(a, "--zipkin-port")) && has) {
             char *end;
             long v = strtol(argv[++i], &end, 10);
             if (*end || v < 1 || v > 65535) {
-                fprintf(stderr, "keel mesh: --gateway-port: not a port: %s\n", argv[i]);
+                fprintf(stderr, "keel mesh: %s: not a port: %s\n", a, argv[i]);
                 free(paths);
                 return 2;
             }
-            gw_port = (int)v;
+            if (!strcmp(a, "--gateway-port"))
+                gw_port = (int)v;
+            else
+                zipkin_port = (int)v;
         } else if (!strcmp(a, "--for") && has) {
             char *end;
             for_s = strtod(argv[++i], &end);
@@ -125,13 +137,18 @@ static int up(int argc, char **argv)
         return 1;
     }
     keel_diag_fini(&diag);
-    struct keel_mesh_opts o = {
-        .state_dir = state_dir, .log_dir = log_dir, .gateway_port = gw_port, .self_exe = self};
+    struct keel_mesh_opts o = {.state_dir = state_dir,
+                               .log_dir = log_dir,
+                               .gateway_port = gw_port,
+                               .self_exe = self,
+                               .tracing = tracing,
+                               .zipkin_port = zipkin_port};
     struct keel_mesh_plan p = {0};
     rc = 1;
     if (ensure_dir(state_dir) < 0)
         fprintf(stderr, "keel mesh: error: cannot create %s: %s\n", state_dir, strerror(errno));
-    else if (keel_mesh_plan_build(&p, &m, &o) < 0 || keel_mesh_plan_write_config(&p, &m) < 0)
+    else if (keel_mesh_plan_build(&p, &m, &o) < 0 || keel_mesh_plan_write_config(&p, &m) < 0 ||
+             keel_mesh_plan_add_collector(&p, &o) < 0)
         fprintf(stderr, "keel mesh: nothing started\n");
     else
         rc = keel_mesh_run(&p, for_s);

@@ -24,6 +24,8 @@ static const char usage_text[] =
     "  --role ROLE                 sidecar, gateway (Istio ingress: Gateway + VirtualService routes\n"
     "                              on --outbound) or waypoint (reporter=\"waypoint\") (sidecar)\n"
     "  --telemetry on|off          istio_* metrics and Mixer rules per request (on)\n"
+    "  --report-mode MODE          local, mixer or both: where the Mixer rules run when the mesh\n"
+    "                              config names a mixerReportServer (mixer; local without one)\n"
     "  --metric-series-limit N     series per metric before new ones are refused (10000)\n"
     "  --metric-expiry MS          drop metric series not updated for MS (0 = never)\n"
     "  --tcp-route LISTEN=ADDR     proxy a TCP port as bytes (repeatable), reporter=\"source\"\n"
@@ -60,7 +62,7 @@ enum {
     OPT_DRAIN_TIMEOUT, OPT_MAX_HEADERS_KB, OPT_MAX_HEADERS, OPT_MAX_URI, OPT_LOG_LEVEL,
     OPT_CONFIG_DIR, OPT_WORKLOAD, OPT_TELEMETRY, OPT_SERIES_LIMIT, OPT_METRIC_EXPIRY,
     OPT_STREAM_IDLE_TIMEOUT, OPT_MAX_CONNECTIONS, OPT_ROLE, OPT_TCP_INBOUND, OPT_CLUSTER_ID,
-    OPT_ZIPKIN, OPT_TRACE_LINK, OPT_TRACE_LOG, OPT_UPSTREAM_PROTOCOL,
+    OPT_ZIPKIN, OPT_TRACE_LINK, OPT_TRACE_LOG, OPT_UPSTREAM_PROTOCOL, OPT_REPORT_MODE,
 };
 
 static const struct option options[] = {
@@ -90,6 +92,7 @@ static const struct option options[] = {
     { "role", required_argument, NULL, OPT_ROLE },
     { "upstream-protocol", required_argument, NULL, OPT_UPSTREAM_PROTOCOL },
     { "telemetry", required_argument, NULL, OPT_TELEMETRY },
+    { "report-mode", required_argument, NULL, OPT_REPORT_MODE },
     { "metric-series-limit", required_argument, NULL, OPT_SERIES_LIMIT },
     { "metric-expiry", required_argument, NULL, OPT_METRIC_EXPIRY },
     { "stream-idle-timeout", required_argument, NULL, OPT_STREAM_IDLE_TIMEOUT },
@@ -155,6 +158,18 @@ int keel_cmd_proxy(int argc, char **argv)
                 goto out;
             }
             o.telemetry_off = !strcmp(optarg, "off");
+            break;
+        case OPT_REPORT_MODE:
+            if (!strcmp(optarg, "local")) {
+                o.report_mode = KEEL_REPORT_LOCAL;
+            } else if (!strcmp(optarg, "mixer")) {
+                o.report_mode = KEEL_REPORT_MIXER;
+            } else if (!strcmp(optarg, "both")) {
+                o.report_mode = KEEL_REPORT_BOTH;
+            } else {
+                fprintf(stderr, "keel proxy: --report-mode: local, mixer or both\n");
+                goto out;
+            }
             break;
         case OPT_ROUTE:
             if (keel_proxy_route_parse(optarg, &o.routes[o.n_routes]) < 0) {

@@ -20,6 +20,8 @@ static const char usage_text[] =
     "  --latency MS        delay added to every response but /healthz (0)\n"
     "  --error-rate F      fraction 0..1 of main-page requests answered 500 (0)\n"
     "  --strict-calls      main page answers 503 when a call fails (default 200)\n"
+    "  --no-propagate      calls do not carry the trace headers nor x-request-id (an app\n"
+    "                      that breaks traces, for the proxies' detector)\n"
     "  --concurrency N     connections served at once, a thread each (1024)\n"
     "  --log               one line per request on stdout\n"
     "  --quiet             no request lines (the default)\n"
@@ -29,7 +31,7 @@ static const char usage_text[] =
 
 enum {
     OPT_NAME = 256, OPT_VERSION, OPT_LISTEN, OPT_CALL, OPT_LATENCY, OPT_ERROR_RATE,
-    OPT_STRICT, OPT_CONCURRENCY, OPT_LOG, OPT_QUIET,
+    OPT_STRICT, OPT_CONCURRENCY, OPT_LOG, OPT_QUIET, OPT_NO_PROPAGATE,
 };
 
 static const struct option options[] = {
@@ -40,6 +42,7 @@ static const struct option options[] = {
     { "latency", required_argument, NULL, OPT_LATENCY },
     { "error-rate", required_argument, NULL, OPT_ERROR_RATE },
     { "strict-calls", no_argument, NULL, OPT_STRICT },
+    { "no-propagate", no_argument, NULL, OPT_NO_PROPAGATE },
     { "concurrency", required_argument, NULL, OPT_CONCURRENCY },
     { "log", no_argument, NULL, OPT_LOG },
     { "quiet", no_argument, NULL, OPT_QUIET },
@@ -76,6 +79,7 @@ int keel_cmd_sample_app(int argc, char **argv)
         case OPT_LISTEN: o.listen = optarg; break;
         case OPT_CALL: o.calls[o.n_calls++] = optarg; break;
         case OPT_STRICT: o.strict_calls = true; break;
+        case OPT_NO_PROPAGATE: o.no_propagate = true; break;
         case OPT_LOG: o.log = true; break;
         case OPT_QUIET: o.log = false; break;
         case OPT_LATENCY:

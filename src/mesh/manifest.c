@@ -245,6 +245,22 @@ static int read_doc(struct keel_mesh_manifest *m, const struct keel_ynode *doc,
     }
     if (core && !strcmp(kind, "Service") && name)
         read_service(m, doc, name, ns);
+    if (core && !strcmp(kind, "ConfigMap") && name && !strcmp(name, "istio") && !m->mixer_report_server) {
+        /* mesh config: the mixer keel mesh up runs (its own YAML text; one key read here) */
+        const char *mesh = scalar(keel_ynode_get(doc, "data"), "mesh");
+        const char *k = mesh ? strstr(mesh, "mixerReportServer:") : NULL;
+        if (k) {
+            k += strlen("mixerReportServer:");
+            k += strspn(k, " \t\"'");
+            size_t n = strcspn(k, " \t\r\n\"'#");
+            if (n > 0)
+            {
+                char tmp[256];
+                snprintf(tmp, sizeof(tmp), "%.*s", (int)n, k);
+                m->mixer_report_server = dup_s(tmp);
+            }
+        }
+    }
     if (!strcmp(kind, "Gateway") && name) {
         const struct keel_ynode *spec = keel_ynode_get(doc, "spec");
         if (!strncmp(api, "networking.istio.io/", 20)) {
@@ -445,6 +461,7 @@ static void kv_free(struct keel_mesh_kv *kv, size_t n)
 
 void keel_mesh_manifest_free(struct keel_mesh_manifest *m)
 {
+    free(m->mixer_report_server);
     for (size_t i = 0; i < m->n_services; i++) {
         struct keel_mesh_service *s = &m->services[i];
         free(s->name);

@@ -3,8 +3,9 @@
  * manifest.c reads Deployments, Services, ServiceAccounts, Namespaces and every Istio
  * resource from ordinary YAML (errors as FILE:LINE:COL); plan.c turns them into a list
  * of components (apps, sidecars, gateway, waypoints) with their ports and writes the
- * config dir the proxies share; run.c starts, supervises and stops them; state.c is the
- * file `keel mesh status` and `keel apply` read to find the running mesh. */
+ * config dir the proxies share; tracing.c adds the trace collector when tracing is on;
+ * run.c starts, supervises and stops them; state.c is the file `keel mesh status` and
+ * `keel apply` read to find the running mesh. */
 #ifndef KEEL_MESH_MESH_H
 #define KEEL_MESH_MESH_H
 
@@ -72,6 +73,7 @@ struct keel_mesh_manifest {
     struct keel_mesh_file *files;
     size_t n_files;
     bool has_ingress; /* a networking.istio.io Gateway selecting istio: ingressgateway */
+    char *mixer_report_server; /* ConfigMap istio's mesh mixerReportServer, or NULL */
 };
 
 /* Read files and directories (their *.yaml, *.yml files, sorted; not subdirectories). 0, or -1
@@ -84,7 +86,14 @@ const char *keel_mesh_ambient_waypoint(const struct keel_mesh_manifest *m, const
 
 /* ---- components ---- */
 
-enum keel_mesh_role { KEEL_MESH_APP, KEEL_MESH_SIDECAR, KEEL_MESH_GATEWAY, KEEL_MESH_WAYPOINT };
+enum keel_mesh_role {
+    KEEL_MESH_APP,
+    KEEL_MESH_SIDECAR,
+    KEEL_MESH_GATEWAY,
+    KEEL_MESH_WAYPOINT,
+    KEEL_MESH_COLLECTOR, /* keel collector: app_port is where it listens */
+    KEEL_MESH_MIXER,
+};
 
 struct keel_mesh_comp {
     char *name;     /* "details-v1" (app), "details-v1-sidecar", "istio-ingressgateway" */
@@ -108,6 +117,7 @@ struct keel_mesh_plan {
     struct keel_mesh_comp *comps;
     size_t n_comps;
     int gateway_port; /* 0 when no gateway */
+    int zipkin_port;  /* the trace collector's; 0 when none runs */
     char *state_dir, *config_dir, *log_dir;
 };
 
@@ -116,6 +126,8 @@ struct keel_mesh_opts {
     const char *log_dir;  /* NULL: STATE/logs */
     int gateway_port;     /* 0: a free one */
     const char *self_exe; /* what `keel` in a command means */
+    int tracing;          /* trace collector: -1 when the mesh config has tracing, 0 no, 1 yes */
+    int zipkin_port;      /* the collector's port; 0: a free one */
 };
 
 /* Components, ports and env for the manifest. 0, or -1 after printing the reason. */
@@ -128,6 +140,13 @@ void keel_mesh_plan_free(struct keel_mesh_plan *p);
 int keel_mesh_free_port(void);
 /* 0 if 127.0.0.1:port can be bound now. */
 int keel_mesh_port_free(int port);
+
+/* ---- the trace collector (tracing.c) ---- */
+
+/* After keel_mesh_plan_write_config: when o->tracing says so (-1: when the config dir's
+ * mesh config turns tracing on and names a Zipkin), add the collector component and
+ * `--zipkin 127.0.0.1:PORT` to every proxy. 0, or -1 after printing the reason. */
+int keel_mesh_plan_add_collector(struct keel_mesh_plan *p, const struct keel_mesh_opts *o);
 
 /* ---- running ---- */
 

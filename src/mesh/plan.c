@@ -314,6 +314,20 @@ int keel_mesh_plan_build(struct keel_mesh_plan *p, const struct keel_mesh_manife
         proxy_argv(w, p, o->self_exe, "waypoint");
     }
     free(wp_ports);
+    if (m->mixer_report_server) { /* the mesh names a mixer: run keel mixer there */
+        struct keel_mesh_comp *x = add_comp(p, "istio-telemetry", "istio-telemetry.istio-system", KEEL_MESH_MIXER);
+        x->admin = keel_mesh_free_port(); /* its monitoring port: /ready */
+        x->argv = strv_push(x->argv, o->self_exe);
+        x->argv = strv_push(x->argv, "mixer");
+        x->argv = strv_push(x->argv, "--listen");
+        x->argv = strv_push(x->argv, m->mixer_report_server);
+        x->argv = strv_push(x->argv, "--prometheus");
+        x->argv = strv_pushf(x->argv, "127.0.0.1:%d", keel_mesh_free_port());
+        x->argv = strv_push(x->argv, "--monitoring");
+        x->argv = strv_pushf(x->argv, "127.0.0.1:%d", x->admin);
+        x->argv = strv_push(x->argv, "--config-dir");
+        x->argv = strv_push(x->argv, p->config_dir);
+    }
     return 0;
 }
 

@@ -183,6 +183,8 @@ static bool comp_ready(const struct keel_mesh_comp *c)
 {
     if (c->pid <= 0)
         return false;
+    if (c->role == KEEL_MESH_COLLECTOR)
+        return keel_mesh_http_status(c->app_port, "/health", 500) == 200;
     if (c->admin)
         return keel_mesh_http_status(c->admin, "/ready", 500) == 200;
     if (c->app_port)
@@ -206,9 +208,13 @@ static void print_table(const struct keel_mesh_plan *p)
             snprintf(app, sizeof(app), "127.0.0.1:%d", c->app_port);
             snprintf(kind, sizeof(kind), "%s%s", c->name, c->ambient ? " (ambient)" : "");
             px = c->ambient ? NULL : &p->comps[i + 1];
+        } else if (c->role == KEEL_MESH_COLLECTOR) {
+            snprintf(app, sizeof(app), "127.0.0.1:%d", c->app_port);
+            snprintf(kind, sizeof(kind), "%s (collector)", c->name);
+            px = NULL;
         } else {
             snprintf(kind, sizeof(kind), "%s (%s)", c->name,
-                     c->role == KEEL_MESH_GATEWAY ? "gateway" : "waypoint");
+                     c->role == KEEL_MESH_GATEWAY ? "gateway" : c->role == KEEL_MESH_MIXER ? "mixer" : "waypoint");
         }
         if (px) {
             if (px->inbound)
@@ -219,8 +225,12 @@ static void print_table(const struct keel_mesh_plan *p)
         }
         printf("%-32s %-36s %-16s %-14s %s\n", kind, c->workload, app, ports, admin);
     }
+    if (p->gateway_port || p->zipkin_port)
+        printf("\n");
     if (p->gateway_port)
-        printf("\nGW_URL=http://127.0.0.1:%d\n", p->gateway_port);
+        printf("GW_URL=http://127.0.0.1:%d\n", p->gateway_port);
+    if (p->zipkin_port)
+        printf("ZIPKIN_URL=http://127.0.0.1:%d\n", p->zipkin_port);
     printf("\n");
     fflush(stdout);
 }

@@ -19,6 +19,7 @@ struct keel_sample_app_options {
     double error_rate;        /* 0..1: fraction of main-page requests answered 500 */
     int concurrency;          /* connections served at once; more wait in the backlog */
     bool strict_calls;        /* main page answers 503 when a call fails */
+    bool no_propagate;        /* calls carry no trace context: an app that breaks traces */
     bool log;                 /* one line per request on stdout */
 };
 

@@ -104,18 +104,23 @@ static void headers_page(struct page *pg, const struct keel_http_request *req, s
     a->ctype = "application/json";
 }
 
-static bool forwarded(struct keel_str name)
+/* Istio's trace propagation list, plus what bookinfo's productpage carries on. The first
+ * TRACE_HEADERS are the trace context (and the request id that joins it), which
+ * --no-propagate drops: the app of istio#7730, whose traces fall apart. */
+static const char *const FORWARDED[] = {
+    "x-request-id", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled",
+    "x-b3-flags", "x-ot-span-context", "b3", "traceparent", "tracestate",
+    "x-cloud-trace-context", "grpc-trace-bin", "sw8", "x-datadog-trace-id",
+    "x-datadog-parent-id", "x-datadog-sampling-priority", "end-user", "user-agent",
+    "cookie", "authorization", "jwt",
+};
+#define TRACE_HEADERS 16
+
+static bool forwarded(struct keel_str name, bool no_propagate)
 {
-    /* Istio's trace propagation list, plus what bookinfo's productpage carries on. */
-    static const char *const names[] = {
-        "x-request-id", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled",
-        "x-b3-flags", "x-ot-span-context", "b3", "traceparent", "tracestate",
-        "x-cloud-trace-context", "grpc-trace-bin", "sw8", "x-datadog-trace-id",
-        "x-datadog-parent-id", "x-datadog-sampling-priority", "end-user", "user-agent",
-        "cookie", "authorization", "jwt",
-    };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (keel_str_caseeq(name, keel_str_c(names[i])))
+    for (size_t i = no_propagate ? TRACE_HEADERS : 0; i < sizeof(FORWARDED) / sizeof(FORWARDED[0]);
+         i++)
+        if (keel_str_caseeq(name, keel_str_c(FORWARDED[i])))
             return true;
     return false;
 }
@@ -140,7 +145,7 @@ static void main_page(struct page *pg, const struct keel_http_request *req, bool
     }
     struct sa_forward fw = { .n = 0 };
     for (size_t i = 0; i < req->n_headers && fw.n < sizeof(fw.h) / sizeof(fw.h[0]); i++) {
-        if (!forwarded(req->headers[i].name))
+        if (!forwarded(req->headers[i].name, o->no_propagate))
             continue;
         fw.h[fw.n++] = req->headers[i];
         fw.has_user_agent |= keel_str_caseeq(req->headers[i].name, KEEL_STR("user-agent"));

@@ -5,8 +5,10 @@
  *   config_dir /tmp/keel-mesh-root/config
  *   log_dir /tmp/keel-mesh-root/logs
  *   gateway_url http://127.0.0.1:41234         (when a gateway runs)
+ *   zipkin_url http://127.0.0.1:41235          (when the trace collector runs)
  *   comp NAME ROLE WORKLOAD PID APP INBOUND OUTBOUND ADMIN RESTARTS LOG
- */
+ *
+ * APP is an app's port, or the collector's. */
 #include "mesh/mesh.h"
 
 #include "core/buf.h"
@@ -23,7 +25,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-static const char *const ROLES[] = {"app", "sidecar", "gateway", "waypoint"};
+static const char *const ROLES[] = {"app", "sidecar", "gateway", "waypoint", "collector", "mixer"};
 
 void keel_mesh_state_dir(char *out, size_t cap, const char *flag)
 {
@@ -49,11 +51,14 @@ int keel_mesh_state_write(const struct keel_mesh_plan *p)
     fprintf(f, "pid\t%d\nconfig_dir\t%s\nlog_dir\t%s\n", (int)getpid(), p->config_dir, p->log_dir);
     if (p->gateway_port)
         fprintf(f, "gateway_url\thttp://127.0.0.1:%d\n", p->gateway_port);
+    if (p->zipkin_port)
+        fprintf(f, "zipkin_url\thttp://127.0.0.1:%d\n", p->zipkin_port);
     for (size_t i = 0; i < p->n_comps; i++) {
         const struct keel_mesh_comp *c = &p->comps[i];
         fprintf(f, "comp\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", c->name, ROLES[c->role],
-                c->workload, (int)c->pid, c->role == KEEL_MESH_APP ? c->app_port : 0, c->inbound,
-                c->outbound, c->admin, c->restarts, c->log_path);
+                c->workload, (int)c->pid,
+                c->role == KEEL_MESH_APP || c->role == KEEL_MESH_COLLECTOR ? c->app_port : 0,
+                c->inbound, c->outbound, c->admin, c->restarts, c->log_path);
     }
     if (fclose(f) != 0 || rename(tmp, path) < 0) {
         unlink(tmp);
@@ -76,7 +81,7 @@ struct state_comp {
 
 struct state {
     int pid;
-    char config_dir[4096], log_dir[4096], gateway_url[128];
+    char config_dir[4096], log_dir[4096], gateway_url[128], zipkin_url[128];
     struct state_comp *comps;
     size_t n;
 };
@@ -130,6 +135,8 @@ static int state_read(const char *state_dir, struct state *st)
             snprintf(st->log_dir, sizeof(st->log_dir), "%s", s);
         else if (!strcmp(key, "gateway_url"))
             snprintf(st->gateway_url, sizeof(st->gateway_url), "%s", s);
+        else if (!strcmp(key, "zipkin_url"))
+            snprintf(st->zipkin_url, sizeof(st->zipkin_url), "%s", s);
         else if (!strcmp(key, "comp")) {
             st->comps = realloc(st->comps, (st->n + 1) * sizeof(*st->comps));
             if (st->comps == NULL)
@@ -207,6 +214,11 @@ static bool comp_healthy(const struct state_comp *c, const char **why)
         *why = "not running";
         return false;
     }
+    if (!strcmp(c->role, "collector")) {
+        int code = keel_mesh_http_status(c->app, "/health", 1000);
+        *why = code == 200 ? "ready" : "collector /health not 200";
+        return code == 200;
+    }
     if (c->admin) {
         int code = keel_mesh_http_status(c->admin, "/ready", 1000);
         *why = code == 200 ? "ready" : "admin /ready not 200";
@@ -243,6 +255,8 @@ int keel_mesh_status(const char *state_dir, bool json)
         keel_json_str(&b, st.log_dir);
         keel_buf_append_str(&b, ",\"gateway_url\":");
         keel_json_str(&b, st.gateway_url);
+        keel_buf_append_str(&b, ",\"zipkin_url\":");
+        keel_json_str(&b, st.zipkin_url);
         keel_buf_printf(&b, ",\"healthy\":%s,\"components\":[", healthy == st.n ? "true" : "false");
         for (size_t i = 0; i < st.n; i++) {
             const struct state_comp *c = &st.comps[i];
@@ -269,7 +283,9 @@ int keel_mesh_status(const char *state_dir, bool json)
         printf("mesh pid %d, config dir %s, logs in %s\n", st.pid, st.config_dir, st.log_dir);
         if (st.gateway_url[0])
             printf("GW_URL=%s\n", st.gateway_url);
-        printf("%-28s %-8s %-7s %-9s %-22s %-8s %s\n", "COMPONENT", "ROLE", "PID", "RESTARTS",
+        if (st.zipkin_url[0])
+            printf("ZIPKIN_URL=%s\n", st.zipkin_url);
+        printf("%-28s %-9s %-7s %-9s %-22s %-8s %s\n", "COMPONENT", "ROLE", "PID", "RESTARTS",
                "ADDRESS", "HEALTH", "DETAIL");
         for (size_t i = 0; i < st.n; i++) {
             const struct state_comp *c = &st.comps[i];
@@ -278,7 +294,7 @@ int keel_mesh_status(const char *state_dir, bool json)
                 snprintf(addr, sizeof(addr), "admin 127.0.0.1:%d", c->admin);
             else
                 snprintf(addr, sizeof(addr), "127.0.0.1:%d", c->app);
-            printf("%-28s %-8s %-7d %-9d %-22s %-8s %s\n", c->name, c->role, c->pid, c->restarts,
+            printf("%-28s %-9s %-7d %-9d %-22s %-8s %s\n", c->name, c->role, c->pid, c->restarts,
                    addr, ok[i] ? "ok" : "FAIL", why[i]);
         }
         printf("%zu/%zu healthy\n", healthy, st.n);

@@ -228,6 +228,19 @@ void admin_stats_prometheus(struct server *srv, struct keel_buf *out)
     /* Istio's "component versions" panel: istio_build{component="proxy",tag=VERSION} */
     keel_buf_printf(out, "# HELP istio_build Istio component build info\n# TYPE istio_build gauge\n"
                          "istio_build{component=\"proxy\",tag=\"%s\"} 1\n", KEEL_VERSION);
+    uint64_t mx[3] = { 0, 0, 0 };
+    for (int i = 0; i < srv->n_workers; i++) {
+        const struct keel_mixer_client_stats *ms = &srv->workers[i].mixer_stats;
+        mx[0] += atomic_load_explicit(&ms->sent, memory_order_relaxed);
+        mx[1] += atomic_load_explicit(&ms->failed, memory_order_relaxed);
+        mx[2] += atomic_load_explicit(&ms->dropped, memory_order_relaxed);
+    }
+    keel_buf_printf(out, "# HELP keel_mixer_reports_total Report bags for mixerReportServer, by what became "
+                         "of them.\n# TYPE keel_mixer_reports_total counter\n"
+                         "keel_mixer_reports_total{result=\"sent\"} %llu\n"
+                         "keel_mixer_reports_total{result=\"failed\"} %llu\n"
+                         "keel_mixer_reports_total{result=\"dropped\"} %llu\n",
+                    (unsigned long long)mx[0], (unsigned long long)mx[1], (unsigned long long)mx[2]);
     metric(out, "keel_config_generation", "gauge", "Generation number of the running config.",
            srv->gen != NULL && srv->gen->cfg != NULL ? srv->gen->cfg->generation : 0);
     tracing_stats(srv, out);

@@ -183,7 +183,9 @@ struct proxy_gen *gen_new(struct server *srv, struct keel_config *cfg)
     route_gen_build(g, srv);
     struct keel_diag d;
     keel_diag_init(&d);
-    g->tel = keel_telemetry_new(cfg, srv->metrics, &tw, &d);
+    g->tel = keel_telemetry_new_role(cfg, srv->metrics, &tw,
+                                     proxy_runs_rules(srv->opt, cfg) ? KEEL_TELEMETRY_PROXY
+                                                                     : KEEL_TELEMETRY_PROXY_NO_RULES, &d);
     struct keel_trace_plan_input ti = {
         .cfg = cfg, .ns = tw.namespace, .name = tw.name, .labels = tw.labels,
         .n_labels = tw.n_labels, .ip = g->self != NULL ? g->self->address : NULL,

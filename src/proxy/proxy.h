@@ -44,6 +44,10 @@ struct keel_proxy_tcp_route {
 /* --role: what the outbound listener routes by (route.c). */
 enum keel_proxy_role { KEEL_PROXY_SIDECAR, KEEL_PROXY_GATEWAY, KEEL_PROXY_WAYPOINT };
 
+/* --report-mode: who runs the Mixer rules (mesh config mixerReportServer names a mixer).
+ * AUTO: MIXER when a mixer is named, else LOCAL. */
+enum keel_proxy_report_mode { KEEL_REPORT_AUTO, KEEL_REPORT_LOCAL, KEEL_REPORT_MIXER, KEEL_REPORT_BOTH };
+
 struct keel_proxy_options {
     const char *inbound;           /* NULL: 127.0.0.1:15006; "" or "off": no inbound */
     const char *outbound;          /* NULL: 127.0.0.1:15001; "off": none */
@@ -58,6 +62,7 @@ struct keel_proxy_options {
                                     * --workload's port for the inbound listener), 1 http1,
                                     * 2 h2 (the app speaks HTTP/2, h2c) */
     bool telemetry_off;            /* no metrics or Mixer rules (access log unaffected) */
+    enum keel_proxy_report_mode report_mode;
     size_t metric_series_limit;    /* per metric family; 0: the registry's default */
     int64_t metric_expiry_ms;      /* drop series not updated for this long; 0: never */
     struct keel_proxy_route *routes;

@@ -13,6 +13,7 @@
 #include "proxy/proxy.h"
 #include "proxy/report.h"
 #include "proxy/route.h"
+#include "mixer/mixer.h"
 #include "telemetry/engine.h"
 #include "tracing/tracing.h"
 
@@ -195,6 +196,8 @@ struct worker {
     struct report_scratch *report;     /* the attribute bag, refilled per report */
     struct keel_zipkin *zipkin;        /* spans of this worker, to the collector */
     struct keel_zipkin_stats zipkin_stats; /* read by the admin thread */
+    struct keel_mixer_client *mixer;   /* reports to mixerReportServer (mixer_report.c) */
+    struct keel_mixer_client_stats mixer_stats;
 };
 
 struct server {
@@ -240,6 +243,11 @@ int worker_start(struct worker *w);
 void worker_wake(struct worker *w); /* first call: drain; after w->stopping is set: stop */
 void worker_fini(struct worker *w);
 void worker_log_line(struct worker *w, struct access_log *al, const struct keel_access_record *r);
+
+/* mixer_report.c: proxies in mixer mode (mesh config mixerReportServer) */
+bool proxy_reports_to_mixer(const struct keel_proxy_options *o, const struct keel_config *cfg);
+bool proxy_runs_rules(const struct keel_proxy_options *o, const struct keel_config *cfg);
+void worker_mixer_report(struct worker *w, const struct keel_config *cfg, const struct keel_attr_bag *bag);
 
 /* access_log.c */
 struct access_log *access_log_open(struct server *srv, const char *path,

@@ -150,6 +150,8 @@ static bool session_report_fill(struct session *s, const struct keel_access_reco
     if (!report)
         return true;
     keel_telemetry_report(g->tel, s->w->tel, &s->w->report->bag);
+    if (proxy_reports_to_mixer(s->w->srv->opt, g->cfg)) /* the bag to mixerReportServer too */
+        worker_mixer_report(s->w, g->cfg, &s->w->report->bag);
     if (tcp && !strcmp(tcp_event, "open")) { /* then every reportingInterval while open */
         s->report_timer.cb = on_report_timer;
         keel_timer_set(s->w->loop, &s->report_timer, keel_telemetry_reporting_interval_ms(g->tel));

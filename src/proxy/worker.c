@@ -225,6 +225,7 @@ void worker_fini(struct worker *w)
     keel_telemetry_shard_free(w->tel);
     report_scratch_free(w->report);
     keel_zipkin_free(w->zipkin); /* a worker that never started */
+    keel_mixer_client_free(w->mixer);
     free(w->listeners);
     keel_loop_free(w->loop);
 }

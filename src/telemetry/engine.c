@@ -53,6 +53,13 @@ static struct keel_metrics_family *err_family(struct keel_telemetry *t, const ch
 struct keel_telemetry *keel_telemetry_new(const struct keel_config *cfg, struct keel_metrics *reg,
                                           const struct keel_telemetry_workload *self, struct keel_diag *diags)
 {
+    return keel_telemetry_new_role(cfg, reg, self, KEEL_TELEMETRY_PROXY, diags);
+}
+
+struct keel_telemetry *keel_telemetry_new_role(const struct keel_config *cfg, struct keel_metrics *reg,
+                                               const struct keel_telemetry_workload *self,
+                                               enum keel_telemetry_role role, struct keel_diag *diags)
+{
     struct keel_telemetry *t = keel_calloc(1, sizeof(*t));
     t->cfg = keel_config_ref((struct keel_config *)cfg);
     t->reg = reg;
@@ -65,8 +72,13 @@ struct keel_telemetry *keel_telemetry_new(const struct keel_config *cfg, struct 
     t->err_sample = err_family(t, "keel_telemetry_sample_errors_total", "metric",
                                "Metric samples rejected by the prometheus handler (value or labels).");
     tel_attrgen_plan(t, self, diags);
-    tel_std_plan(t, self, diags);
-    tel_rules_plan(t, diags);
+    if (role != KEEL_TELEMETRY_MIXER)
+        tel_std_plan(t, self, diags);
+    else
+        t->dispatches = err_family(t, "keel_telemetry_rule_dispatches_total", "rule",
+                                   "Reports a Mixer rule matched and dispatched to its handlers.");
+    if (role != KEEL_TELEMETRY_PROXY_NO_RULES)
+        tel_rules_plan(t, diags);
     return t;
 }
 
@@ -153,5 +165,11 @@ void keel_telemetry_shard_tick(struct keel_telemetry_shard *sh, uint64_t now_ns,
     if (max_age_ns == 0 || now_ns - keel_metrics_shard_last_sweep(sh->ms) < max_age_ns / 2)
         return;
     if (keel_metrics_shard_expire(sh->ms, max_age_ns) > 0) /* the cache may point at them */
+        memset(sh->std_cache, 0, TEL_STD_CACHE * sizeof(*sh->std_cache));
+}
+
+void keel_telemetry_shard_sweep(struct keel_telemetry_shard *sh, uint64_t max_age_ns)
+{
+    if (keel_metrics_shard_expire(sh->ms, max_age_ns) > 0)
         memset(sh->std_cache, 0, TEL_STD_CACHE * sizeof(*sh->std_cache));
 }

@@ -67,6 +67,17 @@ struct keel_telemetry *keel_telemetry_new(const struct keel_config *cfg, struct 
                                           const struct keel_telemetry_workload *self, struct keel_diag *diags);
 void keel_telemetry_free(struct keel_telemetry *t);
 
+/* What a plan runs. */
+enum keel_telemetry_role {
+    KEEL_TELEMETRY_PROXY,          /* everything (keel_telemetry_new) */
+    KEEL_TELEMETRY_PROXY_NO_RULES, /* a proxy that ships its bags to a mixer: no Mixer rules */
+    KEEL_TELEMETRY_MIXER,          /* keel mixer: Mixer rules only (no standard metrics), each
+                                    * rule's dispatches counted (keel_telemetry_rule_dispatches_total) */
+};
+struct keel_telemetry *keel_telemetry_new_role(const struct keel_config *cfg, struct keel_metrics *reg,
+                                               const struct keel_telemetry_workload *self,
+                                               enum keel_telemetry_role role, struct keel_diag *diags);
+
 struct keel_telemetry_shard *keel_telemetry_shard_new(struct keel_metrics *reg);
 void keel_telemetry_shard_free(struct keel_telemetry_shard *sh);
 
@@ -89,6 +100,9 @@ struct keel_telemetry_output *keel_telemetry_shard_output(struct keel_telemetry_
 /* Once per event-loop turn on sh's thread: advance the shard's clock and, when
  * max_age_ns > 0, every max_age_ns / 2 drop the series not updated for max_age_ns. */
 void keel_telemetry_shard_tick(struct keel_telemetry_shard *sh, uint64_t now_ns, uint64_t max_age_ns);
+/* Expire now: series not updated for max_age_ns, or for their family's own max age
+ * (keel_metrics_family_set_expiry; max_age_ns 0 = only those). On sh's thread. */
+void keel_telemetry_shard_sweep(struct keel_telemetry_shard *sh, uint64_t max_age_ns);
 
 /* How often an open TCP connection reports its bytes: the reportingInterval of the
  * Telemetry resources in scope (the most specific one that sets it wins), else Istio's

@@ -142,6 +142,7 @@ struct keel_telemetry {
     bool any_ns_rules;
 
     struct keel_metrics_family *err_match, *err_instance, *err_attrgen, *err_sample;
+    struct keel_metrics_family *dispatches; /* keel mixer only: per rule, NULL otherwise */
 };
 
 /* Recently seen standard HTTP label tuples and their series in the (default-labelled)

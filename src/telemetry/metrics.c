@@ -549,10 +549,14 @@ size_t keel_metrics_shard_expire(struct keel_metrics_shard *sh, uint64_t max_age
         struct keel_metrics_family *f = reg->fams[id];
         if (f == reg->overflow || f == reg->rejected)
             continue; /* keel's own accounting stays */
+        uint64_t own = atomic_load_explicit(&f->expiry_ns, memory_order_relaxed);
+        uint64_t age = own ? own : max_age_ns;
+        if (age == 0)
+            continue;
         size_t kept = 0;
         for (size_t i = 0; i < t->n_all; i++) {
             struct keel_metrics_series *s = t->all[i];
-            if (sh->now - s->touched <= max_age_ns) {
+            if (sh->now - s->touched <= age) {
                 t->all[kept++] = s;
                 continue;
             }
@@ -574,6 +578,11 @@ size_t keel_metrics_shard_expire(struct keel_metrics_shard *sh, uint64_t max_age
     }
     pthread_mutex_unlock(&sh->mu);
     return removed;
+}
+
+void keel_metrics_family_set_expiry(struct keel_metrics_family *f, uint64_t max_age_ns)
+{
+    atomic_store_explicit(&f->expiry_ns, max_age_ns, memory_order_relaxed);
 }
 
 uint64_t keel_metrics_shard_last_sweep(const struct keel_metrics_shard *sh)

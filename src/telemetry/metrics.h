@@ -115,6 +115,10 @@ void keel_metrics_escape(struct keel_buf *out, const char *s, size_t len, bool q
 void keel_metrics_shard_tick(struct keel_metrics_shard *sh, uint64_t now_ns);
 size_t keel_metrics_shard_expire(struct keel_metrics_shard *sh, uint64_t max_age_ns);
 uint64_t keel_metrics_shard_last_sweep(const struct keel_metrics_shard *sh);
+/* A family's own max age (Mixer prometheus handler's metricsExpiryDuration): at every
+ * sweep its series not updated for max_age_ns go, whatever the sweep's own max age (a
+ * sweep with max_age_ns 0 expires only such families). 0 = follow the sweep. */
+void keel_metrics_family_set_expiry(struct keel_metrics_family *f, uint64_t max_age_ns);
 #define KEEL_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 
 /* Merged value of one series (tests and tools): counter/gauge value, histogram count.

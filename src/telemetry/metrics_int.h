@@ -21,6 +21,7 @@ struct keel_metrics_family {
     size_t limit;                 /* 0 = unlimited */
     _Atomic size_t n_series;      /* over all shards */
     struct keel_metrics_family *overflow_fam; /* where overflows are counted */
+    _Atomic uint64_t expiry_ns;   /* its own max age (a handler's expiration policy), 0 = the sweep's */
 };
 
 /* One series in one shard. Allocated once with its label bytes; lives as long as the

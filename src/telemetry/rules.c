@@ -222,6 +222,8 @@ static struct tel_prom_target *prom_plan(struct keel_telemetry *t, const struct 
                                   sizeof(err));
     if (!pt->fam && d)
         keel_diag_warn(d, m->pos.file, m->pos.line, m->pos.col, "%s: not recorded: %s", full, err);
+    if (pt->fam) /* the handler's metricsExpirationPolicy (0: none; the last handler wins) */
+        keel_metrics_family_set_expiry(pt->fam, (uint64_t)h->expiry_ms * 1000000);
     return pt;
 }
 
@@ -371,6 +373,8 @@ void tel_rules_run(const struct keel_telemetry *t, struct keel_telemetry_shard *
             if (v.type != KEEL_VALUE_BOOL || !v.u.b)
                 continue;
         }
+        if (t->dispatches)
+            keel_metrics_add(sh->ms, t->dispatches, &r->fqn, 1);
         for (size_t a = 0; a < r->n_actions; a++) {
             const struct tel_action *ta = &r->actions[a];
             for (size_t j = 0; j < ta->n; j++) {

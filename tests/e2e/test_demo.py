@@ -1,5 +1,6 @@
 """make demo's script end to end: Bookinfo on keel mesh up, traffic through the ingress
-gateway, then the telemetry summary. Needs `keel sample-app` and the gateway role."""
+gateway, then the telemetry summary and one trace from the mesh's collector. Needs `keel
+sample-app`, the gateway role and tracing."""
 import os
 import re
 import signal
@@ -7,6 +8,20 @@ import subprocess
 import time
 
 from conftest import KEEL, ROOT
+
+
+def trace_tree(out):
+    """The demo's trace: (trace id, span count, [(depth, service, operation)]) of the block
+    after '== one trace'."""
+    block = out.split("== one trace", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    heads = [re.match(r"^  trace ([0-9a-f]{32})  \((\d+) spans, [0-9.]+ ms\)$", l) for l in block]
+    assert [h for h in heads if h] and heads[0], block
+    nodes = []
+    for line in block[1:]:
+        m = re.match(r"^  ((?:[│ ]  )*)[└├]─ (\S+)  (\S+)  [0-9.]+ ms  200$", line)
+        assert m, "not a span line of a 200 OK tree: %r\n%s" % (line, "\n".join(block))
+        nodes.append((len(m.group(1)) // 3, m.group(2), m.group(3)))
+    return heads[0].group(1), int(heads[0].group(2)), nodes, sum(1 for h in heads if h)
 
 
 def test_demo_shows_the_bookinfo_telemetry(tmp_path):
@@ -39,6 +54,36 @@ def test_demo_shows_the_bookinfo_telemetry(tmp_path):
         assert {d for (r_, s, d) in pairs if r_ == rep and s == "productpage-v1" and d.startswith("reviews-v")}, out
     assert not [row for row in rows if row[3] != "200"], out
     assert re.search(r"istio_double_request_count summed over the proxies: [1-9]", out), out
+    # one trace, as an indented tree: gateway -> productpage -> details, reviews -> ratings
+    m = re.search(r"^ZIPKIN_URL=(http://127\.0\.0\.1:\d+)$", out, re.M)
+    assert m, out
+    zipkin = m.group(1)
+    assert "keel traces --collector %s --service ratings.default --limit 1" % zipkin in out
+    tid, n_spans, nodes, n_traces = trace_tree(out)
+    assert n_traces == 1 and n_spans == len(nodes) == 8, out  # 2 spans per hop: CLIENT and SERVER
+    assert "orphan" not in out
+    gw = "istio-ingressgateway.istio-system"
+    assert nodes[0] == (0, gw, "productpage.default.svc.cluster.local:9080/productpage"), nodes
+
+    def under(parent, child):
+        """child's span sits below parent's, deeper, with nothing shallower between."""
+        i = nodes.index(parent)
+        for node in nodes[i + 1:]:
+            if node[0] <= parent[0]:
+                return False
+            if node == child:
+                return True
+        return False
+    fq = "%s.default.svc.cluster.local:9080/*"
+    pp_server = (1, "productpage.default", fq % "productpage")
+    assert pp_server in nodes and under(nodes[0], pp_server), nodes
+    for svc, caller in (("details", pp_server), ("reviews", pp_server)):
+        client = (caller[0] + 1, caller[1], fq % svc)
+        server = (caller[0] + 2, svc + ".default", fq % svc)
+        assert under(caller, client) and under(client, server), (svc, nodes)
+    rv = (3, "reviews.default", fq % "reviews")
+    assert under(rv, (4, "reviews.default", fq % "ratings")) and under(rv, (5, "ratings.default", fq % "ratings"))
+    assert "traces (Zipkin API, Grafana's Zipkin data source): %s/api/v2/traces" % zipkin in out
     # every proxy and app exited cleanly when the mesh stopped
     mesh_out = (tmp_path / "demo" / "mesh.out").read_text()
     assert "keel mesh: stopped" in mesh_out and "while stopping" not in mesh_out, mesh_out

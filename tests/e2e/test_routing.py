@@ -103,7 +103,12 @@ def within_3_sigma(count, n, p):
     return abs(count - n * p) <= 3 * sigma
 
 
-def metric(admin, name, **labels):
+def metric(admin, name, want=None, **labels):
+    """Sum of the samples of name with labels. With want: wait up to 3 s for that value
+    (a destination-side report lands just after the response it reports)."""
+    deadline = time.time() + 3
+    while want is not None and metric(admin, name, **labels) != want and time.time() < deadline:
+        time.sleep(0.02)
     _, text = http_get("http://127.0.0.1:%d/stats/prometheus" % admin)
     total = 0.0
     for line in text.splitlines():
@@ -502,7 +507,7 @@ spec:
                       destination_service="productpage.default.svc.cluster.local", response_code="200")
         assert metric(gw.admin, "istio_requests_total", **labels) == 3
         # the productpage sidecar saw the gateway as its source
-        assert metric(pp.admin, "istio_requests_total", reporter="destination",
+        assert metric(pp.admin, "istio_requests_total", want=3, reporter="destination",
                       source_workload="istio-ingressgateway", destination_workload="productpage-v1") == 3
     finally:
         app.close()
@@ -575,11 +580,11 @@ spec: {address: 127.0.0.1, labels: {app: client, version: v1}, serviceAccount: c
     assert len(wp.log_lines(4)) == 4  # every request went through the waypoint
     wl = dict(reporter="waypoint", source_workload="client-v1", destination_workload="podinfo-v1",
               destination_service="podinfo.podinfo.svc.cluster.local")
-    assert metric(wp.admin, "istio_requests_total", route_name="GET /healthz", **wl) == 3
-    assert metric(wp.admin, "istio_requests_total", **wl) == 4
+    assert metric(wp.admin, "istio_requests_total", want=3, route_name="GET /healthz", **wl) == 3
+    assert metric(wp.admin, "istio_requests_total", want=4, **wl) == 4
     # the client's sidecar still reports as the source, and learnt the real destination
     assert metric(client.admin, "istio_requests_total", reporter="source", source_workload="client-v1",
                   destination_workload="podinfo-v1") == 4
     # and the destination saw the client, not the waypoint
-    assert metric(pod.admin, "istio_requests_total", reporter="destination",
+    assert metric(pod.admin, "istio_requests_total", want=4, reporter="destination",
                   source_workload="client-v1") == 4

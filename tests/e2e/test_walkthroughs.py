@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import time
+import urllib.error
 
 from conftest import KEEL, ROOT, free_port, http_get, wait_port
 from test_mesh import Mesh
@@ -140,7 +141,11 @@ def test_seed_000_helloworld_newlog_and_double_request_count(tmp_path):
         assert counts() == ({"v1": 4, "v2": 4}, {"v1": 4, "v2": 4})
         code, body = m.curl("curl-deploy", "http://helloworld:5000/hello")
         v = re.match(r"^Hello version: (v[12])", body).group(1)
+        deadline = time.time() + 3  # the server side reports just after it has answered
         client, server = counts()
+        while not (client[v] == 6 and server[v] == 6) and time.time() < deadline:
+            time.sleep(0.05)
+            client, server = counts()
         assert client[v] == 6 and server[v] == 6
         assert sum(client.values()) == 10 and sum(server.values()) == 10
     finally:
@@ -228,9 +233,13 @@ def test_seed_001_bookinfo_metrics_logs_and_access_log(tmp_path):
 
 
 def test_seed_003_propagation_and_port_protocols(tmp_path):
-    m = Walk(tmp_path, os.path.join(EX, "seed-003-tracing")).up()
+    m = Walk(tmp_path, os.path.join(EX, "seed-003-tracing"), args=("--tracing",)).up()
     try:
-        # the mesh config with tracing on (sampling 100, zipkin address) is accepted
+        # --tracing: the collector plays the seed's Zipkin, its URL printed
+        zipkin = re.search(r"^ZIPKIN_URL=(http://127\.0\.0\.1:\d+)$", m.text(), re.M).group(1)
+        assert re.search(r"^zipkin \(collector\)\s+zipkin\.istio-system\s", m.text(), re.M), m.text()
+        assert "keel mesh: 9/9 ready in" in m.text()
+        # the mesh config with tracing on (sampling 100, zipkin address) takes effect
         m.apply(os.path.join(SEEDS, "001-mesh-access-log.yaml"))
         # frontend -> backend /headers: the trace headers the app forwards reach the backend
         hdrs = {"x-request-id": "3f1d2b4c-5a6e-4f70-8a9b-0c1d2e3f4a5b", "x-b3-traceid": "80f198ee56343ba864fe8b2a57d3eff7",
@@ -245,6 +254,7 @@ def test_seed_003_propagation_and_port_protocols(tmp_path):
         for k in ("x-request-id", "x-b3-traceid", "x-b3-sampled"):
             assert seen[k] == hdrs[k], (k, seen)
         assert re.match(r"^[0-9a-f]{16}$", seen["x-b3-spanid"]) and "x-b3-parentspanid" in seen
+        assert seen["x-b3-spanid"] != hdrs["x-b3-spanid"]
         # x-request-id end to end: every sidecar's access log line of this request carries it
         rid = hdrs["x-request-id"]
         deadline = time.time() + 5
@@ -259,9 +269,65 @@ def test_seed_003_propagation_and_port_protocols(tmp_path):
         r = subprocess.run([KEEL, "get", "svc", "--config-dir", str(m.state / "config")], capture_output=True,
                            text=True, timeout=10)
         assert r.returncode == 0 and re.search(r"backend .*http:8080->\S*/HTTP,tcp:9000->\S*/TCP", r.stdout), r.stdout
+        # 5. the trace in the collector: four spans, one id, each the child of the one before
+        tid = hdrs["x-b3-traceid"]
+        spans = wait_spans(zipkin, tid, 4)
+        kinds = [(s["localEndpoint"]["serviceName"], s["kind"]) for s in spans]
+        assert sorted(kinds) == [("backend.default", "SERVER"), ("frontend.default", "CLIENT"),
+                                 ("frontend.default", "SERVER"), ("sleep.default", "CLIENT")], kinds
+        by = dict(zip(kinds, spans))
+        chain = [by[("sleep.default", "CLIENT")], by[("frontend.default", "SERVER")],
+                 by[("frontend.default", "CLIENT")], by[("backend.default", "SERVER")]]
+        assert chain[0]["parentId"] == hdrs["x-b3-spanid"]  # curl's span, never reported
+        for parent, child in zip(chain, chain[1:]):
+            assert child["parentId"] == parent["id"]
+            assert parent["timestamp"] - 1000 <= child["timestamp"]
+            assert child["timestamp"] + child["duration"] <= parent["timestamp"] + parent["duration"] + 1000
+        assert {s["traceId"] for s in spans} == {tid}
+        assert {s["tags"]["guid:x-request-id"] for s in spans} == {hdrs["x-request-id"]}
+        # what backend's /headers showed: its sidecar's span, frontend's CLIENT span as parent
+        assert seen["x-b3-spanid"] == chain[3]["id"] and seen["x-b3-parentspanid"] == chain[2]["id"]
+        c = chain[2]
+        assert c["name"] == "backend.default.svc.cluster.local:8080/*" and c["kind"] == "CLIENT"
+        assert c["tags"]["http.url"] == "http://backend:8080/headers"
+        assert c["tags"]["upstream_cluster"] == "outbound|8080||backend.default.svc.cluster.local"
+        assert c["remoteEndpoint"] == {"ipv4": "127.0.0.1", "port": m.comps["backend-sidecar"]["inbound_port"]}
+        r = subprocess.run([KEEL, "traces", "--collector", zipkin, tid], capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0, r.stderr
+        tree = [re.sub(r"  [0-9.]+ ms  200", "", l) for l in r.stdout.splitlines()]
+        assert re.match(r"^trace %s  \(4 spans, [0-9.]+ ms\)$" % tid, tree[0]), r.stdout
+        assert tree[1:] == [
+            "└─ sleep.default  frontend.default.svc.cluster.local:8080/*  (orphan: parent e457b5a2e4d86bd1 missing)",
+            "   └─ frontend.default  frontend.default.svc.cluster.local:8080/*",
+            "      └─ frontend.default  backend.default.svc.cluster.local:8080/*",
+            "         └─ backend.default  backend.default.svc.cluster.local:8080/*"], r.stdout
+        _, body = http_get(zipkin + "/api/v2/services")
+        assert json.loads(body) == ["backend.default", "frontend.default", "sleep.default"]
+        _, body = http_get(zipkin + "/api/v2/dependencies?endTs=%d&lookback=3600000" % (time.time() * 1000 + 1000))
+        assert json.loads(body) == [{"parent": "frontend.default", "child": "backend.default", "callCount": 1},
+                                    {"parent": "sleep.default", "child": "frontend.default", "callCount": 1}]
+        # 6. legacy forwards nothing: counted by its sidecar, and still one tree
+        code, body = m.curl("sleep", "http://legacy:8080/")
+        assert code == 200 and json.loads(body)["calls"][0]["status"] == 200
+        assert total(m.scrape("legacy-sidecar"), "keel_trace_context_missing_total", workload="legacy.default") == 1
+        assert total(m.scrape("frontend-sidecar"), "keel_trace_context_missing_total") == 0
+        deadline = time.time() + 10
+        while True:
+            r = subprocess.run([KEEL, "traces", "--collector", zipkin, "--service", "legacy.default", "--limit", "1"],
+                               capture_output=True, text=True, timeout=10)
+            if "(4 spans," in r.stdout or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        tree = [re.sub(r"  [0-9.]+ ms  200", "", l) for l in r.stdout.splitlines()]
+        assert re.match(r"^trace [0-9a-f]{32}  \(4 spans, [0-9.]+ ms\)$", tree[0]), r.stdout
+        assert tree[1:] == [
+            "└─ sleep.default  legacy.default.svc.cluster.local:8080/*",
+            "   └─ legacy.default  legacy.default.svc.cluster.local:8080/*",
+            "      └─ legacy.default  backend.default.svc.cluster.local:8080/*",
+            "         └─ backend.default  backend.default.svc.cluster.local:8080/*"], r.stdout
         # the http port: HTTP metrics per request
         text = m.scrape("backend-sidecar")
-        assert total(text, "istio_requests_total", reporter="destination", destination_app="backend",
+        assert total(text, "istio_requests_total", reporter="destination", destination_app="backend", source_app="frontend",
                      request_protocol="http") == 1
         assert not series(text, "istio_tcp_sent_bytes_total")
         # a port proxied as TCP: bytes and connections only, no request metrics
@@ -294,6 +360,21 @@ def test_seed_003_propagation_and_port_protocols(tmp_path):
             assert tcp.wait(10) == 0
     finally:
         assert m.stop() == 0, m.text()
+
+
+def wait_spans(zipkin, trace_id, n, timeout=10):
+    """GET /api/v2/trace/ID once it holds n spans."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            spans = json.loads(http_get(zipkin + "/api/v2/trace/" + trace_id)[1])
+        except urllib.error.HTTPError as e:  # 404 until the first span is in
+            assert e.code == 404
+            spans = []
+        if len(spans) >= n:
+            return spans
+        assert time.time() < deadline, spans
+        time.sleep(0.05)
 
 
 def test_seed_004_podinfo_route_metrics_at_the_waypoint(tmp_path):

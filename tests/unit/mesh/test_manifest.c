@@ -185,10 +185,44 @@ static void errors_are_located(void **state)
     }
 }
 
+/* mesh config mixerReportServer: keel mesh up runs keel mixer on that address */
+static void a_named_mixer_is_run(void **state)
+{
+    char *path = write_tmp("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\n"
+                           "data:\n  mesh: |-\n    accessLogFile: /dev/stdout\n"
+                           "    mixerReportServer: \"127.0.0.1:9091\"\n---\n"
+                           "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: app}\nspec:\n"
+                           "  template:\n    spec:\n      containers:\n      - name: app\n"
+                           "        command: [sh, -c, sleep]\n");
+    const char *paths[] = {path};
+    struct keel_diag d;
+    keel_diag_init(&d);
+    struct keel_mesh_manifest m;
+    int rc = keel_mesh_manifest_read(&m, paths, 1, &d);
+    for (size_t i = 0; i < d.n; i++)
+        fprintf(stderr, "%s\n", d.msgs[i]);
+    assert_int_equal(rc, 0);
+    assert_string_equal(m.mixer_report_server, "127.0.0.1:9091");
+    struct keel_mesh_opts o = {.state_dir = "/tmp/keel-mesh-unit-state", .self_exe = "/bin/true"};
+    struct keel_mesh_plan p;
+    assert_int_equal(keel_mesh_plan_build(&p, &m, &o), 0);
+    assert_int_equal(p.n_comps, 3); /* the app, its sidecar, the mixer */
+    const struct keel_mesh_comp *x = &p.comps[2];
+    assert_int_equal(x->role, KEEL_MESH_MIXER);
+    assert_string_equal(x->argv[1], "mixer");
+    assert_string_equal(x->argv[3], "127.0.0.1:9091");
+    assert_true(x->admin > 0);
+    keel_mesh_plan_free(&p);
+    keel_mesh_manifest_free(&m);
+    keel_diag_fini(&d);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(reads_the_kinds),
+        cmocka_unit_test(a_named_mixer_is_run),
         cmocka_unit_test(errors_are_located),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
