@@ -277,3 +277,28 @@ def test_no_policy_stays_http11(keel, backend, tmp_path):
     assert load(client.outbound, n=200) == [200] * 200
     assert echo.stats()["keel_h2_cx_total"] == 0
     assert_exact(client, echo, 200)
+
+
+def test_websocket_between_upgrading_sidecars_stays_http11(keel, backend, tmp_path):
+    """HTTP/2 has no Upgrade: a WebSocket request keeps HTTP/1.1 to the next sidecar and
+    tunnels, while plain requests on the same sidecars go as HTTP/2."""
+    client, echo = two_sidecars(keel, backend, tmp_path, mesh="UPGRADE")
+    s = socket.create_connection(("127.0.0.1", client.outbound), timeout=5)
+    s.sendall(b"GET /ws HTTP/1.1\r\nHost: echo:9080\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        d = s.recv(4096)
+        assert d, head
+        head += d
+    assert head.startswith(b"HTTP/1.1 101"), head
+    rest = head.split(b"\r\n\r\n", 1)[1]
+    s.sendall(b"\x81\x05hello raw frame bytes")
+    while len(rest) < 23:
+        d = s.recv(4096)
+        assert d, rest
+        rest += d
+    assert rest == b"\x81\x05hello raw frame bytes"
+    s.close()
+    assert '"GET /ws HTTP/1.1" 101' in echo.log_lines(1)[-1]
+    assert load(client.outbound, n=40, conns=2) == [200] * 40
+    assert echo.stats()["keel_h2_streams_total"] == 40
