@@ -4,7 +4,8 @@
  *   session_http.c     an HTTP/1.1 exchange: request head, routing, bodies, response
  *   session_tunnel.c   bytes both ways (TCP routes, WebSocket after 101)
  *   session_log.c      the access-log line and the telemetry report of an exchange
- *   h2_conn.c          an HTTP/2 connection: each stream is a virtual session (below) */
+ *   h2_conn.c          an HTTP/2 connection: each stream is a virtual session (below)
+ *   h2_upgrade.c       Upgrade: h2c turns an HTTP/1.1 connection into one of those */
 #ifndef KEEL_PROXY_SESSION_INT_H
 #define KEEL_PROXY_SESSION_INT_H
 
