@@ -282,6 +282,8 @@ static void take_request(struct session *s, size_t head_len)
         session_reject_malformed(s, &e);
         return;
     }
+    if (s->meta.conn_upgrade && h2_upgrade_take(s)) /* Upgrade: h2c (h2_upgrade.c) */
+        return;
     if (s->meta.conn_close)
         s->keepalive = false;
     if (split_absolute(s->req.target, &s->authority, &s->path)) {
