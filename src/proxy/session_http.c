@@ -598,6 +598,8 @@ static void write_response_head(struct session *s)
         if (keel_http_is_hop_by_hop(h->name) && !(s->upgrade && res->status == 101 &&
                                                   keel_str_caseeq(h->name, LIT("upgrade"))))
             continue;
+        if (keel_str_caseeq(h->name, LIT("x-envoy-upstream-service-time")))
+            continue; /* ours replaces the next hop's, as Envoy sets it */
         if (keel_str_caseeq(h->name, LIT(KEEL_PEER_HEADER))) {
             if (s->spec->kind == LISTEN_OUTBOUND)
                 if (keel_peer_parse(h->value, &s->peer) < 0)
@@ -635,7 +637,13 @@ static void write_response_head(struct session *s)
     int64_t ust = (s->t_first_byte_us - (s->t_upstream_sent_us >= 0 ? s->t_upstream_sent_us
                                                                      : s->t_start_us)) / 1000;
     int n = snprintf(s->service_time, sizeof(s->service_time), "%lld", (long long)ust);
-    struct keel_http_header *st = &s->rhdrs[s->res.n_headers++]; /* the log sees it too */
+    /* the log sees ours too: in place of the next hop's, else added */
+    struct keel_http_header *st = NULL;
+    for (size_t i = 0; i < s->res.n_headers && st == NULL; i++)
+        if (keel_str_caseeq(s->rhdrs[i].name, LIT("x-envoy-upstream-service-time")))
+            st = &s->rhdrs[i];
+    if (st == NULL)
+        st = &s->rhdrs[s->res.n_headers++];
     st->name = LIT("x-envoy-upstream-service-time");
     st->value = (struct keel_str){ s->service_time, (size_t)n };
     append_header(b, st->name, st->value);
