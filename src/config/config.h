@@ -477,6 +477,7 @@ struct keel_config_mesh {
     int access_log_encoding;     /* enum keel_config_log_encoding */
     const char *access_log_format; /* "" = Istio default */
     bool enable_tracing;         /* default true */
+    int h2_upgrade_policy;       /* h2UpgradePolicy: 0 DO_NOT_UPGRADE (default), 1 UPGRADE */
     double tracing_sampling;     /* defaultConfig.tracing.sampling; < 0 = unset */
     const char *zipkin_address;  /* defaultConfig.tracing.zipkin.address */
     const char *config_default_namespace; /* default istio-system */
@@ -574,11 +575,26 @@ struct keel_config_subset {
     size_t n_labels;
 };
 
+/* trafficPolicy.connectionPool.http.h2UpgradePolicy, Istio's numbers */
+enum keel_config_h2_upgrade { KEEL_CONFIG_H2_DEFAULT, KEEL_CONFIG_H2_DO_NOT_UPGRADE, KEEL_CONFIG_H2_UPGRADE };
+
+struct keel_config_port_policy { /* trafficPolicy.portLevelSettings entry */
+    int64_t port;
+    int h2_upgrade; /* enum keel_config_h2_upgrade */
+};
+
+struct keel_config_traffic_policy { /* the parts keel uses; the rest is accepted */
+    int h2_upgrade; /* enum keel_config_h2_upgrade */
+    struct keel_config_port_policy *ports;
+    size_t n_ports;
+};
+
 struct keel_config_destinationrule {
     struct keel_config_object obj;
     struct keel_config_name host;
     struct keel_config_subset *subsets;
     size_t n_subsets;
+    struct keel_config_traffic_policy tp;
 };
 
 struct keel_config_gw_server {
@@ -617,6 +633,7 @@ struct keel_registry_port {
     const char *target_port_name;
     const char *app_protocol;
     enum keel_proto protocol;
+    bool h2_upgrade; /* HTTP/1.1 to its sidecars goes as HTTP/2 (h2UpgradePolicy, routing.c) */
     struct keel_registry_endpoint *endpoints;
     size_t n_endpoints;
 };

@@ -25,6 +25,7 @@ static const char *const std_metrics[] = {
 static const char *const tag_ops[] = { "UPSERT", "REMOVE", NULL };
 static const char *const encodings[] = { "TEXT", "JSON", NULL };
 static const char *const outbound_modes[] = { "REGISTRY_ONLY", "ALLOW_ANY", NULL }; /* Istio's numbers */
+static const char *const h2_upgrade_policies[] = { "DO_NOT_UPGRADE", "UPGRADE", NULL }; /* MeshConfig's */
 static const char *const attrgen_phases[] = { "AFTER_RESPONSE", "ON_REQUEST", NULL };
 
 /* ---- metric / logentry templates ---- */
@@ -853,6 +854,8 @@ static const struct keel_field mesh_fields[] = {
     { .name = "accessLogEncoding", .type = KEEL_FT_ENUM, .off = MS(access_log_encoding), .enum_names = encodings },
     { .name = "accessLogFormat", .type = KEEL_FT_STR, .off = MS(access_log_format) },
     { .name = "enableTracing", .type = KEEL_FT_BOOL, .off = MS(enable_tracing) },
+    { .name = "h2UpgradePolicy", .type = KEEL_FT_ENUM, .off = MS(h2_upgrade_policy),
+      .enum_names = h2_upgrade_policies },
     { .name = "defaultConfig", .type = KEEL_FT_OBJ, .sub = &default_config_schema },
     { .name = "configDefaultNamespace", .type = KEEL_FT_STR, .off = MS(config_default_namespace) },
     { .name = "rootNamespace", .type = KEEL_FT_STR, .off = MS(root_namespace) },

@@ -362,6 +362,27 @@ static void find_waypoint(struct keel_config_ctx *c, const struct keel_registry_
                         s->fqdn, w, s->namespace, w);
 }
 
+/* h2UpgradePolicy per HTTP port (Istio's): the mesh's, unless a DestinationRule for the
+ * host says otherwise, for the whole host or (portLevelSettings) for the port. */
+static void h2_upgrade_ports(struct keel_config_ctx *c)
+{
+    struct keel_config *cfg = c->cfg;
+    for (size_t i = 0; i < cfg->n_services; i++) {
+        struct keel_registry_service *svc = &cfg->services[i];
+        const struct keel_config_destinationrule *dr = find_dr(c, svc->fqdn);
+        for (size_t j = 0; j < svc->n_ports; j++) {
+            struct keel_registry_port *rp = &svc->ports[j];
+            int p = dr ? dr->tp.h2_upgrade : KEEL_CONFIG_H2_DEFAULT;
+            for (size_t k = 0; dr && k < dr->tp.n_ports; k++)
+                if (dr->tp.ports[k].port == rp->port && dr->tp.ports[k].h2_upgrade != KEEL_CONFIG_H2_DEFAULT)
+                    p = dr->tp.ports[k].h2_upgrade;
+            if (p == KEEL_CONFIG_H2_DEFAULT)
+                p = cfg->mesh.h2_upgrade_policy == 1 ? KEEL_CONFIG_H2_UPGRADE : KEEL_CONFIG_H2_DO_NOT_UPGRADE;
+            rp->h2_upgrade = p == KEEL_CONFIG_H2_UPGRADE && rp->protocol == KEEL_PROTO_HTTP;
+        }
+    }
+}
+
 int keel_config_build_routing(struct keel_config_ctx *c)
 {
     struct keel_config *cfg = c->cfg;
@@ -376,6 +397,7 @@ int keel_config_build_routing(struct keel_config_ctx *c)
                     keel_config_err_at(c, &dr->subsets[i].pos, "subset \"%s\" defined twice (first at line %d)",
                                        dr->subsets[i].name, dr->subsets[j].pos.line);
     }
+    h2_upgrade_ports(c);
     size_t n_dests = 0;
     for (struct keel_config_object *o = cfg->first[KEEL_CONFIG_VIRTUALSERVICE]; o; o = o->next) {
         const struct keel_config_virtualservice *vs = (const struct keel_config_virtualservice *)o;

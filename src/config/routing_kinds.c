@@ -261,12 +261,45 @@ static const struct keel_field subset_fields[] = {
 #undef SS
 static const struct keel_config_schema subset_schema = { "Subset", subset_fields, KEEL_UNKNOWN_ERROR, true };
 
+/* trafficPolicy: connectionPool.http.h2UpgradePolicy, whole and per port; the other
+ * settings (loadBalancer, outlierDetection, tls, ...) are accepted and not applied */
+static const char *const h2_policies[] = { "DEFAULT", "DO_NOT_UPGRADE", "UPGRADE", NULL };
+static const struct keel_field pool_http_fields[] = {
+    { .name = "h2UpgradePolicy", .type = KEEL_FT_ENUM, .off = 0, .enum_names = h2_policies },
+    END
+};
+static const struct keel_config_schema pool_http_schema = { "connectionPool.http", pool_http_fields,
+                                                            KEEL_UNKNOWN_IGNORE, false };
+static const struct keel_field pool_fields[] = {
+    { .name = "http", .type = KEEL_FT_OBJ, .off = 0, .sub = &pool_http_schema },
+    END
+};
+static const struct keel_config_schema pool_schema = { "connectionPool", pool_fields, KEEL_UNKNOWN_IGNORE, false };
+#define PP(f) offsetof(struct keel_config_port_policy, f)
+static const struct keel_field port_policy_fields[] = {
+    { .name = "port", .type = KEEL_FT_OBJ, .off = PP(port), .sub = &port_sel_schema, .required = true },
+    { .name = "connectionPool", .type = KEEL_FT_OBJ, .off = PP(h2_upgrade), .sub = &pool_schema },
+    END
+};
+#undef PP
+static const struct keel_config_schema port_policy_schema = { "portLevelSettings entry", port_policy_fields,
+                                                              KEEL_UNKNOWN_IGNORE, false };
+#define TP(f) offsetof(struct keel_config_traffic_policy, f)
+static const struct keel_field tp_fields[] = {
+    { .name = "connectionPool", .type = KEEL_FT_OBJ, .off = TP(h2_upgrade), .sub = &pool_schema },
+    { .name = "portLevelSettings", .type = KEEL_FT_LIST, .off = TP(ports), .off2 = TP(n_ports),
+      .sub = &port_policy_schema, .elem_size = sizeof(struct keel_config_port_policy) },
+    END
+};
+#undef TP
+static const struct keel_config_schema tp_schema = { "trafficPolicy", tp_fields, KEEL_UNKNOWN_IGNORE, false };
+
 #define DR(f) offsetof(struct keel_config_destinationrule, f)
 static const struct keel_field dr_fields[] = {
     { .name = "host", .type = KEEL_FT_NAME, .off = DR(host), .required = true },
     { .name = "subsets", .type = KEEL_FT_LIST, .off = DR(subsets), .off2 = DR(n_subsets), .sub = &subset_schema,
       .elem_size = sizeof(struct keel_config_subset) },
-    { .name = "trafficPolicy", .type = KEEL_FT_ANY },
+    { .name = "trafficPolicy", .type = KEEL_FT_OBJ, .off = DR(tp), .sub = &tp_schema },
     { .name = "exportTo", .type = KEEL_FT_ANY },
     { .name = "workloadSelector", .type = KEEL_FT_ANY },
     END

@@ -241,6 +241,52 @@ struct keel_h2 *keel_h2_new(bool server, const struct keel_h2_callbacks *cb, voi
     return h;
 }
 
+/* base64url (RFC 4648 §5), padding optional, as HTTP2-Settings carries it. Returns the
+ * decoded length or -1. */
+static ssize_t b64url_decode(const char *in, size_t n, uint8_t *out, size_t cap)
+{
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t k = 0;
+    while (n > 0 && in[n - 1] == '=')
+        n--;
+    for (size_t i = 0; i < n; i++) {
+        char c = in[i];
+        int v = c >= 'A' && c <= 'Z'   ? c - 'A'
+                : c >= 'a' && c <= 'z' ? c - 'a' + 26
+                : c >= '0' && c <= '9' ? c - '0' + 52
+                : c == '-' || c == '+' ? 62
+                : c == '_' || c == '/' ? 63
+                                       : -1;
+        if (v < 0)
+            return -1;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (k == cap)
+                return -1;
+            out[k++] = (uint8_t)(acc >> bits);
+        }
+    }
+    return (ssize_t)k;
+}
+
+int keel_h2_upgrade(struct keel_h2 *h, const char *settings, size_t len, bool head_request,
+                    void *st)
+{
+    uint8_t payload[6 * 32]; /* 32 settings are more than HTTP/2 defines */
+    ssize_t n = b64url_decode(settings, len, payload, sizeof(payload));
+    if (!h->server || n < 0 || n % 6 != 0)
+        return KEEL_EINVAL;
+    if (nghttp2_session_upgrade2(h->s, payload, (size_t)n, head_request, st) != 0)
+        return KEEL_EINVAL;
+    /* nghttp2 keeps stream_user_data for client sessions only */
+    nghttp2_session_set_stream_user_data(h->s, 1, st);
+    h->open++;
+    return 0;
+}
+
 void keel_h2_free(struct keel_h2 *h)
 {
     if (h == NULL)

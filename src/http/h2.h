@@ -98,6 +98,13 @@ struct keel_h2_callbacks {
  * its SETTINGS at once (ready in the first keel_h2_send). */
 struct keel_h2 *keel_h2_new(bool server, const struct keel_h2_callbacks *cb, void *arg,
                             const struct keel_h2_limits *limits);
+/* Server: the connection was upgraded from HTTP/1.1 (RFC 7540 §3.2). settings is the
+ * HTTP2-Settings header's value (base64url SETTINGS payload); the upgrading request becomes
+ * stream 1, half-closed from the client, with owner context st (no open_stream call; its
+ * response is submitted as for any stream). Call before the first keel_h2_recv. Returns 0
+ * or KEEL_EINVAL (a malformed HTTP2-Settings: answer the request as HTTP/1.1). */
+int keel_h2_upgrade(struct keel_h2 *h, const char *settings, size_t len, bool head_request,
+                    void *st);
 /* Frees nghttp2's state. stream_close is NOT called for streams still open (nghttp2 does
  * not say which they are): the owner ends its stream contexts itself. */
 void keel_h2_free(struct keel_h2 *h);

@@ -151,6 +151,8 @@ struct proxy_gen *gen_new(struct server *srv, struct keel_config *cfg)
                 snprintf(t->cluster, sizeof(t->cluster), "outbound|%d||%s", rp->port, svc->fqdn);
                 t->workload = ep->workload;
                 t->h2 = speaks_h2(rp->protocol); /* as Istio: HTTP/2 to these ports */
+                /* h2UpgradePolicy: HTTP/1.1 to a sidecar (it takes h2c) goes as HTTP/2 */
+                t->h2 |= rp->h2_upgrade && ep->workload != NULL;
                 gp->n_targets++;
             }
         }

@@ -605,6 +605,39 @@ int h2_conn_detect(struct session *s)
     return 1;
 }
 
+/* Upgrade: h2c (h2_upgrade.c decided it): s becomes the HTTP/2 connection and the request
+ * whose HTTP/1.1 bytes are in req (moved from) stream 1's exchange. */
+bool h2_conn_start_upgraded(struct session *s, struct keel_str settings, bool head,
+                            struct keel_buf *req)
+{
+    struct h2_conn *c = keel_calloc(1, sizeof(*c));
+    c->s = s;
+    c->h = keel_h2_new(true, &callbacks, c, NULL);
+    struct h2_stream *st = stream_alloc();
+    if (keel_h2_upgrade(c->h, settings.p, settings.len, head, st) < 0) {
+        keel_h2_free(c->h);
+        free(c);
+        free(st);
+        return false;
+    }
+    s->h2_checked = true;
+    s->h2c = c;
+    s->phase = PH_H2;
+    stat_add(&s->w->stats.h2_cx_total, 1);
+    stat_add(&s->w->stats.h2_streams_total, 1);
+    st->c = c;
+    st->id = 1;
+    c->streams = st;
+    st->req = *req;
+    *req = (struct keel_buf){ 0 };
+    st->line_done = st->head_done = st->req_ended = true; /* bodies do not upgrade */
+    st->vs = session_start_virtual(s, st);
+    wake_stream(st);
+    if (s->draining)
+        keel_h2_drain(c->h);
+    return true;
+}
+
 bool h2_conn_run(struct session *s)
 {
     struct h2_conn *c = s->h2c;

@@ -285,6 +285,8 @@ static void take_request(struct session *s, size_t head_len)
         session_reject_malformed(s, &e);
         return;
     }
+    if (s->meta.conn_upgrade && h2_upgrade_take(s)) /* Upgrade: h2c (h2_upgrade.c) */
+        return;
     if (s->meta.conn_close)
         s->keepalive = false;
     if (split_absolute(s->req.target, &s->authority, &s->path)) {
@@ -618,6 +620,8 @@ static void write_response_head(struct session *s)
         if (keel_http_is_hop_by_hop(h->name) && !(s->upgrade && res->status == 101 &&
                                                   keel_str_caseeq(h->name, LIT("upgrade"))))
             continue;
+        if (keel_str_caseeq(h->name, LIT("x-envoy-upstream-service-time")))
+            continue; /* ours replaces the next hop's, as Envoy sets it */
         if (keel_str_caseeq(h->name, LIT(KEEL_PEER_HEADER))) {
             if (s->spec->kind == LISTEN_OUTBOUND)
                 if (keel_peer_parse(h->value, &s->peer) < 0)
@@ -660,7 +664,13 @@ static void write_response_head(struct session *s)
     if (ust < 0) /* never in practice (monotonic clock); written as printf would */
         s->service_time[n++] = '-';
     n += (int)keel_fmt_u64(s->service_time + n, ust < 0 ? 0 - (uint64_t)ust : (uint64_t)ust);
-    struct keel_http_header *st = &s->rhdrs[s->res.n_headers++]; /* the log sees it too */
+    /* the log sees ours too: in place of the next hop's, else added */
+    struct keel_http_header *st = NULL;
+    for (size_t i = 0; i < s->res.n_headers && st == NULL; i++)
+        if (keel_str_caseeq(s->rhdrs[i].name, LIT("x-envoy-upstream-service-time")))
+            st = &s->rhdrs[i];
+    if (st == NULL)
+        st = &s->rhdrs[s->res.n_headers++];
     st->name = LIT("x-envoy-upstream-service-time");
     st->value = (struct keel_str){ s->service_time, (size_t)n };
     append_header(b, st->name, st->value);

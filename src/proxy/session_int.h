@@ -4,7 +4,8 @@
  *   session_http.c     an HTTP/1.1 exchange: request head, routing, bodies, response
  *   session_tunnel.c   bytes both ways (TCP routes, WebSocket after 101)
  *   session_log.c      the access-log line and the telemetry report of an exchange
- *   h2_conn.c          an HTTP/2 connection: each stream is a virtual session (below) */
+ *   h2_conn.c          an HTTP/2 connection: each stream is a virtual session (below)
+ *   h2_upgrade.c       Upgrade: h2c turns an HTTP/1.1 connection into one of those */
 #ifndef KEEL_PROXY_SESSION_INT_H
 #define KEEL_PROXY_SESSION_INT_H
 
@@ -194,6 +195,12 @@ bool session_tunnel(struct session *s);
 /* h2_conn.c */
 int h2_conn_detect(struct session *s); /* 1: now PH_H2; 0: HTTP/1.x; KEEL_AGAIN: more bytes */
 bool h2_conn_run(struct session *s);
+bool h2_conn_start_upgraded(struct session *s, struct keel_str settings, bool head,
+                            struct keel_buf *req);
+/* h2_upgrade.c: an HTTP/1.1 request asking for Upgrade: h2c was taken (101 queued, the
+ * connection now PH_H2, the request stream 1); false: serve it as HTTP/1.1 */
+bool h2_upgrade_take(struct session *s);
+
 void h2_conn_drain(struct session *s);
 void h2_conn_free(struct session *s);
 ssize_t h2_stream_read(struct session *vs, struct keel_buf *b, size_t max);

@@ -1,7 +1,7 @@
 /* Upstream connections and the per-worker keep-alive pool. An idle connection stays
  * registered with epoll: if the server closes it or sends anything while it is idle, it
  * is closed at once rather than handed to the next request. */
-#include "proxy/proxy_int.h"
+#include "proxy/session_int.h" /* s->upgrade */
 
 #include "core/alloc.h"
 #include "core/err.h"
@@ -137,7 +137,9 @@ struct upconn *upconn_acquire(struct worker *w, const struct keel_proxy_target *
                               struct session *s, bool fresh, int *err)
 {
     struct pool *p = pool_of(w, &t->addr);
-    if (t->h2) /* a stream on a shared HTTP/2 connection */
+    /* a stream on a shared HTTP/2 connection; an Upgrade (WebSocket) has no HTTP/2 form
+     * here, so it keeps HTTP/1.1 (the next sidecar takes both) */
+    if (t->h2 && !s->upgrade)
         return h2_up_acquire(w, p, s, err);
     struct upconn *u = p->idle;
     if (!fresh && u != NULL) {

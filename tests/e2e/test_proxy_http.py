@@ -6,7 +6,7 @@ import os
 import socket
 import time
 
-from conftest import raw_exchange
+from conftest import free_port, raw_exchange
 
 
 def conn(port, timeout=5):
@@ -212,3 +212,14 @@ def test_tcp_route_proxies_bytes(keel, backend):
     assert st["keel_tcp_sent_bytes_total"] == len(out)
     assert line.split('"')[1] == "- - -"
     assert " %d %d " % (len(req), len(out)) in line
+
+
+def test_upstream_service_time_is_set_once_across_two_hops(keel, backend):
+    """Each hop sets x-envoy-upstream-service-time (as Envoy does): through outbound ->
+    inbound the client sees one header, the outer hop's, not one per hop."""
+    inbound = free_port()
+    k = keel("--route", "svc=127.0.0.1:%d" % inbound, upstream=backend, inbound_port=inbound)
+    out = raw_exchange(k.outbound, b"GET /status/200 HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n")
+    head = out.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 200")
+    assert head.count(b"x-envoy-upstream-service-time:") == 1, head

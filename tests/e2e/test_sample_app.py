@@ -366,7 +366,11 @@ def test_call_through_keel_sidecars_carries_trace_headers(app, keel):
         assert got["x-b3-parentspanid"] not in (trace["x-b3-spanid"], got["x-b3-spanid"])
     # A's ten calls rode one kept-alive connection to its sidecar: the sidecar saw the
     # client's connection and that one
+    deadline = time.monotonic() + 3  # the last exchange is counted just after its answer
     st = ka.stats()
+    while st['keel_downstream_rq_total{response_code_class="2xx"}'] < 20 and time.monotonic() < deadline:
+        time.sleep(0.02)
+        st = ka.stats()
     assert st["keel_downstream_cx_total"] == 2
     assert st['keel_downstream_rq_total{response_code_class="2xx"}'] == 20
     lines = kb.log_lines(10)

@@ -280,6 +280,66 @@ static void waypoint_of_namespace(void **state)
     keel_config_unref(cfg);
 }
 
+/* h2UpgradePolicy: the mesh's, overridden by a DestinationRule for a host or one port;
+ * only HTTP ports; the rest of trafficPolicy is accepted silently. */
+static const struct keel_registry_port *port_of(const struct keel_config *cfg, const char *svc, int port)
+{
+    for (size_t i = 0; i < cfg->n_services; i++)
+        for (size_t j = 0; !strcmp(cfg->services[i].name, svc) && j < cfg->services[i].n_ports; j++)
+            if (cfg->services[i].ports[j].port == port)
+                return &cfg->services[i].ports[j];
+    return NULL;
+}
+
+static void h2_upgrade_policy(void **state)
+{
+    static const char svcs[] =
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n"
+        "spec: {selector: {app: a}, ports: [{name: http, port: 80}, {name: http-admin, port: 81}]}\n"
+        "---\napiVersion: v1\nkind: Service\nmetadata: {name: b}\n"
+        "spec: {selector: {app: b}, ports: [{name: http, port: 80}, {name: tcp, port: 90}]}\n"
+        "---\napiVersion: v1\nkind: Service\nmetadata: {name: c}\n"
+        "spec: {selector: {app: c}, ports: [{name: http, port: 80}]}\n"
+        "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\n"
+        "spec:\n  host: a\n  trafficPolicy:\n    loadBalancer: {simple: LEAST_REQUEST}\n"
+        "    connectionPool: {tcp: {maxConnections: 10}, http: {h2UpgradePolicy: UPGRADE, http1MaxPendingRequests: 5}}\n"
+        "    portLevelSettings:\n    - port: {number: 81}\n      connectionPool: {http: {h2UpgradePolicy: DO_NOT_UPGRADE}}\n"
+        "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: b}\n"
+        "spec: {host: b, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}\n";
+    char yaml[4096];
+    for (int mesh = 0; mesh < 3; mesh++) {
+        snprintf(yaml, sizeof(yaml), "%s%s", svcs,
+                 mesh == 0 ? "" : mesh == 1
+                     ? "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\n"
+                       "data:\n  mesh: 'h2UpgradePolicy: UPGRADE'\n"
+                     : "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\n"
+                       "data:\n  mesh: 'h2UpgradePolicy: DO_NOT_UPGRADE'\n");
+        struct keel_diag d;
+        struct keel_config *cfg = load_str("h2.yaml", yaml, &d);
+        for (size_t i = 0; i < d.n; i++)
+            fprintf(stderr, "%s\n", d.msgs[i]);
+        assert_non_null(cfg);
+        assert_int_equal(d.n, 0);
+        assert_true(port_of(cfg, "a", 80)->h2_upgrade);   /* the DR, whatever the mesh */
+        assert_false(port_of(cfg, "a", 81)->h2_upgrade);  /* its port-level override */
+        assert_int_equal(port_of(cfg, "b", 80)->h2_upgrade, mesh == 1); /* DR says nothing */
+        assert_false(port_of(cfg, "b", 90)->h2_upgrade);  /* not HTTP */
+        assert_int_equal(port_of(cfg, "c", 80)->h2_upgrade, mesh == 1);
+        keel_diag_fini(&d);
+        keel_config_unref(cfg);
+    }
+    struct keel_diag d;
+    struct keel_config *cfg = load_str("bad.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\n"
+        "spec: {host: a, trafficPolicy: {connectionPool: {http: {h2UpgradePolicy: SOMETIMES}}}}\n", &d);
+    bool named = false;
+    for (size_t i = 0; i < d.n; i++)
+        named |= strstr(d.msgs[i], "SOMETIMES") != NULL;
+    assert_true(named);
+    keel_diag_fini(&d);
+    keel_config_unref(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -289,6 +349,7 @@ int main(void)
         cmocka_unit_test(warnings_for_missing_things),
         cmocka_unit_test(other_matches),
         cmocka_unit_test(waypoint_of_namespace),
+        cmocka_unit_test(h2_upgrade_policy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -81,7 +81,10 @@ static void lists_warm_no_malloc(void **state)
     keel_expr_thread_fini();
     long first = evals_allocating(src, 1); /* the arena's first chunk */
 #ifndef KEEL_SANITIZED
-    assert_true(first >= 1); /* the counter counts */
+    /* the counter counts (valgrind replaces malloc too: there only the zero counts hold) */
+    const char *preload = getenv("LD_PRELOAD");
+    if (preload == NULL || strstr(preload, "vgpreload") == NULL)
+        assert_true(first >= 1);
 #else
     (void)first;
 #endif
