@@ -1,39 +1,9 @@
-/* Replays the committed libFuzzer corpus of the HTTP/2 session (fuzz/corpus/h2) through
- * its fuzz target, so `make test-unit` (and test-asan) exercise it without libFuzzer. */
+/* The committed corpus of fuzz/h2_fuzz.c, replayed by make test-unit (corpus_replay.h). */
 #include "../../../fuzz/h2_fuzz.c"
 
-#include <dirent.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <cmocka.h>
-
-static void replay(void **state)
-{
-    const char *dir = "fuzz/corpus/h2";
-    DIR *dp = opendir(dir);
-    assert_non_null(dp);
-    struct dirent *de;
-    int n = 0;
-    static uint8_t buf[1 << 16];
-    while ((de = readdir(dp)) != NULL) {
-        if (de->d_name[0] == '.')
-            continue;
-        char path[1024];
-        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-        FILE *f = fopen(path, "rb");
-        assert_non_null(f);
-        size_t len = fread(buf, 1, sizeof(buf), f);
-        fclose(f);
-        LLVMFuzzerTestOneInput(buf, len);
-        n++;
-    }
-    closedir(dp);
-    assert_true(n >= 30);
-}
+#include "corpus_replay.h"
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = { cmocka_unit_test(replay) };
-    return cmocka_run_group_tests_name("http/h2_corpus", tests, NULL, NULL);
+    return corpus_replay_run("http/h2_corpus", "fuzz/corpus/h2", 30);
 }
