@@ -125,6 +125,16 @@ class Keel:
             time.sleep(0.02)
         return lines
 
+    def wait_stats(self, pred, timeout=5.0):
+        """The stats once pred(stats) holds (or at the timeout): an exchange is counted
+        just after its answer, a connection just after the accept the client already saw."""
+        deadline = time.time() + timeout
+        st = self.stats()
+        while not pred(st) and time.time() < deadline:
+            time.sleep(0.02)
+            st = self.stats()
+        return st
+
     def stats(self):
         _, text = http_get("http://127.0.0.1:%d/stats/prometheus" % self.admin)
         out = {}

@@ -27,7 +27,9 @@ def test_ten_thousand_idle_connections_do_not_starve_active_ones(keel, backend):
             s.setblocking(False)
             s.connect_ex(("127.0.0.1", k.inbound))
             idle.append(s)
-        time.sleep(0.5)  # let the workers accept them all
+        # all of them accepted and open on keel's side (not refused) before the active ones
+        stats = k.wait_stats(lambda st: st["keel_downstream_cx_active"] >= IDLE, timeout=20)
+        assert stats["keel_downstream_cx_active"] >= IDLE
         rss_kb = int([l for l in open("/proc/%d/status" % k.proc.p.pid) if l.startswith("VmRSS")][0].split()[1])
         # active requests still get through promptly, one after another
         worst = 0.0
@@ -36,9 +38,7 @@ def test_ten_thousand_idle_connections_do_not_starve_active_ones(keel, backend):
             assert http_get(k.url("/status/200"))[0] == 200
             worst = max(worst, time.time() - t0)
         assert worst < 0.5, worst
-        stats = k.stats()
-        # the idle ones are open on keel's side: accepted, not refused
-        assert stats["keel_downstream_cx_active"] >= IDLE
+        assert k.stats()["keel_downstream_cx_active"] >= IDLE  # and still open
         print("RSS with %d idle connections: %.1f MiB" % (IDLE, rss_kb / 1024))
         assert rss_kb < 200 * 1024
     finally:

@@ -24,7 +24,7 @@ def test_keepalive_reused_on_both_sides(keel, backend):
         ids.append(r.read())
     # one downstream connection carried all five; the upstream connection was pooled
     assert len(set(ids)) == 1
-    st = k.stats()
+    st = k.wait_stats(lambda st: st['keel_downstream_rq_total{response_code_class="2xx"}'] >= 5)
     assert st["keel_downstream_cx_total"] == 1
     assert st["keel_upstream_cx_total"] == 1
     assert st["keel_upstream_cx_reused_total"] == 4
