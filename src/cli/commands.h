@@ -13,4 +13,9 @@ int keel_cmd_collector(int argc, char **argv);
 int keel_cmd_traces(int argc, char **argv);
 int keel_cmd_mixer(int argc, char **argv);
 
+/* Parse option --opt's value s as a whole decimal number in min..max (LLONG_MAX: no upper
+ * bound) into out: 0, or -1 after telling stderr "keel CMD: --OPT: ...". */
+int keel_cli_number(const char *cmd, const char *opt, const char *s, long long min, long long max,
+                    long long *out);
+
 #endif

@@ -6,6 +6,7 @@
 #include "proxy/proxy.h"
 
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,18 +104,6 @@ static const struct option options[] = {
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
-
-static int number(const char *opt, const char *s, long long min, long long *out)
-{
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < min) {
-        fprintf(stderr, "keel proxy: --%s: '%s' is not a number >= %lld\n", opt, s, min);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
 
 int keel_cmd_proxy(int argc, char **argv)
 {
@@ -235,12 +224,12 @@ int keel_cmd_proxy(int argc, char **argv)
         case OPT_METRIC_EXPIRY:
         case OPT_STREAM_IDLE_TIMEOUT:
         case OPT_MAX_CONNECTIONS:
-            if (number(options[idx].name, optarg,
-                       c == OPT_UPSTREAM_TIMEOUT || c == OPT_METRIC_EXPIRY ||
-                               c == OPT_MAX_CONNECTIONS
-                           ? 0
-                           : 1,
-                       &v) < 0)
+            if (keel_cli_number("proxy", options[idx].name, optarg,
+                                c == OPT_UPSTREAM_TIMEOUT || c == OPT_METRIC_EXPIRY ||
+                                        c == OPT_MAX_CONNECTIONS
+                                    ? 0
+                                    : 1,
+                                LLONG_MAX, &v) < 0)
                 goto out;
             switch (c) {
             case OPT_CONCURRENCY: o.concurrency = (int)v; break;

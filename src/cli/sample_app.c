@@ -50,19 +50,6 @@ static const struct option options[] = {
     { NULL, 0, NULL, 0 },
 };
 
-static int number(const char *opt, const char *s, long long min, long long max, long long *out)
-{
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < min || v > max) {
-        fprintf(stderr, "keel sample-app: --%s: '%s' is not a number in %lld..%lld\n", opt, s,
-                min, max);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 int keel_cmd_sample_app(int argc, char **argv)
 {
     struct keel_sample_app_options o;
@@ -83,12 +70,12 @@ int keel_cmd_sample_app(int argc, char **argv)
         case OPT_LOG: o.log = true; break;
         case OPT_QUIET: o.log = false; break;
         case OPT_LATENCY:
-            if (number("latency", optarg, 0, 3600000, &v) < 0)
+            if (keel_cli_number("sample-app", "latency", optarg, 0, 3600000, &v) < 0)
                 goto out;
             o.latency_ms = v;
             break;
         case OPT_CONCURRENCY:
-            if (number("concurrency", optarg, 1, 100000, &v) < 0)
+            if (keel_cli_number("sample-app", "concurrency", optarg, 1, 100000, &v) < 0)
                 goto out;
             o.concurrency = (int)v;
             break;
