@@ -423,3 +423,24 @@ bool keel_h2_can_open(const struct keel_h2 *h)
     uint32_t max = nghttp2_session_get_remote_settings(h->s, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
     return h->open < max;
 }
+
+ssize_t keel_h2_read_queued(struct keel_buf *body, bool eof, bool *deferred, uint8_t *buf, size_t len,
+                            uint32_t *flags)
+{
+    size_t have = keel_buf_len(body);
+    if (have == 0 && !eof) {
+        *deferred = true;
+        return KEEL_AGAIN;
+    }
+    size_t n = have < len ? have : len;
+    if (n > 0) { /* (an empty buffer may have no storage at all) */
+        memcpy(buf, keel_buf_rptr(body), n);
+        keel_buf_consume(body, n);
+    }
+    if (keel_buf_len(body) == 0) {
+        keel_buf_release(body);
+        if (eof)
+            *flags |= KEEL_H2_READ_EOF;
+    }
+    return (ssize_t)n;
+}

@@ -139,6 +139,13 @@ int32_t keel_h2_submit_request(struct keel_h2 *h, const struct keel_h2_nv *nv, s
  * body-less end. */
 int keel_h2_submit_trailers(struct keel_h2 *h, int32_t id, const struct keel_h2_nv *nv,
                             size_t n);
+/* The usual read_body for a body queued in a buffer: moves up to len bytes of body into
+ * buf and releases the buffer once empty; at its end with eof set, KEEL_H2_READ_EOF.
+ * Nothing queued and no eof: sets *deferred and returns KEEL_AGAIN (keel_h2_resume when
+ * more is queued). */
+ssize_t keel_h2_read_queued(struct keel_buf *body, bool eof, bool *deferred, uint8_t *buf, size_t len,
+                            uint32_t *flags);
+
 /* More body is ready on a stream whose read_body said KEEL_AGAIN. */
 void keel_h2_resume(struct keel_h2 *h, int32_t id);
 /* Reset a stream (RST_STREAM with code). */

@@ -322,29 +322,16 @@ static void submit_trailers(struct h2_stream *st)
 static ssize_t on_read_body(void *arg, void *stp, uint8_t *buf, size_t len, uint32_t *flags)
 {
     struct h2_stream *st = stp;
-    size_t have = keel_buf_len(&st->body);
-    if (have == 0 && !st->body_eof) {
-        st->deferred = true;
-        return KEEL_AGAIN;
-    }
-    size_t n = have < len ? have : len;
-    if (n > 0) { /* (an empty buffer may have no storage at all) */
-        memcpy(buf, keel_buf_rptr(&st->body), n);
-        keel_buf_consume(&st->body, n);
-    }
-    if (keel_buf_len(&st->body) == 0) {
-        keel_buf_release(&st->body);
-        if (st->body_eof) {
-            *flags |= KEEL_H2_READ_EOF;
-            if (keel_buf_len(&st->trailers) > 0)
-                submit_trailers(st);
-        }
-    }
+    ssize_t n = keel_h2_read_queued(&st->body, st->body_eof, &st->deferred, buf, len, flags);
+    if (n < 0)
+        return n;
+    if ((*flags & KEEL_H2_READ_EOF) && keel_buf_len(&st->trailers) > 0)
+        submit_trailers(st);
     if (st->vs != NULL && !st->vs->io.writable && keel_buf_len(&st->body) < STREAM_HIGH_WATER / 2) {
         st->vs->io.writable = true;
         wake_stream(st);
     }
-    return (ssize_t)n;
+    return n;
 }
 
 static void on_stream_close(void *arg, void *stp, uint32_t code)

@@ -232,26 +232,14 @@ static void on_end_stream(void *arg, void *stp) { finish_response(stp); }
 static ssize_t on_read_body(void *arg, void *stp, uint8_t *buf, size_t len, uint32_t *flags)
 {
     struct h2_ustream *st = stp;
-    size_t have = keel_buf_len(&st->body);
-    if (have == 0 && !st->body_eof) {
-        st->deferred = true;
-        return KEEL_AGAIN;
-    }
-    size_t n = have < len ? have : len;
-    if (n > 0) { /* (an empty buffer may have no storage at all) */
-        memcpy(buf, keel_buf_rptr(&st->body), n);
-        keel_buf_consume(&st->body, n);
-    }
-    if (keel_buf_len(&st->body) == 0) {
-        keel_buf_release(&st->body);
-        if (st->body_eof)
-            *flags |= KEEL_H2_READ_EOF;
-    }
+    ssize_t n = keel_h2_read_queued(&st->body, st->body_eof, &st->deferred, buf, len, flags);
+    if (n < 0)
+        return n;
     if (st->u != NULL && !st->u->io.writable && keel_buf_len(&st->body) < STREAM_HIGH_WATER / 2) {
         st->u->io.writable = true;
         wake(st);
     }
-    return (ssize_t)n;
+    return n;
 }
 
 static void on_stream_close(void *arg, void *stp, uint32_t code)
