@@ -5,6 +5,7 @@ $KEEL_BIN) with the given arguments and waits for its admin /ready. Every proces
 stopped at the end of its test; its output is kept in the test's tmp dir.
 """
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -39,6 +40,21 @@ def wait_port(port, timeout=5.0):
 def http_get(url, timeout=5):
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return r.status, r.read().decode()
+
+
+def scraped_sum(admin_port, name, **labels):
+    """Sum of the samples of `name` whose labels include `labels`, from an admin port's
+    /stats/prometheus."""
+    _, text = http_get("http://127.0.0.1:%d/stats/prometheus" % admin_port)
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(r'^(\w+)(?:\{(.*)\})? (\S+)$', line)
+        if not m or m.group(1) != name:
+            continue
+        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(m.group(3))
+    return total
 
 
 # KEEL_WRAPPER runs keel under a tool, e.g. "valgrind --error-exitcode=99 --leak-check=full"

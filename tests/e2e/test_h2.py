@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import Proc, free_port, http_get, wait_port
+from conftest import Proc, free_port, http_get, wait_port, scraped_sum
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -374,16 +374,7 @@ def method(ch, name, stream=False):
 
 
 def metric(k, name, **labels):
-    _, text = http_get("http://127.0.0.1:%d/stats/prometheus" % k.admin)
-    total = 0.0
-    for line in text.splitlines():
-        m = re.match(r'^(\w+)(?:\{(.*)\})? (\S+)$', line)
-        if not m or m.group(1) != name:
-            continue
-        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
-        if all(have.get(a) == v for a, v in labels.items()):
-            total += float(m.group(3))
-    return total
+    return scraped_sum(k.admin, name, **labels)
 
 
 def wait_metric(k, name, want, timeout=5.0, **labels):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import http_get
+from conftest import http_get, scraped_sum
 
 
 def run(args, timeout=30):
@@ -18,16 +18,7 @@ def run(args, timeout=30):
 
 
 def metric(k, name, **labels):
-    _, text = http_get("http://127.0.0.1:%d/stats/prometheus" % k.admin)
-    total = 0.0
-    for line in text.splitlines():
-        m = re.match(r'^(\w+)(?:\{(.*)\})? (\S+)$', line)
-        if not m or m.group(1) != name:
-            continue
-        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
-        if all(have.get(a) == v for a, v in labels.items()):
-            total += float(m.group(3))
-    return total
+    return scraped_sum(k.admin, name, **labels)
 
 
 def wait_metric(k, name, want, timeout=5.0, **labels):

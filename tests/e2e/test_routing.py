@@ -13,7 +13,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from conftest import free_port, http_get
+from conftest import free_port, http_get, scraped_sum
 
 SEEDS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                      "examples", "seeds")
@@ -109,16 +109,7 @@ def metric(admin, name, want=None, **labels):
     deadline = time.time() + 3
     while want is not None and metric(admin, name, **labels) != want and time.time() < deadline:
         time.sleep(0.02)
-    _, text = http_get("http://127.0.0.1:%d/stats/prometheus" % admin)
-    total = 0.0
-    for line in text.splitlines():
-        m = re.match(r'^(\w+)(?:\{(.*)\})? (\S+)$', line)
-        if not m or m.group(1) != name:
-            continue
-        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            total += float(m.group(3))
-    return total
+    return scraped_sum(admin, name, **labels)
 
 
 def test_weighted_50_50_v1_v3(keel, backend_factory, tmp_path):

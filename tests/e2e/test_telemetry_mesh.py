@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from conftest import KEEL, free_port, http_get, raw_exchange
+from conftest import KEEL, free_port, http_get, raw_exchange, scraped_sum
 
 SEEDS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                      "examples", "seeds")
@@ -105,16 +105,7 @@ class Mesh:
 
     def metric(self, w, name, **labels):
         """Sum of the samples of `name` whose labels include `labels`."""
-        _, text = http_get("http://127.0.0.1:%d/stats/prometheus" % self.proxies[w].admin)
-        total = 0.0
-        for line in text.splitlines():
-            m = re.match(r'^(\w+)(?:\{(.*)\})? (\S+)$', line)
-            if not m or m.group(1) != name:
-                continue
-            have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
-            if all(have.get(k) == v for k, v in labels.items()):
-                total += float(m.group(3))
-        return total
+        return scraped_sum(self.proxies[w].admin, name, **labels)
 
 
 BOOKINFO = {"sleep-v1": ("sleep", "v1"), "productpage-v1": ("productpage", "v1"),
