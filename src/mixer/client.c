@@ -363,7 +363,11 @@ void keel_mixer_client_report(struct keel_mixer_client *c, const struct keel_att
         count(&c->st->dropped, 1);
         return;
     }
-    keel_mixer_batch_add(c->batch, bag);
+    if (!keel_mixer_batch_add(c->batch, bag)) { /* drops an attribute: a new batch */
+        seal(c);
+        pump(c);
+        keel_mixer_batch_add(c->batch, bag);
+    }
     c->queued_bags++;
     if (keel_mixer_batch_count(c->batch) >= KEEL_MIXER_BATCH) {
         seal(c);

@@ -324,9 +324,13 @@ int keel_mixer_decode(struct keel_mixer_decoder *d, const uint8_t *p, size_t n, 
         /* the engine may add to the bag (attributegen): a delta must start from what the
          * client sent, so each set's consumer gets a copy of the bits that matter */
         if (delta) {
-            struct keel_attr_bag copy;
+            struct keel_attr_bag copy; /* the present values only: ~35 of the bag's slots */
             memcpy(copy.present, d->bag.present, sizeof(copy.present));
-            memcpy(copy.v, d->bag.v, sizeof(copy.v));
+            for (size_t w = 0; w < sizeof(copy.present) / sizeof(copy.present[0]); w++)
+                for (uint64_t bits = copy.present[w]; bits; bits &= bits - 1) {
+                    size_t id = w * 64 + (size_t)__builtin_ctzll(bits);
+                    copy.v[id] = d->bag.v[id];
+                }
             fn(arg, &copy);
         } else {
             fn(arg, &d->bag);

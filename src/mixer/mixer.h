@@ -62,13 +62,15 @@ int keel_mixer_decode(struct keel_mixer_decoder *d, const uint8_t *p, size_t n, 
 
 /* ---- encoding (the proxy's report client) ---- */
 
-/* A ReportRequest under construction: bags appended as INDEPENDENT_ENCODING sets; words
- * that are not in the global dictionary go to default_words (the connection's word list,
- * kept across requests of one batch). */
+/* A ReportRequest under construction: bags appended as DELTA_ENCODING sets (each set only
+ * what changed since the bag before); words that are not in the global dictionary go to
+ * default_words (kept across the bags of one batch). add returns false, adding nothing,
+ * for a bag that lacks an attribute the batch holds (a delta cannot remove one): finish
+ * the batch, then add it to the empty batch, which takes any bag. */
 struct keel_mixer_batch;
 struct keel_mixer_batch *keel_mixer_batch_new(void);
 void keel_mixer_batch_free(struct keel_mixer_batch *b);
-void keel_mixer_batch_add(struct keel_mixer_batch *b, const struct keel_attr_bag *bag);
+bool keel_mixer_batch_add(struct keel_mixer_batch *b, const struct keel_attr_bag *bag);
 size_t keel_mixer_batch_count(const struct keel_mixer_batch *b);
 /* Serialize the batch as one gRPC message (5-byte prefix + ReportRequest) onto out and
  * empty the batch. */

@@ -353,6 +353,73 @@ static void encoder_round_trip(void **state)
     keel_buf_release(&out);
 }
 
+/* The encoder's delta sets: a bag carries only what changed, decodes whole, and a bag
+ * that drops an attribute does not fit the batch (a delta cannot say "absent"). */
+static void encoder_sends_deltas(void **state)
+{
+    struct keel_attr_bag a;
+    keel_attr_bag_clear(&a);
+    struct keel_value v = keel_value_str("productpage-v1", 14);
+    keel_attr_bag_set(&a, KEEL_ATTR_SOURCE_WORKLOAD_NAME, &v);
+    v = keel_value_str("2d3ae6e2-4f5b-9a7e-a7a3-2f1b1f0b1c3d", 36);
+    keel_attr_bag_set(&a, KEEL_ATTR_REQUEST_ID, &v);
+    v = keel_value_int(200);
+    keel_attr_bag_set(&a, KEEL_ATTR_RESPONSE_CODE, &v);
+    struct keel_str_pair kv[2] = { { KEEL_STR("app"), KEEL_STR("productpage") },
+                                   { KEEL_STR("version"), KEEL_STR("v1") } };
+    v = keel_value_map(kv, 2);
+    keel_attr_bag_set(&a, KEEL_ATTR_SOURCE_LABELS, &v);
+    struct keel_attr_bag b = a;
+    v = keel_value_str("7f0c5c8e-0000-4000-8000-000000000001", 36);
+    keel_attr_bag_set(&b, KEEL_ATTR_REQUEST_ID, &v);
+    v = keel_value_int(503);
+    keel_attr_bag_set(&b, KEEL_ATTR_RESPONSE_CODE, &v);
+    struct keel_str_pair kv2[2] = { { KEEL_STR("app"), KEEL_STR("productpage") },
+                                    { KEEL_STR("version"), KEEL_STR("v2") } };
+    v = keel_value_map(kv2, 2);
+    keel_attr_bag_set(&b, KEEL_ATTR_SOURCE_LABELS, &v);
+
+    struct keel_mixer_batch *bt = keel_mixer_batch_new();
+    struct keel_buf one = { 0 }, three = { 0 };
+    assert_true(keel_mixer_batch_add(bt, &a));
+    keel_mixer_batch_finish(bt, &one);
+    assert_true(keel_mixer_batch_add(bt, &a));
+    assert_true(keel_mixer_batch_add(bt, &b));
+    assert_true(keel_mixer_batch_add(bt, &a));
+    struct keel_attr_bag c = a; /* no response.code: cannot follow a in a delta */
+    keel_attr_bag_del(&c, KEEL_ATTR_RESPONSE_CODE);
+    assert_false(keel_mixer_batch_add(bt, &c));
+    assert_int_equal(keel_mixer_batch_count(bt), 3);
+    keel_mixer_batch_finish(bt, &three);
+    /* b and the a after it carry three changed attributes each, not the whole bag */
+    assert_true(keel_buf_len(&three) < 2 * keel_buf_len(&one));
+    assert_true(keel_mixer_batch_add(bt, &c)); /* the empty batch takes it */
+
+    struct keel_mixer_decoder *d = keel_mixer_decoder_new();
+    struct keel_mixer_decode_stats st = { 0 };
+    const char *why = NULL;
+    n_got = 0;
+    const uint8_t *p = (const uint8_t *)keel_buf_rptr(&three);
+    assert_int_equal(keel_mixer_decode(d, p + 5, keel_buf_len(&three) - 5, collect, NULL, &st, &why), 3);
+    const struct keel_attr_bag *want[3] = { &a, &b, &a };
+    for (size_t i = 0; i < 3; i++) {
+        for (int id = 0; id < KEEL_ATTR__COUNT; id++)
+            assert_int_equal(keel_attr_bag_has(&got[i], id), keel_attr_bag_has(want[i], id));
+        const struct keel_value *rid = keel_attr_bag_get(&got[i], KEEL_ATTR_REQUEST_ID);
+        assert_memory_equal(rid->u.s.p, keel_attr_bag_get(want[i], KEEL_ATTR_REQUEST_ID)->u.s.p, 36);
+        assert_int_equal(keel_attr_bag_get(&got[i], KEEL_ATTR_RESPONSE_CODE)->u.i,
+                         keel_attr_bag_get(want[i], KEEL_ATTR_RESPONSE_CODE)->u.i);
+        const struct keel_str *ver = keel_value_map_get(keel_attr_bag_get(&got[i], KEEL_ATTR_SOURCE_LABELS), "version", 7);
+        assert_int_equal(ver->len, 2);
+        assert_int_equal(ver->p[1], i == 1 ? '2' : '1');
+        assert_str(&got[i], KEEL_ATTR_SOURCE_WORKLOAD_NAME, "productpage-v1");
+    }
+    keel_mixer_decoder_free(d);
+    keel_mixer_batch_free(bt);
+    keel_buf_release(&one);
+    keel_buf_release(&three);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -366,6 +433,7 @@ int main(void)
         cmocka_unit_test(bad_bytes_are_refused),
         cmocka_unit_test(timestamp_nanos_out_of_range),
         cmocka_unit_test(encoder_round_trip),
+        cmocka_unit_test(encoder_sends_deltas),
     };
     return cmocka_run_group_tests_name("mixer/decode", tests, setup, teardown);
 }
