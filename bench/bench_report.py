@@ -51,6 +51,9 @@ def print_extras(x):
         print(f"\ncallgrind, keel (b): {c['ir_per_request']:,.0f} instructions/request "
               f"({c['requests']} requests after {c['warmup_requests']} warm-up); "
               f"perf stat: {c['perf_stat']}")
+    if "callgrind_mixer" in x:
+        c = x["callgrind_mixer"]
+        print(f"callgrind, keel (m): {c['ir_per_request']:,.0f} instructions/request")
     if "fixed_rate" in x:
         f = x["fixed_rate"]
         print(f"\nfixed rate {f['rate']} req/s ({f['conns']} connections, paced_load, "

@@ -20,6 +20,7 @@ class Running:
         self.logs = logs                # access-log files, one line per request each
         self.metrics = list(metrics)    # (url, text that must appear) checked after the run
         self.stdout_log = stdout_log    # keel (c): the stdio handler's JSON lines
+        self.aux = []                   # helpers not measured as the proxy (keel (m)'s mixer)
 
     @property
     def url(self):
@@ -30,6 +31,8 @@ class Running:
 
     def stop(self):
         for p in reversed(self.procs):
+            procs.stop(p)
+        for p in self.aux:
             procs.stop(p)
 
 
@@ -181,7 +184,7 @@ def _keel_argv(keel, admin_port, log, extra):
             "--access-log", log, "--log-level", "warning"] + extra
 
 
-def start_keel(tmp, cpu, backend_port, variant, keel):
+def start_keel(tmp, cpu, backend_port, variant, keel, aux_cpu):
     if variant == "keel-d":
         return start_keel_two_hops(tmp, cpu, backend_port, keel)
     port, admin = procs.free_port(), procs.free_port()
@@ -201,9 +204,50 @@ def start_keel(tmp, cpu, backend_port, variant, keel):
             stdout = [os.path.join(tmp, "keel-c.stdio.jsonl")]
             want = "istio_double_request_count"
     metrics = [(f"http://127.0.0.1:{admin}/stats/prometheus", want)]
+    if variant == "keel-m":
+        return start_keel_mixer_mode(tmp, cpu, aux_cpu, keel, extra, admin, port, log, metrics)
     return _start_ready(variant, tmp, [_keel_argv(keel, admin, log, extra)], cpu, port,
                         [log], metrics=metrics, stdout_to=stdout,
                         stdout_log=stdout[0] if stdout else None)
+
+
+def add_mixer_mesh_config(d, grpc_port):
+    """The mesh config that sends a sidecar's report bags to a mixer, into config dir d."""
+    _write(os.path.join(d, "mesh.yaml"), f"""apiVersion: v1
+kind: ConfigMap
+metadata: {{name: istio, namespace: istio-system}}
+data:
+  mesh: |-
+    mixerReportServer: 127.0.0.1:{grpc_port}
+""")
+
+
+def start_mixer(tmp, cpu, keel):
+    """`keel mixer` running seed 000's and 001's rules, pinned to `cpu` (the load's core:
+    its CPU is reported apart, not as the proxy's). Returns (process, gRPC port, stdout)."""
+    grpc, prom, mon = procs.free_port(), procs.free_port(), procs.free_port()
+    d = keel_config_dir(tmp, "mixer", KEEL_SEEDS)
+    os.remove(os.path.join(d, "registry.yaml"))
+    out = os.path.join(tmp, "keel-m.mixer.jsonl")
+    proc = procs.start([keel, "mixer", "--listen", f"127.0.0.1:{grpc}", "--prometheus", f"127.0.0.1:{prom}",
+                        "--monitoring", f"127.0.0.1:{mon}", "--config-dir", d],
+                       cpu, out, os.path.join(tmp, "keel-m.mixer.err"), tmp)
+    procs.wait_http(f"http://127.0.0.1:{mon}/ready", [proc], body=b"")
+    return proc, grpc, out
+
+
+def start_keel_mixer_mode(tmp, cpu, aux_cpu, keel, extra, admin, port, log, metrics):
+    """keel (m): keel (b) in mixer mode, the seed rules of (c) run by a `keel mixer`."""
+    mixer, grpc, out = start_mixer(tmp, aux_cpu, keel)
+    add_mixer_mesh_config(os.path.join(tmp, "keel-m.d"), grpc)
+    try:
+        run = _start_ready("keel-m", tmp, [_keel_argv(keel, admin, log, extra)], cpu, port,
+                           [log], metrics=metrics, stdout_log=out)
+    except Exception:
+        procs.stop(mixer)
+        raise
+    run.aux = [mixer]
+    return run
 
 
 def two_hop_registry(tmp, inbound_port):
@@ -255,7 +299,7 @@ def start_keel_two_hops(tmp, cpu, backend_port, keel):
                         [out_log, in_log], host="hello:80", metrics=metrics)
 
 
-PROXIES = ("nginx", "haproxy", "keel-a", "keel-b", "keel-c", "keel-d")
+PROXIES = ("nginx", "haproxy", "keel-a", "keel-b", "keel-c", "keel-d", "keel-m")
 ALL_TARGETS = ("direct",) + PROXIES
 
 
@@ -267,5 +311,5 @@ def start_target(name, tmp, cfg, backend):
     if name == "haproxy":
         return start_haproxy(tmp, cpu, backend.port, cfg["conns"])
     if name.startswith("keel-"):
-        return start_keel(tmp, cpu, backend.port, name, cfg["keel"])
+        return start_keel(tmp, cpu, backend.port, name, cfg["keel"], cfg["load_cpu"])
     raise ValueError(f"unknown target {name}")

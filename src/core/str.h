@@ -51,6 +51,36 @@ static inline void keel_copy(void *d, const void *s, size_t n)
     }
 }
 
+/* memcmp(a, b, n) == 0 for short strings (the report path's values): inline overlapping
+ * loads up to 16 bytes, memcmp beyond. */
+static inline bool keel_mem_eq(const void *a, const void *b, size_t n)
+{
+    const char *x = a, *y = b;
+    if (n >= 8 && n <= 16) {
+        uint64_t x0, x1, y0, y1;
+        memcpy(&x0, x, 8);
+        memcpy(&x1, x + n - 8, 8);
+        memcpy(&y0, y, 8);
+        memcpy(&y1, y + n - 8, 8);
+        return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+    }
+    if (n >= 4 && n < 8) {
+        uint32_t x0, x1, y0, y1;
+        memcpy(&x0, x, 4);
+        memcpy(&x1, x + n - 4, 4);
+        memcpy(&y0, y, 4);
+        memcpy(&y1, y + n - 4, 4);
+        return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+    }
+    if (n < 4) {
+        for (size_t k = 0; k < n; k++)
+            if (x[k] != y[k])
+                return false;
+        return true;
+    }
+    return memcmp(x, y, n) == 0;
+}
+
 /* Eight bytes with A-Z turned to a-z, everything else (>= 0x80 too) untouched. */
 static inline uint64_t keel_ascii_lower8(uint64_t x)
 {

@@ -1,71 +1,117 @@
 /* Attribute bags -> one ReportRequest, written straight in the protobuf wire format
  * (attributes.proto field numbers): no intermediate message objects, so a proxy's report
- * path costs a few appends per attribute. Words outside the global dictionary are
+ * path costs a few stores per attribute. Words outside the global dictionary are
  * collected once per batch into default_words.
  *
- * Sets are DELTA_ENCODING, as Mixer's clients sent them: a set carries only the attributes
- * whose value differs from the bag before it in the batch. A sidecar's consecutive bags
- * share most of their ~35 attributes (the workloads, labels, service, protocol); the
- * request id, times, sizes and duration change. So the proxy encodes (and the mixer
- * decodes) about a quarter of the attributes. Delta encoding cannot say "absent", so a bag
- * lacking an attribute the batch holds does not fit: the caller sends the batch first. */
+ * Sets are DELTA_ENCODING: a set carries only the attributes whose value differs from the
+ * bag before it in the batch. A sidecar's consecutive bags share most of their ~45
+ * attributes (the workloads, labels, service, protocol); the request id, times, sizes and
+ * some headers change. So the proxy encodes (and the mixer decodes) a fraction of the
+ * attributes, and a changed header map looks up words only for its changed pairs. Delta
+ * encoding cannot say "absent", so a bag lacking an attribute the batch holds does not
+ * fit: the caller sends the batch first. */
 #include "mixer/mixer.h"
 
 #include "core/alloc.h"
+#include "core/str.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #define WORD_SLOTS_MIN 256
 #define NAME_UNSET INT32_MIN
+#define VARINT_MAX 10
+
+/* The previous bag's value of an attribute, in `last` at [off, off + len): a string's
+ * bytes; a scalar's bytes; a timestamp's seconds then nanoseconds; a map's pairs, each a
+ * struct pair_rec then the key's and the value's bytes (with their wire words, reused
+ * while the pair stays the same). */
+struct prev {
+    uint32_t off, len;
+    uint8_t type;
+};
+
+struct pair_rec {
+    uint32_t klen, vlen;
+    int32_t kword, vword;
+};
 
 struct keel_mixer_batch {
     struct keel_buf sets;  /* encoded `attributes` fields (tag + length + CompressedAttributes) */
     struct keel_buf words; /* default_words, as encoded `default_words` fields */
     struct keel_buf one;   /* the set being built */
-    struct keel_buf tmp;   /* a map entry being built */
-    struct keel_buf map;   /* a StringMap being built */
+    struct keel_buf map;   /* a StringMap or bytes value being built */
     struct keel_buf text;  /* the bytes of the words, for the table's comparisons */
+    struct keel_buf last;  /* the previous values (struct prev) */
     struct { uint32_t off, len; } *wl; /* word k = text[off, off+len) */
     size_t n_words, cap_words;
     int32_t *slots;        /* word hash table: k + 1, 0 empty */
     size_t n_slots;
     size_t count;
     int32_t name_idx[KEEL_ATTR__COUNT]; /* wire index of each attribute's name in this batch */
-    /* the batch's current bag, for the delta: each held attribute's last value, as its
-     * type and bytes in `last` (see same_value) */
-    uint64_t held[(KEEL_ATTR__COUNT + 63) / 64];
-    struct { uint32_t off, len; uint8_t type; } prev[KEEL_ATTR__COUNT];
-    struct keel_buf last;
+    uint64_t held[(KEEL_ATTR__COUNT + 63) / 64]; /* attributes of the batch's current bag */
+    struct prev prev[KEEL_ATTR__COUNT];
 };
 
 static uint64_t zigzag(int32_t v) { return (uint32_t)(((uint32_t)v << 1) ^ (uint32_t)(v >> 31)); }
 
-static size_t varint_to(uint8_t *t, uint64_t v);
-static void varint(struct keel_buf *b, uint64_t v);
+/* ---- wire writing: reserve, store through a pointer, commit ---- */
 
-static void tag(struct keel_buf *b, unsigned field, unsigned wire) { varint(b, field << 3 | wire); }
-
-/* keel_buf_append for the few bytes at a time of the wire format: inline when they fit */
-static inline void put(struct keel_buf *b, const void *p, size_t n)
+static inline uint8_t *w_varint(uint8_t *p, uint64_t v)
 {
-    if (b->data != NULL && b->cap - b->wpos >= n) {
-        memcpy(b->data + b->wpos, p, n);
-        b->wpos += n;
-    } else {
-        keel_buf_append(b, p, n);
+    while (v > 0x7f) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
     }
+    *p++ = (uint8_t)v;
+    return p;
 }
+
+static inline size_t varint_len(uint64_t v)
+{
+    size_t n = 1;
+    for (; v > 0x7f; v >>= 7)
+        n++;
+    return n;
+}
+
+static inline uint8_t *w_begin(struct keel_buf *b, size_t n)
+{
+    keel_buf_reserve(b, n);
+    return (uint8_t *)b->data + b->wpos;
+}
+
+static inline void w_end(struct keel_buf *b, const uint8_t *p) { b->wpos = (size_t)((const char *)p - b->data); }
 
 /* The bytes of b ("" for a buffer that never held any: no null pointer arithmetic). */
 static const char *bytes_of(const struct keel_buf *b) { return b->data ? keel_buf_rptr(b) : ""; }
 
+/* A length-delimited field (fields 1-15: a one-byte tag). */
 static void len_field(struct keel_buf *b, unsigned field, const void *p, size_t n)
 {
-    tag(b, field, 2);
-    varint(b, n);
-    put(b, p, n);
+    uint8_t *w = w_begin(b, 1 + VARINT_MAX + n);
+    *w++ = (uint8_t)(field << 3 | 2);
+    w = w_varint(w, n);
+    keel_copy(w, p, n);
+    w_end(b, w + n);
 }
+
+/* One map entry {1: sint32 key, 2: value} of field `field` of the set; val is the value
+ * field, tag included. */
+static void entry(struct keel_mixer_batch *b, unsigned field, int32_t key, const void *val, size_t vn)
+{
+    uint64_t zk = zigzag(key);
+    size_t body = 1 + varint_len(zk) + vn;
+    uint8_t *w = w_begin(&b->one, 1 + VARINT_MAX + body);
+    *w++ = (uint8_t)(field << 3 | 2);
+    w = w_varint(w, body);
+    *w++ = 1 << 3;
+    w = w_varint(w, zk);
+    keel_copy(w, val, vn);
+    w_end(&b->one, w + vn);
+}
+
+/* ---- the batch ---- */
 
 static void forget_names(struct keel_mixer_batch *b)
 {
@@ -89,7 +135,6 @@ void keel_mixer_batch_free(struct keel_mixer_batch *b)
     keel_buf_release(&b->sets);
     keel_buf_release(&b->words);
     keel_buf_release(&b->one);
-    keel_buf_release(&b->tmp);
     keel_buf_release(&b->map);
     keel_buf_release(&b->text);
     keel_buf_release(&b->last);
@@ -125,7 +170,7 @@ static int32_t word(struct keel_mixer_batch *b, const char *s, size_t n)
     size_t j = h & (b->n_slots - 1);
     for (; b->slots[j]; j = (j + 1) & (b->n_slots - 1)) {
         size_t k = (size_t)b->slots[j] - 1;
-        if (b->wl[k].len == n && !memcmp(b->text.data + b->wl[k].off, s, n))
+        if (b->wl[k].len == n && keel_mem_eq(b->text.data + b->wl[k].off, s, n))
             return -(int32_t)k - 1;
     }
     if (b->n_words == b->cap_words) {
@@ -143,146 +188,172 @@ static int32_t word(struct keel_mixer_batch *b, const char *s, size_t n)
     return -(int32_t)k - 1;
 }
 
-/* One map entry {1: sint32 key, 2: value} of field `field` of the set. */
-static size_t varint_to(uint8_t *t, uint64_t v)
-{
-    size_t n = 0;
-    do {
-        t[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
-        v >>= 7;
-    } while (v);
-    return n;
-}
+static bool is_held(const struct keel_mixer_batch *b, int id) { return (b->held[id >> 6] >> (id & 63)) & 1; }
 
-static void varint(struct keel_buf *b, uint64_t v)
+static bool is_stringish(enum keel_value_type t)
 {
-    uint8_t t[10];
-    put(b, t, varint_to(t, v));
-}
-
-/* One map entry {1: sint32 key, 2: value (in tmp)} of field `field` of the set. */
-static void entry(struct keel_mixer_batch *b, unsigned field, int32_t key)
-{
-    struct keel_buf *t = &b->tmp;
-    uint8_t pre[12];
-    pre[0] = 1 << 3;
-    size_t np = 1 + varint_to(pre + 1, zigzag(key));
-    tag(&b->one, field, 2);
-    varint(&b->one, np + keel_buf_len(t));
-    put(&b->one, pre, np);
-    put(&b->one, bytes_of(t), keel_buf_len(t));
-    t->rpos = t->wpos = 0;
-}
-
-static void time_msg(struct keel_buf *t, int64_t sec, int32_t nsec)
-{
-    uint8_t m[2 + 2 * 10];
-    size_t n = 0;
-    if (sec) {
-        m[n++] = 1 << 3;
-        n += varint_to(m + n, (uint64_t)sec);
-    }
-    if (nsec) {
-        m[n++] = 2 << 3;
-        n += varint_to(m + n, (uint64_t)(int64_t)nsec);
-    }
-    len_field(t, 2, m, n);
-}
-
-/* A value's bytes as `last` keeps them: the scalar's bytes, a string's bytes, a map's
- * pairs each as two length-prefixed strings. Equal bytes and type = equal value. */
-static void value_bytes(struct keel_buf *o, const struct keel_value *v)
-{
-    switch (v->type) {
-    case KEEL_VALUE_STRING:
-    case KEEL_VALUE_DNS_NAME:
-    case KEEL_VALUE_EMAIL_ADDRESS:
-    case KEEL_VALUE_URI:
-    case KEEL_VALUE_BYTES:
-        put(o, v->u.s.p, v->u.s.len);
-        break;
-    case KEEL_VALUE_TIMESTAMP:
-        put(o, &v->u.t.sec, sizeof(v->u.t.sec));
-        put(o, &v->u.t.nsec, sizeof(v->u.t.nsec));
-        break;
-    case KEEL_VALUE_IP_ADDRESS:
-        put(o, v->u.ip.a, v->u.ip.len);
-        break;
-    case KEEL_VALUE_STRING_MAP:
-        for (size_t i = 0; i < v->u.map.n; i++) {
-            const struct keel_str_pair *kv = &v->u.map.kv[i];
-            uint32_t n = (uint32_t)kv->k.len;
-            put(o, &n, 4);
-            put(o, kv->k.p, n);
-            n = (uint32_t)kv->v.len;
-            put(o, &n, 4);
-            put(o, kv->v.p, n);
-        }
-        break;
-    case KEEL_VALUE_BOOL:
-        put(o, &v->u.b, 1);
-        break;
-    default: /* INT64, DURATION, DOUBLE: the 8 bytes */
-        put(o, &v->u.i, 8);
-        break;
-    }
+    return t == KEEL_VALUE_STRING || t == KEEL_VALUE_DNS_NAME || t == KEEL_VALUE_EMAIL_ADDRESS ||
+           t == KEEL_VALUE_URI || t == KEEL_VALUE_BYTES;
 }
 
 /* Whether attribute id held v in the batch's previous bag: compared in place with the
- * bytes `last` keeps (value_bytes' layout), no copy. */
+ * bytes `last` keeps. */
 static bool same_value(const struct keel_mixer_batch *b, int id, const struct keel_value *v)
 {
-    if (!((b->held[id >> 6] >> (id & 63)) & 1) || b->prev[id].type != (uint8_t)v->type)
+    if (!is_held(b, id) || b->prev[id].type != (uint8_t)v->type)
         return false;
     const char *p = b->last.data + b->prev[id].off;
     size_t n = b->prev[id].len;
+    if (is_stringish(v->type))
+        return v->u.s.len == n && keel_mem_eq(p, v->u.s.p, n);
     switch (v->type) {
-    case KEEL_VALUE_STRING:
-    case KEEL_VALUE_DNS_NAME:
-    case KEEL_VALUE_EMAIL_ADDRESS:
-    case KEEL_VALUE_URI:
-    case KEEL_VALUE_BYTES:
-        return v->u.s.len == n && (n == 0 || memcmp(v->u.s.p, p, n) == 0);
-    case KEEL_VALUE_TIMESTAMP:
-        return !memcmp(p, &v->u.t.sec, sizeof(v->u.t.sec)) &&
-               !memcmp(p + sizeof(v->u.t.sec), &v->u.t.nsec, sizeof(v->u.t.nsec));
+    case KEEL_VALUE_TIMESTAMP: {
+        int64_t sec;
+        int32_t nsec;
+        memcpy(&sec, p, 8);
+        memcpy(&nsec, p + 8, 4);
+        return sec == v->u.t.sec && nsec == v->u.t.nsec;
+    }
     case KEEL_VALUE_IP_ADDRESS:
-        return n == v->u.ip.len && !memcmp(p, v->u.ip.a, n);
+        return n == v->u.ip.len && keel_mem_eq(p, v->u.ip.a, n);
     case KEEL_VALUE_STRING_MAP: {
         const char *end = p + n;
         for (size_t i = 0; i < v->u.map.n; i++) {
-            const struct keel_str *s[2] = { &v->u.map.kv[i].k, &v->u.map.kv[i].v };
-            for (int j = 0; j < 2; j++) {
-                uint32_t len;
-                if (end - p < 4)
-                    return false;
-                memcpy(&len, p, 4);
-                p += 4;
-                if (len != s[j]->len || (size_t)(end - p) < len || (len && memcmp(p, s[j]->p, len)))
-                    return false;
-                p += len;
-            }
+            struct pair_rec r;
+            if ((size_t)(end - p) < sizeof(r))
+                return false;
+            memcpy(&r, p, sizeof(r));
+            const struct keel_str_pair *kv = &v->u.map.kv[i];
+            p += sizeof(r);
+            if (r.klen != kv->k.len || r.vlen != kv->v.len || !keel_mem_eq(p, kv->k.p, r.klen) ||
+                !keel_mem_eq(p + r.klen, kv->v.p, r.vlen))
+                return false;
+            p += r.klen + r.vlen;
         }
         return p == end;
     }
     case KEEL_VALUE_BOOL:
         return *p == (char)v->u.b;
-    default:
-        return !memcmp(p, &v->u.i, 8);
+    default: { /* INT64, DURATION, DOUBLE: the union's 8 bytes */
+        uint64_t x;
+        memcpy(&x, p, 8);
+        return x == v->u.u;
     }
+    }
+}
+
+/* Opens attribute id's record in `last`; close_prev ends it. */
+static size_t open_prev(struct keel_mixer_batch *b) { return b->last.wpos; }
+
+static void close_prev(struct keel_mixer_batch *b, int id, enum keel_value_type t, size_t mark)
+{
+    b->prev[id] = (struct prev){ (uint32_t)mark, (uint32_t)(b->last.wpos - mark), (uint8_t)t };
+    b->held[id >> 6] |= (uint64_t)1 << (id & 63);
 }
 
 static void remember(struct keel_mixer_batch *b, int id, const struct keel_value *v)
 {
-    size_t mark = b->last.wpos;
-    value_bytes(&b->last, v);
-    b->prev[id].off = (uint32_t)mark;
-    b->prev[id].len = (uint32_t)(b->last.wpos - mark);
-    b->prev[id].type = (uint8_t)v->type;
-    b->held[id >> 6] |= (uint64_t)1 << (id & 63);
+    size_t mark = open_prev(b);
+    if (is_stringish(v->type)) {
+        if (v->u.s.len)
+            keel_buf_append(&b->last, v->u.s.p, v->u.s.len);
+    } else if (v->type == KEEL_VALUE_TIMESTAMP) {
+        keel_buf_append(&b->last, &v->u.t.sec, 8);
+        keel_buf_append(&b->last, &v->u.t.nsec, 4);
+    } else if (v->type == KEEL_VALUE_IP_ADDRESS) {
+        keel_buf_append(&b->last, v->u.ip.a, v->u.ip.len);
+    } else if (v->type == KEEL_VALUE_BOOL) {
+        char c = (char)v->u.b;
+        keel_buf_append(&b->last, &c, 1);
+    } else {
+        keel_buf_append(&b->last, &v->u.u, 8);
+    }
+    close_prev(b, id, v->type, mark);
 }
 
-/* One changed attribute as a map entry of the set being built. */
+/* A StringMap value: each pair's words looked up unless the previous bag's map had the
+ * same pair at the same place (a header map changes in a few pairs per request). */
+static void add_map(struct keel_mixer_batch *b, int id, int32_t key, const struct keel_value *v)
+{
+    size_t old = 0, old_end = 0; /* offsets: `last` may move as the new record grows */
+    if (is_held(b, id) && b->prev[id].type == KEEL_VALUE_STRING_MAP) {
+        old = b->prev[id].off;
+        old_end = old + b->prev[id].len;
+    }
+    size_t mark = open_prev(b);
+    struct keel_buf *m = &b->map;
+    m->rpos = m->wpos = 0;
+    for (size_t i = 0; i < v->u.map.n; i++) {
+        const struct keel_str_pair *kv = &v->u.map.kv[i];
+        struct pair_rec r = { (uint32_t)kv->k.len, (uint32_t)kv->v.len, 0, 0 };
+        bool same = false;
+        if (old_end - old >= sizeof(r)) {
+            struct pair_rec o;
+            memcpy(&o, b->last.data + old, sizeof(o));
+            const char *op = b->last.data + old + sizeof(o);
+            same = o.klen == r.klen && o.vlen == r.vlen && keel_mem_eq(op, kv->k.p, r.klen) &&
+                   keel_mem_eq(op + o.klen, kv->v.p, r.vlen);
+            r.kword = o.kword;
+            r.vword = o.vword;
+            old += sizeof(o) + o.klen + o.vlen;
+        }
+        if (!same) {
+            r.kword = word(b, kv->k.p, kv->k.len);
+            r.vword = word(b, kv->v.p, kv->v.len);
+        }
+        keel_buf_append(&b->last, &r, sizeof(r));
+        if (r.klen)
+            keel_buf_append(&b->last, kv->k.p, r.klen);
+        if (r.vlen)
+            keel_buf_append(&b->last, kv->v.p, r.vlen);
+        uint8_t *w = w_begin(m, 2 + 2 * (1 + VARINT_MAX));
+        uint8_t *len = w + 1;
+        *w = 1 << 3 | 2; /* entries: {1: sint32 key, 2: sint32 value}, under 128 bytes */
+        w += 2;
+        *w++ = 1 << 3;
+        w = w_varint(w, zigzag(r.kword));
+        *w++ = 2 << 3;
+        w = w_varint(w, zigzag(r.vword));
+        *len = (uint8_t)(w - len - 1);
+        w_end(m, w);
+    }
+    close_prev(b, id, KEEL_VALUE_STRING_MAP, mark);
+    /* the value field: {2: StringMap} in front of the pairs */
+    size_t n = keel_buf_len(m);
+    uint8_t pre[1 + VARINT_MAX];
+    pre[0] = 2 << 3 | 2;
+    size_t np = (size_t)(w_varint(pre + 1, n) - pre);
+    uint64_t zk = zigzag(key);
+    size_t body = 1 + varint_len(zk) + np + n;
+    uint8_t *w = w_begin(&b->one, 1 + VARINT_MAX + body);
+    *w++ = 9 << 3 | 2;
+    w = w_varint(w, body);
+    *w++ = 1 << 3;
+    w = w_varint(w, zk);
+    memcpy(w, pre, np);
+    if (n)
+        memcpy(w + np, bytes_of(m), n);
+    w_end(&b->one, w + np + n);
+}
+
+/* A Timestamp or Duration message as the value field {2: {1: seconds, 2: nanos}}. */
+static size_t time_value(uint8_t *val, int64_t sec, int32_t nsec)
+{
+    uint8_t *w = val + 2;
+    if (sec) {
+        *w++ = 1 << 3;
+        w = w_varint(w, (uint64_t)sec);
+    }
+    if (nsec) {
+        *w++ = 2 << 3;
+        w = w_varint(w, (uint64_t)(int64_t)nsec);
+    }
+    val[0] = 2 << 3 | 2;
+    val[1] = (uint8_t)(w - val - 2); /* at most 22 */
+    return (size_t)(w - val);
+}
+
+/* One changed attribute: remembered for the next bag's delta, and encoded in the set. */
 static void add_value(struct keel_mixer_batch *b, int id, const struct keel_value *v)
 {
     int32_t key = b->name_idx[id];
@@ -290,72 +361,60 @@ static void add_value(struct keel_mixer_batch *b, int id, const struct keel_valu
         const char *name = keel_attr_name(id);
         key = b->name_idx[id] = word(b, name, strlen(name));
     }
-    struct keel_buf *t = &b->tmp;
+    uint8_t val[2 + 2 * (1 + VARINT_MAX)]; /* the largest fixed-size value: a time */
+    uint8_t *w = val;
     switch (v->type) {
     case KEEL_VALUE_STRING:
     case KEEL_VALUE_DNS_NAME:
     case KEEL_VALUE_EMAIL_ADDRESS:
     case KEEL_VALUE_URI:
-        tag(t, 2, 0);
-        varint(t, zigzag(word(b, v->u.s.p, v->u.s.len)));
-        entry(b, 2, key);
+        *w++ = 2 << 3;
+        w = w_varint(w, zigzag(word(b, v->u.s.p, v->u.s.len)));
+        entry(b, 2, key, val, (size_t)(w - val));
         break;
     case KEEL_VALUE_INT64:
-        tag(t, 2, 0);
-        varint(t, (uint64_t)v->u.i);
-        entry(b, 3, key);
+        *w++ = 2 << 3;
+        w = w_varint(w, (uint64_t)v->u.i);
+        entry(b, 3, key, val, (size_t)(w - val));
         break;
     case KEEL_VALUE_DOUBLE: {
         uint64_t bits;
         memcpy(&bits, &v->u.d, 8);
-        uint8_t le[8];
+        *w++ = 2 << 3 | 1;
         for (int i = 0; i < 8; i++)
-            le[i] = (uint8_t)(bits >> (8 * i));
-        tag(t, 2, 1);
-        put(t, le, 8);
-        entry(b, 4, key);
+            *w++ = (uint8_t)(bits >> (8 * i));
+        entry(b, 4, key, val, (size_t)(w - val));
         break;
     }
     case KEEL_VALUE_BOOL:
-        tag(t, 2, 0);
-        varint(t, v->u.b);
-        entry(b, 5, key);
+        *w++ = 2 << 3;
+        *w++ = v->u.b ? 1 : 0;
+        entry(b, 5, key, val, (size_t)(w - val));
         break;
     case KEEL_VALUE_TIMESTAMP:
-        time_msg(t, v->u.t.sec, v->u.t.nsec);
-        entry(b, 6, key);
+        entry(b, 6, key, val, time_value(val, v->u.t.sec, v->u.t.nsec));
         break;
     case KEEL_VALUE_DURATION:
-        time_msg(t, v->u.i / 1000000000, (int32_t)(v->u.i % 1000000000));
-        entry(b, 7, key);
+        entry(b, 7, key, val, time_value(val, v->u.i / 1000000000, (int32_t)(v->u.i % 1000000000)));
         break;
     case KEEL_VALUE_IP_ADDRESS:
-        len_field(t, 2, v->u.ip.a, v->u.ip.len);
-        entry(b, 8, key);
+        *w++ = 2 << 3 | 2;
+        *w++ = v->u.ip.len;
+        memcpy(w, v->u.ip.a, v->u.ip.len);
+        entry(b, 8, key, val, 2 + (size_t)v->u.ip.len);
         break;
     case KEEL_VALUE_BYTES:
-        len_field(t, 2, v->u.s.p, v->u.s.len);
-        entry(b, 8, key);
+        b->map.rpos = b->map.wpos = 0;
+        len_field(&b->map, 2, v->u.s.p, v->u.s.len);
+        entry(b, 8, key, bytes_of(&b->map), keel_buf_len(&b->map));
         break;
-    case KEEL_VALUE_STRING_MAP: {
-        struct keel_buf *m = &b->map;
-        m->rpos = m->wpos = 0;
-        for (size_t i = 0; i < v->u.map.n; i++) {
-            uint8_t e[2 + 2 * 5];
-            size_t n = 0;
-            e[n++] = 1 << 3;
-            n += varint_to(e + n, zigzag(word(b, v->u.map.kv[i].k.p, v->u.map.kv[i].k.len)));
-            e[n++] = 2 << 3;
-            n += varint_to(e + n, zigzag(word(b, v->u.map.kv[i].v.p, v->u.map.kv[i].v.len)));
-            len_field(m, 1, e, n);
-        }
-        len_field(t, 2, bytes_of(m), keel_buf_len(m));
-        entry(b, 9, key);
-        break;
+    case KEEL_VALUE_STRING_MAP:
+        add_map(b, id, key, v); /* remembers as it goes */
+        return;
+    default: /* UINT64 and the CEL-only types have no Mixer encoding: never held */
+        return;
     }
-    default: /* UINT64 and the CEL-only types have no Mixer encoding */
-        break;
-    }
+    remember(b, id, v);
 }
 
 bool keel_mixer_batch_add(struct keel_mixer_batch *b, const struct keel_attr_bag *bag)
@@ -363,18 +422,12 @@ bool keel_mixer_batch_add(struct keel_mixer_batch *b, const struct keel_attr_bag
     for (size_t w = 0; w < sizeof(b->held) / sizeof(b->held[0]); w++)
         if (b->held[w] & ~bag->present[w])
             return false; /* drops an attribute the batch holds */
-    keel_buf_attach(&b->one);
-    keel_buf_attach(&b->tmp);
-    keel_buf_attach(&b->last);
     b->one.rpos = b->one.wpos = 0;
-    b->tmp.rpos = b->tmp.wpos = 0;
     for (size_t w = 0; w < sizeof(bag->present) / sizeof(bag->present[0]); w++)
         for (uint64_t left = bag->present[w]; left; left &= left - 1) {
             int id = (int)(w * 64 + (size_t)__builtin_ctzll(left));
-            if (!same_value(b, id, &bag->v[id])) {
-                remember(b, id, &bag->v[id]);
+            if (!same_value(b, id, &bag->v[id]))
                 add_value(b, id, &bag->v[id]);
-            }
         }
     len_field(&b->sets, 1, bytes_of(&b->one), keel_buf_len(&b->one));
     b->count++;
@@ -383,18 +436,17 @@ bool keel_mixer_batch_add(struct keel_mixer_batch *b, const struct keel_attr_bag
 
 void keel_mixer_batch_finish(struct keel_mixer_batch *b, struct keel_buf *out)
 {
-    size_t n = keel_buf_len(&b->sets) + keel_buf_len(&b->words) + 12;
-    struct keel_buf tail = { 0 };
-    tag(&tail, 3, 0);
-    varint(&tail, keel_mixer_global_words());
-    /* repeated_attributes_semantics left out: DELTA_ENCODING, proto3's default 0 */
-    n = keel_buf_len(&b->sets) + keel_buf_len(&b->words) + keel_buf_len(&tail);
+    /* {3: global_word_count}; repeated_attributes_semantics left out: DELTA_ENCODING,
+     * proto3's default 0 */
+    uint8_t tail[1 + VARINT_MAX];
+    tail[0] = 3 << 3;
+    size_t nt = (size_t)(w_varint(tail + 1, keel_mixer_global_words()) - tail);
+    size_t n = keel_buf_len(&b->sets) + keel_buf_len(&b->words) + nt;
     uint8_t prefix[5] = { 0, (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n };
     keel_buf_append(out, prefix, 5);
     keel_buf_append(out, bytes_of(&b->sets), keel_buf_len(&b->sets));
     keel_buf_append(out, bytes_of(&b->words), keel_buf_len(&b->words));
-    keel_buf_append(out, bytes_of(&tail), keel_buf_len(&tail));
-    keel_buf_release(&tail);
+    keel_buf_append(out, tail, nt);
     b->sets.rpos = b->sets.wpos = 0;
     b->words.rpos = b->words.wpos = 0;
     b->text.rpos = b->text.wpos = 0;
