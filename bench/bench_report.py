@@ -54,6 +54,10 @@ def print_extras(x):
     if "callgrind_mixer" in x:
         c = x["callgrind_mixer"]
         print(f"callgrind, keel (m): {c['ir_per_request']:,.0f} instructions/request")
+    if "mixer_cost" in x:
+        c = x["mixer_cost"]
+        print(f"mixer cost at {c['rate']:,} req/s: keel (b) {c['keel-b']['cpu_us_per_req']:.2f} us/req, "
+              f"keel (m) {c['keel-m']['cpu_us_per_req']:.2f} us/req ({c['cpu_ratio']:.3f}x)")
     if "fixed_rate" in x:
         f = x["fixed_rate"]
         print(f"\nfixed rate {f['rate']} req/s ({f['conns']} connections, paced_load, "

@@ -321,17 +321,15 @@ int keel_mixer_decode(struct keel_mixer_decoder *d, const uint8_t *p, size_t n, 
             keel_attr_bag_clear(&d->bag);
         apply_set(d, ca, &dc, st);
         st->bags++;
-        /* the engine may add to the bag (attributegen): a delta must start from what the
-         * client sent, so each set's consumer gets a copy of the bits that matter */
+        /* the engine adds filter_state to the bag (attributegen, its only write): a delta
+         * must build on what the client sent, so that slot is put back after the call */
         if (delta) {
-            struct keel_attr_bag copy; /* the present values only: ~35 of the bag's slots */
-            memcpy(copy.present, d->bag.present, sizeof(copy.present));
-            for (size_t w = 0; w < sizeof(copy.present) / sizeof(copy.present[0]); w++)
-                for (uint64_t bits = copy.present[w]; bits; bits &= bits - 1) {
-                    size_t id = w * 64 + (size_t)__builtin_ctzll(bits);
-                    copy.v[id] = d->bag.v[id];
-                }
-            fn(arg, &copy);
+            uint64_t present[sizeof(d->bag.present) / sizeof(d->bag.present[0])];
+            memcpy(present, d->bag.present, sizeof(present));
+            struct keel_value fs = d->bag.v[KEEL_ATTR_FILTER_STATE];
+            fn(arg, &d->bag);
+            memcpy(d->bag.present, present, sizeof(present));
+            d->bag.v[KEEL_ATTR_FILTER_STATE] = fs;
         } else {
             fn(arg, &d->bag);
         }

@@ -53,7 +53,8 @@ void keel_mixer_decoder_free(struct keel_mixer_decoder *d);
 typedef void (*keel_mixer_bag_fn)(void *arg, struct keel_attr_bag *bag);
 
 /* Decode one serialized ReportRequest and call fn once per attribute set, in order, with
- * the bag it describes (valid during the call; fn may modify it). The whole request is
+ * the bag it describes (valid during the call; fn may set filter_state, attributegen's
+ * output, and nothing else: a delta set builds on the bag fn saw). The whole request is
  * checked before the first call, so a malformed one calls fn for nothing. Returns the
  * number of bags, or KEEL_EINVAL with a static reason in *why. Strings in the bags point
  * into d: valid until the next call on d. */

@@ -185,6 +185,37 @@ static void delta_encoding_builds_on_the_previous_set(void **state)
     assert_int_equal(keel_attr_bag_get(&got[2], KEEL_ATTR_RESPONSE_CODE)->u.i, 503);
 }
 
+/* A consumer that sets filter_state (attributegen does) on each bag it is handed. */
+static void collect_and_mark(void *arg, struct keel_attr_bag *bag)
+{
+    static const struct keel_str_pair fs[1] = { { KEEL_STR("operation"), KEEL_STR("x") } };
+    collect(arg, bag);
+    struct keel_value m = keel_value_map(fs, 1);
+    keel_attr_bag_set(bag, KEEL_ATTR_FILTER_STATE, &m);
+}
+
+/* What the consumer sets does not leak into the next delta set. */
+static void delta_sets_build_on_what_the_client_sent(void **state)
+{
+    struct req r;
+    req_init(&r, 2);
+    char *words[] = { "a" };
+    r.rq.default_words = words;
+    r.rq.n_default_words = 1;
+    add_str(&r, 0, g("source.name"), -1);
+    add_int(&r, 1, g("response.code"), 503);
+    static uint8_t buf[4096];
+    size_t n = istio__mixer__v1__report_request__pack(&r.rq, buf);
+    struct keel_mixer_decode_stats st = { 0 };
+    const char *why = NULL;
+    n_got = 0;
+    assert_int_equal(keel_mixer_decode(dec, buf, n, collect_and_mark, NULL, &st, &why), 2);
+    assert_false(keel_attr_bag_has(&got[0], KEEL_ATTR_FILTER_STATE));
+    assert_false(keel_attr_bag_has(&got[1], KEEL_ATTR_FILTER_STATE));
+    assert_str(&got[1], KEEL_ATTR_SOURCE_NAME, "a");
+    assert_int_equal(keel_attr_bag_get(&got[1], KEEL_ATTR_RESPONSE_CODE)->u.i, 503);
+}
+
 static void independent_encoding_starts_empty(void **state)
 {
     struct req r;
@@ -427,6 +458,7 @@ int main(void)
         cmocka_unit_test(global_and_message_words),
         cmocka_unit_test(default_words_when_a_set_has_none),
         cmocka_unit_test(delta_encoding_builds_on_the_previous_set),
+        cmocka_unit_test(delta_sets_build_on_what_the_client_sent),
         cmocka_unit_test(independent_encoding_starts_empty),
         cmocka_unit_test(unknown_and_mistyped_are_skipped),
         cmocka_unit_test(malformed_requests_are_refused_whole),
