@@ -558,3 +558,59 @@ def test_mixer_killed_and_restarted_under_load(mixers, keel, procs, tmp_path):
         assert r["failed"] + r["dropped"] > 0 and r["sent"] > 0, r
     # the new mixer counted no more than the sidecars saw acknowledged (2 per bag)
     assert again.value(MESH_DOUBLE % "client") <= 2 * reports(client)["sent"]
+
+
+AGENT_LOG = """apiVersion: "config.istio.io/v1alpha2"
+kind: logentry
+metadata: {name: agentlog, namespace: istio-system}
+spec:
+  severity: '"info"'
+  timestamp: request.time
+  variables:
+    path: request.path | "none"
+    agent: request.useragent | "none"
+    reporter: context.reporter.kind | "none"
+  monitored_resource_type: '"UNSPECIFIED"'
+---
+apiVersion: "config.istio.io/v1alpha2"
+kind: stdio
+metadata: {name: agenthandler, namespace: istio-system}
+spec:
+  outputAsJson: true
+---
+apiVersion: "config.istio.io/v1alpha2"
+kind: rule
+metadata: {name: agentrule, namespace: istio-system}
+spec:
+  match: "true"
+  actions:
+  - handler: agenthandler.stdio
+    instances: [agentlog.logentry]
+"""
+
+
+def test_sidecar_delta_sets_never_carry_a_stale_attribute(mixers, keel, procs, tmp_path):
+    """Sidecars send each bag as the change from the one before; a request without a
+    User-Agent follows one with it, and its report must not inherit the old agent (a
+    delta cannot remove an attribute: the sidecar starts a new batch instead)."""
+    d = tmp_path / "agent.d"
+    d.mkdir()
+    (d / "agent.yaml").write_text(AGENT_LOG)
+    mx = mixers(d)
+    m = mixer_mesh(keel, procs, tmp_path, mx.grpc)
+    client = m.proxies["productpage-v1"]
+    from conftest import raw_exchange
+    n = 40
+    for i in range(n):
+        ua = b"User-Agent: ua-%d\r\n" % i if i % 2 == 0 else b""
+        out = raw_exchange(client.outbound, b"GET /r%d HTTP/1.1\r\nHost: 127.0.0.1\r\n%sConnection: close\r\n\r\n" % (i, ua))
+        assert out.startswith(b"HTTP/1.1 200"), out
+    wait_for(lambda: len(mx.lines(2 * n, timeout=0)) >= 2 * n, 10, lambda: "lines: %d" % len(mx.lines(0, timeout=0)))
+    seen = {}
+    for line in mx.lines(2 * n):
+        x = json.loads(line)
+        seen.setdefault(x["path"], []).append((x["reporter"], x["agent"]))
+    assert len(seen) == n
+    for i in range(n):
+        want = "ua-%d" % i if i % 2 == 0 else "none"
+        assert sorted(seen["/r%d" % i]) == [("inbound", want), ("outbound", want)], (i, seen["/r%d" % i])
