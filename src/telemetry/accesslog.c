@@ -315,7 +315,8 @@ static void get_value(const struct keel_accesslog_format *f, const struct al_op 
         return;
     }
     switch (o->id) {
-    case AL_UNSET:
+    case AL_LIT:   /* folded into pre_off/pre_len at compile */
+    case AL_UNSET: /* (but for TCP_ZERO ones, which are not) */
         return;
     case AL_CONST:
         v->s = (struct keel_str){ f->arena + o->off, o->len };
@@ -481,10 +482,7 @@ void keel_accesslog_render(const struct keel_accesslog_format *f, const struct k
     /* also attaches storage, so out->data is never NULL below */
     keel_buf_reserve(out, f->reserve_hint);
     for (; o < end; o++) {
-        if (o->id == AL_LIT) {
-            put(out, f->arena + o->off, o->len);
-            continue;
-        }
+        put(out, f->arena + o->pre_off, o->pre_len);
         struct val v;
         get_value(f, o, r, &v, scratch, &tmp);
         if (v.kind == V_INT) {
@@ -533,5 +531,6 @@ void keel_accesslog_render(const struct keel_accesslog_format *f, const struct k
             break;
         }
     }
+    put(out, f->arena + f->tail_off, f->tail_len);
     keel_buf_release(&tmp);
 }

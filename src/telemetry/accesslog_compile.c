@@ -864,6 +864,46 @@ out:
     return rc;
 }
 
+/* Literal ops, and operators that render the same for every record (AL_UNSET: "-", in a
+ * typed JSON value null), become the text before the next value op (or the tail): the
+ * renderer then takes one step per value instead of one per piece of the format. */
+static void fold_literals(struct cc *c)
+{
+    struct keel_accesslog_format *f = c->f;
+    size_t cap = 64, len = 0, n = 0;
+    char *text = keel_alloc(cap);
+    for (size_t i = 0; i < f->n_ops; i++) {
+        struct al_op *o = &f->ops[i];
+        const char *p = NULL;
+        size_t k = 0;
+        if (o->id == AL_LIT) {
+            p = f->arena + o->off;
+            k = o->len;
+        } else if (o->id == AL_UNSET && !(o->flags & AL_F_TCP_ZERO)) {
+            p = o->mode == AL_MODE_JSON_TYPED ? "null" : "-";
+            k = strlen(p);
+        } else {
+            o->pre_off = arena_put(c, text, len);
+            o->pre_len = (uint32_t)len;
+            len = 0;
+            f->ops[n++] = *o;
+            continue;
+        }
+        if (len + k > cap) {
+            while (len + k > cap)
+                cap *= 2;
+            text = keel_realloc(text, cap);
+        }
+        memcpy(text + len, p, k);
+        len += k;
+    }
+    f->tail_off = arena_put(c, text, len);
+    f->tail_len = (uint32_t)len;
+    f->n_ops = n;
+    f->arena[f->arena_len] = '\0';
+    free(text);
+}
+
 struct keel_accesslog_format *keel_accesslog_compile(const char *fmt, enum keel_accesslog_encoding enc,
                                                      char *err, size_t errlen)
 {
@@ -905,6 +945,7 @@ struct keel_accesslog_format *keel_accesslog_compile(const char *fmt, enum keel_
     f->reserve_hint = 64;
     for (size_t i = 0; i < f->n_ops; i++)
         f->reserve_hint += f->ops[i].id == AL_LIT ? f->ops[i].len : 32;
+    fold_literals(&c);
     return f;
 }
 
