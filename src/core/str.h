@@ -130,6 +130,35 @@ static inline bool keel_ascii_caseeq(const char *a, const char *b, size_t n)
     return true;
 }
 
+/* keel_ascii_caseeq where b is lower case already (a compiled name): only a is folded. */
+static inline bool keel_ascii_eq_lower(const char *a, const char *b, size_t n)
+{
+    uint64_t x, y;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, a + i, 8);
+            memcpy(&y, b + i, 8);
+            if (keel_ascii_lower8(x) != y)
+                return false;
+        }
+        memcpy(&x, a + n - 8, 8);
+        memcpy(&y, b + n - 8, 8);
+        return keel_ascii_lower8(x) == y;
+    }
+    if (n >= 4) {
+        uint32_t x0, x1, y0, y1;
+        memcpy(&x0, a, 4);
+        memcpy(&x1, a + n - 4, 4);
+        memcpy(&y0, b, 4);
+        memcpy(&y1, b + n - 4, 4);
+        return keel_ascii_lower8((uint64_t)x0 << 32 | x1) == ((uint64_t)y0 << 32 | y1);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (keel_ascii_lower(a[i]) != b[i])
+            return false;
+    return true;
+}
+
 static inline bool keel_str_caseeq(struct keel_str a, struct keel_str b)
 {
     return a.len == b.len && keel_ascii_caseeq(a.p, b.p, a.len);

@@ -70,20 +70,22 @@ static inline uint64_t load64(const char *p)
     return x;
 }
 
-/* first index >= i where a byte may need text escaping (control, '"', '\\', >= 0x7f) */
+/* No byte of x needs text escaping (control, '"', '\\', >= 0x7f). */
+static inline bool word_clean(uint64_t x)
+{
+    /* on the low 7 bits of each byte no sum carries into the next byte: a high bit
+     * says lo >= 0x20, lo == 0x7f, lo != '"', lo != '\\' respectively */
+    uint64_t lo = x & (ONES * 0x7f);
+    uint64_t ok = (lo + ONES * (0x80 - 0x20)) & ((lo ^ (ONES * '"')) + ONES * 0x7f) &
+                  ((lo ^ (ONES * '\\')) + ONES * 0x7f);
+    return ((x | (lo + ONES) | ~ok) & HIGHS) == 0;
+}
+
+/* first index >= i where a byte may need text escaping */
 static inline size_t skip_text_clean(const char *p, size_t i, size_t n)
 {
-    while (i + 8 <= n) {
-        uint64_t x = load64(p + i);
-        /* on the low 7 bits of each byte no sum carries into the next byte: a high bit
-         * says lo >= 0x20, lo == 0x7f, lo != '"', lo != '\\' respectively */
-        uint64_t lo = x & (ONES * 0x7f);
-        uint64_t ok = (lo + ONES * (0x80 - 0x20)) & ((lo ^ (ONES * '"')) + ONES * 0x7f) &
-                      ((lo ^ (ONES * '\\')) + ONES * 0x7f);
-        if (((x | (lo + ONES) | ~ok) & HIGHS) != 0)
-            break;
+    while (i + 8 <= n && word_clean(load64(p + i)))
         i += 8;
-    }
     return i;
 }
 
@@ -103,7 +105,7 @@ static size_t put_u64(char *d, uint64_t v)
 }
 
 /* Text-log value; worst case 4 bytes out per byte in. */
-static size_t put_text(char *d, const char *s, size_t n)
+static size_t put_text_slow(char *d, const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
     char *o = d;
@@ -141,6 +143,43 @@ static size_t put_text(char *d, const char *s, size_t n)
         }
     }
     return (size_t)(o - d);
+}
+
+/* put_text for the usual value, clean throughout: copied while checked, a word a step
+ * (the tail as one overlapping word, or two overlapping halves under eight bytes); the
+ * first word that is not clean hands the whole value to put_text_slow. */
+static inline size_t put_text(char *d, const char *s, size_t n)
+{
+    uint64_t x;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            x = load64(s + i);
+            if (!word_clean(x))
+                return put_text_slow(d, s, n);
+            memcpy(d + i, &x, 8);
+        }
+        x = load64(s + n - 8);
+        if (!word_clean(x))
+            return put_text_slow(d, s, n);
+        memcpy(d + n - 8, &x, 8);
+        return n;
+    }
+    if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        if (!word_clean((uint64_t)a << 32 | b))
+            return put_text_slow(d, s, n);
+        memcpy(d, &a, 4);
+        memcpy(d + n - 4, &b, 4);
+        return n;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (text_esc[(unsigned char)s[i]])
+            return put_text_slow(d, s, n);
+        d[i] = s[i];
+    }
+    return n;
 }
 
 /* ---- START_TIME ---- */
@@ -234,10 +273,11 @@ static size_t fmt_start_time_custom(const struct keel_accesslog_format *f, const
 
 /* ---- values ---- */
 
+/* name: lower case already (compiled so) */
 static struct keel_str find_header(const struct keel_http_header *h, size_t n, const char *name, size_t len)
 {
     for (size_t i = 0; i < n; i++)
-        if (h[i].name.len == len && keel_ascii_caseeq(h[i].name.p, name, len))
+        if (h[i].name.len == len && keel_ascii_eq_lower(h[i].name.p, name, len))
             return h[i].value;
     return (struct keel_str){ NULL, 0 };
 }
