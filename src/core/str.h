@@ -26,28 +26,48 @@ static inline bool keel_str_eq(struct keel_str a, struct keel_str b)
 }
 
 /* memcpy for the short strings of the request path (names, values, log literals): inline
- * overlapping loads up to 16 bytes, where a call to memcpy costs more than the copy. */
+ * overlapping loads up to 32 bytes, where a call to memcpy costs more than the copy, and
+ * no loop under four bytes (log separators are one or two). */
 static inline void keel_copy(void *d, const void *s, size_t n)
 {
     char *o = d;
     const char *i = s;
-    if (n >= 8 && n <= 16) {
+    if (n >= 8) {
         uint64_t a, b;
+        if (n > 32) {
+            memcpy(o, i, n);
+            return;
+        }
+        if (n > 16) {
+            uint64_t c, e;
+            memcpy(&a, i, 8);
+            memcpy(&b, i + 8, 8);
+            memcpy(&c, i + n - 16, 8);
+            memcpy(&e, i + n - 8, 8);
+            memcpy(o, &a, 8);
+            memcpy(o + 8, &b, 8);
+            memcpy(o + n - 16, &c, 8);
+            memcpy(o + n - 8, &e, 8);
+            return;
+        }
         memcpy(&a, i, 8);
         memcpy(&b, i + n - 8, 8);
         memcpy(o, &a, 8);
         memcpy(o + n - 8, &b, 8);
-    } else if (n >= 4 && n < 8) {
+    } else if (n >= 4) {
         uint32_t a, b;
         memcpy(&a, i, 4);
         memcpy(&b, i + n - 4, 4);
         memcpy(o, &a, 4);
         memcpy(o + n - 4, &b, 4);
-    } else if (n < 4) {
-        for (size_t k = 0; k < n; k++)
-            o[k] = i[k];
-    } else {
-        memcpy(o, i, n);
+    } else if (n >= 2) {
+        uint16_t a, b;
+        memcpy(&a, i, 2);
+        memcpy(&b, i + n - 2, 2);
+        memcpy(o, &a, 2);
+        memcpy(o + n - 2, &b, 2);
+    } else if (n == 1) {
+        o[0] = i[0];
     }
 }
 
