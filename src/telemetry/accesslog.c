@@ -496,19 +496,29 @@ static void get_value(const struct keel_accesslog_format *f, const struct al_op 
 
 /* ---- rendering ---- */
 
-/* Room for n bytes at wpos; the common case (room left from the up-front reserve) is one
- * compare. */
-static inline char *room(struct keel_buf *b, size_t n)
+/* The write position as a local pointer pair: stores through char * could alias the
+ * buffer's own fields, so going through out->wpos would reload them after every byte
+ * written. Synced back to the buffer only to grow it and at the end. */
+struct cursor {
+    struct keel_buf *b;
+    char *w, *lim;
+};
+
+static inline char *room(struct cursor *c, size_t n)
 {
-    if (__builtin_expect(b->cap - b->wpos < n, 0))
-        keel_buf_reserve(b, n);
-    return b->data + b->wpos;
+    if (__builtin_expect((size_t)(c->lim - c->w) < n, 0)) {
+        c->b->wpos = (size_t)(c->w - c->b->data);
+        keel_buf_reserve(c->b, n);
+        c->w = c->b->data + c->b->wpos;
+        c->lim = c->b->data + c->b->cap;
+    }
+    return c->w;
 }
 
-static inline void put(struct keel_buf *b, const char *p, size_t n)
+static inline void put(struct cursor *c, const char *p, size_t n)
 {
-    keel_copy(room(b, n), p, n);
-    b->wpos += n;
+    keel_copy(room(c, n), p, n);
+    c->w += n;
 }
 
 void keel_accesslog_render(const struct keel_accesslog_format *f, const struct keel_access_record *r,
@@ -521,8 +531,9 @@ void keel_accesslog_render(const struct keel_accesslog_format *f, const struct k
 
     /* also attaches storage, so out->data is never NULL below */
     keel_buf_reserve(out, f->reserve_hint);
+    struct cursor c = { out, out->data + out->wpos, out->data + out->cap };
     for (; o < end; o++) {
-        put(out, f->arena + o->pre_off, o->pre_len);
+        put(&c, f->arena + o->pre_off, o->pre_len);
         struct val v;
         get_value(f, o, r, &v, scratch, &tmp);
         if (v.kind == V_INT) {
@@ -540,37 +551,38 @@ void keel_accesslog_render(const struct keel_accesslog_format *f, const struct k
         switch (o->mode) {
         case AL_MODE_TEXT:
             if (v.kind == V_UNSET) {
-                put(out, "-", 1);
+                put(&c, "-", 1);
             } else if (v.kind == V_INT) { /* digits need no escaping */
-                put(out, v.s.p, v.s.len);
+                put(&c, v.s.p, v.s.len);
             } else {
-                char *d = room(out, v.s.len * 4);
-                out->wpos += put_text(d, v.s.p, v.s.len);
+                char *d = room(&c, v.s.len * 4);
+                c.w += put_text(d, v.s.p, v.s.len);
             }
             break;
         case AL_MODE_JSON_TYPED:
             if (v.kind == V_UNSET) {
-                put(out, "null", 4);
+                put(&c, "null", 4);
             } else if (v.kind == V_INT) {
-                put(out, v.s.p, v.s.len);
+                put(&c, v.s.p, v.s.len);
             } else {
-                char *d = room(out, v.s.len * KEEL_JSON_ESC_MAX + 2);
+                char *d = room(&c, v.s.len * KEEL_JSON_ESC_MAX + 2);
                 *d++ = '"';
                 d += keel_json_escape(d, v.s.p, v.s.len);
                 *d++ = '"';
-                out->wpos = (size_t)(d - out->data);
+                c.w = d;
             }
             break;
         default: /* AL_MODE_JSON_INSTR */
             if (v.kind == V_UNSET) {
-                put(out, "-", 1);
+                put(&c, "-", 1);
             } else {
-                char *d = room(out, v.s.len * KEEL_JSON_ESC_MAX);
-                out->wpos += keel_json_escape(d, v.s.p, v.s.len);
+                char *d = room(&c, v.s.len * KEEL_JSON_ESC_MAX);
+                c.w += keel_json_escape(d, v.s.p, v.s.len);
             }
             break;
         }
     }
-    put(out, f->arena + f->tail_off, f->tail_len);
+    put(&c, f->arena + f->tail_off, f->tail_len);
+    out->wpos = (size_t)(c.w - out->data);
     keel_buf_release(&tmp);
 }
