@@ -114,27 +114,36 @@ static bool ip_port(const struct keel_addr *a, struct keel_value *ip, int64_t *p
 }
 
 /* Header arrays as maps with lower-case names (HTTP names are case-insensitive; the
- * expression language's map keys are not). */
+ * expression language's map keys are not). The counters live in locals: stores through
+ * the char pointers could alias anything reached through a pointer. */
 static struct keel_value header_map(struct report_scratch *sc, struct keel_str_pair *pairs,
                                     const struct keel_http_header *h, size_t n, size_t *lower_used,
                                     const struct keel_str **ua, const struct keel_str **ref)
 {
-    size_t k = 0;
-    for (size_t i = 0; i < n && k < REPORT_MAX_HEADERS; i++) {
-        if (h[i].name.len > sizeof(sc->lower) - *lower_used)
+    size_t k = 0, used = *lower_used;
+    const struct keel_str *found_ua = NULL, *found_ref = NULL;
+    if (n > REPORT_MAX_HEADERS)
+        n = REPORT_MAX_HEADERS;
+    for (; k < n; k++) {
+        size_t len = h[k].name.len;
+        if (len > sizeof(sc->lower) - used)
             break;
-        char *dst = sc->lower + *lower_used;
-        keel_ascii_lower_copy(dst, h[i].name.p, h[i].name.len);
-        pairs[k].k = (struct keel_str){ dst, h[i].name.len };
-        pairs[k].v = h[i].value;
+        char *dst = sc->lower + used;
+        keel_ascii_lower_copy(dst, h[k].name.p, len);
+        pairs[k].k = (struct keel_str){ dst, len };
+        pairs[k].v = h[k].value;
+        used += len;
         /* the first of each, as a map lookup would find (request.useragent, .referer) */
-        if (ua != NULL && *ua == NULL && h[i].name.len == 10 && memcmp(dst, "user-agent", 10) == 0)
-            *ua = &pairs[k].v;
-        else if (ref != NULL && *ref == NULL && h[i].name.len == 7 && memcmp(dst, "referer", 7) == 0)
-            *ref = &pairs[k].v;
-        *lower_used += h[i].name.len;
-        k++;
+        if (len == 10 && found_ua == NULL && memcmp(dst, "user-agent", 10) == 0)
+            found_ua = &pairs[k].v;
+        else if (len == 7 && found_ref == NULL && memcmp(dst, "referer", 7) == 0)
+            found_ref = &pairs[k].v;
     }
+    *lower_used = used;
+    if (ua != NULL)
+        *ua = found_ua;
+    if (ref != NULL)
+        *ref = found_ref;
     return keel_value_map(pairs, k);
 }
 
