@@ -308,21 +308,25 @@ static inline bool bytes_eq(const char *a, const char *b, size_t n)
         memcpy(&w, b, 4);
         memcpy(&u2, a + n - 4, 4);
         memcpy(&w2, b + n - 4, 4);
-        return u == w && u2 == w2;
+        return ((u ^ w) | (u2 ^ w2)) == 0;
     }
-    for (size_t i = 0; i < n; i++)
-        if (a[i] != b[i])
-            return false;
-    return true;
+    if (n >= 2) {
+        uint16_t h, k, h2, k2;
+        memcpy(&h, a, 2);
+        memcpy(&k, b, 2);
+        memcpy(&h2, a + n - 2, 2);
+        memcpy(&k2, b + n - 2, 2);
+        return ((h ^ k) | (h2 ^ k2)) == 0;
+    }
+    return n == 0 || a[0] == b[0];
 }
 
+/* One pass: a repeated tuple (the usual case) pays for each label once, and a
+ * different one mostly differs in a label's length, found on the way. */
 bool keel_metrics_values_eq(const struct keel_str *a, const struct keel_str *b, size_t n)
 {
-    for (size_t i = 0; i < n; i++) /* lengths first: the cheap mismatch */
-        if (a[i].len != b[i].len)
-            return false;
     for (size_t i = 0; i < n; i++)
-        if (!bytes_eq(a[i].p, b[i].p, a[i].len))
+        if (a[i].len != b[i].len || !bytes_eq(a[i].p, b[i].p, a[i].len))
             return false;
     return true;
 }
