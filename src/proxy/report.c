@@ -66,7 +66,7 @@ static void set_concat(struct report_scratch *sc, struct pending *p, size_t *np,
 }
 
 static void principal_and_uid(struct report_scratch *sc, struct pending *p, size_t *np,
-                              const struct report_identity *id, bool source)
+                              const struct report_identity *id, bool source, bool lean)
 {
     if (id == NULL || id->name.len == 0)
         return;
@@ -76,6 +76,8 @@ static void principal_and_uid(struct report_scratch *sc, struct pending *p, size
      * service account a peer claims */
     if (id->principal.len > 0)
         set_str(&sc->bag, pid, id->principal);
+    if (lean)
+        return;
     if (id->uid.len > 0)
         set_str(&sc->bag, uid, id->uid);
     else
@@ -223,8 +225,8 @@ void report_fill(struct report_scratch *sc, const struct report_in *in)
     }
     identity(sc, src, true);
     identity(sc, dst, false);
-    principal_and_uid(sc, pend, &npend, src, true);
-    principal_and_uid(sc, pend, &npend, dst, false);
+    principal_and_uid(sc, pend, &npend, src, true, in->lean);
+    principal_and_uid(sc, pend, &npend, dst, false, in->lean);
 
     /* the destination service: the route's service (outbound), the one we back (inbound) */
     set_str(bag, KEEL_ATTR_DESTINATION_SERVICE_HOST, in->service_host);
@@ -296,8 +298,9 @@ void report_fill(struct report_scratch *sc, const struct report_in *in)
             set(bag, KEEL_ATTR_RESPONSE_BACKEND_LATENCY,
                 keel_value_duration(r->response_duration_us * 1000));
         set(bag, KEEL_ATTR_RESPONSE_TIME, timestamp(r->start_us + r->duration_us));
-        set(bag, KEEL_ATTR_RESPONSE_HEADERS,
-            header_map(sc, sc->resp_pairs, r->resp_headers, r->n_resp_headers, &lower_used, NULL, NULL));
+        if (!in->lean)
+            set(bag, KEEL_ATTR_RESPONSE_HEADERS,
+                header_map(sc, sc->resp_pairs, r->resp_headers, r->n_resp_headers, &lower_used, NULL, NULL));
     }
     set(bag, KEEL_ATTR_RESPONSE_FLAGS, keel_value_int((int64_t)r->flags));
     if (r->flags != 0) {

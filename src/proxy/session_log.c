@@ -145,6 +145,8 @@ static bool session_report_fill(struct session *s, const struct keel_access_reco
         .tcp_event = tcp_event,
         .tcp_received_delta = rx,
         .tcp_sent_delta = tx,
+        .lean = report && !want_bag && keel_telemetry_reads_fixed(g->tel) &&
+                !proxy_reports_to_mixer(s->w->srv->opt, g->cfg),
     };
     report_fill(s->w->report, &in);
     if (!report)

@@ -143,6 +143,7 @@ struct keel_telemetry {
 
     struct keel_metrics_family *err_match, *err_instance, *err_attrgen, *err_sample;
     struct keel_metrics_family *dispatches; /* keel mixer only: per rule, NULL otherwise */
+    bool fixed_reads; /* only the standard labels read a bag: no expression (see engine.h) */
 };
 
 /* Recently seen standard HTTP label tuples and their series in the (default-labelled)
