@@ -552,7 +552,7 @@ void keel_accesslog_render(const struct keel_accesslog_format *f, const struct k
         case AL_MODE_TEXT:
             if (v.kind == V_UNSET) {
                 put(&c, "-", 1);
-            } else if (v.kind == V_INT) { /* digits need no escaping */
+            } else if (v.kind == V_INT || (o->flags & AL_F_CLEAN)) { /* nothing to escape */
                 put(&c, v.s.p, v.s.len);
             } else {
                 char *d = room(&c, v.s.len * 4);

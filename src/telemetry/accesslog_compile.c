@@ -73,29 +73,32 @@ struct al_opdef {
 #define R(f) offsetof(struct keel_access_record, f)
 #define H AL_F_HTTP_ONLY
 #define Z AL_F_TCP_ZERO
+/* values keel writes from a fixed alphabet: socket addresses (keel_addr_format), protocol
+ * names, the default time layout, flag names, uuids */
+#define C AL_F_CLEAN
 
 static const struct al_opdef opdefs[] = {
-    { "START_TIME", AL_START_TIME, ARG_OPT, 0, 0, 0, SP_NONE },
+    { "START_TIME", AL_START_TIME, ARG_OPT, C, 0, 0, SP_NONE },
     { "REQ", AL_REQ, ARG_REQ, H, 0, 0, SP_HEADER },
     { "REQ_WITHOUT_QUERY", AL_REQ, ARG_REQ, H | AL_F_NOQUERY, 0, 0, SP_HEADER },
     { "PATH", AL_REQ, ARG_OPT, H, 0, 0, SP_PATH },
     { "QUERY_PARAM", AL_QUERY_PARAM, ARG_REQ, H, 0, 0, SP_QUERY },
-    { "UNIQUE_ID", AL_UNIQUE_ID, ARG_NONE, 0, 0, 0, SP_NONE },
+    { "UNIQUE_ID", AL_UNIQUE_ID, ARG_NONE, C, 0, 0, SP_NONE },
     { "CEL", AL_CEL, ARG_REQ, 0, 0, 0, SP_CEL },
-    { "UPSTREAM_HOST_NAME", AL_STRFIELD, ARG_NONE, 0, 0, R(upstream_host), SP_NONE },
-    { "UPSTREAM_HOST_NAME_WITHOUT_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_NOPORT, R(upstream_host), SP_NONE },
+    { "UPSTREAM_HOST_NAME", AL_STRFIELD, ARG_NONE, C, 0, R(upstream_host), SP_NONE },
+    { "UPSTREAM_HOST_NAME_WITHOUT_PORT", AL_ADDR, ARG_NONE, C, AL_PART_NOPORT, R(upstream_host), SP_NONE },
     { "UPSTREAM_CONNECTION_ID", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
     { "METADATA", AL_UNSET, ARG_REQ, 0, 0, 0, SP_NONE },
     { "ACCESS_LOG_TYPE", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
     { "RESP", AL_RESP, ARG_REQ, H, 0, 0, SP_HEADER },
     { "TRAILER", AL_UNSET, ARG_REQ, H, 0, 0, SP_NONE },
-    { "PROTOCOL", AL_STRFIELD, ARG_NONE, H, 0, R(protocol), SP_NONE },
+    { "PROTOCOL", AL_STRFIELD, ARG_NONE, H | C, 0, R(protocol), SP_NONE },
     { "UPSTREAM_PROTOCOL", AL_UPSTREAM_PROTOCOL, ARG_NONE, H, 0, 0, SP_NONE },
     { "RESPONSE_CODE", AL_RESPONSE_CODE, ARG_NONE, Z, 0, 0, SP_NONE },
     { "RESPONSE_CODE_DETAILS", AL_STRFIELD, ARG_NONE, H, 0, R(code_details), SP_NONE },
     { "CONNECTION_TERMINATION_DETAILS", AL_STRFIELD, ARG_NONE, 0, 0, R(termination_details), SP_NONE },
-    { "RESPONSE_FLAGS", AL_FLAGS, ARG_NONE, 0, 0, 0, SP_NONE },
-    { "RESPONSE_FLAGS_LONG", AL_FLAGS, ARG_NONE, 0, 1, 0, SP_NONE },
+    { "RESPONSE_FLAGS", AL_FLAGS, ARG_NONE, C, 0, 0, SP_NONE },
+    { "RESPONSE_FLAGS_LONG", AL_FLAGS, ARG_NONE, C, 1, 0, SP_NONE },
     { "BYTES_RECEIVED", AL_U64FIELD, ARG_NONE, 0, 0, R(bytes_received), SP_NONE },
     { "BYTES_SENT", AL_U64FIELD, ARG_NONE, 0, 0, R(bytes_sent), SP_NONE },
     { "REQUEST_HEADERS_BYTES", AL_U64FIELD, ARG_NONE, Z, 0, R(request_headers_bytes), SP_NONE },
@@ -114,27 +117,27 @@ static const struct al_opdef opdefs[] = {
     { "REQUEST_TX_DURATION", AL_DURATION, ARG_NONE, H, 0, R(request_tx_duration_us), SP_NONE },
     { "RESPONSE_DURATION", AL_DURATION, ARG_NONE, H, 0, R(response_duration_us), SP_NONE },
     { "RESPONSE_TX_DURATION", AL_DURATION, ARG_NONE, H, 0, R(response_tx_duration_us), SP_NONE },
-    { "UPSTREAM_HOST", AL_STRFIELD, ARG_NONE, 0, 0, R(upstream_host), SP_NONE },
+    { "UPSTREAM_HOST", AL_STRFIELD, ARG_NONE, C, 0, R(upstream_host), SP_NONE },
     { "UPSTREAM_CLUSTER", AL_STRFIELD, ARG_NONE, 0, 0, R(upstream_cluster), SP_NONE },
     { "UPSTREAM_CLUSTER_RAW", AL_STRFIELD, ARG_NONE, 0, 0, R(upstream_cluster), SP_NONE },
-    { "UPSTREAM_LOCAL_ADDRESS", AL_ADDR, ARG_NONE, 0, AL_PART_FULL, R(upstream_local), SP_NONE },
-    { "UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_NOPORT, R(upstream_local), SP_NONE },
-    { "UPSTREAM_LOCAL_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_PORT, R(upstream_local), SP_NONE },
-    { "UPSTREAM_REMOTE_ADDRESS", AL_ADDR, ARG_NONE, 0, AL_PART_FULL, R(upstream_host), SP_NONE },
-    { "UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_NOPORT, R(upstream_host), SP_NONE },
-    { "UPSTREAM_REMOTE_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_PORT, R(upstream_host), SP_NONE },
-    { "DOWNSTREAM_LOCAL_ADDRESS", AL_ADDR, ARG_NONE, 0, AL_PART_FULL, R(downstream_local), SP_NONE },
-    { "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_NOPORT, R(downstream_local), SP_NONE },
-    { "DOWNSTREAM_LOCAL_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_PORT, R(downstream_local), SP_NONE },
-    { "DOWNSTREAM_DIRECT_LOCAL_ADDRESS", AL_ADDR, ARG_NONE, 0, AL_PART_FULL, R(downstream_local), SP_NONE },
-    { "DOWNSTREAM_DIRECT_LOCAL_ADDRESS_WITHOUT_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_NOPORT, R(downstream_local), SP_NONE },
-    { "DOWNSTREAM_DIRECT_LOCAL_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_PORT, R(downstream_local), SP_NONE },
-    { "DOWNSTREAM_REMOTE_ADDRESS", AL_ADDR, ARG_NONE, 0, AL_PART_FULL, R(downstream_remote), SP_NONE },
-    { "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_NOPORT, R(downstream_remote), SP_NONE },
-    { "DOWNSTREAM_REMOTE_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_PORT, R(downstream_remote), SP_NONE },
-    { "DOWNSTREAM_DIRECT_REMOTE_ADDRESS", AL_ADDR, ARG_NONE, 0, AL_PART_FULL, R(downstream_remote), SP_NONE },
-    { "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_NOPORT, R(downstream_remote), SP_NONE },
-    { "DOWNSTREAM_DIRECT_REMOTE_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_PORT, R(downstream_remote), SP_NONE },
+    { "UPSTREAM_LOCAL_ADDRESS", AL_ADDR, ARG_NONE, C, AL_PART_FULL, R(upstream_local), SP_NONE },
+    { "UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT", AL_ADDR, ARG_NONE, C, AL_PART_NOPORT, R(upstream_local), SP_NONE },
+    { "UPSTREAM_LOCAL_PORT", AL_ADDR, ARG_NONE, C, AL_PART_PORT, R(upstream_local), SP_NONE },
+    { "UPSTREAM_REMOTE_ADDRESS", AL_ADDR, ARG_NONE, C, AL_PART_FULL, R(upstream_host), SP_NONE },
+    { "UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT", AL_ADDR, ARG_NONE, C, AL_PART_NOPORT, R(upstream_host), SP_NONE },
+    { "UPSTREAM_REMOTE_PORT", AL_ADDR, ARG_NONE, C, AL_PART_PORT, R(upstream_host), SP_NONE },
+    { "DOWNSTREAM_LOCAL_ADDRESS", AL_ADDR, ARG_NONE, C, AL_PART_FULL, R(downstream_local), SP_NONE },
+    { "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT", AL_ADDR, ARG_NONE, C, AL_PART_NOPORT, R(downstream_local), SP_NONE },
+    { "DOWNSTREAM_LOCAL_PORT", AL_ADDR, ARG_NONE, C, AL_PART_PORT, R(downstream_local), SP_NONE },
+    { "DOWNSTREAM_DIRECT_LOCAL_ADDRESS", AL_ADDR, ARG_NONE, C, AL_PART_FULL, R(downstream_local), SP_NONE },
+    { "DOWNSTREAM_DIRECT_LOCAL_ADDRESS_WITHOUT_PORT", AL_ADDR, ARG_NONE, C, AL_PART_NOPORT, R(downstream_local), SP_NONE },
+    { "DOWNSTREAM_DIRECT_LOCAL_PORT", AL_ADDR, ARG_NONE, C, AL_PART_PORT, R(downstream_local), SP_NONE },
+    { "DOWNSTREAM_REMOTE_ADDRESS", AL_ADDR, ARG_NONE, C, AL_PART_FULL, R(downstream_remote), SP_NONE },
+    { "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT", AL_ADDR, ARG_NONE, C, AL_PART_NOPORT, R(downstream_remote), SP_NONE },
+    { "DOWNSTREAM_REMOTE_PORT", AL_ADDR, ARG_NONE, C, AL_PART_PORT, R(downstream_remote), SP_NONE },
+    { "DOWNSTREAM_DIRECT_REMOTE_ADDRESS", AL_ADDR, ARG_NONE, C, AL_PART_FULL, R(downstream_remote), SP_NONE },
+    { "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT", AL_ADDR, ARG_NONE, C, AL_PART_NOPORT, R(downstream_remote), SP_NONE },
+    { "DOWNSTREAM_DIRECT_REMOTE_PORT", AL_ADDR, ARG_NONE, C, AL_PART_PORT, R(downstream_remote), SP_NONE },
     { "ROUTE_NAME", AL_STRFIELD, ARG_NONE, H, 0, R(route_name), SP_NONE },
     { "CONNECTION_ID", AL_U64FIELD, ARG_NONE, 0, 0, R(connection_id), SP_NONE },
     { "UPSTREAM_REQUEST_ATTEMPT_COUNT", AL_ATTEMPTS, ARG_NONE, 0, 0, 0, SP_NONE },
@@ -157,6 +160,7 @@ static const struct al_opdef opdefs[] = {
 #undef R
 #undef H
 #undef Z
+#undef C
 
 /* Envoy operators that cannot apply to keel's connections: refused at load with the
  * reason, rather than printed as "-" forever. (REQUESTED_SERVER_NAME and
@@ -573,6 +577,7 @@ static int compile_op(struct cc *c, const struct opsyn *s, int mode, size_t col)
     }
     if (d->id == AL_START_TIME && s->arg != NULL && s->arg_len > 0) {
         o->id = AL_START_TIME_FMT;
+        o->flags &= (uint8_t)~AL_F_CLEAN; /* the layout's own text may need escaping */
         return compile_time_fmt(c, o, s->arg, s->arg_len, col);
     }
     return 0;

@@ -50,6 +50,7 @@ enum al_pseudo { AL_PS_NONE, AL_PS_METHOD, AL_PS_PATH, AL_PS_AUTHORITY, AL_PS_SC
 #define AL_F_REQID 0x04       /* REQ(x-request-id): falls back to record.request_id */
 #define AL_F_TRUNC 0x08       /* trunc is set */
 #define AL_F_NOQUERY 0x10     /* REQ: the value up to its '?' (REQ_WITHOUT_QUERY, PATH(NQ)) */
+#define AL_F_CLEAN 0x20       /* the value never needs text escaping: written without the scan */
 
 #define AL_MAX_NAMES 2
 
