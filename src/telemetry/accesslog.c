@@ -93,6 +93,10 @@ static inline size_t skip_text_clean(const char *p, size_t i, size_t n)
 
 static size_t put_u64(char *d, uint64_t v)
 {
+    if (v < 10) { /* byte counts and durations of small exchanges */
+        d[0] = (char)('0' + v);
+        return 1;
+    }
     char tmp[20];
     size_t n = 0;
     do {
@@ -536,12 +540,10 @@ void keel_accesslog_render(const struct keel_accesslog_format *f, const struct k
         put(&c, f->arena + o->pre_off, o->pre_len);
         struct val v;
         get_value(f, o, r, &v, scratch, &tmp);
-        if (v.kind == V_INT) {
+        if (v.kind == V_INT && (o->flags & AL_F_TRUNC)) {
+            /* a truncated number is no longer that number: JSON gets a string */
             v.s = (struct keel_str){ num, put_u64(num, v.u) };
-            if (o->flags & AL_F_TRUNC) {
-                /* a truncated number is no longer that number: JSON gets a string */
-                v.kind = V_STR;
-            }
+            v.kind = V_STR;
         }
         if (v.kind != V_UNSET && (o->flags & AL_F_TRUNC) && v.s.len > o->trunc)
             v.s.len = o->trunc;
@@ -552,7 +554,9 @@ void keel_accesslog_render(const struct keel_accesslog_format *f, const struct k
         case AL_MODE_TEXT:
             if (v.kind == V_UNSET) {
                 put(&c, "-", 1);
-            } else if (v.kind == V_INT || (o->flags & AL_F_CLEAN)) { /* nothing to escape */
+            } else if (v.kind == V_INT) { /* digits, written in place */
+                c.w += put_u64(room(&c, 20), v.u);
+            } else if (o->flags & AL_F_CLEAN) { /* nothing to escape */
                 put(&c, v.s.p, v.s.len);
             } else {
                 char *d = room(&c, v.s.len * 4);
@@ -563,7 +567,7 @@ void keel_accesslog_render(const struct keel_accesslog_format *f, const struct k
             if (v.kind == V_UNSET) {
                 put(&c, "null", 4);
             } else if (v.kind == V_INT) {
-                put(&c, v.s.p, v.s.len);
+                c.w += put_u64(room(&c, 20), v.u);
             } else {
                 char *d = room(&c, v.s.len * KEEL_JSON_ESC_MAX + 2);
                 *d++ = '"';
@@ -575,6 +579,8 @@ void keel_accesslog_render(const struct keel_accesslog_format *f, const struct k
         default: /* AL_MODE_JSON_INSTR */
             if (v.kind == V_UNSET) {
                 put(&c, "-", 1);
+            } else if (v.kind == V_INT) {
+                c.w += put_u64(room(&c, 20), v.u);
             } else {
                 char *d = room(&c, v.s.len * KEEL_JSON_ESC_MAX);
                 c.w += keel_json_escape(d, v.s.p, v.s.len);
