@@ -388,27 +388,28 @@ static void begin_upstream(struct session *s, bool fresh)
     }
 }
 
-/* snprintf(dst, cap, "%s", src) without printf's cost (once per request each) */
-static void copy_cstr(char *dst, size_t cap, const char *src)
+/* snprintf(dst, cap, "%s", src) without printf's cost (once per request each); the length */
+static size_t copy_cstr(char *dst, size_t cap, const char *src)
 {
     size_t n = strnlen(src, cap - 1);
     memcpy(dst, src, n);
     dst[n] = '\0';
+    return n;
 }
 
 void session_upstream_connected(struct session *s)
 {
     keel_buf_release(&s->rhead);
-    copy_cstr(s->up_host, sizeof(s->up_host), s->target->addr_str);
-    copy_cstr(s->up_local, sizeof(s->up_local), s->u->local);
+    s->up_host_len = copy_cstr(s->up_host, sizeof(s->up_host), s->target->addr_str);
+    s->up_local_len = copy_cstr(s->up_local, sizeof(s->up_local), s->u->local);
     if (s->spec->kind == LISTEN_TCP) {
         s->phase = PH_TUNNEL;
         session_set_timer(s, T_TUNNEL, TUNNEL_IDLE_TIMEOUT_MS);
         session_touch(s);
         struct keel_access_record r = { .is_tcp = true, .start_us = s->t_start_wall_us,
-                                        .upstream_host = keel_str_c(s->up_host),
-                                        .downstream_local = keel_str_c(s->local),
-                                        .downstream_remote = keel_str_c(s->remote) };
+                                        .upstream_host = ((struct keel_str){ s->up_host, s->up_host_len }),
+                                        .downstream_local = ((struct keel_str){ s->local, s->local_len }),
+                                        .downstream_remote = ((struct keel_str){ s->remote, s->remote_len }) };
         session_report(s, &r, "open");
         return;
     }
@@ -427,7 +428,7 @@ void session_upstream_failed(struct session *s, int err)
         begin_upstream(s, false);
         return;
     }
-    snprintf(s->up_host, sizeof(s->up_host), "%s", s->target->addr_str);
+    s->up_host_len = copy_cstr(s->up_host, sizeof(s->up_host), s->target->addr_str);
     if (s->spec->kind == LISTEN_TCP) {
         s->flags |= KEEL_RF_UF;
         session_log_exchange(s);
