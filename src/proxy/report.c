@@ -160,7 +160,7 @@ static struct keel_str workload_name(const struct report_identity *id)
     return id->name;
 }
 
-static void identity(struct report_scratch *sc, const struct report_identity *id, bool source)
+static void identity(struct report_scratch *sc, const struct report_identity *id, bool source, bool lean)
 {
     struct keel_attr_bag *bag = &sc->bag;
     if (id == NULL || id->name.len == 0)
@@ -172,14 +172,76 @@ static void identity(struct report_scratch *sc, const struct report_identity *id
     }
     set_str(bag, source ? KEEL_ATTR_SOURCE_WORKLOAD_NAME : KEEL_ATTR_DESTINATION_WORKLOAD_NAME,
             workload_name(id));
-    set_str(bag, source ? KEEL_ATTR_SOURCE_NAME : KEEL_ATTR_DESTINATION_NAME, id->name);
     set_str(bag, source ? KEEL_ATTR_SOURCE_WORKLOAD_NAMESPACE : KEEL_ATTR_DESTINATION_WORKLOAD_NAMESPACE,
             id->namespace);
     set_str(bag, source ? KEEL_ATTR_SOURCE_NAMESPACE : KEEL_ATTR_DESTINATION_NAMESPACE, id->namespace);
-    set_str(bag, source ? KEEL_ATTR_SOURCE_SERVICE_ACCOUNT : KEEL_ATTR_DESTINATION_SERVICE_ACCOUNT,
-            id->service_account);
+    if (!lean) {
+        set_str(bag, source ? KEEL_ATTR_SOURCE_NAME : KEEL_ATTR_DESTINATION_NAME, id->name);
+        set_str(bag, source ? KEEL_ATTR_SOURCE_SERVICE_ACCOUNT : KEEL_ATTR_DESTINATION_SERVICE_ACCOUNT,
+                id->service_account);
+    }
     set(bag, source ? KEEL_ATTR_SOURCE_LABELS : KEEL_ATTR_DESTINATION_LABELS,
         keel_value_map(id->labels, id->n_labels));
+}
+
+/* What only expressions read (the standard metrics do not): left out of a lean bag.
+ * Called before the pending texts are resolved (it adds one). */
+static void rest(struct report_scratch *sc, const struct report_in *in, struct pending *pend, size_t *npend,
+                 size_t *lower_used)
+{
+    struct keel_attr_bag *bag = &sc->bag;
+    const struct keel_access_record *r = in->r;
+    struct keel_value ip;
+    int64_t port;
+    if ((!in->outbound || in->waypoint) && ip_port(in->downstream_remote, &ip, &port)) {
+        set(bag, KEEL_ATTR_SOURCE_IP, ip);
+        set(bag, KEEL_ATTR_SOURCE_PORT, keel_value_int(port));
+    }
+    if (ip_port(in->outbound ? in->upstream : in->downstream_local, &ip, &port)) {
+        set(bag, KEEL_ATTR_DESTINATION_IP, ip);
+        set(bag, KEEL_ATTR_DESTINATION_PORT, keel_value_int(port));
+    }
+    set(bag, KEEL_ATTR_REQUEST_TIME, timestamp(r->start_us));
+
+    if (r->is_tcp) {
+        set(bag, KEEL_ATTR_CONNECTION_RECEIVED_BYTES_TOTAL, keel_value_int((int64_t)r->bytes_received));
+        set(bag, KEEL_ATTR_CONNECTION_SENT_BYTES_TOTAL, keel_value_int((int64_t)r->bytes_sent));
+        set(bag, KEEL_ATTR_CONNECTION_DURATION, keel_value_duration(r->duration_us * 1000));
+    } else {
+        set_str(bag, KEEL_ATTR_REQUEST_METHOD, r->method);
+        set_str(bag, KEEL_ATTR_REQUEST_PATH, r->path);
+        struct keel_str url_path = r->path;
+        const char *q = url_path.len ? memchr(url_path.p, '?', url_path.len) : NULL;
+        if (q != NULL) {
+            set(bag, KEEL_ATTR_REQUEST_QUERY, keel_value_str(q + 1, (size_t)(url_path.p + url_path.len - q - 1)));
+            url_path.len = (size_t)(q - url_path.p);
+        }
+        set_str(bag, KEEL_ATTR_REQUEST_URL_PATH, url_path);
+        set_str(bag, KEEL_ATTR_REQUEST_SCHEME, r->scheme);
+        set_str(bag, KEEL_ATTR_REQUEST_PROTOCOL, r->protocol);
+        if (r->grpc) /* session_grpc.c */
+            set_str(bag, KEEL_ATTR_RESPONSE_GRPC_MESSAGE, r->grpc_message);
+        set_str(bag, KEEL_ATTR_REQUEST_ID, r->request_id);
+        set(bag, KEEL_ATTR_REQUEST_HEADERS_BYTES, keel_value_int((int64_t)r->request_headers_bytes));
+        if (r->request_duration_us >= 0)
+            set(bag, KEEL_ATTR_REQUEST_DURATION, keel_value_duration(r->request_duration_us * 1000));
+        set_str(bag, KEEL_ATTR_RESPONSE_CODE_DETAILS, r->code_details);
+        set(bag, KEEL_ATTR_RESPONSE_HEADERS_BYTES, keel_value_int((int64_t)r->response_headers_bytes));
+        if (r->response_duration_us >= 0)
+            set(bag, KEEL_ATTR_RESPONSE_BACKEND_LATENCY,
+                keel_value_duration(r->response_duration_us * 1000));
+        set(bag, KEEL_ATTR_RESPONSE_TIME, timestamp(r->start_us + r->duration_us));
+        set(bag, KEEL_ATTR_RESPONSE_HEADERS,
+            header_map(sc, sc->resp_pairs, r->resp_headers, r->n_resp_headers, lower_used, NULL, NULL));
+    }
+    if (r->flags != 0) {
+        size_t off = keel_buf_len(&sc->text);
+        keel_buf_reserve(&sc->text, 128);
+        size_t n = keel_rf_format(r->flags, 0, keel_buf_wptr(&sc->text), keel_buf_room(&sc->text));
+        sc->text.wpos += n;
+        pend[(*npend)++] = (struct pending){ KEEL_ATTR_CONTEXT_PROXY_ERROR_CODE, off, n };
+    }
+    set_cstr(bag, KEEL_ATTR_CONTEXT_REPORTER_UID, in->reporter_uid);
 }
 
 void report_fill(struct report_scratch *sc, const struct report_in *in)
@@ -196,7 +258,8 @@ void report_fill(struct report_scratch *sc, const struct report_in *in)
         : in->outbound ? keel_value_str("outbound", 8)
                        : keel_value_str("inbound", 7));
     set(bag, KEEL_ATTR_CONTEXT_PROTOCOL, r->is_tcp ? keel_value_str("tcp", 3) : keel_value_str("http", 4));
-    set(bag, KEEL_ATTR_CONTEXT_TIME, timestamp(r->start_us + r->duration_us));
+    if (!in->lean)
+        set(bag, KEEL_ATTR_CONTEXT_TIME, timestamp(r->start_us + r->duration_us));
 
     /* who is who: outbound reports are made by the source, inbound by the destination */
     struct report_identity peer = { 0 };
@@ -223,8 +286,8 @@ void report_fill(struct report_scratch *sc, const struct report_in *in)
         src = &client;
         dst = &peer;
     }
-    identity(sc, src, true);
-    identity(sc, dst, false);
+    identity(sc, src, true, in->lean);
+    identity(sc, dst, false, in->lean);
     principal_and_uid(sc, pend, &npend, src, true, in->lean);
     principal_and_uid(sc, pend, &npend, dst, false, in->lean);
 
@@ -233,84 +296,40 @@ void report_fill(struct report_scratch *sc, const struct report_in *in)
     set_str(bag, KEEL_ATTR_DESTINATION_SERVICE_NAME, in->service_name);
     set_str(bag, KEEL_ATTR_DESTINATION_SERVICE_NAMESPACE, in->service_namespace);
 
-    struct keel_value ip;
-    int64_t port;
-    if ((!in->outbound || in->waypoint) && ip_port(in->downstream_remote, &ip, &port)) {
-        set(bag, KEEL_ATTR_SOURCE_IP, ip);
-        set(bag, KEEL_ATTR_SOURCE_PORT, keel_value_int(port));
-    }
-    if (ip_port(in->outbound ? in->upstream : in->downstream_local, &ip, &port)) {
-        set(bag, KEEL_ATTR_DESTINATION_IP, ip);
-        set(bag, KEEL_ATTR_DESTINATION_PORT, keel_value_int(port));
-    }
-    set(bag, KEEL_ATTR_REQUEST_TIME, timestamp(r->start_us));
-
     if (r->is_tcp) {
         set(bag, KEEL_ATTR_CONNECTION_EVENT, keel_value_str(in->tcp_event, strlen(in->tcp_event)));
         set(bag, KEEL_ATTR_CONNECTION_RECEIVED_BYTES, keel_value_int((int64_t)in->tcp_received_delta));
         set(bag, KEEL_ATTR_CONNECTION_SENT_BYTES, keel_value_int((int64_t)in->tcp_sent_delta));
-        set(bag, KEEL_ATTR_CONNECTION_RECEIVED_BYTES_TOTAL, keel_value_int((int64_t)r->bytes_received));
-        set(bag, KEEL_ATTR_CONNECTION_SENT_BYTES_TOTAL, keel_value_int((int64_t)r->bytes_sent));
-        set(bag, KEEL_ATTR_CONNECTION_DURATION, keel_value_duration(r->duration_us * 1000));
         set(bag, KEEL_ATTR_CONNECTION_MTLS, keel_value_bool(false));
     } else {
-        set_str(bag, KEEL_ATTR_REQUEST_METHOD, r->method);
-        set_str(bag, KEEL_ATTR_REQUEST_PATH, r->path);
-        struct keel_str url_path = r->path;
-        const char *q = url_path.len ? memchr(url_path.p, '?', url_path.len) : NULL;
-        if (q != NULL) {
-            set(bag, KEEL_ATTR_REQUEST_QUERY, keel_value_str(q + 1, (size_t)(url_path.p + url_path.len - q - 1)));
-            url_path.len = (size_t)(q - url_path.p);
-        }
-        set_str(bag, KEEL_ATTR_REQUEST_URL_PATH, url_path);
         set_str(bag, KEEL_ATTR_REQUEST_HOST, r->authority);
-        set_str(bag, KEEL_ATTR_REQUEST_SCHEME, r->scheme);
-        set_str(bag, KEEL_ATTR_REQUEST_PROTOCOL, r->protocol);
         if (r->grpc) { /* session_grpc.c */
             set_str(bag, KEEL_ATTR_RESPONSE_GRPC_STATUS, r->grpc_status);
-            set_str(bag, KEEL_ATTR_RESPONSE_GRPC_MESSAGE, r->grpc_message);
             set(bag, KEEL_ATTR_REQUEST_GRPC_MESSAGES, keel_value_int((int64_t)r->grpc_request_messages));
             set(bag, KEEL_ATTR_RESPONSE_GRPC_MESSAGES, keel_value_int((int64_t)r->grpc_response_messages));
         }
-        set_str(bag, KEEL_ATTR_REQUEST_ID, r->request_id);
         const struct keel_str *ua = NULL, *ref = NULL;
         struct keel_value hm = header_map(sc, sc->req_pairs, r->req_headers, r->n_req_headers, &lower_used,
                                           &ua, &ref);
         set(bag, KEEL_ATTR_REQUEST_HEADERS, hm);
-        if (ua != NULL)
-            set_str(bag, KEEL_ATTR_REQUEST_USERAGENT, *ua);
-        if (ref != NULL)
-            set_str(bag, KEEL_ATTR_REQUEST_REFERER, *ref);
         set(bag, KEEL_ATTR_REQUEST_SIZE, keel_value_int((int64_t)r->bytes_received));
         set(bag, KEEL_ATTR_REQUEST_TOTAL_SIZE,
             keel_value_int((int64_t)(r->bytes_received + r->request_headers_bytes)));
-        set(bag, KEEL_ATTR_REQUEST_HEADERS_BYTES, keel_value_int((int64_t)r->request_headers_bytes));
-        if (r->request_duration_us >= 0)
-            set(bag, KEEL_ATTR_REQUEST_DURATION, keel_value_duration(r->request_duration_us * 1000));
         set(bag, KEEL_ATTR_RESPONSE_CODE, keel_value_int(r->status));
-        set_str(bag, KEEL_ATTR_RESPONSE_CODE_DETAILS, r->code_details);
         set(bag, KEEL_ATTR_RESPONSE_SIZE, keel_value_int((int64_t)r->bytes_sent));
         set(bag, KEEL_ATTR_RESPONSE_TOTAL_SIZE,
             keel_value_int((int64_t)(r->bytes_sent + r->response_headers_bytes)));
-        set(bag, KEEL_ATTR_RESPONSE_HEADERS_BYTES, keel_value_int((int64_t)r->response_headers_bytes));
         set(bag, KEEL_ATTR_RESPONSE_DURATION, keel_value_duration(r->duration_us * 1000));
-        if (r->response_duration_us >= 0)
-            set(bag, KEEL_ATTR_RESPONSE_BACKEND_LATENCY,
-                keel_value_duration(r->response_duration_us * 1000));
-        set(bag, KEEL_ATTR_RESPONSE_TIME, timestamp(r->start_us + r->duration_us));
-        if (!in->lean)
-            set(bag, KEEL_ATTR_RESPONSE_HEADERS,
-                header_map(sc, sc->resp_pairs, r->resp_headers, r->n_resp_headers, &lower_used, NULL, NULL));
+        if (!in->lean) {
+            if (ua != NULL)
+                set_str(bag, KEEL_ATTR_REQUEST_USERAGENT, *ua);
+            if (ref != NULL)
+                set_str(bag, KEEL_ATTR_REQUEST_REFERER, *ref);
+        }
     }
     set(bag, KEEL_ATTR_RESPONSE_FLAGS, keel_value_int((int64_t)r->flags));
-    if (r->flags != 0) {
-        size_t off = keel_buf_len(&sc->text);
-        keel_buf_reserve(&sc->text, 128);
-        size_t n = keel_rf_format(r->flags, 0, keel_buf_wptr(&sc->text), keel_buf_room(&sc->text));
-        sc->text.wpos += n;
-        pend[npend++] = (struct pending){ KEEL_ATTR_CONTEXT_PROXY_ERROR_CODE, off, n };
-    }
-    set_cstr(bag, KEEL_ATTR_CONTEXT_REPORTER_UID, in->reporter_uid);
+    if (!in->lean)
+        rest(sc, in, pend, &npend, &lower_used);
     /* the scratch text has stopped growing: point the bag at it */
     for (size_t i = 0; i < npend; i++)
         set(bag, pend[i].id, keel_value_str(sc->text.data + pend[i].off, pend[i].len));

@@ -497,6 +497,9 @@ static bool is_grpc_content_type(struct keel_str ct)
     return ct.len >= n && !strncasecmp(ct.p, g, n) && (ct.len == n || ct.p[n] == '+' || ct.p[n] == ';');
 }
 
+/* The attributes read here and in run_http / tel_std_run are all a lean bag holds (the
+ * proxy's report.c leaves the rest out when nothing else reads the bag): reading another
+ * one means adding it there too. */
 static void derive_labels(struct keel_telemetry_shard *sh, const struct keel_attr_bag *bag, bool outbound, bool tcp,
                           struct keel_str *lv)
 {

@@ -1,6 +1,7 @@
 """The attribute bag is filled lean (no response.headers, no uids) only when nothing but
-the standard metrics reads it: every reader that is an expression still sees what it
-reads -- a tagOverrides value, a Telemetry access-log filter, a %CEL% operator."""
+the standard metrics reads it (then it holds only what they read): every reader that is
+an expression still sees everything -- a tagOverrides value, a Telemetry access-log
+filter, a %CEL% operator."""
 import os
 import time
 
@@ -86,7 +87,8 @@ def test_access_log_filter_reads_response_headers(keel, backend, tmp_path):
 
 def test_cel_operator_reads_response_headers(keel, backend):
     k = keel("--route", "web=127.0.0.1:%d" % backend, "--access-log-format",
-             "%CEL(response.headers['content-type'])% %RESPONSE_CODE%\n", upstream=backend)
+             "%CEL(response.headers['content-type'])% %CEL(request.url_path)% "
+             "%CEL(response.code_details)% %RESPONSE_CODE%\n", upstream=backend)
     assert get(k, "/headers") == 200
-    assert get(k, "/status/200") == 200
-    assert k.log_lines(2) == ["application/json 200", "- 200"]
+    assert get(k, "/status/200?x=1") == 200
+    assert k.log_lines(2) == ["application/json /headers via_upstream 200", "- /status/200 via_upstream 200"]
