@@ -97,6 +97,13 @@ static size_t put_u64(char *d, uint64_t v)
         d[0] = (char)('0' + v);
         return 1;
     }
+    if (v < 1000 && v >= 100) { /* status codes */
+        unsigned u = (unsigned)v;
+        d[0] = (char)('0' + u / 100);
+        d[1] = (char)('0' + u / 10 % 10);
+        d[2] = (char)('0' + u % 10);
+        return 3;
+    }
     char tmp[20];
     size_t n = 0;
     do {
