@@ -22,7 +22,8 @@
 static void begin_upstream(struct session *s, bool fresh);
 static void finish_request(struct session *s);
 
-static void append_header(struct keel_buf *b, struct keel_str name, struct keel_str value)
+static inline __attribute__((always_inline)) void append_header(struct keel_buf *b, struct keel_str name,
+                                                            struct keel_str value)
 {
     keel_buf_reserve(b, name.len + value.len + 4);
     char *p = keel_buf_wptr(b);
