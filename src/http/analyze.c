@@ -264,7 +264,8 @@ bool keel_http_authority_valid(struct keel_str v)
     return true;
 }
 
-bool keel_http_is_hop_by_hop(struct keel_str n)
+/* every length here is in KEEL_HTTP_HOP_LENS */
+bool keel_http_hop_by_hop_name(struct keel_str n)
 {
     switch (n.len) {
     case 2:
