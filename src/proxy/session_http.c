@@ -129,11 +129,11 @@ static enum route_result route_request(struct session *s)
 {
     struct server *srv = session_srv(s);
     if (s->spec->kind == LISTEN_INBOUND) {
-        const struct keel_registry_service *svc = s->wg->g->self_service;
-        if (svc != NULL) {
-            s->svc_host = keel_str_c(svc->fqdn);
-            s->svc_name = keel_str_c(svc->name);
-            s->svc_ns = keel_str_c(svc->namespace);
+        const struct proxy_gen *g = s->wg->g;
+        if (g->self_service != NULL) {
+            s->svc_host = g->self_svc_host;
+            s->svc_name = g->self_svc_name;
+            s->svc_ns = g->self_svc_ns;
         }
         s->target = s->spec->target;
         if (s->wg->g->inbound_h2 && s->target != NULL) /* the registry says: h2 (h2_up.c) */

@@ -75,9 +75,9 @@ static void tcp_identity(struct session *s, const struct proxy_gen *g)
     if (s->spec->tcp_inbound) {
         wl = workload_at(g->cfg, &s->remote_addr, false);
         if (g->self_service != NULL) {
-            s->svc_host = keel_str_c(g->self_service->fqdn);
-            s->svc_name = keel_str_c(g->self_service->name);
-            s->svc_ns = keel_str_c(g->self_service->namespace);
+            s->svc_host = g->self_svc_host;
+            s->svc_name = g->self_svc_name;
+            s->svc_ns = g->self_svc_ns;
         }
     } else if (s->target != NULL) {
         wl = s->target->workload != NULL ? s->target->workload
