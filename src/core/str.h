@@ -71,6 +71,41 @@ static inline void keel_copy(void *d, const void *s, size_t n)
     }
 }
 
+/* Equality of n bytes for the short strings of the request path (labels, map keys): word
+ * loads overlapping at the tail rather than a memcmp call or a byte loop. */
+static inline bool keel_bytes_eq(const char *a, const char *b, size_t n)
+{
+    uint64_t x, y;
+    uint32_t u, w, u2, w2;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, a + i, 8);
+            memcpy(&y, b + i, 8);
+            if (x != y)
+                return false;
+        }
+        memcpy(&x, a + n - 8, 8);
+        memcpy(&y, b + n - 8, 8);
+        return x == y;
+    }
+    if (n >= 4) {
+        memcpy(&u, a, 4);
+        memcpy(&w, b, 4);
+        memcpy(&u2, a + n - 4, 4);
+        memcpy(&w2, b + n - 4, 4);
+        return ((u ^ w) | (u2 ^ w2)) == 0;
+    }
+    if (n >= 2) {
+        uint16_t h, k, h2, k2;
+        memcpy(&h, a, 2);
+        memcpy(&k, b, 2);
+        memcpy(&h2, a + n - 2, 2);
+        memcpy(&k2, b + n - 2, 2);
+        return ((h ^ k) | (h2 ^ k2)) == 0;
+    }
+    return n == 0 || a[0] == b[0];
+}
+
 /* Eight bytes with A-Z turned to a-z, everything else (>= 0x80 too) untouched. */
 static inline uint64_t keel_ascii_lower8(uint64_t x)
 {

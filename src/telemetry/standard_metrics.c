@@ -405,7 +405,7 @@ static void side_labels(const struct keel_attr_bag *bag, int id, struct side_lab
         case 35: w = WL_CANON_REV, lit = "service.istio.io/canonical-revision"; break;
         default: continue;
         }
-        if (!(out->found & (1u << w)) && !memcmp(kv->k.p, lit, kv->k.len)) {
+        if (!(out->found & (1u << w)) && keel_bytes_eq(kv->k.p, lit, kv->k.len)) {
             out->found |= 1u << w;
             out->v[w] = kv->v;
         }
