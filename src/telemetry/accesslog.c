@@ -225,7 +225,7 @@ static size_t fmt_start_time(int64_t us, char *d)
         tl_date_len = (n > 0 && (size_t)n < sizeof(tl_date)) ? (size_t)n : 0;
         tl_sec = sec;
     }
-    memcpy(d, tl_date, tl_date_len);
+    keel_copy(d, tl_date, tl_date_len); /* 24 bytes: inline */
     unsigned ms = (unsigned)(frac / 1000);
     char *o = d + tl_date_len;
     o[0] = (char)('0' + ms / 100);
@@ -547,13 +547,15 @@ void keel_accesslog_render(const struct keel_accesslog_format *f, const struct k
         put(&c, f->arena + o->pre_off, o->pre_len);
         struct val v;
         get_value(f, o, r, &v, scratch, &tmp);
-        if (v.kind == V_INT && (o->flags & AL_F_TRUNC)) {
-            /* a truncated number is no longer that number: JSON gets a string */
-            v.s = (struct keel_str){ num, put_u64(num, v.u) };
-            v.kind = V_STR;
+        if (__builtin_expect(o->flags & AL_F_TRUNC, 0)) {
+            if (v.kind == V_INT) {
+                /* a truncated number is no longer that number: JSON gets a string */
+                v.s = (struct keel_str){ num, put_u64(num, v.u) };
+                v.kind = V_STR;
+            }
+            if (v.kind != V_UNSET && v.s.len > o->trunc)
+                v.s.len = o->trunc;
         }
-        if (v.kind != V_UNSET && (o->flags & AL_F_TRUNC) && v.s.len > o->trunc)
-            v.s.len = o->trunc;
         if (v.kind == V_STR && v.s.len == 0)
             v.kind = V_UNSET;
 
