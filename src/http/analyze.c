@@ -6,9 +6,10 @@
 
 #include <ctype.h>
 
+/* lit: lower case. The first byte first: most names of a length are not the one asked. */
 static bool name_is(struct keel_str n, const char *lit, size_t len)
 {
-    return n.len == len && keel_ascii_caseeq(n.p, lit, len);
+    return n.len == len && (n.p[0] | 0x20) == lit[0] && keel_ascii_caseeq(n.p, lit, len);
 }
 #define NAME_IS(n, lit) name_is((n), (lit), sizeof(lit) - 1)
 
