@@ -17,7 +17,7 @@ const struct keel_str *keel_value_map_get(const struct keel_value *m, const char
 {
     for (size_t i = 0; i < m->u.map.n; i++) {
         const struct keel_str_pair *p = &m->u.map.kv[i];
-        if (p->k.len == klen && (klen == 0 || memcmp(p->k.p, k, klen) == 0))
+        if (p->k.len == klen && keel_bytes_eq(p->k.p, k, klen))
             return &p->v;
     }
     return NULL;

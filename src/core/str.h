@@ -26,59 +26,84 @@ static inline bool keel_str_eq(struct keel_str a, struct keel_str b)
 }
 
 /* memcpy for the short strings of the request path (names, values, log literals): inline
- * overlapping loads up to 16 bytes, where a call to memcpy costs more than the copy. */
+ * overlapping loads up to 32 bytes, where a call to memcpy costs more than the copy, and
+ * no loop under four bytes (log separators are one or two). */
 static inline void keel_copy(void *d, const void *s, size_t n)
 {
     char *o = d;
     const char *i = s;
-    if (n >= 8 && n <= 16) {
+    if (n >= 8) {
         uint64_t a, b;
+        if (n > 32) {
+            memcpy(o, i, n);
+            return;
+        }
+        if (n > 16) {
+            uint64_t c, e;
+            memcpy(&a, i, 8);
+            memcpy(&b, i + 8, 8);
+            memcpy(&c, i + n - 16, 8);
+            memcpy(&e, i + n - 8, 8);
+            memcpy(o, &a, 8);
+            memcpy(o + 8, &b, 8);
+            memcpy(o + n - 16, &c, 8);
+            memcpy(o + n - 8, &e, 8);
+            return;
+        }
         memcpy(&a, i, 8);
         memcpy(&b, i + n - 8, 8);
         memcpy(o, &a, 8);
         memcpy(o + n - 8, &b, 8);
-    } else if (n >= 4 && n < 8) {
+    } else if (n >= 4) {
         uint32_t a, b;
         memcpy(&a, i, 4);
         memcpy(&b, i + n - 4, 4);
         memcpy(o, &a, 4);
         memcpy(o + n - 4, &b, 4);
-    } else if (n < 4) {
-        for (size_t k = 0; k < n; k++)
-            o[k] = i[k];
-    } else {
-        memcpy(o, i, n);
+    } else if (n >= 2) {
+        uint16_t a, b;
+        memcpy(&a, i, 2);
+        memcpy(&b, i + n - 2, 2);
+        memcpy(o, &a, 2);
+        memcpy(o + n - 2, &b, 2);
+    } else if (n == 1) {
+        o[0] = i[0];
     }
 }
 
-/* memcmp(a, b, n) == 0 for short strings (the report path's values): inline overlapping
- * loads up to 16 bytes, memcmp beyond. */
-static inline bool keel_mem_eq(const void *a, const void *b, size_t n)
+/* Equality of n bytes for the short strings of the request path (labels, map keys): word
+ * loads overlapping at the tail rather than a memcmp call or a byte loop. */
+static inline bool keel_bytes_eq(const char *a, const char *b, size_t n)
 {
-    const char *x = a, *y = b;
-    if (n >= 8 && n <= 16) {
-        uint64_t x0, x1, y0, y1;
-        memcpy(&x0, x, 8);
-        memcpy(&x1, x + n - 8, 8);
-        memcpy(&y0, y, 8);
-        memcpy(&y1, y + n - 8, 8);
-        return ((x0 ^ y0) | (x1 ^ y1)) == 0;
-    }
-    if (n >= 4 && n < 8) {
-        uint32_t x0, x1, y0, y1;
-        memcpy(&x0, x, 4);
-        memcpy(&x1, x + n - 4, 4);
-        memcpy(&y0, y, 4);
-        memcpy(&y1, y + n - 4, 4);
-        return ((x0 ^ y0) | (x1 ^ y1)) == 0;
-    }
-    if (n < 4) {
-        for (size_t k = 0; k < n; k++)
-            if (x[k] != y[k])
+    uint64_t x, y;
+    uint32_t u, w, u2, w2;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, a + i, 8);
+            memcpy(&y, b + i, 8);
+            if (x != y)
                 return false;
-        return true;
+        }
+        memcpy(&x, a + n - 8, 8);
+        memcpy(&y, b + n - 8, 8);
+        return x == y;
     }
-    return memcmp(x, y, n) == 0;
+    if (n >= 4) {
+        memcpy(&u, a, 4);
+        memcpy(&w, b, 4);
+        memcpy(&u2, a + n - 4, 4);
+        memcpy(&w2, b + n - 4, 4);
+        return ((u ^ w) | (u2 ^ w2)) == 0;
+    }
+    if (n >= 2) {
+        uint16_t h, k, h2, k2;
+        memcpy(&h, a, 2);
+        memcpy(&k, b, 2);
+        memcpy(&h2, a + n - 2, 2);
+        memcpy(&k2, b + n - 2, 2);
+        return ((h ^ k) | (h2 ^ k2)) == 0;
+    }
+    return n == 0 || a[0] == b[0];
 }
 
 /* Eight bytes with A-Z turned to a-z, everything else (>= 0x80 too) untouched. */
@@ -156,6 +181,35 @@ static inline bool keel_ascii_caseeq(const char *a, const char *b, size_t n)
     }
     for (size_t i = 0; i < n; i++)
         if (keel_ascii_lower(a[i]) != keel_ascii_lower(b[i]))
+            return false;
+    return true;
+}
+
+/* keel_ascii_caseeq where b is lower case already (a compiled name): only a is folded. */
+static inline bool keel_ascii_eq_lower(const char *a, const char *b, size_t n)
+{
+    uint64_t x, y;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, a + i, 8);
+            memcpy(&y, b + i, 8);
+            if (keel_ascii_lower8(x) != y)
+                return false;
+        }
+        memcpy(&x, a + n - 8, 8);
+        memcpy(&y, b + n - 8, 8);
+        return keel_ascii_lower8(x) == y;
+    }
+    if (n >= 4) {
+        uint32_t x0, x1, y0, y1;
+        memcpy(&x0, a, 4);
+        memcpy(&x1, a + n - 4, 4);
+        memcpy(&y0, b, 4);
+        memcpy(&y1, b + n - 4, 4);
+        return keel_ascii_lower8((uint64_t)x0 << 32 | x1) == ((uint64_t)y0 << 32 | y1);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (keel_ascii_lower(a[i]) != b[i])
             return false;
     return true;
 }

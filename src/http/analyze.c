@@ -6,9 +6,10 @@
 
 #include <ctype.h>
 
+/* lit: lower case. The first byte first: most names of a length are not the one asked. */
 static bool name_is(struct keel_str n, const char *lit, size_t len)
 {
-    return n.len == len && keel_ascii_caseeq(n.p, lit, len);
+    return n.len == len && (n.p[0] | 0x20) == lit[0] && keel_ascii_caseeq(n.p, lit, len);
 }
 #define NAME_IS(n, lit) name_is((n), (lit), sizeof(lit) - 1)
 
@@ -264,7 +265,8 @@ bool keel_http_authority_valid(struct keel_str v)
     return true;
 }
 
-bool keel_http_is_hop_by_hop(struct keel_str n)
+/* every length here is in KEEL_HTTP_HOP_LENS */
+bool keel_http_hop_by_hop_name(struct keel_str n)
 {
     switch (n.len) {
     case 2:

@@ -113,8 +113,15 @@ struct keel_str keel_http_te_strip_chunked(struct keel_str v);
  * brackets. Empty is allowed (a Host for a target without authority). */
 bool keel_http_authority_valid(struct keel_str v);
 
-/* A header that must not be forwarded (RFC 9110 §7.6.1, plus the ones we regenerate). */
-bool keel_http_is_hop_by_hop(struct keel_str name);
+/* A header that must not be forwarded (RFC 9110 §7.6.1, plus the ones we regenerate).
+ * Inline for the usual answer: no such name has the length of most names (host, date,
+ * server, content-type, x-request-id, ...). */
+bool keel_http_hop_by_hop_name(struct keel_str name);
+#define KEEL_HTTP_HOP_LENS ((1u << 2) | (1u << 7) | (1u << 10) | (1u << 14) | (1u << 16) | (1u << 17))
+static inline bool keel_http_is_hop_by_hop(struct keel_str name)
+{
+    return name.len < 32 && ((KEEL_HTTP_HOP_LENS >> name.len) & 1) && keel_http_hop_by_hop_name(name);
+}
 static inline bool keel_http_hop_marked(const struct keel_http_meta *m, size_t i)
 {
     return i < 128 && (m->hop_mask[i / 64] >> (i % 64)) & 1;

@@ -53,13 +53,42 @@ static bool parse_version(const char *p, const char *end, int *minor)
     return true;
 }
 
+/* Bytes of x (little-endian) that are not a letter, digit or '-' (the bytes of nearly
+ * every header name), as high bits; the lowest is exact: no sum carries between bytes. */
+static inline uint64_t name_word_other(uint64_t x)
+{
+    uint64_t lo = x & (ONES * 0x7f), l = lo | (ONES * 0x20); /* letters folded to a-z */
+    uint64_t alpha = (l + ONES * (0x80 - 'a')) & ~(l + ONES * (0x80 - 'z' - 1));
+    uint64_t digit = (lo + ONES * (0x80 - '0')) & ~(lo + ONES * (0x80 - '9' - 1));
+    uint64_t dash = ~((lo ^ (ONES * '-')) + ONES * 0x7f);
+    return (~(alpha | digit | dash) | x) & HIGHS;
+}
+
+/* Bytes of x that are control bytes (< 0x20, DEL), as high bits; the lowest is exact. */
+static inline uint64_t value_word_ctl(uint64_t x)
+{
+    uint64_t del = x ^ (ONES * 0x7f); /* zero bytes where x has DEL */
+    return ((x - ONES * 0x20) & ~x & HIGHS) | ((del - ONES) & ~del & HIGHS);
+}
+
+/* A syntax error at `at` counts once its line is complete (until then: need more). */
+static int line_fail(struct keel_http_perror *e, const char *base, const char *at, const char *end,
+                     const char *what)
+{
+    if (memchr(at, '\n', (size_t)(end - at)) == NULL)
+        return KEEL_AGAIN;
+    return fail(e, KEEL_HTTP_PERR_SYNTAX, base, at, what);
+}
+
 /* Parse header lines from p until the empty line. Returns the head length, KEEL_AGAIN or
- * KEEL_EINVAL. */
+ * KEEL_EINVAL. One pass per line: the name, then the value up to its first control byte,
+ * which is the line end (CR LF or LF), a tab (allowed) or an error; eight bytes a step. */
 static int parse_headers(const char *base, const char *p, const char *end,
                          const struct keel_http_limits *lim, struct keel_http_header *h,
                          size_t *n_out, struct keel_http_perror *e)
 {
     size_t n = 0;
+    uint64_t x, m;
     for (;;) {
         if (p == end)
             goto need_more;
@@ -74,33 +103,58 @@ static int parse_headers(const char *base, const char *p, const char *end,
         }
         if (*p == ' ' || *p == '\t')
             return fail(e, KEEL_HTTP_PERR_SYNTAX, base, p, "obsolete line folding");
-        const char *ce;
-        const char *nl = line_end(p, end, &ce);
-        if (nl == NULL)
-            goto need_more;
         const char *name = p;
-        while (p < ce && tchar[(unsigned char)*p])
+        for (; end - p >= 8; p += 8) {
+            memcpy(&x, p, 8);
+            if ((m = name_word_other(x)) != 0) {
+                p += __builtin_ctzll(m) >> 3;
+                break;
+            }
+        }
+        while (p < end && tchar[(unsigned char)*p])
             p++;
-        if (p == name || p == ce || *p != ':')
-            return fail(e, KEEL_HTTP_PERR_SYNTAX, base, p, "bad header name");
+        if (p == end)
+            goto need_more;
+        if (p == name || *p != ':') {
+            int rc = line_fail(e, base, p, end, "bad header name");
+            if (rc == KEEL_AGAIN)
+                goto need_more;
+            return rc;
+        }
         size_t name_len = (size_t)(p - name);
         p++;
-        while (p < ce && (*p == ' ' || *p == '\t'))
+        while (p < end && (*p == ' ' || *p == '\t'))
             p++;
         const char *value = p;
-        /* eight bytes a step while none is a control byte (a tab, allowed, takes the byte
-         * loop for its word): most of a head's bytes are values */
-        for (; ce - p >= 8; p += 8) {
-            uint64_t x;
-            memcpy(&x, p, 8);
-            uint64_t del = x ^ (ONES * 0x7f); /* zero bytes where x has DEL */
-            if (((x - ONES * 0x20) & ~x & HIGHS) | ((del - ONES) & ~del & HIGHS))
+        /* to the first control byte that is not a tab */
+        for (;;) {
+            for (; end - p >= 8; p += 8) {
+                memcpy(&x, p, 8);
+                if ((m = value_word_ctl(x)) != 0) {
+                    p += __builtin_ctzll(m) >> 3;
+                    break;
+                }
+            }
+            while (p < end && (unsigned char)*p >= 0x20 && *p != 0x7f)
+                p++;
+            if (p == end)
+                goto need_more;
+            if (*p != '\t')
                 break;
+            p++;
         }
-        for (; p < ce; p++) {
-            unsigned char c = (unsigned char)*p;
-            if ((c < 0x20 && c != '\t') || c == 0x7f)
-                return fail(e, KEEL_HTTP_PERR_SYNTAX, base, p, "control byte in header value");
+        const char *ce = p, *nl;
+        if (*p == '\n') {
+            nl = p;
+        } else if (*p == '\r' && p + 1 < end && p[1] == '\n') {
+            nl = p + 1;
+        } else if (*p == '\r' && p + 1 == end) {
+            goto need_more;
+        } else {
+            int rc = line_fail(e, base, p, end, "control byte in header value");
+            if (rc == KEEL_AGAIN)
+                goto need_more;
+            return rc;
         }
         const char *vend = ce;
         while (vend > value && (vend[-1] == ' ' || vend[-1] == '\t'))

@@ -170,7 +170,7 @@ static int32_t word(struct keel_mixer_batch *b, const char *s, size_t n)
     size_t j = h & (b->n_slots - 1);
     for (; b->slots[j]; j = (j + 1) & (b->n_slots - 1)) {
         size_t k = (size_t)b->slots[j] - 1;
-        if (b->wl[k].len == n && keel_mem_eq(b->text.data + b->wl[k].off, s, n))
+        if (b->wl[k].len == n && keel_bytes_eq(b->text.data + b->wl[k].off, s, n))
             return -(int32_t)k - 1;
     }
     if (b->n_words == b->cap_words) {
@@ -205,7 +205,7 @@ static bool same_value(const struct keel_mixer_batch *b, int id, const struct ke
     const char *p = b->last.data + b->prev[id].off;
     size_t n = b->prev[id].len;
     if (is_stringish(v->type))
-        return v->u.s.len == n && keel_mem_eq(p, v->u.s.p, n);
+        return v->u.s.len == n && keel_bytes_eq(p, v->u.s.p, n);
     switch (v->type) {
     case KEEL_VALUE_TIMESTAMP: {
         int64_t sec;
@@ -215,7 +215,7 @@ static bool same_value(const struct keel_mixer_batch *b, int id, const struct ke
         return sec == v->u.t.sec && nsec == v->u.t.nsec;
     }
     case KEEL_VALUE_IP_ADDRESS:
-        return n == v->u.ip.len && keel_mem_eq(p, v->u.ip.a, n);
+        return n == v->u.ip.len && keel_bytes_eq(p, (const char *)v->u.ip.a, n);
     case KEEL_VALUE_STRING_MAP: {
         const char *end = p + n;
         for (size_t i = 0; i < v->u.map.n; i++) {
@@ -225,8 +225,8 @@ static bool same_value(const struct keel_mixer_batch *b, int id, const struct ke
             memcpy(&r, p, sizeof(r));
             const struct keel_str_pair *kv = &v->u.map.kv[i];
             p += sizeof(r);
-            if (r.klen != kv->k.len || r.vlen != kv->v.len || !keel_mem_eq(p, kv->k.p, r.klen) ||
-                !keel_mem_eq(p + r.klen, kv->v.p, r.vlen))
+            if (r.klen != kv->k.len || r.vlen != kv->v.len || !keel_bytes_eq(p, kv->k.p, r.klen) ||
+                !keel_bytes_eq(p + r.klen, kv->v.p, r.vlen))
                 return false;
             p += r.klen + r.vlen;
         }
@@ -291,8 +291,8 @@ static void add_map(struct keel_mixer_batch *b, int id, int32_t key, const struc
             struct pair_rec o;
             memcpy(&o, b->last.data + old, sizeof(o));
             const char *op = b->last.data + old + sizeof(o);
-            same = o.klen == r.klen && o.vlen == r.vlen && keel_mem_eq(op, kv->k.p, r.klen) &&
-                   keel_mem_eq(op + o.klen, kv->v.p, r.vlen);
+            same = o.klen == r.klen && o.vlen == r.vlen && keel_bytes_eq(op, kv->k.p, r.klen) &&
+                   keel_bytes_eq(op + o.klen, kv->v.p, r.vlen);
             r.kword = o.kword;
             r.vword = o.vword;
             old += sizeof(o) + o.klen + o.vlen;

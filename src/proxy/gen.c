@@ -68,6 +68,9 @@ static void self_identity(struct proxy_gen *g)
     if (wl->n_services > 0) {
         g->self_service = wl->services[0];
         meta.service = keel_str_c(g->self_service->fqdn);
+        g->self_svc_host = meta.service;
+        g->self_svc_name = keel_str_c(g->self_service->name);
+        g->self_svc_ns = keel_str_c(g->self_service->namespace);
     }
     meta.cluster = g->identity.cluster;
     keel_peer_encode(&meta, &g->metadata);

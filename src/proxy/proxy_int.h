@@ -125,6 +125,7 @@ struct proxy_gen {
     char self_uid[300];
     const char *cluster_id;                     /* Istio's CLUSTER_ID of this proxy */
     const struct keel_registry_service *self_service; /* the first service we back */
+    struct keel_str self_svc_host, self_svc_name, self_svc_ns; /* its names, measured once */
     struct keel_telemetry *tel;                 /* the telemetry plan of this config */
     struct access_log *log;                     /* NULL: no access log */
     struct gen_log *tlogs;                      /* Telemetry API access logs */

@@ -66,7 +66,7 @@ static void set_concat(struct report_scratch *sc, struct pending *p, size_t *np,
 }
 
 static void principal_and_uid(struct report_scratch *sc, struct pending *p, size_t *np,
-                              const struct report_identity *id, bool source)
+                              const struct report_identity *id, bool source, bool lean)
 {
     if (id == NULL || id->name.len == 0)
         return;
@@ -76,6 +76,8 @@ static void principal_and_uid(struct report_scratch *sc, struct pending *p, size
      * service account a peer claims */
     if (id->principal.len > 0)
         set_str(&sc->bag, pid, id->principal);
+    if (lean)
+        return;
     if (id->uid.len > 0)
         set_str(&sc->bag, uid, id->uid);
     else
@@ -114,27 +116,36 @@ static bool ip_port(const struct keel_addr *a, struct keel_value *ip, int64_t *p
 }
 
 /* Header arrays as maps with lower-case names (HTTP names are case-insensitive; the
- * expression language's map keys are not). */
+ * expression language's map keys are not). The counters live in locals: stores through
+ * the char pointers could alias anything reached through a pointer. */
 static struct keel_value header_map(struct report_scratch *sc, struct keel_str_pair *pairs,
                                     const struct keel_http_header *h, size_t n, size_t *lower_used,
                                     const struct keel_str **ua, const struct keel_str **ref)
 {
-    size_t k = 0;
-    for (size_t i = 0; i < n && k < REPORT_MAX_HEADERS; i++) {
-        if (h[i].name.len > sizeof(sc->lower) - *lower_used)
+    size_t k = 0, used = *lower_used;
+    const struct keel_str *found_ua = NULL, *found_ref = NULL;
+    if (n > REPORT_MAX_HEADERS)
+        n = REPORT_MAX_HEADERS;
+    for (; k < n; k++) {
+        size_t len = h[k].name.len;
+        if (len > sizeof(sc->lower) - used)
             break;
-        char *dst = sc->lower + *lower_used;
-        keel_ascii_lower_copy(dst, h[i].name.p, h[i].name.len);
-        pairs[k].k = (struct keel_str){ dst, h[i].name.len };
-        pairs[k].v = h[i].value;
+        char *dst = sc->lower + used;
+        keel_ascii_lower_copy(dst, h[k].name.p, len);
+        pairs[k].k = (struct keel_str){ dst, len };
+        pairs[k].v = h[k].value;
+        used += len;
         /* the first of each, as a map lookup would find (request.useragent, .referer) */
-        if (ua != NULL && *ua == NULL && h[i].name.len == 10 && memcmp(dst, "user-agent", 10) == 0)
-            *ua = &pairs[k].v;
-        else if (ref != NULL && *ref == NULL && h[i].name.len == 7 && memcmp(dst, "referer", 7) == 0)
-            *ref = &pairs[k].v;
-        *lower_used += h[i].name.len;
-        k++;
+        if (len == 10 && found_ua == NULL && memcmp(dst, "user-agent", 10) == 0)
+            found_ua = &pairs[k].v;
+        else if (len == 7 && found_ref == NULL && memcmp(dst, "referer", 7) == 0)
+            found_ref = &pairs[k].v;
     }
+    *lower_used = used;
+    if (ua != NULL)
+        *ua = found_ua;
+    if (ref != NULL)
+        *ref = found_ref;
     return keel_value_map(pairs, k);
 }
 
@@ -149,7 +160,7 @@ static struct keel_str workload_name(const struct report_identity *id)
     return id->name;
 }
 
-static void identity(struct report_scratch *sc, const struct report_identity *id, bool source)
+static void identity(struct report_scratch *sc, const struct report_identity *id, bool source, bool lean)
 {
     struct keel_attr_bag *bag = &sc->bag;
     if (id == NULL || id->name.len == 0)
@@ -161,14 +172,76 @@ static void identity(struct report_scratch *sc, const struct report_identity *id
     }
     set_str(bag, source ? KEEL_ATTR_SOURCE_WORKLOAD_NAME : KEEL_ATTR_DESTINATION_WORKLOAD_NAME,
             workload_name(id));
-    set_str(bag, source ? KEEL_ATTR_SOURCE_NAME : KEEL_ATTR_DESTINATION_NAME, id->name);
     set_str(bag, source ? KEEL_ATTR_SOURCE_WORKLOAD_NAMESPACE : KEEL_ATTR_DESTINATION_WORKLOAD_NAMESPACE,
             id->namespace);
     set_str(bag, source ? KEEL_ATTR_SOURCE_NAMESPACE : KEEL_ATTR_DESTINATION_NAMESPACE, id->namespace);
-    set_str(bag, source ? KEEL_ATTR_SOURCE_SERVICE_ACCOUNT : KEEL_ATTR_DESTINATION_SERVICE_ACCOUNT,
-            id->service_account);
+    if (!lean) {
+        set_str(bag, source ? KEEL_ATTR_SOURCE_NAME : KEEL_ATTR_DESTINATION_NAME, id->name);
+        set_str(bag, source ? KEEL_ATTR_SOURCE_SERVICE_ACCOUNT : KEEL_ATTR_DESTINATION_SERVICE_ACCOUNT,
+                id->service_account);
+    }
     set(bag, source ? KEEL_ATTR_SOURCE_LABELS : KEEL_ATTR_DESTINATION_LABELS,
         keel_value_map(id->labels, id->n_labels));
+}
+
+/* What only expressions read (the standard metrics do not): left out of a lean bag.
+ * Called before the pending texts are resolved (it adds one). */
+static void rest(struct report_scratch *sc, const struct report_in *in, struct pending *pend, size_t *npend,
+                 size_t *lower_used)
+{
+    struct keel_attr_bag *bag = &sc->bag;
+    const struct keel_access_record *r = in->r;
+    struct keel_value ip;
+    int64_t port;
+    if ((!in->outbound || in->waypoint) && ip_port(in->downstream_remote, &ip, &port)) {
+        set(bag, KEEL_ATTR_SOURCE_IP, ip);
+        set(bag, KEEL_ATTR_SOURCE_PORT, keel_value_int(port));
+    }
+    if (ip_port(in->outbound ? in->upstream : in->downstream_local, &ip, &port)) {
+        set(bag, KEEL_ATTR_DESTINATION_IP, ip);
+        set(bag, KEEL_ATTR_DESTINATION_PORT, keel_value_int(port));
+    }
+    set(bag, KEEL_ATTR_REQUEST_TIME, timestamp(r->start_us));
+
+    if (r->is_tcp) {
+        set(bag, KEEL_ATTR_CONNECTION_RECEIVED_BYTES_TOTAL, keel_value_int((int64_t)r->bytes_received));
+        set(bag, KEEL_ATTR_CONNECTION_SENT_BYTES_TOTAL, keel_value_int((int64_t)r->bytes_sent));
+        set(bag, KEEL_ATTR_CONNECTION_DURATION, keel_value_duration(r->duration_us * 1000));
+    } else {
+        set_str(bag, KEEL_ATTR_REQUEST_METHOD, r->method);
+        set_str(bag, KEEL_ATTR_REQUEST_PATH, r->path);
+        struct keel_str url_path = r->path;
+        const char *q = url_path.len ? memchr(url_path.p, '?', url_path.len) : NULL;
+        if (q != NULL) {
+            set(bag, KEEL_ATTR_REQUEST_QUERY, keel_value_str(q + 1, (size_t)(url_path.p + url_path.len - q - 1)));
+            url_path.len = (size_t)(q - url_path.p);
+        }
+        set_str(bag, KEEL_ATTR_REQUEST_URL_PATH, url_path);
+        set_str(bag, KEEL_ATTR_REQUEST_SCHEME, r->scheme);
+        set_str(bag, KEEL_ATTR_REQUEST_PROTOCOL, r->protocol);
+        if (r->grpc) /* session_grpc.c */
+            set_str(bag, KEEL_ATTR_RESPONSE_GRPC_MESSAGE, r->grpc_message);
+        set_str(bag, KEEL_ATTR_REQUEST_ID, r->request_id);
+        set(bag, KEEL_ATTR_REQUEST_HEADERS_BYTES, keel_value_int((int64_t)r->request_headers_bytes));
+        if (r->request_duration_us >= 0)
+            set(bag, KEEL_ATTR_REQUEST_DURATION, keel_value_duration(r->request_duration_us * 1000));
+        set_str(bag, KEEL_ATTR_RESPONSE_CODE_DETAILS, r->code_details);
+        set(bag, KEEL_ATTR_RESPONSE_HEADERS_BYTES, keel_value_int((int64_t)r->response_headers_bytes));
+        if (r->response_duration_us >= 0)
+            set(bag, KEEL_ATTR_RESPONSE_BACKEND_LATENCY,
+                keel_value_duration(r->response_duration_us * 1000));
+        set(bag, KEEL_ATTR_RESPONSE_TIME, timestamp(r->start_us + r->duration_us));
+        set(bag, KEEL_ATTR_RESPONSE_HEADERS,
+            header_map(sc, sc->resp_pairs, r->resp_headers, r->n_resp_headers, lower_used, NULL, NULL));
+    }
+    if (r->flags != 0) {
+        size_t off = keel_buf_len(&sc->text);
+        keel_buf_reserve(&sc->text, 128);
+        size_t n = keel_rf_format(r->flags, 0, keel_buf_wptr(&sc->text), keel_buf_room(&sc->text));
+        sc->text.wpos += n;
+        pend[(*npend)++] = (struct pending){ KEEL_ATTR_CONTEXT_PROXY_ERROR_CODE, off, n };
+    }
+    set_cstr(bag, KEEL_ATTR_CONTEXT_REPORTER_UID, in->reporter_uid);
 }
 
 void report_fill(struct report_scratch *sc, const struct report_in *in)
@@ -185,7 +258,8 @@ void report_fill(struct report_scratch *sc, const struct report_in *in)
         : in->outbound ? keel_value_str("outbound", 8)
                        : keel_value_str("inbound", 7));
     set(bag, KEEL_ATTR_CONTEXT_PROTOCOL, r->is_tcp ? keel_value_str("tcp", 3) : keel_value_str("http", 4));
-    set(bag, KEEL_ATTR_CONTEXT_TIME, timestamp(r->start_us + r->duration_us));
+    if (!in->lean)
+        set(bag, KEEL_ATTR_CONTEXT_TIME, timestamp(r->start_us + r->duration_us));
 
     /* who is who: outbound reports are made by the source, inbound by the destination */
     struct report_identity peer = { 0 };
@@ -212,93 +286,50 @@ void report_fill(struct report_scratch *sc, const struct report_in *in)
         src = &client;
         dst = &peer;
     }
-    identity(sc, src, true);
-    identity(sc, dst, false);
-    principal_and_uid(sc, pend, &npend, src, true);
-    principal_and_uid(sc, pend, &npend, dst, false);
+    identity(sc, src, true, in->lean);
+    identity(sc, dst, false, in->lean);
+    principal_and_uid(sc, pend, &npend, src, true, in->lean);
+    principal_and_uid(sc, pend, &npend, dst, false, in->lean);
 
     /* the destination service: the route's service (outbound), the one we back (inbound) */
     set_str(bag, KEEL_ATTR_DESTINATION_SERVICE_HOST, in->service_host);
     set_str(bag, KEEL_ATTR_DESTINATION_SERVICE_NAME, in->service_name);
     set_str(bag, KEEL_ATTR_DESTINATION_SERVICE_NAMESPACE, in->service_namespace);
 
-    struct keel_value ip;
-    int64_t port;
-    if ((!in->outbound || in->waypoint) && ip_port(in->downstream_remote, &ip, &port)) {
-        set(bag, KEEL_ATTR_SOURCE_IP, ip);
-        set(bag, KEEL_ATTR_SOURCE_PORT, keel_value_int(port));
-    }
-    if (ip_port(in->outbound ? in->upstream : in->downstream_local, &ip, &port)) {
-        set(bag, KEEL_ATTR_DESTINATION_IP, ip);
-        set(bag, KEEL_ATTR_DESTINATION_PORT, keel_value_int(port));
-    }
-    set(bag, KEEL_ATTR_REQUEST_TIME, timestamp(r->start_us));
-
     if (r->is_tcp) {
         set(bag, KEEL_ATTR_CONNECTION_EVENT, keel_value_str(in->tcp_event, strlen(in->tcp_event)));
         set(bag, KEEL_ATTR_CONNECTION_RECEIVED_BYTES, keel_value_int((int64_t)in->tcp_received_delta));
         set(bag, KEEL_ATTR_CONNECTION_SENT_BYTES, keel_value_int((int64_t)in->tcp_sent_delta));
-        set(bag, KEEL_ATTR_CONNECTION_RECEIVED_BYTES_TOTAL, keel_value_int((int64_t)r->bytes_received));
-        set(bag, KEEL_ATTR_CONNECTION_SENT_BYTES_TOTAL, keel_value_int((int64_t)r->bytes_sent));
-        set(bag, KEEL_ATTR_CONNECTION_DURATION, keel_value_duration(r->duration_us * 1000));
         set(bag, KEEL_ATTR_CONNECTION_MTLS, keel_value_bool(false));
     } else {
-        set_str(bag, KEEL_ATTR_REQUEST_METHOD, r->method);
-        set_str(bag, KEEL_ATTR_REQUEST_PATH, r->path);
-        struct keel_str url_path = r->path;
-        const char *q = url_path.len ? memchr(url_path.p, '?', url_path.len) : NULL;
-        if (q != NULL) {
-            set(bag, KEEL_ATTR_REQUEST_QUERY, keel_value_str(q + 1, (size_t)(url_path.p + url_path.len - q - 1)));
-            url_path.len = (size_t)(q - url_path.p);
-        }
-        set_str(bag, KEEL_ATTR_REQUEST_URL_PATH, url_path);
         set_str(bag, KEEL_ATTR_REQUEST_HOST, r->authority);
-        set_str(bag, KEEL_ATTR_REQUEST_SCHEME, r->scheme);
-        set_str(bag, KEEL_ATTR_REQUEST_PROTOCOL, r->protocol);
         if (r->grpc) { /* session_grpc.c */
             set_str(bag, KEEL_ATTR_RESPONSE_GRPC_STATUS, r->grpc_status);
-            set_str(bag, KEEL_ATTR_RESPONSE_GRPC_MESSAGE, r->grpc_message);
             set(bag, KEEL_ATTR_REQUEST_GRPC_MESSAGES, keel_value_int((int64_t)r->grpc_request_messages));
             set(bag, KEEL_ATTR_RESPONSE_GRPC_MESSAGES, keel_value_int((int64_t)r->grpc_response_messages));
         }
-        set_str(bag, KEEL_ATTR_REQUEST_ID, r->request_id);
         const struct keel_str *ua = NULL, *ref = NULL;
         struct keel_value hm = header_map(sc, sc->req_pairs, r->req_headers, r->n_req_headers, &lower_used,
                                           &ua, &ref);
         set(bag, KEEL_ATTR_REQUEST_HEADERS, hm);
-        if (ua != NULL)
-            set_str(bag, KEEL_ATTR_REQUEST_USERAGENT, *ua);
-        if (ref != NULL)
-            set_str(bag, KEEL_ATTR_REQUEST_REFERER, *ref);
         set(bag, KEEL_ATTR_REQUEST_SIZE, keel_value_int((int64_t)r->bytes_received));
         set(bag, KEEL_ATTR_REQUEST_TOTAL_SIZE,
             keel_value_int((int64_t)(r->bytes_received + r->request_headers_bytes)));
-        set(bag, KEEL_ATTR_REQUEST_HEADERS_BYTES, keel_value_int((int64_t)r->request_headers_bytes));
-        if (r->request_duration_us >= 0)
-            set(bag, KEEL_ATTR_REQUEST_DURATION, keel_value_duration(r->request_duration_us * 1000));
         set(bag, KEEL_ATTR_RESPONSE_CODE, keel_value_int(r->status));
-        set_str(bag, KEEL_ATTR_RESPONSE_CODE_DETAILS, r->code_details);
         set(bag, KEEL_ATTR_RESPONSE_SIZE, keel_value_int((int64_t)r->bytes_sent));
         set(bag, KEEL_ATTR_RESPONSE_TOTAL_SIZE,
             keel_value_int((int64_t)(r->bytes_sent + r->response_headers_bytes)));
-        set(bag, KEEL_ATTR_RESPONSE_HEADERS_BYTES, keel_value_int((int64_t)r->response_headers_bytes));
         set(bag, KEEL_ATTR_RESPONSE_DURATION, keel_value_duration(r->duration_us * 1000));
-        if (r->response_duration_us >= 0)
-            set(bag, KEEL_ATTR_RESPONSE_BACKEND_LATENCY,
-                keel_value_duration(r->response_duration_us * 1000));
-        set(bag, KEEL_ATTR_RESPONSE_TIME, timestamp(r->start_us + r->duration_us));
-        set(bag, KEEL_ATTR_RESPONSE_HEADERS,
-            header_map(sc, sc->resp_pairs, r->resp_headers, r->n_resp_headers, &lower_used, NULL, NULL));
+        if (!in->lean) {
+            if (ua != NULL)
+                set_str(bag, KEEL_ATTR_REQUEST_USERAGENT, *ua);
+            if (ref != NULL)
+                set_str(bag, KEEL_ATTR_REQUEST_REFERER, *ref);
+        }
     }
     set(bag, KEEL_ATTR_RESPONSE_FLAGS, keel_value_int((int64_t)r->flags));
-    if (r->flags != 0) {
-        size_t off = keel_buf_len(&sc->text);
-        keel_buf_reserve(&sc->text, 128);
-        size_t n = keel_rf_format(r->flags, 0, keel_buf_wptr(&sc->text), keel_buf_room(&sc->text));
-        sc->text.wpos += n;
-        pend[npend++] = (struct pending){ KEEL_ATTR_CONTEXT_PROXY_ERROR_CODE, off, n };
-    }
-    set_cstr(bag, KEEL_ATTR_CONTEXT_REPORTER_UID, in->reporter_uid);
+    if (!in->lean)
+        rest(sc, in, pend, &npend, &lower_used);
     /* the scratch text has stopped growing: point the bag at it */
     for (size_t i = 0; i < npend; i++)
         set(bag, pend[i].id, keel_value_str(sc->text.data + pend[i].off, pend[i].len));

@@ -162,6 +162,7 @@ static void reset_request(struct session *s)
     s->t_req_done_us = s->t_upstream_sent_us = s->t_first_byte_us = -1;
     s->attempts = 0;
     s->up_host[0] = s->up_local[0] = '\0';
+    s->up_host_len = s->up_local_len = 0;
     s->path = s->authority = (struct keel_str){ NULL, 0 };
     s->service_time[0] = '\0';
     s->peer.present = false;
@@ -211,14 +212,14 @@ void session_start(struct worker *w, const struct listener_spec *spec, int fd,
     s->conn_id = w->next_conn_id++;
     s->conn_start_us = keel_loop_now_us(w->loop);
     s->conn_start_wall_us = keel_loop_wall_us(w->loop);
-    keel_addr_format((const struct sockaddr *)&peer->ss, s->remote, sizeof(s->remote));
+    s->remote_len = keel_addr_format((const struct sockaddr *)&peer->ss, s->remote, sizeof(s->remote));
     char *colon = strrchr(s->remote, ':');
     s->remote_ip_len = colon ? (size_t)(colon - s->remote) : strlen(s->remote);
     if (s->remote[0] == '[') /* "[v6]:port": the XFF value is the bare address */
         s->remote_ip_len = s->remote_ip_len >= 2 ? s->remote_ip_len : 0;
     s->remote_addr = *peer;
     keel_sock_local(fd, &s->local_addr);
-    keel_addr_format((const struct sockaddr *)&s->local_addr.ss, s->local, sizeof(s->local));
+    s->local_len = keel_addr_format((const struct sockaddr *)&s->local_addr.ss, s->local, sizeof(s->local));
     s->next = w->sessions;
     if (w->sessions)
         w->sessions->prev = s;
@@ -286,6 +287,8 @@ struct session *session_start_virtual(struct session *parent, struct h2_stream *
     memcpy(s->remote, parent->remote, sizeof(s->remote));
     memcpy(s->local, parent->local, sizeof(s->local));
     s->remote_ip_len = parent->remote_ip_len;
+    s->remote_len = parent->remote_len;
+    s->local_len = parent->local_len;
     s->remote_addr = parent->remote_addr;
     s->local_addr = parent->local_addr;
     s->next = w->sessions;

@@ -22,7 +22,8 @@
 static void begin_upstream(struct session *s, bool fresh);
 static void finish_request(struct session *s);
 
-static void append_header(struct keel_buf *b, struct keel_str name, struct keel_str value)
+static inline __attribute__((always_inline)) void append_header(struct keel_buf *b, struct keel_str name,
+                                                            struct keel_str value)
 {
     keel_buf_reserve(b, name.len + value.len + 4);
     char *p = keel_buf_wptr(b);
@@ -128,11 +129,11 @@ static enum route_result route_request(struct session *s)
 {
     struct server *srv = session_srv(s);
     if (s->spec->kind == LISTEN_INBOUND) {
-        const struct keel_registry_service *svc = s->wg->g->self_service;
-        if (svc != NULL) {
-            s->svc_host = keel_str_c(svc->fqdn);
-            s->svc_name = keel_str_c(svc->name);
-            s->svc_ns = keel_str_c(svc->namespace);
+        const struct proxy_gen *g = s->wg->g;
+        if (g->self_service != NULL) {
+            s->svc_host = g->self_svc_host;
+            s->svc_name = g->self_svc_name;
+            s->svc_ns = g->self_svc_ns;
         }
         s->target = s->spec->target;
         if (s->wg->g->inbound_h2 && s->target != NULL) /* the registry says: h2 (h2_up.c) */
@@ -388,27 +389,28 @@ static void begin_upstream(struct session *s, bool fresh)
     }
 }
 
-/* snprintf(dst, cap, "%s", src) without printf's cost (once per request each) */
-static void copy_cstr(char *dst, size_t cap, const char *src)
+/* snprintf(dst, cap, "%s", src) without printf's cost (once per request each); the length */
+static size_t copy_cstr(char *dst, size_t cap, const char *src)
 {
     size_t n = strnlen(src, cap - 1);
     memcpy(dst, src, n);
     dst[n] = '\0';
+    return n;
 }
 
 void session_upstream_connected(struct session *s)
 {
     keel_buf_release(&s->rhead);
-    copy_cstr(s->up_host, sizeof(s->up_host), s->target->addr_str);
-    copy_cstr(s->up_local, sizeof(s->up_local), s->u->local);
+    s->up_host_len = copy_cstr(s->up_host, sizeof(s->up_host), s->target->addr_str);
+    s->up_local_len = copy_cstr(s->up_local, sizeof(s->up_local), s->u->local);
     if (s->spec->kind == LISTEN_TCP) {
         s->phase = PH_TUNNEL;
         session_set_timer(s, T_TUNNEL, TUNNEL_IDLE_TIMEOUT_MS);
         session_touch(s);
         struct keel_access_record r = { .is_tcp = true, .start_us = s->t_start_wall_us,
-                                        .upstream_host = keel_str_c(s->up_host),
-                                        .downstream_local = keel_str_c(s->local),
-                                        .downstream_remote = keel_str_c(s->remote) };
+                                        .upstream_host = ((struct keel_str){ s->up_host, s->up_host_len }),
+                                        .downstream_local = ((struct keel_str){ s->local, s->local_len }),
+                                        .downstream_remote = ((struct keel_str){ s->remote, s->remote_len }) };
         session_report(s, &r, "open");
         return;
     }
@@ -427,7 +429,7 @@ void session_upstream_failed(struct session *s, int err)
         begin_upstream(s, false);
         return;
     }
-    snprintf(s->up_host, sizeof(s->up_host), "%s", s->target->addr_str);
+    s->up_host_len = copy_cstr(s->up_host, sizeof(s->up_host), s->target->addr_str);
     if (s->spec->kind == LISTEN_TCP) {
         s->flags |= KEEL_RF_UF;
         session_log_exchange(s);

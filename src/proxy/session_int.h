@@ -72,6 +72,7 @@ struct session {
     struct keel_addr remote_addr, local_addr;
     char remote[KEEL_ADDR_STRLEN], local[KEEL_ADDR_STRLEN]; /* the same, as text for logs */
     size_t remote_ip_len;          /* "1.2.3.4" part of remote */
+    size_t remote_len, local_len;  /* strlen of each, kept (no strlen per log line) */
 
     /* the current request */
     struct keel_buf head;          /* request head bytes, owned: slices point here */
@@ -124,6 +125,7 @@ struct session {
     int64_t t_start_us, t_start_wall_us, t_req_done_us, t_upstream_sent_us, t_first_byte_us;
     uint32_t attempts;
     char up_host[KEEL_ADDR_STRLEN], up_local[KEEL_ADDR_STRLEN];
+    size_t up_host_len, up_local_len;
 
     /* HTTP/2 (h2_conn.c). h2c: this connection speaks h2. h2s: this session is one
      * stream's exchange on such a connection: a virtual session, whose downstream "socket"

@@ -75,9 +75,9 @@ static void tcp_identity(struct session *s, const struct proxy_gen *g)
     if (s->spec->tcp_inbound) {
         wl = workload_at(g->cfg, &s->remote_addr, false);
         if (g->self_service != NULL) {
-            s->svc_host = keel_str_c(g->self_service->fqdn);
-            s->svc_name = keel_str_c(g->self_service->name);
-            s->svc_ns = keel_str_c(g->self_service->namespace);
+            s->svc_host = g->self_svc_host;
+            s->svc_name = g->self_svc_name;
+            s->svc_ns = g->self_svc_ns;
         }
     } else if (s->target != NULL) {
         wl = s->target->workload != NULL ? s->target->workload
@@ -145,6 +145,8 @@ static bool session_report_fill(struct session *s, const struct keel_access_reco
         .tcp_event = tcp_event,
         .tcp_received_delta = rx,
         .tcp_sent_delta = tx,
+        .lean = report && !want_bag && keel_telemetry_reads_fixed(g->tel) &&
+                !proxy_reports_to_mixer(s->w->srv->opt, g->cfg),
     };
     report_fill(s->w->report, &in);
     if (!report)
@@ -170,9 +172,9 @@ static void on_report_timer(struct keel_timer *t)
                                     .duration_us = keel_loop_now_us(s->w->loop) - s->t_start_us,
                                     .bytes_received = s->bytes_received,
                                     .bytes_sent = s->bytes_sent,
-                                    .upstream_host = keel_str_c(s->up_host),
-                                    .downstream_local = keel_str_c(s->local),
-                                    .downstream_remote = keel_str_c(s->remote) };
+                                    .upstream_host = ((struct keel_str){ s->up_host, s->up_host_len }),
+                                    .downstream_local = ((struct keel_str){ s->local, s->local_len }),
+                                    .downstream_remote = ((struct keel_str){ s->remote, s->remote_len }) };
     session_report(s, &r, "continue");
     keel_timer_set(s->w->loop, &s->report_timer, keel_telemetry_reporting_interval_ms(s->wg->g->tel));
 }
@@ -223,12 +225,12 @@ void session_log_exchange(struct session *s)
     r.response_headers_bytes = s->res_head_bytes;
     r.connection_id = s->conn_id;
     r.upstream_attempts = s->attempts;
-    r.upstream_host = keel_str_c(s->up_host);
+    r.upstream_host = ((struct keel_str){ s->up_host, s->up_host_len });
     if (s->target != NULL)
         r.upstream_cluster = keel_str_c(s->target->cluster);
-    r.upstream_local = keel_str_c(s->up_local);
-    r.downstream_local = keel_str_c(s->local);
-    r.downstream_remote = keel_str_c(s->remote);
+    r.upstream_local = ((struct keel_str){ s->up_local, s->up_local_len });
+    r.downstream_local = ((struct keel_str){ s->local, s->local_len });
+    r.downstream_remote = ((struct keel_str){ s->remote, s->remote_len });
     if (!r.is_tcp && s->rt.http != NULL) /* routing: the VirtualService http[].name */
         r.route_name = keel_str_c(s->rt.http->name);
     else if (!r.is_tcp && s->rt.name != NULL) /* allow_any, block_all */

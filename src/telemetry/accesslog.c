@@ -70,20 +70,22 @@ static inline uint64_t load64(const char *p)
     return x;
 }
 
-/* first index >= i where a byte may need text escaping (control, '"', '\\', >= 0x7f) */
+/* No byte of x needs text escaping (control, '"', '\\', >= 0x7f). */
+static inline bool word_clean(uint64_t x)
+{
+    /* on the low 7 bits of each byte no sum carries into the next byte: a high bit
+     * says lo >= 0x20, lo == 0x7f, lo != '"', lo != '\\' respectively */
+    uint64_t lo = x & (ONES * 0x7f);
+    uint64_t ok = (lo + ONES * (0x80 - 0x20)) & ((lo ^ (ONES * '"')) + ONES * 0x7f) &
+                  ((lo ^ (ONES * '\\')) + ONES * 0x7f);
+    return ((x | (lo + ONES) | ~ok) & HIGHS) == 0;
+}
+
+/* first index >= i where a byte may need text escaping */
 static inline size_t skip_text_clean(const char *p, size_t i, size_t n)
 {
-    while (i + 8 <= n) {
-        uint64_t x = load64(p + i);
-        /* on the low 7 bits of each byte no sum carries into the next byte: a high bit
-         * says lo >= 0x20, lo == 0x7f, lo != '"', lo != '\\' respectively */
-        uint64_t lo = x & (ONES * 0x7f);
-        uint64_t ok = (lo + ONES * (0x80 - 0x20)) & ((lo ^ (ONES * '"')) + ONES * 0x7f) &
-                      ((lo ^ (ONES * '\\')) + ONES * 0x7f);
-        if (((x | (lo + ONES) | ~ok) & HIGHS) != 0)
-            break;
+    while (i + 8 <= n && word_clean(load64(p + i)))
         i += 8;
-    }
     return i;
 }
 
@@ -91,6 +93,17 @@ static inline size_t skip_text_clean(const char *p, size_t i, size_t n)
 
 static size_t put_u64(char *d, uint64_t v)
 {
+    if (v < 10) { /* byte counts and durations of small exchanges */
+        d[0] = (char)('0' + v);
+        return 1;
+    }
+    if (v < 1000 && v >= 100) { /* status codes */
+        unsigned u = (unsigned)v;
+        d[0] = (char)('0' + u / 100);
+        d[1] = (char)('0' + u / 10 % 10);
+        d[2] = (char)('0' + u % 10);
+        return 3;
+    }
     char tmp[20];
     size_t n = 0;
     do {
@@ -103,7 +116,7 @@ static size_t put_u64(char *d, uint64_t v)
 }
 
 /* Text-log value; worst case 4 bytes out per byte in. */
-static size_t put_text(char *d, const char *s, size_t n)
+static size_t put_text_slow(char *d, const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
     char *o = d;
@@ -143,6 +156,43 @@ static size_t put_text(char *d, const char *s, size_t n)
     return (size_t)(o - d);
 }
 
+/* put_text for the usual value, clean throughout: copied while checked, a word a step
+ * (the tail as one overlapping word, or two overlapping halves under eight bytes); the
+ * first word that is not clean hands the whole value to put_text_slow. */
+static inline size_t put_text(char *d, const char *s, size_t n)
+{
+    uint64_t x;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            x = load64(s + i);
+            if (!word_clean(x))
+                return put_text_slow(d, s, n);
+            memcpy(d + i, &x, 8);
+        }
+        x = load64(s + n - 8);
+        if (!word_clean(x))
+            return put_text_slow(d, s, n);
+        memcpy(d + n - 8, &x, 8);
+        return n;
+    }
+    if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        if (!word_clean((uint64_t)a << 32 | b))
+            return put_text_slow(d, s, n);
+        memcpy(d, &a, 4);
+        memcpy(d + n - 4, &b, 4);
+        return n;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (text_esc[(unsigned char)s[i]])
+            return put_text_slow(d, s, n);
+        d[i] = s[i];
+    }
+    return n;
+}
+
 /* ---- START_TIME ---- */
 
 static void split_time(int64_t us, int64_t *sec, int64_t *frac_us)
@@ -175,7 +225,7 @@ static size_t fmt_start_time(int64_t us, char *d)
         tl_date_len = (n > 0 && (size_t)n < sizeof(tl_date)) ? (size_t)n : 0;
         tl_sec = sec;
     }
-    memcpy(d, tl_date, tl_date_len);
+    keel_copy(d, tl_date, tl_date_len); /* 24 bytes: inline */
     unsigned ms = (unsigned)(frac / 1000);
     char *o = d + tl_date_len;
     o[0] = (char)('0' + ms / 100);
@@ -234,10 +284,11 @@ static size_t fmt_start_time_custom(const struct keel_accesslog_format *f, const
 
 /* ---- values ---- */
 
+/* name: lower case already (compiled so) */
 static struct keel_str find_header(const struct keel_http_header *h, size_t n, const char *name, size_t len)
 {
     for (size_t i = 0; i < n; i++)
-        if (h[i].name.len == len && keel_ascii_caseeq(h[i].name.p, name, len))
+        if (h[i].name.len == len && keel_ascii_eq_lower(h[i].name.p, name, len))
             return h[i].value;
     return (struct keel_str){ NULL, 0 };
 }
@@ -315,7 +366,8 @@ static void get_value(const struct keel_accesslog_format *f, const struct al_op 
         return;
     }
     switch (o->id) {
-    case AL_UNSET:
+    case AL_LIT:   /* folded into pre_off/pre_len at compile */
+    case AL_UNSET: /* (but for TCP_ZERO ones, which are not) */
         return;
     case AL_CONST:
         v->s = (struct keel_str){ f->arena + o->off, o->len };
@@ -455,19 +507,29 @@ static void get_value(const struct keel_accesslog_format *f, const struct al_op 
 
 /* ---- rendering ---- */
 
-/* Room for n bytes at wpos; the common case (room left from the up-front reserve) is one
- * compare. */
-static inline char *room(struct keel_buf *b, size_t n)
+/* The write position as a local pointer pair: stores through char * could alias the
+ * buffer's own fields, so going through out->wpos would reload them after every byte
+ * written. Synced back to the buffer only to grow it and at the end. */
+struct cursor {
+    struct keel_buf *b;
+    char *w, *lim;
+};
+
+static inline char *room(struct cursor *c, size_t n)
 {
-    if (__builtin_expect(b->cap - b->wpos < n, 0))
-        keel_buf_reserve(b, n);
-    return b->data + b->wpos;
+    if (__builtin_expect((size_t)(c->lim - c->w) < n, 0)) {
+        c->b->wpos = (size_t)(c->w - c->b->data);
+        keel_buf_reserve(c->b, n);
+        c->w = c->b->data + c->b->wpos;
+        c->lim = c->b->data + c->b->cap;
+    }
+    return c->w;
 }
 
-static inline void put(struct keel_buf *b, const char *p, size_t n)
+static inline void put(struct cursor *c, const char *p, size_t n)
 {
-    keel_copy(room(b, n), p, n);
-    b->wpos += n;
+    keel_copy(room(c, n), p, n);
+    c->w += n;
 }
 
 void keel_accesslog_render(const struct keel_accesslog_format *f, const struct keel_access_record *r,
@@ -480,58 +542,62 @@ void keel_accesslog_render(const struct keel_accesslog_format *f, const struct k
 
     /* also attaches storage, so out->data is never NULL below */
     keel_buf_reserve(out, f->reserve_hint);
+    struct cursor c = { out, out->data + out->wpos, out->data + out->cap };
     for (; o < end; o++) {
-        if (o->id == AL_LIT) {
-            put(out, f->arena + o->off, o->len);
-            continue;
-        }
+        put(&c, f->arena + o->pre_off, o->pre_len);
         struct val v;
         get_value(f, o, r, &v, scratch, &tmp);
-        if (v.kind == V_INT) {
-            v.s = (struct keel_str){ num, put_u64(num, v.u) };
-            if (o->flags & AL_F_TRUNC) {
+        if (__builtin_expect(o->flags & AL_F_TRUNC, 0)) {
+            if (v.kind == V_INT) {
                 /* a truncated number is no longer that number: JSON gets a string */
+                v.s = (struct keel_str){ num, put_u64(num, v.u) };
                 v.kind = V_STR;
             }
+            if (v.kind != V_UNSET && v.s.len > o->trunc)
+                v.s.len = o->trunc;
         }
-        if (v.kind != V_UNSET && (o->flags & AL_F_TRUNC) && v.s.len > o->trunc)
-            v.s.len = o->trunc;
         if (v.kind == V_STR && v.s.len == 0)
             v.kind = V_UNSET;
 
         switch (o->mode) {
         case AL_MODE_TEXT:
             if (v.kind == V_UNSET) {
-                put(out, "-", 1);
-            } else if (v.kind == V_INT) { /* digits need no escaping */
-                put(out, v.s.p, v.s.len);
+                put(&c, "-", 1);
+            } else if (v.kind == V_INT) { /* digits, written in place */
+                c.w += put_u64(room(&c, 20), v.u);
+            } else if (o->flags & AL_F_CLEAN) { /* nothing to escape */
+                put(&c, v.s.p, v.s.len);
             } else {
-                char *d = room(out, v.s.len * 4);
-                out->wpos += put_text(d, v.s.p, v.s.len);
+                char *d = room(&c, v.s.len * 4);
+                c.w += put_text(d, v.s.p, v.s.len);
             }
             break;
         case AL_MODE_JSON_TYPED:
             if (v.kind == V_UNSET) {
-                put(out, "null", 4);
+                put(&c, "null", 4);
             } else if (v.kind == V_INT) {
-                put(out, v.s.p, v.s.len);
+                c.w += put_u64(room(&c, 20), v.u);
             } else {
-                char *d = room(out, v.s.len * KEEL_JSON_ESC_MAX + 2);
+                char *d = room(&c, v.s.len * KEEL_JSON_ESC_MAX + 2);
                 *d++ = '"';
                 d += keel_json_escape(d, v.s.p, v.s.len);
                 *d++ = '"';
-                out->wpos = (size_t)(d - out->data);
+                c.w = d;
             }
             break;
         default: /* AL_MODE_JSON_INSTR */
             if (v.kind == V_UNSET) {
-                put(out, "-", 1);
+                put(&c, "-", 1);
+            } else if (v.kind == V_INT) {
+                c.w += put_u64(room(&c, 20), v.u);
             } else {
-                char *d = room(out, v.s.len * KEEL_JSON_ESC_MAX);
-                out->wpos += keel_json_escape(d, v.s.p, v.s.len);
+                char *d = room(&c, v.s.len * KEEL_JSON_ESC_MAX);
+                c.w += keel_json_escape(d, v.s.p, v.s.len);
             }
             break;
         }
     }
+    put(&c, f->arena + f->tail_off, f->tail_len);
+    out->wpos = (size_t)(c.w - out->data);
     keel_buf_release(&tmp);
 }

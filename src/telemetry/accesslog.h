@@ -28,7 +28,7 @@ struct keel_access_record {
     struct keel_str path;           /* :PATH (origin-form, as received) */
     struct keel_str authority;      /* :AUTHORITY (Host) */
     struct keel_str scheme;         /* :SCHEME ("http") */
-    struct keel_str protocol;       /* "HTTP/1.1", "HTTP/1.0" */
+    struct keel_str protocol;       /* "HTTP/1.1", "HTTP/1.0", "HTTP/2": written unescaped */
     const struct keel_http_header *req_headers; /* as received, plus x-request-id if added */
     size_t n_req_headers;
     const struct keel_http_header *resp_headers; /* as received from upstream */
@@ -43,6 +43,8 @@ struct keel_access_record {
     uint64_t response_headers_bytes;
     uint64_t connection_id;
     uint32_t upstream_attempts;
+    /* the four addresses: as keel_addr_format writes them (no byte that text logs escape:
+     * written without the scan) */
     struct keel_str upstream_host;  /* "ip:port" of the upstream peer */
     struct keel_str upstream_cluster;
     struct keel_str upstream_local; /* "ip:port" of our side of the upstream connection */

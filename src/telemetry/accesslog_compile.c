@@ -73,29 +73,32 @@ struct al_opdef {
 #define R(f) offsetof(struct keel_access_record, f)
 #define H AL_F_HTTP_ONLY
 #define Z AL_F_TCP_ZERO
+/* values keel writes from a fixed alphabet: socket addresses (keel_addr_format), protocol
+ * names, the default time layout, flag names, uuids */
+#define C AL_F_CLEAN
 
 static const struct al_opdef opdefs[] = {
-    { "START_TIME", AL_START_TIME, ARG_OPT, 0, 0, 0, SP_NONE },
+    { "START_TIME", AL_START_TIME, ARG_OPT, C, 0, 0, SP_NONE },
     { "REQ", AL_REQ, ARG_REQ, H, 0, 0, SP_HEADER },
     { "REQ_WITHOUT_QUERY", AL_REQ, ARG_REQ, H | AL_F_NOQUERY, 0, 0, SP_HEADER },
     { "PATH", AL_REQ, ARG_OPT, H, 0, 0, SP_PATH },
     { "QUERY_PARAM", AL_QUERY_PARAM, ARG_REQ, H, 0, 0, SP_QUERY },
-    { "UNIQUE_ID", AL_UNIQUE_ID, ARG_NONE, 0, 0, 0, SP_NONE },
+    { "UNIQUE_ID", AL_UNIQUE_ID, ARG_NONE, C, 0, 0, SP_NONE },
     { "CEL", AL_CEL, ARG_REQ, 0, 0, 0, SP_CEL },
-    { "UPSTREAM_HOST_NAME", AL_STRFIELD, ARG_NONE, 0, 0, R(upstream_host), SP_NONE },
-    { "UPSTREAM_HOST_NAME_WITHOUT_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_NOPORT, R(upstream_host), SP_NONE },
+    { "UPSTREAM_HOST_NAME", AL_STRFIELD, ARG_NONE, C, 0, R(upstream_host), SP_NONE },
+    { "UPSTREAM_HOST_NAME_WITHOUT_PORT", AL_ADDR, ARG_NONE, C, AL_PART_NOPORT, R(upstream_host), SP_NONE },
     { "UPSTREAM_CONNECTION_ID", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
     { "METADATA", AL_UNSET, ARG_REQ, 0, 0, 0, SP_NONE },
     { "ACCESS_LOG_TYPE", AL_UNSET, ARG_NONE, 0, 0, 0, SP_NONE },
     { "RESP", AL_RESP, ARG_REQ, H, 0, 0, SP_HEADER },
     { "TRAILER", AL_UNSET, ARG_REQ, H, 0, 0, SP_NONE },
-    { "PROTOCOL", AL_STRFIELD, ARG_NONE, H, 0, R(protocol), SP_NONE },
+    { "PROTOCOL", AL_STRFIELD, ARG_NONE, H | C, 0, R(protocol), SP_NONE },
     { "UPSTREAM_PROTOCOL", AL_UPSTREAM_PROTOCOL, ARG_NONE, H, 0, 0, SP_NONE },
     { "RESPONSE_CODE", AL_RESPONSE_CODE, ARG_NONE, Z, 0, 0, SP_NONE },
     { "RESPONSE_CODE_DETAILS", AL_STRFIELD, ARG_NONE, H, 0, R(code_details), SP_NONE },
     { "CONNECTION_TERMINATION_DETAILS", AL_STRFIELD, ARG_NONE, 0, 0, R(termination_details), SP_NONE },
-    { "RESPONSE_FLAGS", AL_FLAGS, ARG_NONE, 0, 0, 0, SP_NONE },
-    { "RESPONSE_FLAGS_LONG", AL_FLAGS, ARG_NONE, 0, 1, 0, SP_NONE },
+    { "RESPONSE_FLAGS", AL_FLAGS, ARG_NONE, C, 0, 0, SP_NONE },
+    { "RESPONSE_FLAGS_LONG", AL_FLAGS, ARG_NONE, C, 1, 0, SP_NONE },
     { "BYTES_RECEIVED", AL_U64FIELD, ARG_NONE, 0, 0, R(bytes_received), SP_NONE },
     { "BYTES_SENT", AL_U64FIELD, ARG_NONE, 0, 0, R(bytes_sent), SP_NONE },
     { "REQUEST_HEADERS_BYTES", AL_U64FIELD, ARG_NONE, Z, 0, R(request_headers_bytes), SP_NONE },
@@ -114,27 +117,27 @@ static const struct al_opdef opdefs[] = {
     { "REQUEST_TX_DURATION", AL_DURATION, ARG_NONE, H, 0, R(request_tx_duration_us), SP_NONE },
     { "RESPONSE_DURATION", AL_DURATION, ARG_NONE, H, 0, R(response_duration_us), SP_NONE },
     { "RESPONSE_TX_DURATION", AL_DURATION, ARG_NONE, H, 0, R(response_tx_duration_us), SP_NONE },
-    { "UPSTREAM_HOST", AL_STRFIELD, ARG_NONE, 0, 0, R(upstream_host), SP_NONE },
+    { "UPSTREAM_HOST", AL_STRFIELD, ARG_NONE, C, 0, R(upstream_host), SP_NONE },
     { "UPSTREAM_CLUSTER", AL_STRFIELD, ARG_NONE, 0, 0, R(upstream_cluster), SP_NONE },
     { "UPSTREAM_CLUSTER_RAW", AL_STRFIELD, ARG_NONE, 0, 0, R(upstream_cluster), SP_NONE },
-    { "UPSTREAM_LOCAL_ADDRESS", AL_ADDR, ARG_NONE, 0, AL_PART_FULL, R(upstream_local), SP_NONE },
-    { "UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_NOPORT, R(upstream_local), SP_NONE },
-    { "UPSTREAM_LOCAL_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_PORT, R(upstream_local), SP_NONE },
-    { "UPSTREAM_REMOTE_ADDRESS", AL_ADDR, ARG_NONE, 0, AL_PART_FULL, R(upstream_host), SP_NONE },
-    { "UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_NOPORT, R(upstream_host), SP_NONE },
-    { "UPSTREAM_REMOTE_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_PORT, R(upstream_host), SP_NONE },
-    { "DOWNSTREAM_LOCAL_ADDRESS", AL_ADDR, ARG_NONE, 0, AL_PART_FULL, R(downstream_local), SP_NONE },
-    { "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_NOPORT, R(downstream_local), SP_NONE },
-    { "DOWNSTREAM_LOCAL_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_PORT, R(downstream_local), SP_NONE },
-    { "DOWNSTREAM_DIRECT_LOCAL_ADDRESS", AL_ADDR, ARG_NONE, 0, AL_PART_FULL, R(downstream_local), SP_NONE },
-    { "DOWNSTREAM_DIRECT_LOCAL_ADDRESS_WITHOUT_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_NOPORT, R(downstream_local), SP_NONE },
-    { "DOWNSTREAM_DIRECT_LOCAL_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_PORT, R(downstream_local), SP_NONE },
-    { "DOWNSTREAM_REMOTE_ADDRESS", AL_ADDR, ARG_NONE, 0, AL_PART_FULL, R(downstream_remote), SP_NONE },
-    { "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_NOPORT, R(downstream_remote), SP_NONE },
-    { "DOWNSTREAM_REMOTE_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_PORT, R(downstream_remote), SP_NONE },
-    { "DOWNSTREAM_DIRECT_REMOTE_ADDRESS", AL_ADDR, ARG_NONE, 0, AL_PART_FULL, R(downstream_remote), SP_NONE },
-    { "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_NOPORT, R(downstream_remote), SP_NONE },
-    { "DOWNSTREAM_DIRECT_REMOTE_PORT", AL_ADDR, ARG_NONE, 0, AL_PART_PORT, R(downstream_remote), SP_NONE },
+    { "UPSTREAM_LOCAL_ADDRESS", AL_ADDR, ARG_NONE, C, AL_PART_FULL, R(upstream_local), SP_NONE },
+    { "UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT", AL_ADDR, ARG_NONE, C, AL_PART_NOPORT, R(upstream_local), SP_NONE },
+    { "UPSTREAM_LOCAL_PORT", AL_ADDR, ARG_NONE, C, AL_PART_PORT, R(upstream_local), SP_NONE },
+    { "UPSTREAM_REMOTE_ADDRESS", AL_ADDR, ARG_NONE, C, AL_PART_FULL, R(upstream_host), SP_NONE },
+    { "UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT", AL_ADDR, ARG_NONE, C, AL_PART_NOPORT, R(upstream_host), SP_NONE },
+    { "UPSTREAM_REMOTE_PORT", AL_ADDR, ARG_NONE, C, AL_PART_PORT, R(upstream_host), SP_NONE },
+    { "DOWNSTREAM_LOCAL_ADDRESS", AL_ADDR, ARG_NONE, C, AL_PART_FULL, R(downstream_local), SP_NONE },
+    { "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT", AL_ADDR, ARG_NONE, C, AL_PART_NOPORT, R(downstream_local), SP_NONE },
+    { "DOWNSTREAM_LOCAL_PORT", AL_ADDR, ARG_NONE, C, AL_PART_PORT, R(downstream_local), SP_NONE },
+    { "DOWNSTREAM_DIRECT_LOCAL_ADDRESS", AL_ADDR, ARG_NONE, C, AL_PART_FULL, R(downstream_local), SP_NONE },
+    { "DOWNSTREAM_DIRECT_LOCAL_ADDRESS_WITHOUT_PORT", AL_ADDR, ARG_NONE, C, AL_PART_NOPORT, R(downstream_local), SP_NONE },
+    { "DOWNSTREAM_DIRECT_LOCAL_PORT", AL_ADDR, ARG_NONE, C, AL_PART_PORT, R(downstream_local), SP_NONE },
+    { "DOWNSTREAM_REMOTE_ADDRESS", AL_ADDR, ARG_NONE, C, AL_PART_FULL, R(downstream_remote), SP_NONE },
+    { "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT", AL_ADDR, ARG_NONE, C, AL_PART_NOPORT, R(downstream_remote), SP_NONE },
+    { "DOWNSTREAM_REMOTE_PORT", AL_ADDR, ARG_NONE, C, AL_PART_PORT, R(downstream_remote), SP_NONE },
+    { "DOWNSTREAM_DIRECT_REMOTE_ADDRESS", AL_ADDR, ARG_NONE, C, AL_PART_FULL, R(downstream_remote), SP_NONE },
+    { "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT", AL_ADDR, ARG_NONE, C, AL_PART_NOPORT, R(downstream_remote), SP_NONE },
+    { "DOWNSTREAM_DIRECT_REMOTE_PORT", AL_ADDR, ARG_NONE, C, AL_PART_PORT, R(downstream_remote), SP_NONE },
     { "ROUTE_NAME", AL_STRFIELD, ARG_NONE, H, 0, R(route_name), SP_NONE },
     { "CONNECTION_ID", AL_U64FIELD, ARG_NONE, 0, 0, R(connection_id), SP_NONE },
     { "UPSTREAM_REQUEST_ATTEMPT_COUNT", AL_ATTEMPTS, ARG_NONE, 0, 0, 0, SP_NONE },
@@ -157,6 +160,7 @@ static const struct al_opdef opdefs[] = {
 #undef R
 #undef H
 #undef Z
+#undef C
 
 /* Envoy operators that cannot apply to keel's connections: refused at load with the
  * reason, rather than printed as "-" forever. (REQUESTED_SERVER_NAME and
@@ -573,6 +577,7 @@ static int compile_op(struct cc *c, const struct opsyn *s, int mode, size_t col)
     }
     if (d->id == AL_START_TIME && s->arg != NULL && s->arg_len > 0) {
         o->id = AL_START_TIME_FMT;
+        o->flags &= (uint8_t)~AL_F_CLEAN; /* the layout's own text may need escaping */
         return compile_time_fmt(c, o, s->arg, s->arg_len, col);
     }
     return 0;
@@ -864,6 +869,46 @@ out:
     return rc;
 }
 
+/* Literal ops, and operators that render the same for every record (AL_UNSET: "-", in a
+ * typed JSON value null), become the text before the next value op (or the tail): the
+ * renderer then takes one step per value instead of one per piece of the format. */
+static void fold_literals(struct cc *c)
+{
+    struct keel_accesslog_format *f = c->f;
+    size_t cap = 64, len = 0, n = 0;
+    char *text = keel_alloc(cap);
+    for (size_t i = 0; i < f->n_ops; i++) {
+        struct al_op *o = &f->ops[i];
+        const char *p = NULL;
+        size_t k = 0;
+        if (o->id == AL_LIT) {
+            p = f->arena + o->off;
+            k = o->len;
+        } else if (o->id == AL_UNSET && !(o->flags & AL_F_TCP_ZERO)) {
+            p = o->mode == AL_MODE_JSON_TYPED ? "null" : "-";
+            k = strlen(p);
+        } else {
+            o->pre_off = arena_put(c, text, len);
+            o->pre_len = (uint32_t)len;
+            len = 0;
+            f->ops[n++] = *o;
+            continue;
+        }
+        if (len + k > cap) {
+            while (len + k > cap)
+                cap *= 2;
+            text = keel_realloc(text, cap);
+        }
+        memcpy(text + len, p, k);
+        len += k;
+    }
+    f->tail_off = arena_put(c, text, len);
+    f->tail_len = (uint32_t)len;
+    f->n_ops = n;
+    f->arena[f->arena_len] = '\0';
+    free(text);
+}
+
 struct keel_accesslog_format *keel_accesslog_compile(const char *fmt, enum keel_accesslog_encoding enc,
                                                      char *err, size_t errlen)
 {
@@ -905,6 +950,7 @@ struct keel_accesslog_format *keel_accesslog_compile(const char *fmt, enum keel_
     f->reserve_hint = 64;
     for (size_t i = 0; i < f->n_ops; i++)
         f->reserve_hint += f->ops[i].id == AL_LIT ? f->ops[i].len : 32;
+    fold_literals(&c);
     return f;
 }
 

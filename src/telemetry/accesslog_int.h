@@ -50,6 +50,7 @@ enum al_pseudo { AL_PS_NONE, AL_PS_METHOD, AL_PS_PATH, AL_PS_AUTHORITY, AL_PS_SC
 #define AL_F_REQID 0x04       /* REQ(x-request-id): falls back to record.request_id */
 #define AL_F_TRUNC 0x08       /* trunc is set */
 #define AL_F_NOQUERY 0x10     /* REQ: the value up to its '?' (REQ_WITHOUT_QUERY, PATH(NQ)) */
+#define AL_F_CLEAN 0x20       /* the value never needs text escaping: written without the scan */
 
 #define AL_MAX_NAMES 2
 
@@ -65,6 +66,7 @@ struct al_op {
     uint32_t off, len;              /* LIT/CONST: arena slice; START_TIME_FMT: tsegs slice */
     uint32_t noff[AL_MAX_NAMES];    /* header names, lower case, in the arena */
     uint32_t nlen[AL_MAX_NAMES];
+    uint32_t pre_off, pre_len;      /* literal text written before the value (arena slice) */
 };
 
 enum al_tseg_kind { AL_TS_STRFTIME, AL_TS_FRAC, AL_TS_EPOCH };
@@ -76,10 +78,14 @@ struct al_tseg {
     uint32_t off;                   /* AL_TS_STRFTIME: NUL-terminated chunk in the arena */
 };
 
+/* Once compiled, ops holds no AL_LIT and no AL_UNSET: their text is folded into the
+ * pre_off/pre_len of the value op after them, or into the tail, so a line is one step per
+ * value that can differ between records. */
 struct keel_accesslog_format {
     enum keel_accesslog_encoding enc;
     struct al_op *ops;
     size_t n_ops;
+    uint32_t tail_off, tail_len;    /* literal text after the last value op */
     struct al_tseg *tsegs;
     size_t n_tsegs;
     struct keel_expr **exprs;       /* %CEL(...)% expressions, compiled at format compile */

@@ -79,7 +79,18 @@ struct keel_telemetry *keel_telemetry_new_role(const struct keel_config *cfg, st
                                    "Reports a Mixer rule matched and dispatched to its handlers.");
     if (role != KEEL_TELEMETRY_PROXY_NO_RULES)
         tel_rules_plan(t, diags);
+    t->fixed_reads = t->n_gens == 0 && t->n_rules == 0;
+    for (int m = 0; m < 2; m++)
+        for (int k = 0; k < TM__COUNT; k++)
+            for (size_t i = 0; t->fixed_reads && !t->std.m[m][k].drop && i < t->std.m[m][k].n; i++)
+                if (t->std.m[m][k].slots[i].builtin < 0) /* a tagOverrides expression */
+                    t->fixed_reads = false;
     return t;
+}
+
+bool keel_telemetry_reads_fixed(const struct keel_telemetry *t)
+{
+    return t == NULL || t->fixed_reads;
 }
 
 void keel_telemetry_free(struct keel_telemetry *t)

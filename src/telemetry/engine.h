@@ -81,6 +81,12 @@ struct keel_telemetry *keel_telemetry_new_role(const struct keel_config *cfg, st
 struct keel_telemetry_shard *keel_telemetry_shard_new(struct keel_metrics *reg);
 void keel_telemetry_shard_free(struct keel_telemetry_shard *sh);
 
+/* True when no expression of t reads a bag (no attributegen, no rules, no tagOverrides
+ * value): a report then reads only the attributes the standard labels and values are
+ * derived from (standard_metrics.c), and the bag's filler may leave out the rest (the
+ * header maps of responses, the uids). */
+bool keel_telemetry_reads_fixed(const struct keel_telemetry *t);
+
 /* Run steps 1-3 for one report. Sets bag's filter_state (attributegen output) to a map
  * held in sh: valid until the next report on sh. */
 void keel_telemetry_report(const struct keel_telemetry *t, struct keel_telemetry_shard *sh,

@@ -143,6 +143,7 @@ struct keel_telemetry {
 
     struct keel_metrics_family *err_match, *err_instance, *err_attrgen, *err_sample;
     struct keel_metrics_family *dispatches; /* keel mixer only: per rule, NULL otherwise */
+    bool fixed_reads; /* only the standard labels read a bag: no expression (see engine.h) */
 };
 
 /* Recently seen standard HTTP label tuples and their series in the (default-labelled)
@@ -163,6 +164,7 @@ struct keel_telemetry_shard {
     struct tel_std_entry *std_cache; /* TEL_STD_CACHE entries */
     struct tel_std_entry *std_last;  /* the entry of the previous HTTP report, or NULL */
     struct keel_buf scratch; /* label text of the current report */
+    char std_code[24], std_flags[256]; /* response_code, response_flags of the current report */
     struct keel_str_pair *fs; /* filter_state entries handed to the bag */
     size_t fs_cap;
     struct keel_telemetry_output out[KEEL_TELEMETRY_N_STREAMS];

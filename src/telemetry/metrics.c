@@ -286,43 +286,13 @@ uint64_t keel_metrics_hash(const struct keel_str *values, size_t n)
     return mum(h0 ^ HASH_S0, h1 ^ HASH_S1);
 }
 
-/* Label values are short: compare with word loads (overlapping at the tail) rather than
- * a memcmp call or a byte loop per label. */
-static inline bool bytes_eq(const char *a, const char *b, size_t n)
-{
-    uint64_t x, y;
-    uint32_t u, w, u2, w2;
-    if (n >= 8) {
-        for (size_t i = 0; i + 8 < n; i += 8) {
-            memcpy(&x, a + i, 8);
-            memcpy(&y, b + i, 8);
-            if (x != y)
-                return false;
-        }
-        memcpy(&x, a + n - 8, 8);
-        memcpy(&y, b + n - 8, 8);
-        return x == y;
-    }
-    if (n >= 4) {
-        memcpy(&u, a, 4);
-        memcpy(&w, b, 4);
-        memcpy(&u2, a + n - 4, 4);
-        memcpy(&w2, b + n - 4, 4);
-        return u == w && u2 == w2;
-    }
-    for (size_t i = 0; i < n; i++)
-        if (a[i] != b[i])
-            return false;
-    return true;
-}
 
+/* One pass: a repeated tuple (the usual case) pays for each label once, and a
+ * different one mostly differs in a label's length, found on the way. */
 bool keel_metrics_values_eq(const struct keel_str *a, const struct keel_str *b, size_t n)
 {
-    for (size_t i = 0; i < n; i++) /* lengths first: the cheap mismatch */
-        if (a[i].len != b[i].len)
-            return false;
     for (size_t i = 0; i < n; i++)
-        if (!bytes_eq(a[i].p, b[i].p, a[i].len))
+        if (a[i].len != b[i].len || !keel_bytes_eq(a[i].p, b[i].p, a[i].len))
             return false;
     return true;
 }

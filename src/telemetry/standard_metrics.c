@@ -405,7 +405,7 @@ static void side_labels(const struct keel_attr_bag *bag, int id, struct side_lab
         case 35: w = WL_CANON_REV, lit = "service.istio.io/canonical-revision"; break;
         default: continue;
         }
-        if (!(out->found & (1u << w)) && !memcmp(kv->k.p, lit, kv->k.len)) {
+        if (!(out->found & (1u << w)) && keel_bytes_eq(kv->k.p, lit, kv->k.len)) {
             out->found |= 1u << w;
             out->v[w] = kv->v;
         }
@@ -466,25 +466,28 @@ static struct keel_str label_or_unknown(const struct keel_attr_bag *bag, int id,
     return bag_label(bag, id, k, klen, &v) ? v : K("unknown");
 }
 
-static struct tel_lv S(struct keel_str s)
+/* The standard labels are slices that stay put for the whole report (the bag's, string
+ * literals, and the shard's two text fields below), so the tuple is built once, in place,
+ * with no scratch offsets to resolve. */
+static struct keel_str S(struct keel_str s)
 {
-    return (struct tel_lv){ s.p ? s.p : "", s.len, 0 };
+    if (s.p == NULL)
+        s.p = "";
+    return s;
 }
 
-static struct tel_lv scratch_int(struct keel_telemetry_shard *sh, int64_t v)
+static struct keel_str shard_int(struct keel_telemetry_shard *sh, int64_t v)
 {
-    char tmp[24];
-    size_t n = 0;
+    char *tmp = sh->std_code;
+    size_t cap = sizeof(sh->std_code), n = 0;
     uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
     do {
-        tmp[sizeof(tmp) - 1 - n++] = (char)('0' + u % 10);
+        tmp[cap - 1 - n++] = (char)('0' + u % 10);
         u /= 10;
     } while (u);
     if (v < 0)
-        tmp[sizeof(tmp) - 1 - n++] = '-';
-    size_t off = sh->scratch.wpos;
-    keel_buf_append(&sh->scratch, tmp + sizeof(tmp) - n, n);
-    return (struct tel_lv){ NULL, n, off };
+        tmp[cap - 1 - n++] = '-';
+    return (struct keel_str){ tmp + cap - n, n };
 }
 
 static bool is_grpc_content_type(struct keel_str ct)
@@ -494,8 +497,11 @@ static bool is_grpc_content_type(struct keel_str ct)
     return ct.len >= n && !strncasecmp(ct.p, g, n) && (ct.len == n || ct.p[n] == '+' || ct.p[n] == ';');
 }
 
+/* The attributes read here and in run_http / tel_std_run are all a lean bag holds (the
+ * proxy's report.c leaves the rest out when nothing else reads the bag): reading another
+ * one means adding it there too. */
 static void derive_labels(struct keel_telemetry_shard *sh, const struct keel_attr_bag *bag, bool outbound, bool tcp,
-                          struct tel_lv *lv)
+                          struct keel_str *lv)
 {
     struct keel_str v, v2;
     struct keel_str rk = { 0 };
@@ -557,16 +563,13 @@ static void derive_labels(struct keel_telemetry_shard *sh, const struct keel_att
                     (bag_str(bag, KEEL_ATTR_CONTEXT_PROTOCOL, &v) && v.len >= 4 && !memcmp(v.p, "grpc", 4));
         lv[TL_REQUEST_PROTOCOL] = S(grpc ? K("grpc") : K("http"));
         const struct keel_value *rc = keel_attr_bag_get(bag, KEEL_ATTR_RESPONSE_CODE);
-        lv[TL_RESPONSE_CODE] = scratch_int(sh, rc && rc->type == KEEL_VALUE_INT64 ? rc->u.i : 0);
+        lv[TL_RESPONSE_CODE] = shard_int(sh, rc && rc->type == KEEL_VALUE_INT64 ? rc->u.i : 0);
         lv[TL_GRPC_RESPONSE_STATUS] = bag_str(bag, KEEL_ATTR_RESPONSE_GRPC_STATUS, &v) ? S(v) : S(K(""));
     }
     const struct keel_value *rf = keel_attr_bag_get(bag, KEEL_ATTR_RESPONSE_FLAGS);
     if (rf && rf->type == KEEL_VALUE_INT64 && rf->u.i) {
-        char tmp[256];
-        size_t n = keel_rf_format((uint32_t)rf->u.i, 0, tmp, sizeof(tmp));
-        size_t off = sh->scratch.wpos;
-        keel_buf_append(&sh->scratch, tmp, n);
-        lv[TL_RESPONSE_FLAGS] = (struct tel_lv){ NULL, n, off };
+        size_t n = keel_rf_format((uint32_t)rf->u.i, 0, sh->std_flags, sizeof(sh->std_flags));
+        lv[TL_RESPONSE_FLAGS] = (struct keel_str){ sh->std_flags, n };
     } else {
         lv[TL_RESPONSE_FLAGS] = S(K("-"));
     }
@@ -594,33 +597,17 @@ static bool bag_int(const struct keel_attr_bag *bag, int id, int64_t *out)
 /* Record one metric whose labels are not exactly the standard HTTP list (TCP metrics,
  * Telemetry tagOverrides): its label tuple from lv (+ evaluated tag expressions). */
 static void record(const struct tel_std_metric_plan *mp, struct keel_telemetry_shard *sh,
-                   const struct keel_attr_bag *bag, const struct tel_lv *lv, double v)
+                   const struct keel_attr_bag *bag, const struct keel_str *lv, double v)
 {
     struct tel_lv tmp[TL__COUNT + MAX_TAGS];
-    for (size_t i = 0; i < mp->n; i++) {
-        if (mp->slots[i].builtin >= 0) {
-            tmp[i] = lv[mp->slots[i].builtin];
-        } else if (tel_eval_text(sh, mp->slots[i].expr, bag, &tmp[i]) < 0) {
-            tmp[i] = S(K("unknown"));
-        }
-    }
+    for (size_t i = 0; i < mp->n; i++)
+        if (mp->slots[i].builtin < 0 && tel_eval_text(sh, mp->slots[i].expr, bag, &tmp[i]) < 0)
+            tmp[i] = (struct tel_lv){ "unknown", 7, 0 };
+    /* scratch has stopped growing: the expression values can be resolved */
     struct keel_str vals[TL__COUNT + MAX_TAGS];
     for (size_t i = 0; i < mp->n; i++)
-        vals[i] = tel_lv_str(sh, tmp[i]);
+        vals[i] = mp->slots[i].builtin >= 0 ? lv[mp->slots[i].builtin] : tel_lv_str(sh, tmp[i]);
     keel_metrics_update_h(sh->ms, mp->fam, vals, keel_metrics_hash(vals, mp->n), v);
-}
-
-/* The standard tuple as slices; re-resolved if scratch moved (a tag expression of a
- * metric recorded in between may have grown it). */
-static const struct keel_str *std_vals(struct keel_telemetry_shard *sh, const struct tel_lv *lv, struct keel_str *vals,
-                                       const char **base)
-{
-    if (*base != sh->scratch.data) {
-        for (int i = 0; i < TL__COUNT; i++)
-            vals[i] = tel_lv_str(sh, lv[i]);
-        *base = sh->scratch.data;
-    }
-    return vals;
 }
 
 /* One HTTP metric with the standard labels: through the shard's tuple cache. */
@@ -639,7 +626,7 @@ static void record_std(const struct tel_std_metric_plan *mp, int k, struct keel_
 }
 
 static void run_http(const struct tel_std_metric_plan *mp, struct keel_telemetry_shard *sh,
-                     const struct keel_attr_bag *bag, const struct tel_lv *lv)
+                     const struct keel_attr_bag *bag, const struct keel_str *vals)
 {
     double val[TEL_STD_HTTP];
     bool want[TEL_STD_HTTP], any_std = false;
@@ -658,18 +645,15 @@ static void run_http(const struct tel_std_metric_plan *mp, struct keel_telemetry
     val[TM_RESPONSE_BYTES] = (double)n;
     /* gRPC streams: messages each way (Istio's stats plugin counts them per stream) */
     if (!mp[TM_GRPC_REQUEST_MESSAGES].drop && bag_int(bag, KEEL_ATTR_REQUEST_GRPC_MESSAGES, &n))
-        record(&mp[TM_GRPC_REQUEST_MESSAGES], sh, bag, lv, (double)n);
+        record(&mp[TM_GRPC_REQUEST_MESSAGES], sh, bag, vals, (double)n);
     if (!mp[TM_GRPC_RESPONSE_MESSAGES].drop && bag_int(bag, KEEL_ATTR_RESPONSE_GRPC_MESSAGES, &n))
-        record(&mp[TM_GRPC_RESPONSE_MESSAGES], sh, bag, lv, (double)n);
+        record(&mp[TM_GRPC_RESPONSE_MESSAGES], sh, bag, vals, (double)n);
     for (int k = 0; k < TEL_STD_HTTP; k++)
         any_std |= want[k] && mp[k].is_default;
     /* the shared standard tuple: hashed, and its cache entry found, once */
-    struct keel_str vals[TL__COUNT];
-    const char *base = NULL;
     struct tel_std_entry *e = NULL;
     uint64_t h = 0;
     if (any_std) {
-        std_vals(sh, lv, vals, &base);
         e = sh->std_last;
         if (e != NULL && e->vals != NULL && keel_metrics_values_eq(e->vals, vals, TL__COUNT)) {
             /* the previous report's tuple again (a sidecar's traffic is mostly a few
@@ -690,9 +674,9 @@ static void run_http(const struct tel_std_metric_plan *mp, struct keel_telemetry
         if (!want[k])
             continue;
         if (mp[k].is_default)
-            record_std(&mp[k], k, sh, e, std_vals(sh, lv, vals, &base), h, val[k]);
+            record_std(&mp[k], k, sh, e, vals, h, val[k]);
         else
-            record(&mp[k], sh, bag, lv, val[k]);
+            record(&mp[k], sh, bag, vals, val[k]);
     }
 }
 
@@ -703,7 +687,7 @@ void tel_std_run(const struct keel_telemetry *t, struct keel_telemetry_shard *sh
     bool tcp = bag_str(bag, KEEL_ATTR_CONTEXT_PROTOCOL, &s) && !(s.len >= 4 && (!memcmp(s.p, "http", 4) ||
                                                                               !memcmp(s.p, "grpc", 4)));
     const struct tel_std_metric_plan *mp = t->std.m[outbound ? TEL_CLIENT : TEL_SERVER];
-    struct tel_lv lv[TL__COUNT];
+    struct keel_str lv[TL__COUNT];
     derive_labels(sh, bag, outbound, tcp, lv);
     if (!tcp) {
         run_http(mp, sh, bag, lv);

@@ -22,9 +22,39 @@ static int hexval(char ch)
     return -1;
 }
 
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+
+/* Eight hex digits (either case) at p, a word at a time: false if one is not. */
+static bool hex8(const char *p, uint32_t *out)
+{
+    uint64_t x;
+    memcpy(&x, p, 8);
+    uint64_t lo = x & (ONES * 0x7f), l = lo | (ONES * 0x20); /* no carry between bytes */
+    uint64_t digit = (lo + ONES * (0x80 - '0')) & ~(lo + ONES * (0x80 - '9' - 1));
+    uint64_t alpha = (l + ONES * (0x80 - 'a')) & ~(l + ONES * (0x80 - 'f' - 1));
+    if ((~(digit | alpha) | x) & HIGHS)
+        return false;
+    /* each byte's value (letters have bit 6: low nibble + 9), then the nibbles packed,
+     * the first character the most significant */
+    uint64_t v = (x & (ONES * 0x0f)) + ((x >> 6) & ONES) * 9;
+    v = ((v << 4) | (v >> 8)) & 0x00ff00ff00ff00ffull;
+    v = ((v << 8) | (v >> 16)) & 0x0000ffff0000ffffull;
+    v = (v << 16) | (v >> 32);
+    *out = (uint32_t)v;
+    return true;
+}
+
 static int hex64(const char *p, size_t len, uint64_t *out)
 {
     uint64_t v = 0;
+    if (len == 8 || len == 16) {
+        uint32_t a, b = 0;
+        if (!hex8(p, &a) || (len == 16 && !hex8(p + 8, &b)))
+            return KEEL_EINVAL;
+        *out = len == 16 ? (uint64_t)a << 32 | b : a;
+        return 0;
+    }
     if (len == 0 || len > 16)
         return KEEL_EINVAL;
     for (size_t i = 0; i < len; i++) {

@@ -31,19 +31,25 @@ struct keel_trace_inflight {
 };
 
 /* Eight bytes a step (every inbound request hashes its 36-byte x-request-id): a multiply
- * and a rotate per word, the tail bytes one at a time. Only compared within a process. */
+ * and a rotate per word, the tail as one word overlapping the last (the length is in the
+ * seed), bytes one at a time only under eight. Only compared within a process. */
 static uint64_t hash(struct keel_str s)
 {
-    uint64_t h = 0xcbf29ce484222325ULL ^ s.len;
+    uint64_t h = 0xcbf29ce484222325ULL ^ s.len, x;
     size_t i = 0;
     for (; i + 8 <= s.len; i += 8) {
-        uint64_t x;
         memcpy(&x, s.p + i, 8);
         h = (h ^ x) * 0x9e3779b97f4a7c15ULL;
         h ^= h >> 29;
     }
-    for (; i < s.len; i++)
-        h = (h ^ (unsigned char)s.p[i]) * 0x100000001b3ULL;
+    if (i < s.len && s.len >= 8) {
+        memcpy(&x, s.p + s.len - 8, 8);
+        h = (h ^ x) * 0x9e3779b97f4a7c15ULL;
+        h ^= h >> 29;
+    } else {
+        for (; i < s.len; i++)
+            h = (h ^ (unsigned char)s.p[i]) * 0x100000001b3ULL;
+    }
     return h | 1; /* 0 means "no id" */
 }
 
