@@ -184,7 +184,7 @@ def _keel_argv(keel, admin_port, log, extra):
             "--access-log", log, "--log-level", "warning"] + extra
 
 
-def start_keel(tmp, cpu, backend_port, variant, keel, aux_cpu):
+def start_keel(tmp, cpu, backend_port, variant, keel, aux_cpu=None):
     if variant == "keel-d":
         return start_keel_two_hops(tmp, cpu, backend_port, keel)
     port, admin = procs.free_port(), procs.free_port()
@@ -237,7 +237,8 @@ def start_mixer(tmp, cpu, keel):
 
 
 def start_keel_mixer_mode(tmp, cpu, aux_cpu, keel, extra, admin, port, log, metrics):
-    """keel (m): keel (b) in mixer mode, the seed rules of (c) run by a `keel mixer`."""
+    """keel (m): keel (b) in mixer mode, the seed rules of (c) run by a `keel mixer` on
+    aux_cpu (the load's core)."""
     mixer, grpc, out = start_mixer(tmp, aux_cpu, keel)
     add_mixer_mesh_config(os.path.join(tmp, "keel-m.d"), grpc)
     try:
