@@ -32,6 +32,7 @@ struct call {
     struct keel_mixer_client *c;
     struct keel_buf msg; /* the gRPC message */
     size_t n_bags;
+    size_t bytes;        /* of msg when sealed (msg is consumed as it is sent) */
     int32_t id;
     int grpc_status;     /* -1 until a grpc-status header or trailer */
     struct call *next, *prev;
@@ -52,6 +53,7 @@ struct keel_mixer_client {
     size_t n_calls;
     struct call *queue, *queue_tail; /* sealed, not yet sent (singly linked via next) */
     size_t queued_bags;               /* in the open batch, the queue and in flight */
+    size_t queued_bytes;              /* the sealed messages' bytes, queued and in flight */
     int64_t backoff_ms;
     int64_t last_answer_ms; /* the mixer's last sign of life, for the stall check */
     struct keel_timer flush_timer, retry_timer;
@@ -69,6 +71,7 @@ static void call_end(struct call *k, bool ok)
     struct keel_mixer_client *c = k->c;
     count(ok ? &c->st->sent : &c->st->failed, k->n_bags);
     c->queued_bags -= k->n_bags;
+    c->queued_bytes -= k->bytes;
     if (k->prev)
         k->prev->next = k->next;
     else
@@ -276,6 +279,8 @@ static void seal(struct keel_mixer_client *c)
     k->grpc_status = -1;
     k->n_bags = keel_mixer_batch_count(c->batch);
     keel_mixer_batch_finish(c->batch, &k->msg);
+    k->bytes = keel_buf_len(&k->msg);
+    c->queued_bytes += k->bytes;
     if (c->queue_tail)
         c->queue_tail->next = k;
     else
@@ -359,7 +364,7 @@ const char *keel_mixer_client_target(const struct keel_mixer_client *c) { return
 
 void keel_mixer_client_report(struct keel_mixer_client *c, const struct keel_attr_bag *bag)
 {
-    if (!c->addr_ok || c->queued_bags >= KEEL_MIXER_MAX_QUEUED) {
+    if (!c->addr_ok || c->queued_bags >= KEEL_MIXER_MAX_QUEUED || c->queued_bytes >= KEEL_MIXER_MAX_QUEUED_BYTES) {
         count(&c->st->dropped, 1);
         return;
     }
@@ -369,7 +374,8 @@ void keel_mixer_client_report(struct keel_mixer_client *c, const struct keel_att
         keel_mixer_batch_add(c->batch, bag);
     }
     c->queued_bags++;
-    if (keel_mixer_batch_count(c->batch) >= KEEL_MIXER_BATCH) {
+    if (keel_mixer_batch_count(c->batch) >= KEEL_MIXER_BATCH ||
+        keel_mixer_batch_bytes(c->batch) >= KEEL_MIXER_BATCH_BYTES) {
         seal(c);
         pump(c);
     }

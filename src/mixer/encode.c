@@ -145,6 +145,11 @@ void keel_mixer_batch_free(struct keel_mixer_batch *b)
 
 size_t keel_mixer_batch_count(const struct keel_mixer_batch *b) { return b->count; }
 
+size_t keel_mixer_batch_bytes(const struct keel_mixer_batch *b)
+{
+    return keel_buf_len(&b->sets) + keel_buf_len(&b->words) + keel_buf_len(&b->last);
+}
+
 #define hash keel_mixer_hash
 
 static void rehash(struct keel_mixer_batch *b)

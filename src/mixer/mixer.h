@@ -73,6 +73,9 @@ struct keel_mixer_batch *keel_mixer_batch_new(void);
 void keel_mixer_batch_free(struct keel_mixer_batch *b);
 bool keel_mixer_batch_add(struct keel_mixer_batch *b, const struct keel_attr_bag *bag);
 size_t keel_mixer_batch_count(const struct keel_mixer_batch *b);
+/* Bytes the batch holds (its encoded sets and words, and the last values kept for the
+ * delta): what the client caps a Report at, besides its bag count. */
+size_t keel_mixer_batch_bytes(const struct keel_mixer_batch *b);
 /* Serialize the batch as one gRPC message (5-byte prefix + ReportRequest) onto out and
  * empty the batch. */
 void keel_mixer_batch_finish(struct keel_mixer_batch *b, struct keel_buf *out);
@@ -80,9 +83,11 @@ void keel_mixer_batch_finish(struct keel_mixer_batch *b, struct keel_buf *out);
 /* ---- the report client (a proxy worker's; see client.c) ---- */
 
 #define KEEL_MIXER_BATCH 100        /* bags per Report call ... */
+#define KEEL_MIXER_BATCH_BYTES (1u << 20) /* ... or this many bytes (the mixer takes 4 MiB) ... */
 #define KEEL_MIXER_FLUSH_MS 50      /* ... or what a batch has after this long */
 #define KEEL_MIXER_MAX_CALLS 32     /* Report calls unanswered before batches queue */
-#define KEEL_MIXER_MAX_QUEUED 20000 /* bags not yet answered before new ones are dropped */
+#define KEEL_MIXER_MAX_QUEUED 20000 /* bags not yet answered before new ones are dropped, */
+#define KEEL_MIXER_MAX_QUEUED_BYTES (32u << 20) /* or bytes of Reports not yet answered */
 
 /* Bags by what became of them: answered OK by the mixer, refused or lost with the
  * connection, or never sent (mixer down or slow, queue full). Written by the client's

@@ -20,7 +20,7 @@ error_log %(d)s/nginx-error.log;
 events { worker_connections 1024; }
 http {
   access_log off; client_body_temp_path %(d)s; proxy_temp_path %(d)s; fastcgi_temp_path %(d)s;
-  uwsgi_temp_path %(d)s; scgi_temp_path %(d)s;
+  uwsgi_temp_path %(d)s; scgi_temp_path %(d)s; large_client_header_buffers 8 64k;
   server { listen 127.0.0.1:%(port)d; keepalive_requests 100000000; location / { return 200 "ok\\n"; } }
 }
 """ % {"d": tmp_path, "port": port})

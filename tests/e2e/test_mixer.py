@@ -614,3 +614,62 @@ def test_sidecar_delta_sets_never_carry_a_stale_attribute(mixers, keel, procs, t
     for i in range(n):
         want = "ua-%d" % i if i % 2 == 0 else "none"
         assert sorted(seen["/r%d" % i]) == [("inbound", want), ("outbound", want)], (i, seen["/r%d" % i])
+
+
+def test_large_bags_never_make_a_report_the_mixer_refuses(mixers, keel, procs, tmp_path):
+    """A Report is capped by bytes as well as by bags: 100 requests, each with its own
+    50 KB header, fill a batch past the mixer's 4 MiB message limit unless the sidecar
+    sends it early; every bag must still be counted."""
+    import socket
+    mx = mixers(seed_dir(tmp_path, "001-doublerequestcount.yaml"))
+    m = mixer_mesh(keel, procs, tmp_path, mx.grpc)
+    client, server = m.proxies["productpage-v1"], m.proxies["details-v1"]
+    n = 100
+    burst = b"".join(b"GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Blob: %s\r\n\r\n" % (b"%02d" % i * 25000)
+                     for i in range(n))
+    with socket.create_connection(("127.0.0.1", client.outbound)) as s:
+        s.sendall(burst)  # pipelined: the sidecar reports them back to back
+        s.settimeout(30)
+        got = b""
+        while got.count(b"HTTP/1.1 200") < n:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                raise AssertionError("%d answers: %r" % (got.count(b"HTTP/1.1 "), got[:600]))
+            assert chunk, got[-300:]
+            got += chunk
+    for k in (client, server):
+        wait_for(lambda: sum(reports(k).values()) >= n, 20, lambda: "reports %s" % reports(k))
+        assert reports(k) == {"sent": n, "failed": 0, "dropped": 0}
+    wait_for(lambda: mx.value(MESH_DOUBLE % "client") == 2 * n, 10, "client reports counted")
+    assert "keel_mixer_rejected_total 0" in mx.metrics(mx.mon)
+
+
+def test_a_stalled_mixer_bounds_what_a_sidecar_holds_in_bytes(mixers, keel, procs, tmp_path):
+    """Reports a stalled mixer does not take are held up to 32 MiB per worker, then new
+    bags are dropped (counted): 1,500 requests with their own 50 KB header (75 MB of bags)
+    leave the sidecar's memory bounded."""
+    import socket
+    mx = mixers(seed_dir(tmp_path, "001-doublerequestcount.yaml"))
+    m = mixer_mesh(keel, procs, tmp_path, mx.grpc)
+    client = m.proxies["productpage-v1"]
+    wait_for(lambda: reports(client) is not None, 5)
+    mx.p.send_signal(signal.SIGSTOP)  # takes nothing from now on
+    try:
+        n = 1500
+        with socket.create_connection(("127.0.0.1", client.outbound)) as s:
+            s.settimeout(30)
+            for start in range(0, n, 100):
+                s.sendall(b"".join(b"GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Blob: %s\r\n\r\n" % (b"%04d" % i * 12500)
+                                   for i in range(start, start + 100)))
+                got = b""
+                while got.count(b"HTTP/1.1 200") < 100:
+                    chunk = s.recv(65536)
+                    assert chunk, got[-300:]
+                    got += chunk
+        r = reports(client)
+        assert r["dropped"] > 0, r  # beyond the bound, new bags are dropped...
+        rss = int(next(l for l in open("/proc/%d/status" % client.proc.p.pid) if l.startswith("VmHWM")).split()[1])
+        assert rss < 120 * 1024, rss  # ...and the sidecar's memory stays bounded
+    finally:
+        mx.p.send_signal(signal.SIGCONT)
