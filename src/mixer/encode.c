@@ -42,7 +42,7 @@ struct keel_mixer_batch {
     struct keel_buf one;   /* the set being built */
     struct keel_buf map;   /* a StringMap or bytes value being built */
     struct keel_buf text;  /* the bytes of the words, for the table's comparisons */
-    struct keel_buf last;  /* the previous values (struct prev) */
+    struct keel_buf last;  /* the previous bag's values, as bytes (struct prev) */
     struct { uint32_t off, len; } *wl; /* word k = text[off, off+len) */
     size_t n_words, cap_words;
     int32_t *slots;        /* word hash table: k + 1, 0 empty */
@@ -195,7 +195,8 @@ static int32_t word(struct keel_mixer_batch *b, const char *s, size_t n)
 
 static bool is_held(const struct keel_mixer_batch *b, int id) { return (b->held[id >> 6] >> (id & 63)) & 1; }
 
-static bool is_stringish(enum keel_value_type t)
+/* Values kept as their bytes: the string types and bytes. */
+static bool held_as_bytes(enum keel_value_type t)
 {
     return t == KEEL_VALUE_STRING || t == KEEL_VALUE_DNS_NAME || t == KEEL_VALUE_EMAIL_ADDRESS ||
            t == KEEL_VALUE_URI || t == KEEL_VALUE_BYTES;
@@ -209,7 +210,7 @@ static bool same_value(const struct keel_mixer_batch *b, int id, const struct ke
         return false;
     const char *p = b->last.data + b->prev[id].off;
     size_t n = b->prev[id].len;
-    if (is_stringish(v->type))
+    if (held_as_bytes(v->type))
         return v->u.s.len == n && keel_bytes_eq(p, v->u.s.p, n);
     switch (v->type) {
     case KEEL_VALUE_TIMESTAMP: {
@@ -259,7 +260,7 @@ static void close_prev(struct keel_mixer_batch *b, int id, enum keel_value_type 
 static void remember(struct keel_mixer_batch *b, int id, const struct keel_value *v)
 {
     size_t mark = open_prev(b);
-    if (is_stringish(v->type)) {
+    if (held_as_bytes(v->type)) {
         if (v->u.s.len)
             keel_buf_append(&b->last, v->u.s.p, v->u.s.len);
     } else if (v->type == KEEL_VALUE_TIMESTAMP) {
