@@ -545,7 +545,7 @@ void keel_accesslog_render(const struct keel_accesslog_format *f, const struct k
     struct cursor c = { out, out->data + out->wpos, out->data + out->cap };
     for (; o < end; o++) {
         put(&c, f->arena + o->pre_off, o->pre_len);
-        struct val v;
+        struct val v = { .kind = V_UNSET }; /* get_value sets what its kind uses */
         get_value(f, o, r, &v, scratch, &tmp);
         if (__builtin_expect(o->flags & AL_F_TRUNC, 0)) {
             if (v.kind == V_INT) {
