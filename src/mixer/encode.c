@@ -287,8 +287,13 @@ static void add_map(struct keel_mixer_batch *b, int id, int32_t key, const struc
         old_end = old + b->prev[id].len;
     }
     size_t mark = open_prev(b);
+    /* the pairs go after room for the value field's tag and length, filled in once the
+     * pairs' length is known */
     struct keel_buf *m = &b->map;
+    enum { ROOM = 1 + VARINT_MAX };
     m->rpos = m->wpos = 0;
+    w_begin(m, ROOM);
+    m->wpos = ROOM;
     for (size_t i = 0; i < v->u.map.n; i++) {
         const struct keel_str_pair *kv = &v->u.map.kv[i];
         struct pair_rec r = { (uint32_t)kv->k.len, (uint32_t)kv->v.len, 0, 0 };
@@ -324,22 +329,12 @@ static void add_map(struct keel_mixer_batch *b, int id, int32_t key, const struc
         w_end(m, w);
     }
     close_prev(b, id, KEEL_VALUE_STRING_MAP, mark);
-    /* the value field: {2: StringMap} in front of the pairs */
-    size_t n = keel_buf_len(m);
-    uint8_t pre[1 + VARINT_MAX];
-    pre[0] = 2 << 3 | 2;
-    size_t np = (size_t)(w_varint(pre + 1, n) - pre);
-    uint64_t zk = zigzag(key);
-    size_t body = 1 + varint_len(zk) + np + n;
-    uint8_t *w = w_begin(&b->one, 1 + VARINT_MAX + body);
-    *w++ = 9 << 3 | 2;
-    w = w_varint(w, body);
-    *w++ = 1 << 3;
-    w = w_varint(w, zk);
-    memcpy(w, pre, np);
-    if (n)
-        memcpy(w + np, bytes_of(m), n);
-    w_end(&b->one, w + np + n);
+    /* the value field {2: StringMap}: its tag and length right before the pairs */
+    size_t n = m->wpos - ROOM, np = 1 + varint_len(n);
+    uint8_t *val = (uint8_t *)m->data + ROOM - np;
+    val[0] = 2 << 3 | 2;
+    w_varint(val + 1, n);
+    entry(b, 9, key, val, np + n);
 }
 
 /* A Timestamp or Duration message as the value field {2: {1: seconds, 2: nanos}}. */
