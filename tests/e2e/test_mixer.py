@@ -616,6 +616,22 @@ def test_sidecar_delta_sets_never_carry_a_stale_attribute(mixers, keel, procs, t
         assert sorted(seen["/r%d" % i]) == [("inbound", want), ("outbound", want)], (i, seen["/r%d" % i])
 
 
+def big_requests(sock, first, count):
+    """`count` pipelined GETs on sock, request i with its own 50 KB header (so its bag
+    is ~50 KB), and their answers, which must all be 200."""
+    import socket
+    sock.sendall(b"".join(b"GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Blob: %s\r\n\r\n" % (b"%05d" % i * 10000)
+                          for i in range(first, first + count)))
+    got = b""
+    while got.count(b"HTTP/1.1 200") < count:
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            raise AssertionError("%d answers: %r" % (got.count(b"HTTP/1.1 "), got[:600]))
+        assert chunk, got[-300:]
+        got += chunk
+
+
 def test_large_bags_never_make_a_report_the_mixer_refuses(mixers, keel, procs, tmp_path):
     """A Report is capped by bytes as well as by bags: 100 requests, each with its own
     50 KB header, fill a batch past the mixer's 4 MiB message limit unless the sidecar
@@ -625,19 +641,9 @@ def test_large_bags_never_make_a_report_the_mixer_refuses(mixers, keel, procs, t
     m = mixer_mesh(keel, procs, tmp_path, mx.grpc)
     client, server = m.proxies["productpage-v1"], m.proxies["details-v1"]
     n = 100
-    burst = b"".join(b"GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Blob: %s\r\n\r\n" % (b"%02d" % i * 25000)
-                     for i in range(n))
     with socket.create_connection(("127.0.0.1", client.outbound)) as s:
-        s.sendall(burst)  # pipelined: the sidecar reports them back to back
         s.settimeout(30)
-        got = b""
-        while got.count(b"HTTP/1.1 200") < n:
-            try:
-                chunk = s.recv(65536)
-            except socket.timeout:
-                raise AssertionError("%d answers: %r" % (got.count(b"HTTP/1.1 "), got[:600]))
-            assert chunk, got[-300:]
-            got += chunk
+        big_requests(s, 0, n)  # pipelined: the sidecar reports them back to back
     for k in (client, server):
         wait_for(lambda: sum(reports(k).values()) >= n, 20, lambda: "reports %s" % reports(k))
         assert reports(k) == {"sent": n, "failed": 0, "dropped": 0}
@@ -659,13 +665,7 @@ def test_a_stalled_mixer_bounds_what_a_sidecar_holds_in_bytes(mixers, keel, proc
         with socket.create_connection(("127.0.0.1", client.outbound)) as s:
             s.settimeout(30)
             for start in range(0, n, 100):
-                s.sendall(b"".join(b"GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Blob: %s\r\n\r\n" % (b"%04d" % i * 12500)
-                                   for i in range(start, start + 100)))
-                got = b""
-                while got.count(b"HTTP/1.1 200") < 100:
-                    chunk = s.recv(65536)
-                    assert chunk, got[-300:]
-                    got += chunk
+                big_requests(s, start, 100)
         r = reports(client)
         assert r["dropped"] > 0, r  # beyond the bound, new bags are dropped
         # what the sidecar holds now (neither answered nor dropped), ~50 KB a bag: at most
