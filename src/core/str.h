@@ -151,54 +151,22 @@ static inline void keel_ascii_lower_copy(char *d, const char *s, size_t n)
     }
 }
 
-/* ASCII case-insensitive equality of n bytes (header names, tokens). Inline and eight
- * bytes a step: strncasecmp is a call and a locale table lookup per byte, and a request
- * compares a few dozen names. Unlike strncasecmp, a NUL byte is compared, not an end. */
-static inline bool keel_ascii_caseeq(const char *a, const char *b, size_t n)
-{
-    uint64_t x, y;
-    if (n >= 8) {
-        /* whole words, then the last eight bytes (overlapping the previous word) */
-        for (size_t i = 0; i + 8 < n; i += 8) {
-            memcpy(&x, a + i, 8);
-            memcpy(&y, b + i, 8);
-            if (keel_ascii_lower8(x) != keel_ascii_lower8(y))
-                return false;
-        }
-        memcpy(&x, a + n - 8, 8);
-        memcpy(&y, b + n - 8, 8);
-        return keel_ascii_lower8(x) == keel_ascii_lower8(y);
-    }
-    if (n >= 4) { /* two overlapping four-byte loads */
-        uint32_t x0, x1, y0, y1;
-        memcpy(&x0, a, 4);
-        memcpy(&x1, a + n - 4, 4);
-        memcpy(&y0, b, 4);
-        memcpy(&y1, b + n - 4, 4);
-        x = (uint64_t)x0 << 32 | x1;
-        y = (uint64_t)y0 << 32 | y1;
-        return keel_ascii_lower8(x) == keel_ascii_lower8(y);
-    }
-    for (size_t i = 0; i < n; i++)
-        if (keel_ascii_lower(a[i]) != keel_ascii_lower(b[i]))
-            return false;
-    return true;
-}
-
-/* keel_ascii_caseeq where b is lower case already (a compiled name): only a is folded. */
-static inline bool keel_ascii_eq_lower(const char *a, const char *b, size_t n)
+/* Equality of n bytes with A-Z folded in a, and in b unless it is lower case already:
+ * whole words, then the last eight bytes (overlapping the previous word); under eight,
+ * two overlapping four-byte loads. fold_b is a constant where it is inlined. */
+static inline bool keel_ascii_eq_fold(const char *a, const char *b, size_t n, bool fold_b)
 {
     uint64_t x, y;
     if (n >= 8) {
         for (size_t i = 0; i + 8 < n; i += 8) {
             memcpy(&x, a + i, 8);
             memcpy(&y, b + i, 8);
-            if (keel_ascii_lower8(x) != y)
+            if (keel_ascii_lower8(x) != (fold_b ? keel_ascii_lower8(y) : y))
                 return false;
         }
         memcpy(&x, a + n - 8, 8);
         memcpy(&y, b + n - 8, 8);
-        return keel_ascii_lower8(x) == y;
+        return keel_ascii_lower8(x) == (fold_b ? keel_ascii_lower8(y) : y);
     }
     if (n >= 4) {
         uint32_t x0, x1, y0, y1;
@@ -206,12 +174,28 @@ static inline bool keel_ascii_eq_lower(const char *a, const char *b, size_t n)
         memcpy(&x1, a + n - 4, 4);
         memcpy(&y0, b, 4);
         memcpy(&y1, b + n - 4, 4);
-        return keel_ascii_lower8((uint64_t)x0 << 32 | x1) == ((uint64_t)y0 << 32 | y1);
+        x = (uint64_t)x0 << 32 | x1;
+        y = (uint64_t)y0 << 32 | y1;
+        return keel_ascii_lower8(x) == (fold_b ? keel_ascii_lower8(y) : y);
     }
     for (size_t i = 0; i < n; i++)
-        if (keel_ascii_lower(a[i]) != b[i])
+        if (keel_ascii_lower(a[i]) != (fold_b ? keel_ascii_lower(b[i]) : b[i]))
             return false;
     return true;
+}
+
+/* ASCII case-insensitive equality of n bytes (header names, tokens). Inline and eight
+ * bytes a step: strncasecmp is a call and a locale table lookup per byte, and a request
+ * compares a few dozen names. Unlike strncasecmp, a NUL byte is compared, not an end. */
+static inline bool keel_ascii_caseeq(const char *a, const char *b, size_t n)
+{
+    return keel_ascii_eq_fold(a, b, n, true);
+}
+
+/* keel_ascii_caseeq where b is lower case already (a compiled name): only a is folded. */
+static inline bool keel_ascii_eq_lower(const char *a, const char *b, size_t n)
+{
+    return keel_ascii_eq_fold(a, b, n, false);
 }
 
 static inline bool keel_str_caseeq(struct keel_str a, struct keel_str b)
