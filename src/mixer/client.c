@@ -383,6 +383,14 @@ void keel_mixer_client_report(struct keel_mixer_client *c, const struct keel_att
         keel_timer_set(c->loop, &c->flush_timer, KEEL_MIXER_FLUSH_MS);
 }
 
+bool keel_mixer_client_flush(struct keel_mixer_client *c)
+{
+    seal(c);
+    pump(c);
+    /* a mixer in its reconnect backoff is down: waiting would only hold the shutdown up */
+    return c->queued_bags == 0 || (!c->connected && keel_timer_armed(&c->retry_timer));
+}
+
 void keel_mixer_client_free(struct keel_mixer_client *c)
 {
     if (!c)

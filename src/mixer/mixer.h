@@ -101,7 +101,12 @@ struct keel_mixer_client;
 /* A client on loop (its thread only) reporting to addr ("host:port"). */
 struct keel_mixer_client *keel_mixer_client_new(struct keel_loop *loop, const char *addr,
                                                 struct keel_mixer_client_stats *st);
+/* Bags not yet answered count "dropped" (never sent) or "failed" (in flight). */
 void keel_mixer_client_free(struct keel_mixer_client *c);
+/* Draining: send the open batch and what is queued now. True once every bag is
+ * answered, or the mixer is down (then waiting would only hold the shutdown up); call it
+ * again each loop turn until then. */
+bool keel_mixer_client_flush(struct keel_mixer_client *c);
 const char *keel_mixer_client_target(const struct keel_mixer_client *c);
 /* Queue one bag (copied by encoding); never blocks. */
 void keel_mixer_client_report(struct keel_mixer_client *c, const struct keel_attr_bag *bag);

@@ -115,11 +115,20 @@ static void close_listeners(struct worker *w)
     }
 }
 
-/* Called each loop turn while draining: stop once no session is left. */
+/* Spans and Mixer reports wait up to a second to fill a batch: a drain sends them now
+ * rather than dropping them with the worker (the drain deadline still bounds it). */
+static bool telemetry_sent(struct worker *w)
+{
+    bool spans = keel_zipkin_flush(w->zipkin);
+    return (w->mixer == NULL || keel_mixer_client_flush(w->mixer)) && spans;
+}
+
+/* Called each loop turn while draining: stop once no session is left and what they
+ * reported has gone out. */
 static void check_drained(void *arg)
 {
     struct worker *w = arg;
-    if (w->draining && w->sessions == NULL)
+    if (w->draining && w->sessions == NULL && telemetry_sent(w))
         keel_loop_stop(w->loop);
 }
 

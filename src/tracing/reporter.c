@@ -299,10 +299,23 @@ struct keel_zipkin *keel_zipkin_new(struct keel_loop *loop, struct keel_zipkin_s
     return z;
 }
 
+bool keel_zipkin_flush(struct keel_zipkin *z)
+{
+    if (z->count > 0 && z->state != Z_BUSY && z->state != Z_CONNECTING)
+        kick(z);
+    if (z->state == Z_BUSY || z->state == Z_CONNECTING)
+        return false;
+    /* a collector in its backoff failed a moment ago: waiting for it would only hold
+     * the shutdown up */
+    return z->count == 0 || !z->have_addr || keel_loop_now_ms(z->loop) < z->retry_at_ms;
+}
+
 void keel_zipkin_free(struct keel_zipkin *z)
 {
     if (z == NULL)
         return;
+    count(&z->st->dropped, z->count);    /* never sent */
+    count(&z->st->failed, z->inflight);  /* sent, never answered */
     keel_timer_cancel(z->loop, &z->flush);
     keel_timer_cancel(z->loop, &z->guard);
     disconnect(z);

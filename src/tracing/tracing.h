@@ -195,7 +195,12 @@ struct keel_zipkin_stats {
 
 /* st: the counters, owned by the caller so that they outlive the reporter. */
 struct keel_zipkin *keel_zipkin_new(struct keel_loop *loop, struct keel_zipkin_stats *st);
+/* Spans still queued count "dropped", a POST still unanswered "failed". */
 void keel_zipkin_free(struct keel_zipkin *z);
+/* Draining: send what is queued now rather than at the batch's time bound. True once
+ * nothing is left to send or to be answered, or the collector is failing (then waiting
+ * would only hold the shutdown up); call it again each loop turn until then. */
+bool keel_zipkin_flush(struct keel_zipkin *z);
 /* A slot for the next span, or NULL when the ring is full (the span is dropped and
  * counted). Commit it with keel_zipkin_commit once filled. */
 struct keel_span *keel_zipkin_next(struct keel_zipkin *z);
