@@ -52,17 +52,21 @@ def run_wrk(url, host, conns, threads, duration, cpu, latency=True):
 
 # ---- fixed rate: bench/paced_load.c ----
 
-def run_fixed_rate(paced_load, port, host, rate, conns, duration_s, warmup_s, cpu):
-    """paced_load: requests evenly spaced at `rate`, latency from when each was due
-    (h2load --rps fires every connection's timer at once and measures its own bursts)."""
-    argv = ["taskset", "-c", str(cpu), paced_load, str(port), str(rate), str(conns),
-            str(duration_s), str(warmup_s), host or "bench"]
+def run_fixed_rate(paced_load, ports, host, rate, conns, duration_s, warmup_s, cpu):
+    """paced_load: requests evenly spaced at `rate` to each port (all at once when there
+    are several), latency from when each was due (h2load --rps fires every connection's
+    timer at once and measures its own bursts). One result per port, in order."""
+    argv = ["taskset", "-c", str(cpu), paced_load, ",".join(str(p) for p in ports), str(rate),
+            str(conns), str(duration_s), str(warmup_s), host or "bench"]
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    r = json.loads(out)
-    r["target_rps"] = rate
-    for k in ("p50", "p90", "p99", "p999", "max"):
-        r[f"{k}_ms"] = r.pop(f"{k}_us") / 1e3
-    return r
+    results = []
+    for line in out.splitlines():
+        r = json.loads(line)
+        r["target_rps"] = rate
+        for k in ("p50", "p90", "p99", "p999", "max"):
+            r[f"{k}_ms"] = r.pop(f"{k}_us") / 1e3
+        results.append(r)
+    return results
 
 
 # ---- plain sockets: idle keep-alive connections and a request loop ----

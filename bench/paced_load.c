@@ -1,13 +1,19 @@
 /* paced_load: HTTP/1.1 GET load at a fixed request rate, latency percentiles.
  *
- * usage: paced_load PORT RATE CONNS SECONDS WARMUP_SECONDS [HOST_HEADER]
+ * usage: paced_load PORT[,PORT...] RATE CONNS SECONDS WARMUP_SECONDS [HOST_HEADER]
  *
- * Request i is due at start + i/RATE, evenly spaced (h2load --rps fires all connections'
- * timers together, which measures its own bursts). A due request goes out on an idle
- * keep-alive connection to 127.0.0.1:PORT; when none is idle it waits in order, and its
- * latency still counts from when it was due (no coordinated omission, as wrk2). Prints
- * one JSON object: requests answered, errors (non-2xx), unanswered (still in flight 2 s
- * after the last was due), achieved rate, p50/p90/p99/p99.9/max in microseconds.
+ * Request i to a port is due at start + i/RATE, evenly spaced (h2load --rps fires all
+ * connections' timers together, which measures its own bursts). A due request goes out
+ * on an idle keep-alive connection to 127.0.0.1:PORT; when none is idle it waits in
+ * order, and its latency still counts from when it was due (no coordinated omission, as
+ * wrk2). Prints one JSON object per port: requests answered, errors (non-2xx),
+ * unanswered (still in flight 2 s after the last was due), achieved rate,
+ * p50/p90/p99/p99.9/max in microseconds.
+ *
+ * Several ports are loaded at once, each at RATE over its own CONNS connections, their
+ * schedules offset by a fraction of a period. That is for comparing two paths to one
+ * server (direct and through proxies): measured in the same seconds, they see the same
+ * stalls of a shared machine, which move a p99 far more than the paths differ.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -84,67 +90,104 @@ static double pct_us(const uint64_t *v, size_t n, double p)
     return n ? (double)v[i < n ? i : n - 1] / 1e3 : 0.0;
 }
 
+/* One port under load: its connections, idle ones, schedule and latencies. */
+struct target {
+    int port;
+    struct conn *conns;
+    int *idle, nidle;
+    uint64_t offset_ns; /* this port's schedule, shifted within a period */
+    size_t sent, nlat, errors, inflight;
+    uint64_t *lat;
+};
+
+#define MAX_TARGETS 8
+
 int main(int argc, char **argv)
 {
     if (argc < 6) {
-        fprintf(stderr, "usage: paced_load PORT RATE CONNS SECONDS WARMUP_SECONDS [HOST]\n");
+        fprintf(stderr, "usage: paced_load PORT[,PORT...] RATE CONNS SECONDS WARMUP_SECONDS [HOST]\n");
         return 2;
     }
-    int port = atoi(argv[1]), nconn = atoi(argv[3]);
+    int nconn = atoi(argv[3]), ntargets = 0;
     double rate = atof(argv[2]), secs = atof(argv[4]), warm = atof(argv[5]);
     char req[512];
     int reqlen = snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: %s\r\nUser-Agent: paced\r\n\r\n",
                           argc > 6 ? argv[6] : "bench");
     uint64_t period = (uint64_t)(1e9 / rate);
     size_t total = (size_t)((secs + warm) * rate), cap = (size_t)(secs * rate) + 16;
-    uint64_t *lat = calloc(cap, sizeof *lat);
-    struct conn *conns = calloc((size_t)nconn, sizeof *conns);
-    int *idle = calloc((size_t)nconn, sizeof *idle), nidle = 0, ep = epoll_create1(0);
-    size_t sent = 0, nlat = 0, errors = 0, inflight = 0;
+    struct target tg[MAX_TARGETS];
+    int ep = epoll_create1(0);
 
-    for (int i = 0; i < nconn; i++) {
-        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
-        conns[i].fd = open_conn(port);
-        epoll_ctl(ep, EPOLL_CTL_ADD, conns[i].fd, &ev);
-        idle[nidle++] = i;
+    for (char *p = argv[1], *end; *p; p = end + (*end == ',')) {
+        long port = strtol(p, &end, 10);
+        if (end == p || (*end != ',' && *end != '\0') || port <= 0 || port > 65535 ||
+            ntargets == MAX_TARGETS) {
+            fprintf(stderr, "paced_load: bad port list '%s' (at most %d ports)\n", argv[1], MAX_TARGETS);
+            return 2;
+        }
+        struct target *t = &tg[ntargets++];
+        memset(t, 0, sizeof *t);
+        t->port = (int)port;
+        t->conns = calloc((size_t)nconn, sizeof *t->conns);
+        t->idle = calloc((size_t)nconn, sizeof *t->idle);
+        t->lat = calloc(cap, sizeof *t->lat);
+    }
+    for (int k = 0; k < ntargets; k++) {
+        struct target *t = &tg[k];
+        t->offset_ns = period * (uint64_t)k / (uint64_t)ntargets;
+        for (int i = 0; i < nconn; i++) {
+            struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)(k * nconn + i)};
+            t->conns[i].fd = open_conn(t->port);
+            epoll_ctl(ep, EPOLL_CTL_ADD, t->conns[i].fd, &ev);
+            t->idle[t->nidle++] = i;
+        }
     }
     uint64_t start = now_ns(), measure_from = start + (uint64_t)(warm * 1e9);
     uint64_t stop_at = start + (uint64_t)((secs + warm) * 1e9) + 2000000000u;
-    while ((sent < total || inflight) && now_ns() < stop_at) {
-        uint64_t t = now_ns();
-        /* send what is due, oldest first, while a connection is idle */
-        while (sent < total && nidle && start + sent * period <= t) {
-            struct conn *c = &conns[idle[--nidle]];
-            c->due_ns = start + sent * period;
-            c->len = 0;
-            c->busy = 1;
-            if (write(c->fd, req, (size_t)reqlen) != reqlen) {
-                errors++;
-                c->busy = 0;
-            } else {
-                inflight++;
+    for (;;) {
+        uint64_t t = now_ns(), next_due = UINT64_MAX;
+        int pending = 0;
+        for (int k = 0; k < ntargets; k++) {
+            struct target *g = &tg[k];
+            /* send what is due, oldest first, while a connection is idle */
+            while (g->sent < total && g->nidle && start + g->offset_ns + g->sent * period <= t) {
+                struct conn *c = &g->conns[g->idle[--g->nidle]];
+                c->due_ns = start + g->offset_ns + g->sent * period;
+                c->len = 0;
+                c->busy = 1;
+                if (write(c->fd, req, (size_t)reqlen) != reqlen) {
+                    g->errors++;
+                    c->busy = 0;
+                } else {
+                    g->inflight++;
+                }
+                g->sent++;
             }
-            sent++;
+            if (g->sent < total && g->nidle) {
+                uint64_t due = start + g->offset_ns + g->sent * period;
+                next_due = due < next_due ? due : next_due;
+            }
+            pending |= g->sent < total || g->inflight;
         }
+        if (!pending || t >= stop_at)
+            break;
         struct epoll_event evs[64];
-        struct timespec to = {0, 0};
-        if (sent < total && nidle) {
-            uint64_t due = start + sent * period;
-            uint64_t wait = due > t ? due - t : 0;
+        struct timespec to = {0, 100000000}; /* all busy or all sent: wait for responses */
+        if (next_due != UINT64_MAX) {
+            uint64_t wait = next_due > t ? next_due - t : 0;
             to.tv_sec = (time_t)(wait / 1000000000u);
             to.tv_nsec = (long)(wait % 1000000000u);
-        } else {
-            to.tv_nsec = 100000000; /* all busy or all sent: wait for responses */
         }
         int n = epoll_pwait2(ep, evs, 64, &to, NULL);
         for (int i = 0; i < n; i++) {
-            int id = (int)evs[i].data.u32, ok = 0;
-            struct conn *c = &conns[id];
+            int id = (int)(evs[i].data.u32 % (uint32_t)nconn), ok = 0;
+            struct target *g = &tg[evs[i].data.u32 / (uint32_t)nconn];
+            struct conn *c = &g->conns[id];
             ssize_t r = read(c->fd, c->buf + c->len, sizeof c->buf - c->len);
             if (r <= 0) {
                 if (r < 0 && errno == EAGAIN)
                     continue;
-                fprintf(stderr, "paced_load: connection %d closed\n", id);
+                fprintf(stderr, "paced_load: connection %d to port %d closed\n", id, g->port);
                 return 3;
             }
             c->len += (size_t)r;
@@ -152,21 +195,31 @@ int main(int argc, char **argv)
                 continue;
             uint64_t done = now_ns();
             if (!ok)
-                errors++;
-            if (c->due_ns >= measure_from && nlat < cap)
-                lat[nlat++] = done - c->due_ns;
+                g->errors++;
+            if (c->due_ns >= measure_from && g->nlat < cap)
+                g->lat[g->nlat++] = done - c->due_ns;
             c->busy = 0;
-            inflight--;
-            idle[nidle++] = id;
+            g->inflight--;
+            g->idle[g->nidle++] = id;
         }
     }
     double elapsed = (double)(now_ns() - measure_from) / 1e9;
-    qsort(lat, nlat, sizeof *lat, cmp_u64);
-    printf("{\"requests\": %zu, \"errors\": %zu, \"unanswered\": %zu, \"achieved_rps\": %.1f, "
-           "\"p50_us\": %.1f, \"p90_us\": %.1f, \"p99_us\": %.1f, \"p999_us\": %.1f, "
-           "\"max_us\": %.1f}\n",
-           nlat, errors, inflight, (double)nlat / elapsed, pct_us(lat, nlat, 50),
-           pct_us(lat, nlat, 90), pct_us(lat, nlat, 99), pct_us(lat, nlat, 99.9),
-           pct_us(lat, nlat, 100));
+    for (int k = 0; k < ntargets; k++) {
+        struct target *g = &tg[k];
+        qsort(g->lat, g->nlat, sizeof *g->lat, cmp_u64);
+        printf("{\"port\": %d, \"requests\": %zu, \"errors\": %zu, \"unanswered\": %zu, "
+               "\"achieved_rps\": %.1f, \"p50_us\": %.1f, \"p90_us\": %.1f, \"p99_us\": %.1f, "
+               "\"p999_us\": %.1f, \"max_us\": %.1f}\n",
+               g->port, g->nlat, g->errors, g->inflight, (double)g->nlat / elapsed,
+               pct_us(g->lat, g->nlat, 50), pct_us(g->lat, g->nlat, 90),
+               pct_us(g->lat, g->nlat, 99), pct_us(g->lat, g->nlat, 99.9),
+               pct_us(g->lat, g->nlat, 100));
+        for (int i = 0; i < nconn; i++)
+            close(g->conns[i].fd);
+        free(g->conns);
+        free(g->idle);
+        free(g->lat);
+    }
+    close(ep);
     return 0;
 }
