@@ -1,5 +1,6 @@
 """`make bench`'s harness, run short: every keel target starts, serves wrk without errors,
-logs every request, and answers its metrics check; the JSON and the plot are written.
+logs every request, and answers its metrics check; the JSON and the plot are written; the
+fixed-rate extra loads direct and two hops at once.
 (The figures themselves are for `make bench` on a quiet machine, not for a test.)"""
 import json
 import os
@@ -10,7 +11,7 @@ from conftest import ROOT
 
 def test_bench_harness_runs_every_keel_target(tmp_path):
     out_json, out_png = tmp_path / "bench.json", tmp_path / "bench.png"
-    env = dict(os.environ, ROUNDS="1", DURATION="1s", WARMUP="1s", EXTRAS="",
+    env = dict(os.environ, ROUNDS="1", DURATION="1s", WARMUP="1s", EXTRAS="fixed-rate", FIXED_DURATION="1", FIXED_RATE="500",
                TARGETS="keel-a keel-b keel-c keel-d keel-m", OUT_JSON=str(out_json), OUT_PNG=str(out_png),
                KEEL=os.path.join(ROOT, os.environ.get("KEEL_BIN", "build/keel")))
     p = subprocess.run([os.path.join(ROOT, "bench", "proxy-bench")], cwd=ROOT, env=env,
@@ -29,3 +30,9 @@ def test_bench_harness_runs_every_keel_target(tmp_path):
     assert figures["keel-m"]["mixer_lines_per_req"] >= 0.99
     assert all(r["aux_cpu_us_per_req"] > 0 for r in figures["keel-m"]["rounds"])
     assert out_png.stat().st_size > 1000
+    # fixed rate: direct and two hops loaded at once, every request answered 2xx
+    fr = json.loads(out_json.read_text())["extras"]["fixed_rate"]
+    for name in ("direct", "keel-d"):
+        assert fr[name]["errors"] == 0 and fr[name]["unanswered"] == 0, (name, fr[name])
+        assert fr[name]["rounds"][0]["requests"] >= 450, (name, fr[name])
+    assert len(fr["p99_added_ms_rounds"]) == 1
