@@ -11,11 +11,15 @@
 
 struct keel_registry_workload;
 
+/* An Envoy cluster name, "outbound|PORT|SUBSET|FQDN": a subset is a DNS label (63), an
+ * FQDN 253 bytes, so the longest fits without truncating a telemetry label. */
+#define KEEL_CLUSTER_MAX 352
+
 /* Where a request or connection goes. */
 struct keel_proxy_target {
     struct keel_addr addr;
     char addr_str[KEEL_ADDR_STRLEN];
-    char cluster[160];             /* e.g. "outbound|9080||details" */
+    char cluster[KEEL_CLUSTER_MAX]; /* e.g. "outbound|9080||details" */
     /* the registry endpoint's workload (NULL: none): who the destination is when it did
      * not say (a local reply, TCP, an ambient workload behind a waypoint), as Istio falls
      * back to endpoint metadata */

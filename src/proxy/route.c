@@ -61,7 +61,7 @@ static void build_dest(const struct keel_route_dest *d, struct route_gen_dest *g
         struct gen_port *gp = &gd->ports[j];
         gp->rp = rp;
         gp->targets = keel_calloc(rp->n_endpoints + 1, sizeof(*gp->targets));
-        char cluster[200];
+        char cluster[KEEL_CLUSTER_MAX];
         snprintf(cluster, sizeof(cluster), "outbound|%d|%s|%s", rp->port, d->subset ? d->subset : "", svc->fqdn);
         for (size_t k = 0; k < rp->n_endpoints; k++) {
             const struct keel_registry_endpoint *ep = &rp->endpoints[k];
@@ -89,7 +89,7 @@ void route_gen_build(struct proxy_gen *g, const struct server *srv)
             continue;
         const struct keel_registry_service *svc = &cfg->services[i];
         for (size_t j = 0; j < svc->n_ports; j++) {
-            char cluster[200];
+            char cluster[KEEL_CLUSTER_MAX];
             snprintf(cluster, sizeof(cluster), "outbound|%d||%s", svc->ports[j].port, svc->fqdn);
             if (!fill_target(&rg->waypoints[g->port_base[i] + j], wp->workload->address, wp->port, cluster))
                 keel_log_warn("waypoint %s of %s: address %s does not resolve", wp->workload->key, svc->fqdn,

@@ -68,7 +68,7 @@ int keel_proxy_route_parse(const char *spec, struct keel_proxy_route *r)
         *colon = '\0';
     }
     r->host_len = strlen(r->host);
-    char cluster[160];
+    char cluster[KEEL_CLUSTER_MAX];
     snprintf(cluster, sizeof(cluster), "outbound|%d||%s", r->port ? r->port : 80, r->host);
     return parse_target(eq + 1, cluster, &r->target);
 }
@@ -87,7 +87,7 @@ int keel_proxy_tcp_route_parse(const char *spec, struct keel_proxy_tcp_route *r)
     if (keel_addr_parse(listen, &r->listen) < 0)
         return KEEL_EINVAL;
     keel_addr_format((const struct sockaddr *)&r->listen.ss, r->listen_str, sizeof(r->listen_str));
-    char cluster[160];
+    char cluster[KEEL_CLUSTER_MAX];
     snprintf(cluster, sizeof(cluster), "outbound|%d||%s", keel_addr_port(&r->listen), eq + 1);
     int rc = parse_target(eq + 1, cluster, &r->target);
     if (rc == 0 && r->inbound) /* set by the caller before: --tcp-inbound */

@@ -218,8 +218,9 @@ void session_trace_end(struct session *s)
     size_t path_len = s->path.len < p->max_tag_len ? s->path.len : p->max_tag_len;
     snprintf(sp->url, sizeof(sp->url), "http://%.*s%.*s", (int)s->authority.len,
              s->authority.p ? s->authority.p : "", (int)path_len, s->path.p ? s->path.p : "");
-    snprintf(sp->upstream_cluster, sizeof(sp->upstream_cluster), "%s",
-             s->target != NULL ? s->target->cluster : "-");
+    /* a span record is fixed-size: the rare cluster name longer than its tag is cut */
+    snprintf(sp->upstream_cluster, sizeof(sp->upstream_cluster), "%.*s",
+             (int)sizeof(sp->upstream_cluster) - 1, s->target != NULL ? s->target->cluster : "-");
     KEEL_SPAN_SET(sp->request_id, s->rid);
     keel_span_set(sp->peer_address, sizeof(sp->peer_address),
                   s->remote[0] == '[' ? s->remote + 1 : s->remote,

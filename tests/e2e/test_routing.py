@@ -579,3 +579,43 @@ spec: {address: 127.0.0.1, labels: {app: client, version: v1}, serviceAccount: c
     # and the destination saw the client, not the waypoint
     assert metric(pod.admin, "istio_requests_total", want=4, reporter="destination",
                   source_workload="client-v1") == 4
+
+
+def test_longest_cluster_name_is_not_cut(keel, backend_factory, tmp_path):
+    """outbound|PORT|SUBSET|FQDN with a 63-byte subset, name and namespace (224 bytes) is
+    the upstream_cluster in the log whole (it was cut at 199 bytes)."""
+    name, ns, subset = "r" * 63, "n" * 63, "s" * 63
+    fqdn = "%s.%s.svc.cluster.local" % (name, ns)
+    d = tmp_path / "keel.d"
+    d.mkdir()
+    port = backend_factory("long")
+    (d / "long.yaml").write_text("""apiVersion: v1
+kind: Service
+metadata: {name: %(name)s, namespace: %(ns)s}
+spec:
+  selector: {app: long}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: long, namespace: %(ns)s}
+spec:
+  host: %(fqdn)s
+  subsets: [{name: %(subset)s, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: long, namespace: %(ns)s}
+spec:
+  hosts: [%(fqdn)s]
+  http: [{route: [{destination: {host: %(fqdn)s, subset: %(subset)s}}]}]
+---
+""" % {"name": name, "ns": ns, "fqdn": fqdn, "subset": subset}
+        + WE % {"name": "long-v1", "ns": ns, "port": port, "labels": "app: long, version: v1"})
+    k = keel("--config-dir", str(d), "--inbound", "off",
+             "--access-log-format", "%RESPONSE_CODE% %UPSTREAM_CLUSTER%\n")
+    c = http.client.HTTPConnection("127.0.0.1", k.outbound, timeout=10)
+    c.request("GET", "/name", headers={"Host": fqdn + ":9080"})
+    r = c.getresponse()
+    assert (r.status, r.read()) == (200, b"long")
+    assert k.log_lines(1) == ["200 outbound|9080|%s|%s" % (subset, fqdn)]
