@@ -1,5 +1,5 @@
 """The servers proxy-bench measures: the nginx backend, nginx and HAProxy as reverse
-proxies, and keel in four setups. Each target's start() writes its config into the run's
+proxies, and keel in six setups. Each target's start() writes its config into the run's
 temp dir, starts the server(s) pinned to a CPU, waits until a request through it answers
 the backend's body, and returns a Running record (processes, URL, Host header, logs)."""
 import os
@@ -21,6 +21,7 @@ class Running:
         self.metrics = list(metrics)    # (url, text that must appear) checked after the run
         self.stdout_log = stdout_log    # keel (c): the stdio handler's JSON lines
         self.aux = []                   # helpers not measured as the proxy (keel (m)'s mixer)
+        self.counter = None             # (url, series): a count per request, e.g. spans sent
 
     @property
     def url(self):
@@ -166,6 +167,7 @@ KEEL_VARIANTS = {
     "keel-b": "standard metrics + access log (config dir: Service + WorkloadEntry)",
     "keel-c": "(b) + Mixer rules of seeds 000 (stdio JSON log) and 001 (double count)",
     "keel-d": "two sidecars (b): outbound -> inbound -> backend, both on the proxy core",
+    "keel-e": "(b) + tracing at 1 % (Istio's default), spans POSTed to a keel collector",
 }
 
 
@@ -206,6 +208,8 @@ def start_keel(tmp, cpu, backend_port, variant, keel, aux_cpu=None):
     metrics = [(f"http://127.0.0.1:{admin}/stats/prometheus", want)]
     if variant == "keel-m":
         return start_keel_mixer_mode(tmp, cpu, aux_cpu, keel, extra, admin, port, log, metrics)
+    if variant == "keel-e":
+        return start_keel_tracing(tmp, cpu, aux_cpu, keel, extra, admin, port, log, metrics)
     return _start_ready(variant, tmp, [_keel_argv(keel, admin, log, extra)], cpu, port,
                         [log], metrics=metrics, stdout_to=stdout,
                         stdout_log=stdout[0] if stdout else None)
@@ -248,6 +252,25 @@ def start_keel_mixer_mode(tmp, cpu, aux_cpu, keel, extra, admin, port, log, metr
         procs.stop(mixer)
         raise
     run.aux = [mixer]
+    return run
+
+
+def start_keel_tracing(tmp, cpu, aux_cpu, keel, extra, admin, port, log, metrics):
+    """keel (e): keel (b) whose sampled spans (1 %, the mesh default) go to a `keel
+    collector` on aux_cpu (the load's core); spans sent per request is measured."""
+    zport = procs.free_port()
+    collector = procs.start([keel, "collector", "--listen", f"127.0.0.1:{zport}"], aux_cpu,
+                            os.path.join(tmp, "keel-e.collector.out"),
+                            os.path.join(tmp, "keel-e.collector.err"), tmp)
+    procs.wait_http(f"http://127.0.0.1:{zport}/health", [collector], body=b"")
+    try:
+        run = _start_ready("keel-e", tmp, [_keel_argv(keel, admin, log, extra + [
+            "--zipkin", f"127.0.0.1:{zport}"])], cpu, port, [log], metrics=metrics)
+    except Exception:
+        procs.stop(collector)
+        raise
+    run.aux = [collector]
+    run.counter = (f"http://127.0.0.1:{admin}/stats/prometheus", 'keel_tracing_spans_total{result="sent"}')
     return run
 
 
@@ -300,7 +323,7 @@ def start_keel_two_hops(tmp, cpu, backend_port, keel):
                         [out_log, in_log], host="hello:80", metrics=metrics)
 
 
-PROXIES = ("nginx", "haproxy", "keel-a", "keel-b", "keel-c", "keel-d", "keel-m")
+PROXIES = ("nginx", "haproxy", "keel-a", "keel-b", "keel-c", "keel-d", "keel-m", "keel-e")
 ALL_TARGETS = ("direct",) + PROXIES
 
 
