@@ -6,8 +6,9 @@
  *   -s  single-shot recv straight into the connection's buffer (no buffer ring)
  *   -c  COOP_TASKRUN instead of DEFER_TASKRUN (completions run as task work on any entry)
  *   -f  registered (fixed) files for the sockets: no fget/fput per operation
- *   -b N  wait for N completions a turn (at most 50 us more): with DEFER_TASKRUN the
- *         kernel wakes the loop only then, fewer turns and wake-ups for some latency */
+ *   -b N  wait for N completions a turn (at most 50 us more; after a turn with none,
+ *         plain blocking): with DEFER_TASKRUN the kernel wakes the loop only then, so
+ *         fewer turns and wake-ups for some latency */
 #include "fwd_http.h"
 
 #include <errno.h>
@@ -303,10 +304,12 @@ int main(int argc, char **argv)
         return 1;
     }
     arm_accept(lfd);
+    /* without it an idle -b loop would wake every 50 us and load the core it shares */
+    int idle = 0;
     while (!stop) {
         /* -EINTR (a signal), -ETIME (batch not reached) or -EBUSY (CQ full): the CQEs
          * there are get handled below all the same */
-        if (batch > 1) {
+        if (batch > 1 && !idle) {
             struct __kernel_timespec ts = {.tv_nsec = 50000};
             struct io_uring_cqe *first;
             io_uring_submit_and_wait_timeout(&ring, &first, batch, &ts, NULL);
@@ -330,6 +333,7 @@ int main(int argc, char **argv)
             }
         }
         io_uring_cq_advance(&ring, n);
+        idle = n == 0;            /* a timed-out batch wait with nothing: block next turn */
         if (br_added) {           /* one release of the buffers recycled this turn */
             io_uring_buf_ring_advance(br, br_added);
             br_added = 0;
