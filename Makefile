@@ -147,6 +147,24 @@ $(BUILD)/bench/accesslog_bench: bench/accesslog_bench.c $(BUILD)/libkeel.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< $(BUILD)/libkeel.a $(LDLIBS)
 
+# io_uring against epoll: CPU per request of two minimal forwarders beside nginx
+# (bench/uring/run; ROUNDS, DURATION, TARGETS from the environment). Only this target needs
+# liburing-dev: `run --deps` installs it (as root) before the build.
+.PHONY: bench-uring
+bench-uring:
+	bench/uring/run --deps
+	$(MAKE) $(BUILD)/bench/fwd_epoll $(BUILD)/bench/fwd_uring
+	FWD_EPOLL=$(BUILD)/bench/fwd_epoll FWD_URING=$(BUILD)/bench/fwd_uring \
+	    OUT_JSON=$(BUILD)/bench/uring.json bench/uring/run
+
+$(BUILD)/bench/fwd_epoll: bench/uring/fwd_epoll.c bench/uring/fwd_http.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 $(WARN) -o $@ $<
+
+$(BUILD)/bench/fwd_uring: bench/uring/fwd_uring.c bench/uring/fwd_http.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 $(WARN) -o $@ $< -luring
+
 # ---- fuzzing ----
 # `make fuzz` builds each fuzz/<name>_fuzz.c target with libFuzzer + ASan + UBSan and runs
 # it for FUZZ_TIME seconds over its committed corpus fuzz/corpus/<name>/ (new inputs go to
