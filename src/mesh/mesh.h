@@ -136,7 +136,8 @@ int keel_mesh_plan_build(struct keel_mesh_plan *p, const struct keel_mesh_manife
 /* Write the config dir: the user's files, then generated WorkloadEntries. 0 or -1. */
 int keel_mesh_plan_write_config(const struct keel_mesh_plan *p, const struct keel_mesh_manifest *m);
 void keel_mesh_plan_free(struct keel_mesh_plan *p);
-/* A free 127.0.0.1 TCP port (bound and released), never one already handed out. */
+/* A free 127.0.0.1 TCP port below the ephemeral range (bound and released), never one
+ * already handed out. */
 int keel_mesh_free_port(void);
 /* 0 if 127.0.0.1:port can be bound now. */
 int keel_mesh_port_free(int port);

@@ -6,6 +6,7 @@
 #include "mesh/mesh.h"
 
 #include "core/alloc.h"
+#include "core/rand.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -46,16 +47,52 @@ int keel_mesh_port_free(int port)
     return bind_port(port) == port ? 0 : -1;
 }
 
+/* The first port of the kernel's ephemeral range (net.ipv4.ip_local_port_range). */
+static int ephemeral_low(void)
+{
+    int low = 32768;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f != NULL) {
+        if (fscanf(f, "%d", &low) != 1)
+            low = 32768;
+        fclose(f);
+    }
+    return low;
+}
+
+static bool handed_out(int p)
+{
+    for (size_t i = 0; i < n_given; i++)
+        if (given[i] == p)
+            return true;
+    return false;
+}
+
+/* Ports come from below the ephemeral range: one the kernel picks with bind(0) and takes
+ * back can go to any outgoing connection (a sidecar's upstream connects, a probe) before
+ * the process planned for it binds, which then fails with EADDRINUSE. Below the range
+ * only a listener takes a port. The scan starts at a random place so that two meshes
+ * planned at once rarely meet; a kernel whose range starts low gets bind(0). */
 int keel_mesh_free_port(void)
 {
+    enum { LOW = 10000 };
+    int high = ephemeral_low();
+    if (high - LOW >= 1024 && n_given < sizeof(given) / sizeof(given[0])) {
+        int span = high - LOW;
+        int start = (int)(keel_rand64() % (uint64_t)span);
+        for (int i = 0; i < span; i++) {
+            int p = LOW + (start + i) % span;
+            if (!handed_out(p) && bind_port(p) == p) {
+                given[n_given++] = p;
+                return p;
+            }
+        }
+    }
     for (;;) {
         int p = bind_port(0);
         if (p < 0)
             return -1;
-        bool dup = false;
-        for (size_t i = 0; i < n_given; i++)
-            dup |= given[i] == p;
-        if (dup)
+        if (handed_out(p))
             continue;
         if (n_given < sizeof(given) / sizeof(given[0]))
             given[n_given++] = p;

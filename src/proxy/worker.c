@@ -173,7 +173,8 @@ static void *worker_main(void *arg)
 }
 
 /* Bind this worker's listeners; the main thread calls it before starting the thread so
- * that a bad address fails startup. */
+ * that a bad address fails startup. On failure it leaves nothing behind (worker_fini
+ * has run): the caller finishes only the workers that were initialized. */
 int worker_init(struct worker *w, struct server *srv, int index)
 {
     w->srv = srv;
@@ -184,7 +185,7 @@ int worker_init(struct worker *w, struct server *srv, int index)
         return -1;
     worker_gen_switch(w);
     w->listeners = keel_calloc(srv->n_listeners, sizeof(*w->listeners));
-    w->n_listeners = srv->n_listeners;
+    /* n_listeners counts the bound ones, so that worker_fini closes no more than those */
     for (size_t i = 0; i < srv->n_listeners; i++) {
         struct worker_listener *wl = &w->listeners[i];
         wl->w = w;
@@ -193,8 +194,10 @@ int worker_init(struct worker *w, struct server *srv, int index)
         wl->io.fd = keel_sock_listen(&wl->spec->addr, true);
         if (wl->io.fd < 0) {
             keel_log_error("listen on %s: %s", wl->spec->addr_str, strerror(errno));
+            worker_fini(w);
             return -1;
         }
+        w->n_listeners = i + 1;
         keel_loop_add_in(w->loop, &wl->io);
     }
     w->wake.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

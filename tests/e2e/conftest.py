@@ -20,10 +20,36 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 KEEL = os.path.join(ROOT, os.environ.get("KEEL_BIN", "build/keel"))
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Ports for the processes under test come from below the kernel's ephemeral range: a port
+# the kernel hands out with bind(0) and takes back can go to any outgoing connection (keel's
+# own upstream connects among them) before the process under test binds it, and that
+# process then fails with "Address already in use". Below the range only a listener can
+# take a port, and each port is handed out once per test run.
+_PORT_LOW = 10000
+_PORT_HIGH = max(_PORT_LOW + 1000, _ephemeral_low())
+_port_next = _PORT_LOW + (os.getpid() * 7919) % (_PORT_HIGH - _PORT_LOW)
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    global _port_next
+    for _ in range(_PORT_HIGH - _PORT_LOW):
+        port = _port_next
+        _port_next = _PORT_LOW + (_port_next + 1 - _PORT_LOW) % (_PORT_HIGH - _PORT_LOW)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in %d-%d" % (_PORT_LOW, _PORT_HIGH))
 
 
 def wait_port(port, timeout=5.0):
@@ -69,7 +95,8 @@ class Proc:
         self.p = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
     def output(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")
 

@@ -125,7 +125,14 @@ static void reads_the_kinds(void **state)
     for (size_t i = 0; p.comps[0].env[i]; i++)
         found |= !strcmp(p.comps[0].env[i], want);
     assert_true(found);
-    /* every port distinct */
+    /* every port distinct, and below the kernel's ephemeral range, where no outgoing
+     * connection can take it between the plan and the process binding it */
+    int ephemeral_low = 32768;
+    FILE *range = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (range != NULL) {
+        assert_int_equal(fscanf(range, "%d", &ephemeral_low), 1);
+        fclose(range);
+    }
     int ports[64];
     size_t n = 0;
     for (size_t i = 0; i < p.n_comps; i++) {
@@ -136,6 +143,8 @@ static void reads_the_kinds(void **state)
             if (each[k]) {
                 for (size_t j = 0; j < n; j++)
                     assert_int_not_equal(ports[j], each[k]);
+                if (ephemeral_low >= 10000 + 1024)
+                    assert_in_range(each[k], 10000, ephemeral_low - 1);
                 ports[n++] = each[k];
             }
     }
