@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import KEEL, free_port, http_get, raw_exchange
+from conftest import KEEL, cpu_seconds, free_port, http_get, raw_exchange
 
 
 class RawBackend:
@@ -357,12 +357,6 @@ def own_procs():
         if p.returncode != 0:  # keel drains and exits 0; a sanitizer finding makes it not
             unclean.append(p.returncode)
     assert not unclean
-
-
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def request_ok(port, timeout=1.0):

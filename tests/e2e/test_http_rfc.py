@@ -4,14 +4,13 @@ upstream, the cost of slowly sent heads, and x-forwarded-for lists.
 
 The origin here is a raw-socket server run by the test (`Origin`), so every byte it
 sends is under the test's control and every head keel sends it is recorded as bytes."""
-import os
 import socket
 import threading
 import time
 
 import pytest
 
-from conftest import raw_exchange
+from conftest import cpu_seconds, raw_exchange
 
 
 def status_of(out):
@@ -295,11 +294,6 @@ def test_bad_bytes_in_upstream_head_are_502(keel, origin, answer):
 PIECE = 16  # bytes per segment
 
 
-def cpu_seconds(pid):
-    fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def trickle(sock, data):
     """Send data in PIECE-byte segments, paced so that keel reads most on their own."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -318,9 +312,11 @@ def wait_for(cond, timeout=30):
 @pytest.mark.parametrize("kind", ["request", "response"])
 def test_head_sent_in_small_pieces_costs_linear_cpu(keel, origin, kind):
     # A 236 KB head in 16-byte segments. Parsed from its start at every read, that was
-    # ~1 s of CPU here, against ~0.1 s for the same bytes in the same segments as a body;
-    # parsed once it is complete, it costs no more than the body: the reads themselves.
-    # The body is the yardstick, so the bound holds under ASan or valgrind too.
+    # ~1 s of user CPU here, against ~0.05 s for the same bytes in the same segments as a
+    # body; parsed once it is complete, it costs no more than the body: the reads
+    # themselves. The body is the yardstick, so the bound holds under ASan or valgrind too.
+    # User time only: the kernel's share for 15,000 tiny segments swung from 0.4 to 2.8 s
+    # between runs (see cpu_seconds), which made a bound on the sum flaky.
     fields = b"".join(b"X-%03d: %s\r\n" % (i, b"v" * 2480) for i in range(95)) + b"\r\n"
     body = b"b" * len(fields)
     def reply(head):  # the test answers by hand, but for a trickled request head
@@ -335,16 +331,16 @@ def test_head_sent_in_small_pieces_costs_linear_cpu(keel, origin, kind):
         c = socket.create_connection(("127.0.0.1", k.inbound), timeout=30)
         c.sendall(b"POST /sink HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(body))
         wait_for(lambda: len(o.heads) == 1)
-        before = cpu_seconds(pid)
+        before = cpu_seconds(pid, user_only=True)
         trickle(c, body)
         wait_for(lambda: o.received >= len(o.heads[0]) + 4 + len(body))
-        body_cpu = cpu_seconds(pid) - before
+        body_cpu = cpu_seconds(pid, user_only=True) - before
         c.close()
         c = socket.create_connection(("127.0.0.1", k.inbound), timeout=30)
-        before = cpu_seconds(pid)
+        before = cpu_seconds(pid, user_only=True)
         trickle(c, b"GET /slow-head HTTP/1.1\r\nHost: a\r\n" + fields)
         out = c.recv(4096)
-        head_cpu = cpu_seconds(pid) - before
+        head_cpu = cpu_seconds(pid, user_only=True) - before
         assert status_of(out) == 200, out
         assert len(o.heads[1]) > 200000
     else:
@@ -354,21 +350,21 @@ def test_head_sent_in_small_pieces_costs_linear_cpu(keel, origin, kind):
         reader.start()
         c.sendall(b"GET /body HTTP/1.1\r\nHost: a\r\n\r\n")
         wait_for(lambda: len(o.heads) == 1)
-        before = cpu_seconds(pid)
+        before = cpu_seconds(pid, user_only=True)
         trickle(o.last_sock, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
         reader.join(30)
-        body_cpu = cpu_seconds(pid) - before
+        body_cpu = cpu_seconds(pid, user_only=True) - before
         assert got and got[0].endswith(body)
         c.sendall(b"GET /slow-head HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         wait_for(lambda: len(o.heads) == 2)
-        before = cpu_seconds(pid)
+        before = cpu_seconds(pid, user_only=True)
         trickle(o.last_sock, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n" + fields)
         out = c.recv(4096)
-        head_cpu = cpu_seconds(pid) - before
+        head_cpu = cpu_seconds(pid, user_only=True) - before
         assert status_of(out) == 200, out
     c.close()
-    assert head_cpu < 2 * body_cpu + 0.05, \
-        "keel used %.2f s of CPU for a %d-byte head, %.2f s for the body" % (
+    assert head_cpu < 2 * body_cpu + 0.2, \
+        "keel used %.2f s of user CPU for a %d-byte head, %.2f s for the body" % (
             head_cpu, len(fields), body_cpu)
 
 
