@@ -448,6 +448,17 @@ def test_stale_state_file_of_a_dead_mesh_is_ignored(tmp_path):
     assert r.returncode == 0 and "stopped" in r.stdout, r.stdout + r.stderr
 
 
+def scrape_until(admin_port, needle, timeout=5):
+    """The admin's Prometheus text once it contains needle (fails after timeout)."""
+    deadline = time.time() + timeout
+    while True:
+        text = http_get("http://127.0.0.1:%d/stats/prometheus" % admin_port)[1]
+        if needle in text:
+            return text
+        assert time.time() < deadline, (admin_port, needle, text)
+        time.sleep(0.05)
+
+
 def test_replicas_are_instances_of_one_workload(tmp_path):
     """reviews-v1 with 2 replicas: telemetry's workload is the Deployment (Istio's
     source_workload / destination_workload), the instance name each replica's (source.name)."""
@@ -458,11 +469,12 @@ def test_replicas_are_instances_of_one_workload(tmp_path):
         for _ in range(2):  # one each, round robin
             assert via_proxy(outbound, "http://reviews:9080/name")[0] == 200
         admin = {r: int(m.row(r)[4].rsplit(":", 1)[1]) for r in ("details-v1", "reviews-v1-0", "reviews-v1-1")}
-        src = http_get("http://127.0.0.1:%d/stats/prometheus" % admin["details-v1"])[1]
-        assert 'destination_workload="reviews-v1",' in src and 'destination_workload="reviews-v1-' not in src
+        # a proxy reports once its side of the exchange ends: after its write of the
+        # response, which may wake the client first on a busy machine, so scrapes poll
+        src = scrape_until(admin["details-v1"], 'destination_workload="reviews-v1",')
+        assert 'destination_workload="reviews-v1-' not in src
         for r in ("reviews-v1-0", "reviews-v1-1"):
-            dst = http_get("http://127.0.0.1:%d/stats/prometheus" % admin[r])[1]
-            assert 'reporter="destination",source_workload="details-v1",' in dst
+            dst = scrape_until(admin[r], 'reporter="destination",source_workload="details-v1",')
             assert 'destination_workload="reviews-v1",' in dst
         # seed 000's destinationName: the instance
         deadline = time.time() + 5
