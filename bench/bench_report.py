@@ -61,15 +61,22 @@ def print_extras(x):
     if "fixed_rate" in x:
         f = x["fixed_rate"]
         print(f"\nfixed rate {f['rate']} req/s to each of direct and two hops at once "
-              f"({f['conns']} connections each, paced_load, {f['duration_s']} s, medians):")
-        for name in ("direct", "keel-d"):
-            r = f[name]
+              f"({f['conns']} connections each, paced_load, {f['duration_s']} s, "
+              f"layout {f.get('layout', 'proxy-core')}, medians):")
+        for name in ("direct", "keel-d", "nginx-d"):
+            r = f.get(name)
+            if r is None:
+                continue
             print(f"  {name:8} p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
                   f"p99.9 {r['p999_ms']:.3f} ms  non-2xx {r['errors']}  unanswered {r['unanswered']}  "
                   f"other {r['other_pct']:.0f}%")
-        rounds = ", ".join(f"{1e3 * a:+.0f}" for a in f["p99_added_ms_rounds"])
-        print(f"  two keel hops add {1e3 * f['p99_added_ms']:.0f} us at p99 (rounds: {rounds} us), "
-              f"{1e3 * f['p50_added_ms']:.0f} us at p50")
+        for name, what in (("keel-d", "two keel hops"), ("nginx-d", "two nginx hops")):
+            r = f.get(name, {})
+            if "p99_added_ms" not in r:
+                continue
+            rounds = ", ".join(f"{1e3 * a:+.0f}" for a in r["p99_added_ms_rounds"])
+            print(f"  {what} add {1e3 * r['p99_added_ms']:.0f} us at p99 (rounds: {rounds} us), "
+                  f"{1e3 * r['p50_added_ms']:.0f} us at p50")
 
 
 def write_json(doc, path):

@@ -45,12 +45,14 @@ def _write(path, text):
 
 def _start_ready(name, tmp, argv_list, cpu, port, logs, host=None, metrics=(),
                  stdout_to=None, stdout_log=None):
-    """Start each argv (last one is the front) and wait until the front answers."""
+    """Start each argv (last one is the front) and wait until the front answers. cpu: one
+    CPU for all, or a list with one per argv."""
     started = []
     for i, argv in enumerate(argv_list):
         tag = f"{name}.{i}"
         out = stdout_to[i] if stdout_to and stdout_to[i] else os.path.join(tmp, tag + ".out")
-        started.append(procs.start(argv, cpu, out, os.path.join(tmp, tag + ".err"), tmp))
+        on = cpu[i] if isinstance(cpu, (list, tuple)) else cpu
+        started.append(procs.start(argv, on, out, os.path.join(tmp, tag + ".err"), tmp))
     run = Running(name, started, port, logs, host, metrics, stdout_log)
     try:
         procs.wait_http(run.url, started, host=host)
@@ -124,6 +126,20 @@ http {{
 """)
     return _start_ready("nginx", tmp, [["nginx", "-p", tmp, "-c", conf]], cpu, port, [log],
                         metrics=[(f"http://127.0.0.1:{status_port}/", "Active connections")])
+
+
+def start_nginx_two_hops(tmp, cpu, backend_port, conns, out_cpu=None):
+    """Two nginx reverse proxies in a row, placed as keel (d)'s sidecars (the inner one on
+    cpu, the outer on out_cpu): what two hops of a plain proxy add, beside keel's."""
+    inner = start_nginx(os.path.join(tmp, "nginx-d.in"), cpu, backend_port, conns)
+    try:
+        outer = start_nginx(os.path.join(tmp, "nginx-d.out"), cpu if out_cpu is None else out_cpu,
+                            inner.port, conns)
+    except Exception:
+        inner.stop()
+        raise
+    return Running("nginx-d", inner.procs + outer.procs, outer.port, inner.logs + outer.logs,
+                   metrics=inner.metrics + outer.metrics)
 
 
 def start_haproxy(tmp, cpu, backend_port, conns, idle_conns=0):
@@ -305,7 +321,8 @@ spec:
     return d
 
 
-def start_keel_two_hops(tmp, cpu, backend_port, keel):
+def start_keel_two_hops(tmp, cpu, backend_port, keel, out_cpu=None):
+    """keel (d): the inbound sidecar on cpu, the outbound on out_cpu (default: cpu too)."""
     out_port, in_port = procs.free_port(), procs.free_port()
     out_admin, in_admin = procs.free_port(), procs.free_port()
     cfg = two_hop_registry(tmp, in_port)
@@ -319,7 +336,8 @@ def start_keel_two_hops(tmp, cpu, backend_port, keel):
         "--workload", "client-v1.default", "--config-dir", cfg])
     metrics = [(f"http://127.0.0.1:{in_admin}/stats/prometheus", 'reporter="destination"'),
                (f"http://127.0.0.1:{out_admin}/stats/prometheus", 'reporter="source"')]
-    return _start_ready("keel-d", tmp, [inbound, outbound], cpu, out_port,
+    cpus = [cpu, cpu if out_cpu is None else out_cpu]
+    return _start_ready("keel-d", tmp, [inbound, outbound], cpus, out_port,
                         [out_log, in_log], host="hello:80", metrics=metrics)
 
 

@@ -32,9 +32,13 @@ def test_bench_harness_runs_every_keel_target(tmp_path):
     # keel (e): about 1 % of requests sampled, their spans reached the collector
     assert 0.002 < figures["keel-e"]["counter_per_req"] < 0.05, figures["keel-e"]
     assert out_png.stat().st_size > 1000
-    # fixed rate: direct and two hops loaded at once, every request answered 2xx
+    # fixed rate: direct and two hops (keel's, then nginx's) loaded at once, every request
+    # answered 2xx, in the pods layout
     fr = json.loads(out_json.read_text())["extras"]["fixed_rate"]
-    for name in ("direct", "keel-d"):
+    assert fr["layout"] == "pods"
+    for name in ("direct", "keel-d", "nginx-d"):
         assert fr[name]["errors"] == 0 and fr[name]["unanswered"] == 0, (name, fr[name])
         assert fr[name]["rounds"][0]["requests"] >= 450, (name, fr[name])
-    assert len(fr["p99_added_ms_rounds"]) == 1
+    for name in ("keel-d", "nginx-d"):
+        assert len(fr[name]["p99_added_ms_rounds"]) == 1, fr[name]
+    assert fr["p99_added_ms"] == fr["keel-d"]["p99_added_ms"]
