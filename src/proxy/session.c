@@ -183,10 +183,14 @@ void session_wait_request(struct session *s)
     const struct keel_proxy_options *o = session_srv(s)->opt;
     s->phase = PH_HEAD;
     reset_request(s);
-    if (keel_buf_len(&s->in) > 0)
+    if (keel_buf_len(&s->in) > 0) {
         session_set_timer(s, T_HEADERS, o->request_headers_timeout_ms);
-    else
+    } else {
+        /* The read that took the request was short, so no read saw EAGAIN and released
+         * the buffer there: a keep-alive client going idle would keep 16 KiB. */
+        keel_buf_release(&s->in);
         session_set_timer(s, T_IDLE, o->idle_timeout_ms);
+    }
 }
 
 void session_start(struct worker *w, const struct listener_spec *spec, int fd,

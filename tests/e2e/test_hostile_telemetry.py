@@ -14,12 +14,7 @@ import sys
 import time
 import urllib.request
 
-from conftest import KEEL, ROOT, WRAPPER, http_get, raw_exchange
-
-# Sanitizer builds (make test-asan) carry shadow memory and quarantine: RSS bounds are for
-# the real build; everything else is checked on every build.
-with open(KEEL, "rb") as _f:
-    SANITIZED = b"__asan_init" in _f.read()
+from conftest import KEEL, ROOT, SANITIZED, WRAPPER, http_get, raw_exchange
 
 # Lint remarks promtool makes on Istio's canonical names (not parse errors)
 ISTIO_LINT_EXCEPTIONS = ("istio_request_duration_milliseconds use base unit",
