@@ -129,6 +129,8 @@ static int parse(struct keel_str v, struct keel_peer *p)
     return 0;
 }
 
+const struct keel_peer keel_peer_none;
+
 int keel_peer_parse(struct keel_str v, struct keel_peer *p)
 {
     memset(p, 0, sizeof(*p));

@@ -48,6 +48,8 @@ struct keel_peer {
  * later versions are skipped), or KEEL_EINVAL with p zeroed (not present). A value
  * without a name is invalid. */
 int keel_peer_parse(struct keel_str v, struct keel_peer *p);
+/* No identity (present false), for readers that want a peer without a NULL check. */
+extern const struct keel_peer keel_peer_none;
 /* Encode an identity; labels the parser would refuse are left out (so that one odd
  * label does not make the whole identity unknown at the peer), as are labels past
  * KEEL_PEER_MAX_LEN. */

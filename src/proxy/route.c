@@ -133,7 +133,7 @@ void route_state_reset(struct session *s)
     rt->deadline_us = 0;
     rt->retries_left = 0;
     rt->retried_any = false;
-    rt->src_peer.present = false;
+    rt->src_peer = NULL;
     rt->src_peer_raw = (struct keel_str){ NULL, 0 };
     rt->name = NULL;
 }
@@ -206,7 +206,8 @@ enum route_result route_outbound(struct session *s, struct keel_str host, int po
         for (size_t i = 0; i < s->req.n_headers; i++)
             if (keel_str_caseeq(s->hdrs[i].name, LIT(KEEL_PEER_HEADER))) {
                 s->rt.src_peer_raw = s->hdrs[i].value;
-                keel_peer_parse(s->hdrs[i].value, &s->rt.src_peer);
+                keel_peer_parse(s->hdrs[i].value, &s->tables->src_peer);
+                s->rt.src_peer = &s->tables->src_peer;
             }
     }
     const char *ns = g->self != NULL ? g->self->namespace : g->self_ns[0] ? g->self_ns : NULL;

@@ -29,7 +29,8 @@ struct route_state {
     int64_t deadline_us;                 /* route timeout over every attempt; 0: none */
     uint32_t retries_left;
     bool retried_any;
-    struct keel_peer src_peer;           /* waypoint: the client, from its sidecar */
+    const struct keel_peer *src_peer;    /* waypoint: the client, from its sidecar (in the
+                                          * exchange's tables); NULL: none */
     struct keel_str src_peer_raw;        /* ... and the header value, passed on */
     const char *name;                    /* Istio's route name without a VirtualService
                                           * route: allow_any, block_all; NULL: none */

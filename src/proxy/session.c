@@ -119,12 +119,30 @@ void session_attach_tables(struct session *s)
     s->rhdrs = t->res;
 }
 
+struct keel_peer *session_peer_slot(struct session *s)
+{
+    if (s->peer == NULL) {
+        if (s->tables != NULL)
+            s->peer = &s->tables->peer;
+        else if (s->own_peer != NULL)
+            s->peer = s->own_peer;
+        else
+            s->peer = s->own_peer = keel_alloc(sizeof(*s->own_peer));
+        s->peer->present = false;
+    }
+    return s->peer;
+}
+
 static void detach_tables(struct session *s)
 {
     struct worker *w = s->w;
     struct hdr_tables *t = s->tables;
     if (t == NULL)
         return;
+    if (s->peer == &t->peer)
+        s->peer = NULL;
+    if (s->rt.src_peer == &t->src_peer)
+        s->rt.src_peer = NULL;
     if (w->n_free_hdr_tables < FREE_HDR_TABLES_MAX) {
         t->next = w->free_hdr_tables;
         w->free_hdr_tables = t;
@@ -165,7 +183,7 @@ static void reset_request(struct session *s)
     s->up_host_len = s->up_local_len = 0;
     s->path = s->authority = (struct keel_str){ NULL, 0 };
     s->service_time[0] = '\0';
-    s->peer.present = false;
+    s->peer = NULL; /* own_peer, if any, stays for the next exchange to fill */
     s->peer_from_registry = false;
     s->svc_host = s->svc_name = s->svc_ns = (struct keel_str){ NULL, 0 };
     route_state_reset(s);
@@ -313,6 +331,8 @@ static void on_free(struct keel_defer *d)
         return;
     }
     detach_tables(s);
+    free(s->own_peer);
+    s->own_peer = s->peer = NULL;
     if (w->n_free_sessions < FREE_SESSIONS_MAX) {
         s->next = w->free_sessions;
         w->free_sessions = s;

@@ -322,7 +322,7 @@ static void take_request(struct session *s, size_t head_len)
     if (s->spec->kind == LISTEN_INBOUND)
         for (size_t i = 0; i < s->req.n_headers; i++)
             if (keel_str_caseeq(s->hdrs[i].name, LIT(KEEL_PEER_HEADER)))
-                if (keel_peer_parse(s->hdrs[i].value, &s->peer) < 0)
+                if (keel_peer_parse(s->hdrs[i].value, session_peer_slot(s)) < 0)
                     stat_add(&s->w->stats.peer_metadata_rejected, 1);
     s->upgrade = s->meta.conn_upgrade && s->meta.upgrade.len > 0;
     for (size_t i = 0; i < s->req.n_headers; i++) /* gRPC: messages and status are reported */
@@ -626,7 +626,7 @@ static void write_response_head(struct session *s)
             continue; /* ours replaces the next hop's, as Envoy sets it */
         if (keel_str_caseeq(h->name, LIT(KEEL_PEER_HEADER))) {
             if (s->spec->kind == LISTEN_OUTBOUND)
-                if (keel_peer_parse(h->value, &s->peer) < 0)
+                if (keel_peer_parse(h->value, session_peer_slot(s)) < 0)
                     stat_add(&s->w->stats.peer_metadata_rejected, 1);
             if (session_srv(s)->opt->role == KEEL_PROXY_WAYPOINT) /* routing: to the client */
                 append_header(b, h->name, h->value);

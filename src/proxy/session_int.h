@@ -27,6 +27,9 @@ struct hdr_tables {
     struct keel_http_header req[KEEL_HTTP_MAX_HEADERS + 2];
     struct keel_http_header res[KEEL_HTTP_MAX_HEADERS + 1];
     struct keel_proxy_target passthrough; /* ALLOW_ANY: this exchange's original host */
+    /* the exchange's identities (~1 KiB each): here rather than in every session, idle
+     * keep-alive connections included */
+    struct keel_peer peer, src_peer;
 };
 
 enum phase {
@@ -95,7 +98,9 @@ struct session {
     char request_id[36];           /* a generated id */
     struct keel_str rid;           /* the id as forwarded: received, or request_id */
     bool generated_id;
-    struct keel_peer peer;         /* the other sidecar's identity, if it sent one */
+    struct keel_peer *peer;        /* the other side's identity (session_peer); NULL: none */
+    struct keel_peer *own_peer;    /* its storage without tables: TCP, or a reply before a
+                                    * request head; kept until the session is freed */
     bool peer_from_registry;       /* peer filled from the registry endpoint (fallback) */
     struct keel_timer report_timer; /* TCP: periodic report while open (session_log.c) */
     uint64_t reported_rx, reported_tx; /* TCP: bytes already reported */
@@ -162,6 +167,13 @@ static inline void session_touch(struct session *s)
 /* session.c */
 void session_set_timer(struct session *s, enum timer_role role, int64_t ms);
 void session_attach_tables(struct session *s);
+/* The other side's identity as known so far (a "not present" one when none is). */
+static inline const struct keel_peer *session_peer(const struct session *s)
+{
+    return s->peer != NULL ? s->peer : &keel_peer_none;
+}
+/* Storage to fill it: the exchange's tables, else own_peer. */
+struct keel_peer *session_peer_slot(struct session *s);
 ssize_t session_read(struct keel_io *io, struct keel_buf *b, size_t max);
 ssize_t session_flush(struct keel_io *io, struct keel_buf *b);
 void session_wait_request(struct session *s);

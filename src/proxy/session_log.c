@@ -12,7 +12,7 @@
 static void peer_from_workload(struct session *s, const struct keel_registry_workload *wl,
                                const char *cluster)
 {
-    struct keel_peer *p = &s->peer;
+    struct keel_peer *p = session_peer_slot(s);
     memset(p, 0, sizeof(*p));
     p->present = true;
     p->name = keel_str_c(wl->name);
@@ -68,7 +68,7 @@ static const struct keel_registry_workload *workload_at(const struct keel_config
  * source by the client's address when exactly one WorkloadEntry has it. */
 static void tcp_identity(struct session *s, const struct proxy_gen *g)
 {
-    if (s->peer.present || s->peer_from_registry)
+    if (session_peer(s)->present || s->peer_from_registry)
         return;
     s->peer_from_registry = true; /* looked up once per connection, found or not */
     const struct keel_registry_workload *wl = NULL;
@@ -116,7 +116,7 @@ static bool session_report_fill(struct session *s, const struct keel_access_reco
     bool inbound = s->spec->kind == LISTEN_INBOUND || (tcp && s->spec->tcp_inbound);
     if (tcp)
         tcp_identity(s, g);
-    else if (!inbound && !s->peer.present && s->target != NULL && s->target->workload != NULL)
+    else if (!inbound && !session_peer(s)->present && s->target != NULL && s->target->workload != NULL)
         /* no peer header came back (a local reply: UF, UH, timeouts; an ambient workload
          * behind a waypoint): the endpoint we picked still names the destination, as
          * Istio's endpoint metadata does */
@@ -132,9 +132,9 @@ static bool session_report_fill(struct session *s, const struct keel_access_reco
         .r = r,
         .outbound = !inbound,
         .waypoint = session_srv(s)->opt->role == KEEL_PROXY_WAYPOINT && s->spec->kind == LISTEN_OUTBOUND,
-        .src_peer = &s->rt.src_peer,
+        .src_peer = s->rt.src_peer,
         .self = g->self != NULL ? &g->identity : NULL,
-        .peer = &s->peer,
+        .peer = session_peer(s),
         .downstream_remote = &s->remote_addr,
         .downstream_local = &s->local_addr,
         .upstream = s->up_host[0] != '\0' && s->target != NULL ? &s->target->addr : NULL,
