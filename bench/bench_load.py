@@ -79,8 +79,8 @@ def raise_nofile():
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def _request(host):
-    return f"GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: bench\r\n\r\n".encode()
+def _request(host, path="/"):
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: bench\r\n\r\n".encode()
 
 
 def _read_response(sock):
@@ -102,14 +102,18 @@ def _read_response(sock):
     return head[9:10] == b"2"
 
 
-def open_idle(port, count, host="bench"):
+def request(sock, host="bench", path="/"):
+    """One GET on an open keep-alive connection, its response read whole; True on a 2xx."""
+    sock.sendall(_request(host, path))
+    return _read_response(sock)
+
+
+def open_idle(port, count, host="bench", path="/"):
     """`count` connections that each made one request and stay open, idle."""
     socks = []
-    req = _request(host)
     for _ in range(count):
         s = socket.create_connection(("127.0.0.1", port))
-        s.sendall(req)
-        if not _read_response(s):
+        if not request(s, host, path):
             raise RuntimeError(f"idle connection {len(socks)}: request failed")
         socks.append(s)
     return socks
@@ -123,11 +127,9 @@ def close_all(socks):
 def request_loop(port, count, host="bench"):
     """`count` requests one after the other on one keep-alive connection; 2xx count."""
     ok = 0
-    req = _request(host)
     with socket.create_connection(("127.0.0.1", port)) as s:
         for _ in range(count):
-            s.sendall(req)
-            ok += _read_response(s)
+            ok += request(s, host)
     return ok
 
 

@@ -62,18 +62,14 @@ def print_extras(x):
         f = x["fixed_rate"]
         print(f"\nfixed rate {f['rate']} req/s to each of direct and two hops at once "
               f"({f['conns']} connections each, paced_load, {f['duration_s']} s, "
-              f"layout {f.get('layout', 'proxy-core')}, medians):")
+              f"layout {f['layout']}, medians):")
         for name in ("direct", "keel-d", "nginx-d"):
-            r = f.get(name)
-            if r is None:
-                continue
+            r = f[name]
             print(f"  {name:8} p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
                   f"p99.9 {r['p999_ms']:.3f} ms  non-2xx {r['errors']}  unanswered {r['unanswered']}  "
                   f"other {r['other_pct']:.0f}%")
         for name, what in (("keel-d", "two keel hops"), ("nginx-d", "two nginx hops")):
-            r = f.get(name, {})
-            if "p99_added_ms" not in r:
-                continue
+            r = f[name]
             rounds = ", ".join(f"{1e3 * a:+.0f}" for a in r["p99_added_ms_rounds"])
             print(f"  {what} add {1e3 * r['p99_added_ms']:.0f} us at p99 (rounds: {rounds} us), "
                   f"{1e3 * r['p50_added_ms']:.0f} us at p50")

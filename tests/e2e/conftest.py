@@ -73,6 +73,12 @@ def cpu_seconds(pid, user_only=False):
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def rss_kib(pid):
+    """VmRSS of a process, KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        return int(next(l for l in f if l.startswith("VmRSS")).split()[1])
+
+
 def http_get(url, timeout=5):
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return r.status, r.read().decode()

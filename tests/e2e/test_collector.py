@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 
-from conftest import KEEL, WRAPPER, Proc, free_port, wait_port
+from conftest import KEEL, WRAPPER, Proc, free_port, rss_kib, wait_port
 
 import pytest
 
@@ -363,11 +363,6 @@ def test_malformed_is_400_and_loses_nothing_else(collector):
     assert m['keel_collector_reports_total{result="accepted"}'] == 4
 
 
-def rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
-
-
 def test_store_bound_under_200k_spans(collector):
     c = collector("--max-spans", "20000")
     base = now_us()
@@ -396,7 +391,7 @@ def test_store_bound_under_200k_spans(collector):
     assert len(c.get("/api/v2/trace/%016x" % 50000)) == 4
     # 20,000 small spans take ~14 MB of RSS; 200,000 kept would take over 60 (ASan: x3)
     limit = 150000 if "asan" in KEEL else 60000
-    assert rss_kb(c.proc.p.pid) < limit
+    assert rss_kib(c.proc.p.pid) < limit
 
 
 def test_many_concurrent_posters(collector):

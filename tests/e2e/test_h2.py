@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import Proc, free_port, http_get, wait_port, scraped_sum
+from conftest import Proc, free_port, http_get, rss_kib, wait_port, scraped_sum
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -21,11 +21,6 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 def run(args, timeout=60):
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        return int(next(l for l in f if l.startswith("VmRSS")).split()[1])
 
 
 # ---------------------------------------------------------------- raw frames

@@ -4,7 +4,7 @@ import resource
 import socket
 import time
 
-from conftest import http_get
+from conftest import http_get, rss_kib
 
 IDLE = 10000
 
@@ -30,7 +30,7 @@ def test_ten_thousand_idle_connections_do_not_starve_active_ones(keel, backend):
         # all of them accepted and open on keel's side (not refused) before the active ones
         stats = k.wait_stats(lambda st: st["keel_downstream_cx_active"] >= IDLE, timeout=20)
         assert stats["keel_downstream_cx_active"] >= IDLE
-        rss_kb = int([l for l in open("/proc/%d/status" % k.proc.p.pid) if l.startswith("VmRSS")][0].split()[1])
+        rss_kb = rss_kib(k.proc.p.pid)
         # active requests still get through promptly, one after another
         worst = 0.0
         for i in range(200):
