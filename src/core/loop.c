@@ -80,6 +80,7 @@ static int add(struct keel_loop *l, struct keel_io *io, uint32_t events)
         keel_log_error("epoll_ctl(ADD, %d): %s", io->fd, strerror(errno));
         return -1;
     }
+    io->polled = true;
     return 0;
 }
 
@@ -97,6 +98,7 @@ void keel_loop_del(struct keel_loop *l, struct keel_io *io)
 {
     if (io->fd >= 0)
         epoll_ctl(l->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+    io->polled = false;
 }
 
 static void on_pause_end(struct keel_timer *t)
@@ -279,6 +281,9 @@ void keel_loop_run(struct keel_loop *l)
         for (int i = 0; i < n; i++) {
             struct keel_io *io = events[i].data.ptr;
             uint32_t ev = events[i].events;
+            if (!io->polled) /* deleted by an earlier callback of this batch (its memory
+                              * lives on: owners free through keel_loop_defer) */
+                continue;
             if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
                 io->readable = true;
             if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))

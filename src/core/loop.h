@@ -30,6 +30,8 @@ struct keel_io {
     bool rdhup;    /* the peer's FIN (or an error) was seen: once the bytes before it are
                     * read, a read returns 0. Edge-triggered input reports FIN together with
                     * the last bytes, so a short read does not prove the socket drained. */
+    bool polled;   /* between keel_loop_add and keel_loop_del: an io deleted by a callback
+                    * gets no event left over from the batch being dispatched */
 };
 
 struct keel_timer {
