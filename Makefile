@@ -6,7 +6,7 @@ BUILD    ?= build
 CFLAGS   ?= -O2 -g
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 CPPFLAGS += -std=c11 -D_GNU_SOURCE -Isrc -MMD -MP
-LDLIBS   += -lyaml -ljson-c -lz -lnghttp2 -lprotobuf-c -lm -pthread
+LDLIBS   += -lyaml -ljson-c -lz -lnghttp2 -lprotobuf-c -luring -lm -pthread
 
 SRC      := $(sort $(wildcard src/*/*.c))
 LIB_SRC  := $(filter-out src/cli/main.c,$(SRC))
@@ -112,7 +112,8 @@ test-valgrind: deps
 	$(MAKE) BUILD=build-vg CFLAGS="-O1 -gdwarf-4" all $(UNIT_SRC:%.c=build-vg/%)
 	UNIT_WRAPPER="$(VALGRIND)" scripts/run-unit-tests.sh $(UNIT_SRC:%.c=build-vg/%)
 	KEEL_BIN=build-vg/keel KEEL_WRAPPER="$(VALGRIND)" scripts/run-e2e-tests.sh \
-	    tests/e2e/test_proxy_http.py tests/e2e/test_proxy_errors.py tests/e2e/test_proxy_registry.py
+	    tests/e2e/test_proxy_http.py tests/e2e/test_proxy_errors.py tests/e2e/test_proxy_registry.py \
+	    tests/e2e/test_io_uring.py
 
 # Bookinfo on a local keel mesh with traffic through the gateway, then its telemetry
 # (scripts/demo.sh). `make demo DEMO_SECONDS=10` is the short form.
@@ -148,8 +149,8 @@ $(BUILD)/bench/accesslog_bench: bench/accesslog_bench.c $(BUILD)/libkeel.a
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< $(BUILD)/libkeel.a $(LDLIBS)
 
 # io_uring against epoll: CPU per request of two minimal forwarders beside nginx
-# (bench/uring/run; ROUNDS, DURATION, TARGETS from the environment). Only this target needs
-# liburing-dev: `run --deps` installs it (as root) before the build.
+# (bench/uring/run; ROUNDS, DURATION, TARGETS from the environment). `run --deps` installs
+# what it needs beyond scripts/deps.sh (perf) as root before the build.
 .PHONY: bench-uring
 bench-uring:
 	bench/uring/run --deps

@@ -181,6 +181,7 @@ KEEL_SEEDS = ("examples/seeds/000-newlog-stdio.yaml", "examples/seeds/001-double
 KEEL_VARIANTS = {
     "keel-a": "access log only (--telemetry off)",
     "keel-b": "standard metrics + access log (config dir: Service + WorkloadEntry)",
+    "keel-w": "(b) with --io-uring off: a write(2) per socket write, not a batch per loop turn",
     "keel-c": "(b) + Mixer rules of seeds 000 (stdio JSON log) and 001 (double count)",
     "keel-d": "two sidecars (b): outbound -> inbound -> backend, both on the proxy core",
     "keel-e": "(b) + tracing at 1 % (Istio's default), spans POSTed to a keel collector",
@@ -218,6 +219,8 @@ def start_keel(tmp, cpu, backend_port, variant, keel, aux_cpu=None):
         seeds = KEEL_SEEDS if variant == "keel-c" else ()
         extra += ["--telemetry", "on", "--workload", "hello-v1.default",
                   "--config-dir", keel_config_dir(tmp, variant, seeds)]
+        if variant == "keel-w":
+            extra += ["--io-uring", "off"]
         if variant == "keel-c":
             stdout = [os.path.join(tmp, "keel-c.stdio.jsonl")]
             want = "istio_double_request_count"
@@ -341,7 +344,8 @@ def start_keel_two_hops(tmp, cpu, backend_port, keel, out_cpu=None):
                         [out_log, in_log], host="hello:80", metrics=metrics)
 
 
-PROXIES = ("nginx", "haproxy", "keel-a", "keel-b", "keel-c", "keel-d", "keel-m", "keel-e")
+PROXIES = ("nginx", "haproxy", "keel-a", "keel-b", "keel-w", "keel-c", "keel-d", "keel-m",
+           "keel-e")
 ALL_TARGETS = ("direct",) + PROXIES
 
 

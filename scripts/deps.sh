@@ -3,7 +3,7 @@
 # As root it runs apt-get; otherwise it prints the command to run.
 set -euo pipefail
 pkgs=(build-essential clang libclang-rt-14-dev libyaml-dev libjson-c-dev zlib1g-dev libnghttp2-dev
-      libprotobuf-c-dev protobuf-c-compiler libcmocka-dev python3 python3-pytest python3-grpcio
+      libprotobuf-c-dev protobuf-c-compiler liburing-dev libcmocka-dev python3 python3-pytest python3-grpcio
       python3-grpc-tools curl wrk nghttp2-client nginx prometheus valgrind time)
 missing=()
 for p in "${pkgs[@]}"; do

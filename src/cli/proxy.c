@@ -34,6 +34,8 @@ static const char usage_text[] =
     "  --cluster-id ID             source/destination_cluster ($ISTIO_META_CLUSTER_ID, Kubernetes)\n"
     "  --admin ADDR                admin listener (127.0.0.1:15000)\n"
     "  --concurrency N             worker threads (default: CPUs this process may use)\n"
+    "  --io-uring on|off           a loop turn's socket writes in one io_uring call (on; off\n"
+    "                              or no io_uring here: a write(2) each)\n"
     "  --access-log PATH           access log file; /dev/stdout works\n"
     "  --access-log-format FMT     Envoy format string (default: Istio's)\n"
     "  --access-log-encoding ENC   TEXT or JSON (JSON default keys: Istio's)\n"
@@ -61,7 +63,7 @@ enum {
     OPT_CONCURRENCY, OPT_ACCESS_LOG, OPT_ACCESS_LOG_FORMAT, OPT_ACCESS_LOG_ENCODING,
     OPT_HEADERS_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_CONNECT_TIMEOUT, OPT_UPSTREAM_TIMEOUT,
     OPT_DRAIN_TIMEOUT, OPT_MAX_HEADERS_KB, OPT_MAX_HEADERS, OPT_MAX_URI, OPT_LOG_LEVEL,
-    OPT_CONFIG_DIR, OPT_WORKLOAD, OPT_TELEMETRY, OPT_SERIES_LIMIT, OPT_METRIC_EXPIRY,
+    OPT_CONFIG_DIR, OPT_WORKLOAD, OPT_TELEMETRY, OPT_IO_URING, OPT_SERIES_LIMIT, OPT_METRIC_EXPIRY,
     OPT_STREAM_IDLE_TIMEOUT, OPT_MAX_CONNECTIONS, OPT_ROLE, OPT_TCP_INBOUND, OPT_CLUSTER_ID,
     OPT_ZIPKIN, OPT_TRACE_LINK, OPT_TRACE_LOG, OPT_UPSTREAM_PROTOCOL, OPT_REPORT_MODE,
 };
@@ -93,6 +95,7 @@ static const struct option options[] = {
     { "role", required_argument, NULL, OPT_ROLE },
     { "upstream-protocol", required_argument, NULL, OPT_UPSTREAM_PROTOCOL },
     { "telemetry", required_argument, NULL, OPT_TELEMETRY },
+    { "io-uring", required_argument, NULL, OPT_IO_URING },
     { "report-mode", required_argument, NULL, OPT_REPORT_MODE },
     { "metric-series-limit", required_argument, NULL, OPT_SERIES_LIMIT },
     { "metric-expiry", required_argument, NULL, OPT_METRIC_EXPIRY },
@@ -147,6 +150,13 @@ int keel_cmd_proxy(int argc, char **argv)
                 goto out;
             }
             o.telemetry_off = !strcmp(optarg, "off");
+            break;
+        case OPT_IO_URING:
+            if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
+                fprintf(stderr, "keel proxy: --io-uring: on or off\n");
+                goto out;
+            }
+            o.io_uring_off = !strcmp(optarg, "off");
             break;
         case OPT_REPORT_MODE:
             if (!strcmp(optarg, "local")) {

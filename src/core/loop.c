@@ -1,7 +1,9 @@
 #include "core/loop.h"
 
 #include "core/alloc.h"
+#include "core/buf.h"
 #include "core/log.h"
+#include "core/sendq.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -23,6 +25,7 @@ struct keel_loop {
     struct keel_defer *deferred;
     struct { keel_hook_cb cb; void *arg; } hooks[MAX_HOOKS];
     int nhooks;
+    struct keel_sendq *sendq; /* NULL: writes are the caller's write(2) */
 };
 
 int64_t keel_clock_mono_us(void)
@@ -67,6 +70,7 @@ void keel_loop_free(struct keel_loop *l)
     if (l == NULL)
         return;
     close(l->epfd);
+    keel_sendq_free(l->sendq);
     free(l->heap);
     free(l);
 }
@@ -96,9 +100,32 @@ int keel_loop_add_in(struct keel_loop *l, struct keel_io *io)
 
 void keel_loop_del(struct keel_loop *l, struct keel_io *io)
 {
+    if (io->send_slot != 0)
+        keel_sendq_drop(l->sendq, io);
     if (io->fd >= 0)
         epoll_ctl(l->epfd, EPOLL_CTL_DEL, io->fd, NULL);
     io->polled = false;
+}
+
+bool keel_loop_use_sendq(struct keel_loop *l)
+{
+    if (l->sendq == NULL) {
+        int err = 0;
+        l->sendq = keel_sendq_new(&err);
+        if (l->sendq == NULL)
+            keel_log_info("io_uring not available (%s): writes are not batched", strerror(err));
+    }
+    return l->sendq != NULL;
+}
+
+bool keel_loop_send_later(struct keel_loop *l, struct keel_io *io, struct keel_buf *b)
+{
+    if (io->send_slot != 0)
+        return true;
+    if (l->sendq == NULL || !io->polled || !io->writable || keel_buf_len(b) == 0)
+        return false;
+    keel_sendq_add(l->sendq, io, b);
+    return true;
 }
 
 static void on_pause_end(struct keel_timer *t)
@@ -215,7 +242,9 @@ static void run_timers(struct keel_loop *l)
 
 static int poll_timeout(const struct keel_loop *l)
 {
-    if (l->deferred != NULL)
+    /* deferred work, or sends queued after the flush (by deferred callbacks, hooks):
+     * poll without sleeping, and come back to them */
+    if (l->deferred != NULL || (l->sendq != NULL && keel_sendq_pending(l->sendq)))
         return 0;
     if (l->nheap == 0)
         return 1000;
@@ -266,6 +295,10 @@ void keel_loop_run(struct keel_loop *l)
         keel_loop_update_clock(l);
         run_timers(l);
         keel_loop_run_deferred(l);
+        if (l->sendq != NULL) {
+            keel_sendq_flush(l->sendq);
+            keel_loop_run_deferred(l); /* the callbacks' closes */
+        }
         for (int i = 0; i < l->nhooks; i++)
             l->hooks[i].cb(l->hooks[i].arg);
         if (l->stop)

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 struct keel_loop;
+struct keel_buf;
 struct keel_io;
 struct keel_timer;
 struct keel_defer;
@@ -32,6 +33,11 @@ struct keel_io {
                     * the last bytes, so a short read does not prove the socket drained. */
     bool polled;   /* between keel_loop_add and keel_loop_del: an io deleted by a callback
                     * gets no event left over from the batch being dispatched */
+    /* keel_loop_send_later: the buffer whose bytes go out with this turn's batch, its
+     * place in the batch (+1; 0 = none), and the errno a batched send failed with */
+    struct keel_buf *send_buf;
+    uint32_t send_slot;
+    int send_err;
 };
 
 struct keel_timer {
@@ -68,7 +74,21 @@ void keel_loop_stop(struct keel_loop *l);
 int keel_loop_add(struct keel_loop *l, struct keel_io *io);
 /* Register for input only, level-triggered (listeners, eventfds, signalfd, inotify). */
 int keel_loop_add_in(struct keel_loop *l, struct keel_io *io);
+/* Deleting an io with a send queued writes it at once (as write(2) would have) and
+ * drops it from the batch. */
 void keel_loop_del(struct keel_loop *l, struct keel_io *io);
+
+/* Batched sends (io_uring): a loop turn's writes go to the kernel in one io_uring_enter
+ * before the loop polls again, instead of a write(2) each. keel_loop_use_sendq turns it
+ * on (false when io_uring is not available: writes stay synchronous).
+ * keel_loop_send_later(l, io, b) queues io (polled, writable) to send what b holds when
+ * the batch goes; b must stay alive until then or until keel_loop_del. It returns false
+ * when there is no batch, and the caller writes itself. While queued the io reads as not
+ * writable. When the send is done (some or all of b consumed) the io's callback runs with
+ * EPOLLOUT and io->writable set, as after an edge; a send that found no room leaves it
+ * unwritable for the next edge; a failed one sets io->send_err. */
+bool keel_loop_use_sendq(struct keel_loop *l);
+bool keel_loop_send_later(struct keel_loop *l, struct keel_io *io, struct keel_buf *b);
 /* Take io (registered with keel_loop_add_in) out of the poll set for ms, then put it back.
  * Pausing a paused io restarts nothing: the first deadline holds. */
 void keel_loop_pause_in(struct keel_loop *l, struct keel_io *io, struct keel_io_pause *p,

@@ -656,7 +656,7 @@ bool h2_conn_run(struct session *s)
         return false;
     }
     if (keel_buf_len(&s->out) > 0 && s->io.writable) {
-        n = session_flush(&s->io, &s->out);
+        n = session_flush(s->w->loop, &s->io, &s->out);
         if (n < 0) {
             session_close(s);
             return false;

@@ -368,7 +368,7 @@ static void conn_run(struct h2_up *c)
         }
         if (keel_buf_len(&c->out) == 0 || !c->io.writable)
             break;
-        if (session_flush(&c->io, &c->out) < 0) {
+        if (session_flush(c->w->loop, &c->io, &c->out) < 0) {
             conn_close(c);
             return;
         }

@@ -66,6 +66,7 @@ struct keel_proxy_options {
                                     * --workload's port for the inbound listener), 1 http1,
                                     * 2 h2 (the app speaks HTTP/2, h2c) */
     bool telemetry_off;            /* no metrics or Mixer rules (access log unaffected) */
+    bool io_uring_off;             /* a write(2) per socket write, not a batch per loop turn */
     enum keel_proxy_report_mode report_mode;
     size_t metric_series_limit;    /* per metric family; 0: the registry's default */
     int64_t metric_expiry_ms;      /* drop series not updated for this long; 0: never */

@@ -72,13 +72,18 @@ ssize_t session_read(struct keel_io *io, struct keel_buf *b, size_t max)
     return KEEL_EIO;
 }
 
-/* Write b to fd. Returns bytes written (>= 0) or KEEL_EIO. */
-ssize_t session_flush(struct keel_io *io, struct keel_buf *b)
+/* Write b to fd. Returns bytes written (>= 0) or KEEL_EIO. With the loop's batched sends
+ * it returns 0 and b goes with the turn's batch; io's callback runs once it went. */
+ssize_t session_flush(struct keel_loop *l, struct keel_io *io, struct keel_buf *b)
 {
     if (io->fd == SESSION_VIRTUAL_FD)
         return h2_stream_flush((struct session *)io, b);
     if (io->fd == UPCONN_VIRTUAL_FD)
         return h2_up_flush((struct upconn *)io, b);
+    if (io->send_err != 0)
+        return KEEL_EIO;
+    if (keel_loop_send_later(l, io, b))
+        return 0;
     size_t total = 0;
     while (keel_buf_len(b) > 0 && io->writable) {
         ssize_t n = write(io->fd, keel_buf_rptr(b), keel_buf_len(b));

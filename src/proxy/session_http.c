@@ -859,7 +859,7 @@ bool session_http_forward(struct session *s)
         if (s->phase != PH_FORWARD)
             return true;
         if (!s->req_done && keel_buf_len(&s->in) == 0 && s->io.readable &&
-            keel_buf_len(&u->out) < HIGH_WATER) {
+            sink_has_room(&u->io, &u->out)) {
             n = session_read(&s->io, &s->in, READ_CHUNK);
             if (n > 0) {
                 progress = true;
@@ -875,7 +875,7 @@ bool session_http_forward(struct session *s)
         return false;
     }
     if (keel_buf_len(&u->out) > 0 && u->io.writable) {
-        n = session_flush(&u->io, &u->out);
+        n = session_flush(s->w->loop, &u->io, &u->out);
         if (n < 0) {
             upstream_gone(s);
             return true;
@@ -892,7 +892,7 @@ bool session_http_forward(struct session *s)
 
     /* upstream -> client: read only once what was read before has moved on (or to
      * complete a head), so an EOF is never seen ahead of unforwarded bytes */
-    if (!s->res_done && u->io.readable && keel_buf_len(&s->out) < HIGH_WATER &&
+    if (!s->res_done && u->io.readable && sink_has_room(&s->io, &s->out) &&
         (keel_buf_len(&u->in) == 0 || !s->res_head_done)) {
         n = session_read(&u->io, &u->in, READ_CHUNK);
         if (n > 0) {
@@ -925,7 +925,7 @@ bool session_http_forward(struct session *s)
         return false;
 
     if (keel_buf_len(&s->out) > 0 && s->io.writable) {
-        n = session_flush(&s->io, &s->out);
+        n = session_flush(s->w->loop, &s->io, &s->out);
         if (n < 0) {
             session_abort_exchange(s, KEEL_RF_DC, "downstream_remote_disconnect");
             return false;
@@ -964,7 +964,7 @@ bool session_http_reply(struct session *s)
     if (keel_buf_len(&s->out) > 0) {
         if (!s->io.writable)
             return false;
-        ssize_t n = session_flush(&s->io, &s->out);
+        ssize_t n = session_flush(s->w->loop, &s->io, &s->out);
         if (n < 0) {
             session_abort_exchange(s, KEEL_RF_DC, NULL);
             return false;

@@ -15,6 +15,14 @@
 
 #define HIGH_WATER (64 * 1024)   /* stop reading a side once its sink holds this much */
 #define READ_CHUNK 16384
+
+/* A side is read while its sink holds less than HIGH_WATER and has no send waiting for
+ * the loop's batch: bytes read meanwhile would grow the sink past its pooled 16 KiB, to
+ * be freed again once the batch went (a malloc and free per turn of a bulk transfer). */
+static inline bool sink_has_room(const struct keel_io *io, const struct keel_buf *b)
+{
+    return keel_buf_len(b) < HIGH_WATER && io->send_slot == 0;
+}
 #define TUNNEL_IDLE_TIMEOUT_MS (3600 * 1000)
 #define FREE_SESSIONS_MAX 4096
 #define FREE_HDR_TABLES_MAX 256
@@ -175,7 +183,7 @@ static inline const struct keel_peer *session_peer(const struct session *s)
 /* Storage to fill it: the exchange's tables, else own_peer. */
 struct keel_peer *session_peer_slot(struct session *s);
 ssize_t session_read(struct keel_io *io, struct keel_buf *b, size_t max);
-ssize_t session_flush(struct keel_io *io, struct keel_buf *b);
+ssize_t session_flush(struct keel_loop *l, struct keel_io *io, struct keel_buf *b);
 void session_wait_request(struct session *s);
 void session_close(struct session *s);
 void session_drop_upstream(struct session *s);

@@ -8,13 +8,13 @@
 
 /* One direction of a tunnel: from's socket -> buf -> to's socket. Returns progress; sets
  * *eof when from has closed and everything read was written. */
-static bool pump(struct keel_io *from, struct keel_buf *buf, struct keel_io *to, bool *eof,
-                 uint64_t *count, bool *err)
+static bool pump(struct keel_loop *l, struct keel_io *from, struct keel_buf *buf,
+                 struct keel_io *to, bool *eof, uint64_t *count, bool *err)
 {
     bool progress = false;
     for (;;) {
         if (keel_buf_len(buf) > 0 && to->writable) {
-            ssize_t n = session_flush(to, buf);
+            ssize_t n = session_flush(l, to, buf);
             if (n < 0) {
                 *err = true;
                 return progress;
@@ -51,13 +51,13 @@ bool session_tunnel(struct session *s)
         keel_buf_consume(&s->in, keel_buf_len(&s->in));
     }
     if (keel_buf_len(&s->out) > 0 && s->io.writable) {
-        if (session_flush(&s->io, &s->out) < 0)
+        if (session_flush(s->w->loop, &s->io, &s->out) < 0)
             err = true;
     }
-    if (!err && pump(&s->io, &u->out, &u->io, &s->ds_eof, &up_bytes, &err))
+    if (!err && pump(s->w->loop, &s->io, &u->out, &u->io, &s->ds_eof, &up_bytes, &err))
         progress = true;
     if (!err && keel_buf_len(&s->out) == 0 &&
-        pump(&u->io, &u->in, &s->io, &s->us_eof, &down_bytes, &err))
+        pump(s->w->loop, &u->io, &u->in, &s->io, &s->us_eof, &down_bytes, &err))
         progress = true;
     s->bytes_received += up_bytes;
     s->bytes_sent += down_bytes;

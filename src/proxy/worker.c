@@ -156,6 +156,9 @@ static void on_wake(struct keel_io *io, uint32_t events)
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
+    /* here, not in worker_init: the ring's registered fd belongs to the thread using it */
+    if (!w->srv->opt->io_uring_off && keel_loop_use_sendq(w->loop) && w->index == 0)
+        keel_log_info("socket writes batched per loop turn (io_uring)");
     keel_loop_run(w->loop);
     before_sleep(w);
     upconn_pool_close_all(w);

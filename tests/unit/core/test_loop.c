@@ -5,7 +5,12 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
+
+#include "core/buf.h"
 
 /* Timers re-armed later keep their heap place and are re-filed when it comes up: each
  * fires once, at its last deadline, in deadline order, and a re-arm earlier or a cancel
@@ -108,11 +113,221 @@ static void io_deleted_in_a_batch_gets_no_stale_event(void **state)
     keel_loop_free(l);
 }
 
+/* ---- batched sends (keel_loop_send_later) ----
+ * A writer queues its buffer each time it is called writable, as session_flush does; a
+ * reader in the same loop drains the other end of a socket pair once told to, so the
+ * writer meets a full socket, waits for the edge, and goes on. */
+struct writer {
+    struct keel_io io;
+    struct keel_loop *l;
+    struct keel_buf out;
+    struct keel_defer *then; /* deferred by the first completion */
+    int calls, err;
+    int stop_after;          /* calls; 0 = never */
+    size_t total;
+};
+
+struct reader {
+    struct keel_io io;
+    struct writer *w;
+    struct keel_timer start; /* reading starts when it fires */
+    size_t got;
+    bool reading;
+};
+
+static void on_writer(struct keel_io *io, uint32_t events)
+{
+    (void)events;
+    struct writer *w = (struct writer *)io;
+    w->calls++;
+    if (io->send_err != 0) {
+        w->err = io->send_err;
+        keel_loop_stop(w->l);
+        return;
+    }
+    if (w->then != NULL) {
+        keel_loop_defer(w->l, w->then);
+        w->then = NULL;
+    }
+    if (keel_buf_len(&w->out) > 0 && io->writable)
+        assert_true(keel_loop_send_later(w->l, io, &w->out));
+    if (w->calls == w->stop_after)
+        keel_loop_stop(w->l);
+}
+
+static void on_reader(struct keel_io *io, uint32_t events)
+{
+    (void)events;
+    struct reader *r = (struct reader *)io;
+    char buf[65536];
+    while (r->reading) {
+        ssize_t n = read(io->fd, buf, sizeof(buf));
+        if (n <= 0)
+            break;
+        r->got += (size_t)n;
+    }
+    if (r->got == r->w->total)
+        keel_loop_stop(r->w->l);
+}
+
+static void on_start_reading(struct keel_timer *t)
+{
+    struct reader *r = (struct reader *)((char *)t - offsetof(struct reader, start));
+    r->reading = true;
+    on_reader(&r->io, 0);
+}
+
+static struct keel_loop *loop_with_sendq(void)
+{
+    struct keel_loop *l = keel_loop_new();
+    assert_true(keel_loop_use_sendq(l)); /* io_uring: Linux >= 5.6, not disabled */
+    return l;
+}
+
+static void pair(struct keel_loop *l, struct writer *w, struct reader *r)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    *w = (struct writer){ .l = l };
+    *r = (struct reader){ .w = w };
+    w->io = (struct keel_io){ .fd = sv[0], .cb = on_writer, .writable = true };
+    r->io = (struct keel_io){ .fd = sv[1], .cb = on_reader };
+    r->start.cb = on_start_reading;
+    assert_int_equal(keel_loop_add(l, &w->io), 0);
+    assert_int_equal(keel_loop_add(l, &r->io), 0);
+}
+
+static void unpair(struct keel_loop *l, struct writer *w, struct reader *r)
+{
+    keel_timer_cancel(l, &r->start);
+    keel_loop_del(l, &w->io);
+    keel_loop_del(l, &r->io);
+    close(w->io.fd);
+    close(r->io.fd);
+    keel_buf_release(&w->out);
+}
+
+/* 8 MiB through a socket the reader leaves full for 50 ms: short sends, EAGAIN, the
+ * EPOLLOUT edge after it, every byte once (counted), the buffer consumed. */
+static void batched_send_survives_a_full_socket(void **state)
+{
+    (void)state;
+    struct keel_loop *l = loop_with_sendq();
+    struct writer w;
+    struct reader r;
+    pair(l, &w, &r);
+    w.total = 8u << 20;
+    keel_buf_reserve(&w.out, w.total);
+    memset(keel_buf_wptr(&w.out), 'k', w.total);
+    w.out.wpos += w.total;
+    keel_timer_set(l, &r.start, 50);
+    assert_true(keel_loop_send_later(l, &w.io, &w.out));
+    assert_false(w.io.writable); /* queued: not writable until it went */
+    keel_loop_run(l);
+    assert_int_equal(r.got, w.total);
+    assert_int_equal(keel_buf_len(&w.out), 0);
+    assert_true(w.calls >= 2); /* a short send or an EAGAIN came before the end */
+    assert_int_equal(w.err, 0);
+    unpair(l, &w, &r);
+    keel_loop_free(l);
+}
+
+/* A send queued by work deferred from a completion (an HTTP/2 stream woken when its
+ * connection's bytes went) goes out at once: the loop must not sleep on it. It did, until
+ * the next timer or event; a timer 900 ms away tells. */
+struct later {
+    struct keel_defer d;
+    struct writer *w;
+};
+
+static void on_later(struct keel_defer *d)
+{
+    struct writer *w = ((struct later *)d)->w;
+    keel_buf_append(&w->out, "lo", 2);
+    assert_true(keel_loop_send_later(w->l, &w->io, &w->out));
+}
+
+struct guard {
+    struct keel_timer t;
+    struct keel_loop *l;
+    bool fired;
+};
+
+static void on_guard(struct keel_timer *t)
+{
+    struct guard *g = (struct guard *)t;
+    g->fired = true;
+    keel_loop_stop(g->l);
+}
+
+static void send_queued_by_deferred_work_is_not_left_waiting(void **state)
+{
+    (void)state;
+    struct keel_loop *l = loop_with_sendq();
+    struct writer w;
+    struct reader r;
+    pair(l, &w, &r);
+    keel_loop_del(l, &r.io); /* read below: no event of the reader may wake the loop */
+    struct guard g = { .t.cb = on_guard, .l = l };
+    keel_timer_set(l, &g.t, 20); /* first a turn that takes the writer's first edge */
+    keel_loop_run(l);
+    g.fired = false;
+    struct later later = { .d.cb = on_later, .w = &w };
+    w.then = &later.d;
+    keel_buf_append(&w.out, "hel", 3);
+    assert_true(keel_loop_send_later(l, &w.io, &w.out));
+    keel_timer_set(l, &g.t, 900);
+    w.stop_after = w.calls + 2; /* "hel" went, then "lo" */
+    keel_loop_run(l);
+    assert_false(g.fired);
+    char got[8];
+    assert_int_equal(read(r.io.fd, got, sizeof(got)), 5);
+    assert_memory_equal(got, "hello", 5);
+    keel_timer_cancel(l, &g.t);
+    unpair(l, &w, &r);
+    keel_loop_free(l);
+}
+
+/* An io deleted with its send still queued (a reply, then a close) writes it then, as
+ * write(2) would have; a send to a peer that left reports the error to its owner. */
+static void deleted_io_writes_what_it_queued_and_errors_reach_the_owner(void **state)
+{
+    (void)state;
+    struct keel_loop *l = loop_with_sendq();
+    struct writer w;
+    struct reader r;
+    pair(l, &w, &r);
+    keel_buf_append(&w.out, "bye", 3);
+    assert_true(keel_loop_send_later(l, &w.io, &w.out));
+    keel_loop_del(l, &w.io);
+    assert_int_equal(w.io.send_slot, 0);
+    assert_int_equal(keel_buf_len(&w.out), 0);
+    char got[8];
+    assert_int_equal(read(r.io.fd, got, sizeof(got)), 3);
+    assert_memory_equal(got, "bye", 3);
+    keel_loop_del(l, &r.io);
+    close(r.io.fd);
+    r.io.fd = -1;
+    assert_int_equal(keel_loop_add(l, &w.io), 0);
+    w.io.writable = true;
+    keel_buf_append(&w.out, "lost", 4);
+    assert_true(keel_loop_send_later(l, &w.io, &w.out));
+    keel_loop_run(l);
+    assert_int_equal(w.err, EPIPE);
+    keel_loop_del(l, &w.io);
+    close(w.io.fd);
+    keel_buf_release(&w.out);
+    keel_loop_free(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(rearmed_timers_fire_once_in_order),
         cmocka_unit_test(io_deleted_in_a_batch_gets_no_stale_event),
+        cmocka_unit_test(batched_send_survives_a_full_socket),
+        cmocka_unit_test(send_queued_by_deferred_work_is_not_left_waiting),
+        cmocka_unit_test(deleted_io_writes_what_it_queued_and_errors_reach_the_owner),
     };
     return cmocka_run_group_tests_name("core/loop", tests, NULL, NULL);
 }
