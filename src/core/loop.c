@@ -122,7 +122,8 @@ bool keel_loop_send_later(struct keel_loop *l, struct keel_io *io, struct keel_b
 {
     if (io->send_slot != 0)
         return true;
-    if (l->sendq == NULL || !io->polled || !io->writable || keel_buf_len(b) == 0)
+    if (l->sendq == NULL || !io->polled || !io->writable || keel_buf_len(b) == 0 ||
+        keel_sendq_full(l->sendq))
         return false;
     keel_sendq_add(l->sendq, io, b);
     return true;

@@ -83,12 +83,13 @@ void keel_loop_del(struct keel_loop *l, struct keel_io *io);
  * on (false when io_uring is not available: writes stay synchronous).
  * keel_loop_send_later(l, io, b) queues io (polled, writable) to send what b holds when
  * the batch goes; b must stay alive until then or until keel_loop_del. It returns false
- * when there is no batch, and the caller writes itself. While queued the io reads as not
+ * when there is no batch or it is full (KEEL_SENDQ_MAX), and the caller writes itself. While queued the io reads as not
  * writable. When the send is done (some or all of b consumed) the io's callback runs with
  * EPOLLOUT and io->writable set, as after an edge; a send that found no room leaves it
  * unwritable for the next edge; a failed one sets io->send_err. */
 bool keel_loop_use_sendq(struct keel_loop *l);
 bool keel_loop_send_later(struct keel_loop *l, struct keel_io *io, struct keel_buf *b);
+static inline bool keel_io_send_queued(const struct keel_io *io) { return io->send_slot != 0; }
 /* Take io (registered with keel_loop_add_in) out of the poll set for ms, then put it back.
  * Pausing a paused io restarts nothing: the first deadline holds. */
 void keel_loop_pause_in(struct keel_loop *l, struct keel_io *io, struct keel_io_pause *p,

@@ -156,6 +156,8 @@ static void send_chunk(struct keel_sendq *sq, struct keel_io **batch, size_t n)
 
 bool keel_sendq_pending(const struct keel_sendq *sq) { return sq->nq > 0; }
 
+bool keel_sendq_full(const struct keel_sendq *sq) { return sq->nq >= KEEL_SENDQ_MAX; }
+
 void keel_sendq_flush(struct keel_sendq *sq)
 {
     for (int round = 0; round < MAX_ROUNDS && sq->nq > 0; round++) {

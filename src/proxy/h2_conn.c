@@ -664,7 +664,9 @@ bool h2_conn_run(struct session *s)
         if (n > 0)
             progress = true;
     }
-    if (!keel_h2_alive(c->h) && keel_buf_len(&s->out) == 0) {
+    /* done (a GOAWAY, the last frames): close now even if they wait for the loop's batch
+     * (the close writes them), before streams opened in the same read start upstream */
+    if (!keel_h2_alive(c->h) && (keel_buf_len(&s->out) == 0 || keel_io_send_queued(&s->io))) {
         session_close(s);
         return false;
     }

@@ -21,7 +21,7 @@
  * be freed again once the batch went (a malloc and free per turn of a bulk transfer). */
 static inline bool sink_has_room(const struct keel_io *io, const struct keel_buf *b)
 {
-    return keel_buf_len(b) < HIGH_WATER && io->send_slot == 0;
+    return keel_buf_len(b) < HIGH_WATER && !keel_io_send_queued(io);
 }
 #define TUNNEL_IDLE_TIMEOUT_MS (3600 * 1000)
 #define FREE_SESSIONS_MAX 4096

@@ -191,6 +191,10 @@ def test_rapid_reset_ends_the_connection(keel, backend):
     assert served(k)
     st = k.stats()
     assert st['keel_h2_refused_total{reason="rapid_reset"}'] == 1
+    # no stream of the failed connection reached the backend (only served()'s request):
+    # with its GOAWAY waiting for the loop's batched send, the connection went on running
+    # until it was sent, and 200 reset streams connected upstream first
+    assert st["keel_upstream_cx_total"] == 1
     assert rss_kib(k.proc.p.pid) - before < 20000
 
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/sendq.h"
 
 /* Timers re-armed later keep their heap place and are re-filed when it comes up: each
  * fires once, at its last deadline, in deadline order, and a re-arm earlier or a cancel
@@ -320,6 +321,33 @@ static void deleted_io_writes_what_it_queued_and_errors_reach_the_owner(void **s
     keel_loop_free(l);
 }
 
+/* A turn queues at most KEEL_SENDQ_MAX sends (each pins its buffer until the batch);
+ * past that the caller is told to write itself, and every queued one still goes. */
+static void a_full_batch_sends_the_rest_by_write(void **state)
+{
+    (void)state;
+    struct keel_loop *l = loop_with_sendq();
+    enum { N = KEEL_SENDQ_MAX + 1 };
+    static struct writer w[N];
+    static struct reader r[N];
+    for (int i = 0; i < N; i++) {
+        pair(l, &w[i], &r[i]);
+        keel_buf_append(&w[i].out, "x", 1);
+        assert_int_equal(keel_loop_send_later(l, &w[i].io, &w[i].out), i < KEEL_SENDQ_MAX);
+    }
+    w[0].stop_after = 1; /* the batch went */
+    keel_loop_run(l);
+    for (int i = 0; i < KEEL_SENDQ_MAX; i++) {
+        char c;
+        assert_int_equal(read(r[i].io.fd, &c, 1), 1);
+        assert_int_equal(keel_buf_len(&w[i].out), 0);
+    }
+    assert_int_equal(keel_buf_len(&w[N - 1].out), 1); /* its own to write */
+    for (int i = 0; i < N; i++)
+        unpair(l, &w[i], &r[i]);
+    keel_loop_free(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -328,6 +356,7 @@ int main(void)
         cmocka_unit_test(batched_send_survives_a_full_socket),
         cmocka_unit_test(send_queued_by_deferred_work_is_not_left_waiting),
         cmocka_unit_test(deleted_io_writes_what_it_queued_and_errors_reach_the_owner),
+        cmocka_unit_test(a_full_batch_sends_the_rest_by_write),
     };
     return cmocka_run_group_tests_name("core/loop", tests, NULL, NULL);
 }
