@@ -108,6 +108,17 @@ static const struct option options[] = {
     { NULL, 0, NULL, 0 },
 };
 
+/* An on|off switch into *off; false (and a message) for anything else. */
+static bool parse_off(const char *opt, const char *arg, bool *off)
+{
+    if (strcmp(arg, "on") && strcmp(arg, "off")) {
+        fprintf(stderr, "keel proxy: %s: on or off\n", opt);
+        return false;
+    }
+    *off = !strcmp(arg, "off");
+    return true;
+}
+
 int keel_cmd_proxy(int argc, char **argv)
 {
     struct keel_proxy_options o;
@@ -145,18 +156,12 @@ int keel_cmd_proxy(int argc, char **argv)
             }
             break;
         case OPT_TELEMETRY:
-            if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
-                fprintf(stderr, "keel proxy: --telemetry: on or off\n");
+            if (!parse_off("--telemetry", optarg, &o.telemetry_off))
                 goto out;
-            }
-            o.telemetry_off = !strcmp(optarg, "off");
             break;
         case OPT_IO_URING:
-            if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
-                fprintf(stderr, "keel proxy: --io-uring: on or off\n");
+            if (!parse_off("--io-uring", optarg, &o.io_uring_off))
                 goto out;
-            }
-            o.io_uring_off = !strcmp(optarg, "off");
             break;
         case OPT_REPORT_MODE:
             if (!strcmp(optarg, "local")) {
