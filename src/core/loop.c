@@ -100,7 +100,7 @@ int keel_loop_add_in(struct keel_loop *l, struct keel_io *io)
 
 void keel_loop_del(struct keel_loop *l, struct keel_io *io)
 {
-    if (io->send_slot != 0)
+    if (keel_io_send_queued(io))
         keel_sendq_drop(l->sendq, io);
     if (io->fd >= 0)
         epoll_ctl(l->epfd, EPOLL_CTL_DEL, io->fd, NULL);
@@ -120,7 +120,7 @@ bool keel_loop_use_sendq(struct keel_loop *l)
 
 bool keel_loop_send_later(struct keel_loop *l, struct keel_io *io, struct keel_buf *b)
 {
-    if (io->send_slot != 0)
+    if (keel_io_send_queued(io))
         return true;
     if (l->sendq == NULL || !io->polled || !io->writable || keel_buf_len(b) == 0 ||
         keel_sendq_full(l->sendq))

@@ -1,4 +1,5 @@
-/* The loop's batched sends (io_uring); only core/loop.c uses this. See keel_loop_send_later. */
+/* The loop's batched sends (io_uring), used by core/loop.c (its unit test reads
+ * KEEL_SENDQ_MAX). See keel_loop_send_later. */
 #ifndef KEEL_CORE_SENDQ_H
 #define KEEL_CORE_SENDQ_H
 
