@@ -129,11 +129,12 @@ clean:
 # ---- proxy benchmark: keel beside nginx and HAProxy, see bench/README.md ----
 # Knobs from the environment: ROUNDS, DURATION, CONNS, TARGETS, OUT_JSON, OUT_PNG, ...
 .PHONY: bench-quick
-bench: all $(BUILD)/bench/paced_load
-	KEEL=$(BUILD)/keel PACED_LOAD=$(BUILD)/bench/paced_load bench/proxy-bench
+BENCH_TOOLS = KEEL=$(BUILD)/keel PACED_LOAD=$(BUILD)/bench/paced_load FWD_EPOLL=$(BUILD)/bench/fwd_epoll
+bench: all $(BUILD)/bench/paced_load $(BUILD)/bench/fwd_epoll
+	$(BENCH_TOOLS) bench/proxy-bench
 
-bench-quick: all $(BUILD)/bench/paced_load
-	ROUNDS=1 DURATION=3s KEEL=$(BUILD)/keel PACED_LOAD=$(BUILD)/bench/paced_load bench/proxy-bench
+bench-quick: all $(BUILD)/bench/paced_load $(BUILD)/bench/fwd_epoll
+	ROUNDS=1 DURATION=3s $(BENCH_TOOLS) bench/proxy-bench
 
 $(BUILD)/bench/paced_load: bench/paced_load.c
 	@mkdir -p $(dir $@)

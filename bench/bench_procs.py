@@ -152,25 +152,38 @@ def tree(root, kids=None):
     return out
 
 
-def cpu_ticks(pids, with_children=True):
-    """utime+stime (+cutime+cstime of reaped children) summed over pids, in clock ticks."""
-    total = 0
+def cpu_ticks_split(pids, with_children=True):
+    """(user, system) clock ticks summed over pids: utime, stime (+ cutime, cstime of
+    reaped children)."""
+    user = system = 0
     for pid in pids:
         try:
             f = _stat_fields(pid)
         except OSError:
             continue
         # fields after ')' start at field 3 (state): utime is field 14 -> index 11
-        total += int(f[11]) + int(f[12])
+        user += int(f[11])
+        system += int(f[12])
         if with_children:
-            total += int(f[13]) + int(f[14])
-    return total
+            user += int(f[13])
+            system += int(f[14])
+    return user, system
+
+
+def cpu_ticks(pids, with_children=True):
+    """utime+stime (+cutime+cstime of reaped children) summed over pids, in clock ticks."""
+    return sum(cpu_ticks_split(pids, with_children))
+
+
+def tree_cpu_split(roots):
+    """(user, system) CPU seconds of the process trees under roots."""
+    kids = children_map()
+    user, system = cpu_ticks_split([p for r in roots for p in tree(r, kids)])
+    return user / CLK_TCK, system / CLK_TCK
 
 
 def tree_cpu_seconds(roots):
-    kids = children_map()
-    pids = [p for r in roots for p in tree(r, kids)]
-    return cpu_ticks(pids) / CLK_TCK
+    return sum(tree_cpu_split(roots))
 
 
 def status_kib(pids, field):

@@ -16,13 +16,15 @@ def print_table(doc):
           f"-d{s['duration']}, medians of {s['rounds']} rounds; proxy on CPU {s['proxy_cpu']}, "
           f"wrk + backend on CPU {s['load_cpu']}")
     head = (f"{'target':8} {'req/s':>9} {'p50_ms':>7} {'p99_ms':>7} {'CPU_us/req':>10} "
+            f"{'user':>5} {'sys':>5} "
             f"{'RSS_MiB':>7} {'log/req':>7} {'errors':>6} {'other%':>6} {'spread%':>7}  status")
     print(head)
     print("-" * len(head))
     for name, r in t.items():
         errors = r["non2xx"] + r["sockerr"]
         print(f"{name:8} {r['rps']:>9,.0f} {r['p50_ms']:>7.3f} {r['p99_ms']:>7.3f} "
-              f"{r['cpu_us_per_req']:>10.2f} {r['rss_mib']:>7.1f} "
+              f"{r['cpu_us_per_req']:>10.2f} {r['user_us_per_req']:>5.2f} "
+              f"{r['sys_us_per_req']:>5.2f} {r['rss_mib']:>7.1f} "
               f"{_f(r['log_per_req'], '.3f'):>7} {errors:>6} {r['other_pct']:>6.1f} "
               f"{r['spread_pct']:>7.1f}  {' '.join(r['status'])}")
     print_ratios(t)

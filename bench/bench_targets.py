@@ -344,14 +344,27 @@ def start_keel_two_hops(tmp, cpu, backend_port, keel, out_cpu=None):
                         [out_log, in_log], host="hello:80", metrics=metrics)
 
 
-PROXIES = ("nginx", "haproxy", "keel-a", "keel-b", "keel-w", "keel-c", "keel-d", "keel-m",
-           "keel-e")
+# ---- the floor: what any user-space proxy costs here ----
+
+def start_floor(tmp, cpu, backend_port, fwd_epoll):
+    """bench/uring/fwd_epoll: a bare HTTP/1.1 keep-alive forwarder (edge-triggered epoll,
+    one read and one write per message, no parsing beyond framing, no log): the kernel's
+    share of proxying a request plus almost nothing else."""
+    port = procs.free_port()
+    return _start_ready("floor", tmp, [[fwd_epoll, str(port), str(backend_port)]], cpu, port, [])
+
+
+PROXIES = ("floor", "nginx", "haproxy", "keel-a", "keel-b", "keel-w", "keel-c", "keel-d",
+           "keel-m", "keel-e")
 ALL_TARGETS = ("direct",) + PROXIES
+UNLOGGED = ("direct", "floor")  # targets that write no access log
 
 
 def start_target(name, tmp, cfg, backend):
     """Start target `name` on the proxy CPU in front of `backend` (not for 'direct')."""
     cpu = cfg["proxy_cpu"]
+    if name == "floor":
+        return start_floor(tmp, cpu, backend.port, cfg["fwd_epoll"])
     if name == "nginx":
         return start_nginx(tmp, cpu, backend.port, cfg["conns"])
     if name == "haproxy":
