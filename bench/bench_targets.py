@@ -181,7 +181,8 @@ KEEL_SEEDS = ("examples/seeds/000-newlog-stdio.yaml", "examples/seeds/001-double
 KEEL_VARIANTS = {
     "keel-a": "access log only (--telemetry off)",
     "keel-b": "standard metrics + access log (config dir: Service + WorkloadEntry)",
-    "keel-w": "(b) with --io-uring off: a write(2) per socket write, not a batch per loop turn",
+    "keel-w": "(b) with --io-uring off: read(2) and write(2) per socket operation, epoll",
+    "keel-u": "(b) with --io-uring writes: writes batched in the ring, reads read(2)",
     "keel-c": "(b) + Mixer rules of seeds 000 (stdio JSON log) and 001 (double count)",
     "keel-d": "two sidecars (b): outbound -> inbound -> backend, both on the proxy core",
     "keel-e": "(b) + tracing at 1 % (Istio's default), spans POSTed to a keel collector",
@@ -221,6 +222,8 @@ def start_keel(tmp, cpu, backend_port, variant, keel, aux_cpu=None):
                   "--config-dir", keel_config_dir(tmp, variant, seeds)]
         if variant == "keel-w":
             extra += ["--io-uring", "off"]
+        if variant == "keel-u":
+            extra += ["--io-uring", "writes"]
         if variant == "keel-c":
             stdout = [os.path.join(tmp, "keel-c.stdio.jsonl")]
             want = "istio_double_request_count"
@@ -354,8 +357,8 @@ def start_floor(tmp, cpu, backend_port, fwd_epoll):
     return _start_ready("floor", tmp, [[fwd_epoll, str(port), str(backend_port)]], cpu, port, [])
 
 
-PROXIES = ("floor", "nginx", "haproxy", "keel-a", "keel-b", "keel-w", "keel-c", "keel-d",
-           "keel-m", "keel-e")
+PROXIES = ("floor", "nginx", "haproxy", "keel-a", "keel-b", "keel-u", "keel-w", "keel-c",
+           "keel-d", "keel-m", "keel-e")
 ALL_TARGETS = ("direct",) + PROXIES
 UNLOGGED = ("direct", "floor")  # targets that write no access log
 

@@ -34,8 +34,10 @@ static const char usage_text[] =
     "  --cluster-id ID             source/destination_cluster ($ISTIO_META_CLUSTER_ID, Kubernetes)\n"
     "  --admin ADDR                admin listener (127.0.0.1:15000)\n"
     "  --concurrency N             worker threads (default: CPUs this process may use)\n"
-    "  --io-uring on|off           a loop turn's socket writes in one io_uring call (on; off\n"
-    "                              or no io_uring here: a write(2) each)\n"
+    "  --io-uring on|writes|off    io_uring: on receives the sockets' bytes in the ring and\n"
+    "                              sends a loop turn's writes in one call; writes: only the\n"
+    "                              writes (reads are read(2)); off, or no io_uring here:\n"
+    "                              read(2) and write(2)\n"
     "  --access-log PATH           access log file; /dev/stdout works\n"
     "  --access-log-format FMT     Envoy format string (default: Istio's)\n"
     "  --access-log-encoding ENC   TEXT or JSON (JSON default keys: Istio's)\n"
@@ -160,8 +162,12 @@ int keel_cmd_proxy(int argc, char **argv)
                 goto out;
             break;
         case OPT_IO_URING:
-            if (!parse_off("--io-uring", optarg, &o.io_uring_off))
+            if (strcmp(optarg, "on") && strcmp(optarg, "writes") && strcmp(optarg, "off")) {
+                fprintf(stderr, "keel proxy: --io-uring: on, writes or off\n");
                 goto out;
+            }
+            o.io_uring_off = !strcmp(optarg, "off");
+            o.io_uring_writes_only = !strcmp(optarg, "writes");
             break;
         case OPT_REPORT_MODE:
             if (!strcmp(optarg, "local")) {

@@ -3,6 +3,7 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/recvq.h"
 #include "core/sendq.h"
 
 #include <errno.h>
@@ -26,6 +27,8 @@ struct keel_loop {
     struct { keel_hook_cb cb; void *arg; } hooks[MAX_HOOKS];
     int nhooks;
     struct keel_sendq *sendq; /* NULL: writes are the caller's write(2) */
+    struct keel_recvq *recvq; /* ring reads; the loop then sleeps in sendq's ring */
+    bool epoll_more;          /* the last epoll_wait reported: look again without sleeping */
 };
 
 int64_t keel_clock_mono_us(void)
@@ -90,7 +93,21 @@ static int add(struct keel_loop *l, struct keel_io *io, uint32_t events)
 
 int keel_loop_add(struct keel_loop *l, struct keel_io *io)
 {
-    return add(l, io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
+    if (l->recvq == NULL || !io->ring_reads)
+        return add(l, io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
+    /* input comes from the ring; epoll still tells when a full socket has room again */
+    if (add(l, io, EPOLLOUT | EPOLLET) < 0)
+        return -1;
+    if (!io->connecting)
+        keel_recvq_arm(l->recvq, io);
+    return 0;
+}
+
+void keel_loop_connected(struct keel_loop *l, struct keel_io *io)
+{
+    io->connecting = false;
+    if (l->recvq != NULL && io->ring_reads && io->polled && !keel_io_ring_reads(io))
+        keel_recvq_arm(l->recvq, io);
 }
 
 int keel_loop_add_in(struct keel_loop *l, struct keel_io *io)
@@ -102,21 +119,32 @@ void keel_loop_del(struct keel_loop *l, struct keel_io *io)
 {
     if (keel_io_send_queued(io))
         keel_sendq_drop(l->sendq, io);
+    if (keel_io_ring_reads(io))
+        keel_recvq_drop(l->recvq, io);
     if (io->fd >= 0)
         epoll_ctl(l->epfd, EPOLL_CTL_DEL, io->fd, NULL);
     io->polled = false;
 }
 
-bool keel_loop_use_sendq(struct keel_loop *l)
+bool keel_loop_use_sendq(struct keel_loop *l, bool reads)
 {
+    int err = 0;
     if (l->sendq == NULL) {
-        int err = 0;
         l->sendq = keel_sendq_new(&err);
-        if (l->sendq == NULL)
+        if (l->sendq == NULL) {
             keel_log_info("io_uring not available (%s): writes are not batched", strerror(err));
+            return false;
+        }
     }
-    return l->sendq != NULL;
+    if (reads && l->recvq == NULL) {
+        l->recvq = keel_sendq_use_reads(l->sendq, l->epfd, &err);
+        if (l->recvq == NULL)
+            keel_log_info("io_uring cannot receive here (%s): reads are read(2)", strerror(err));
+    }
+    return true;
 }
+
+bool keel_loop_ring_reads(const struct keel_loop *l) { return l->recvq != NULL; }
 
 bool keel_loop_send_later(struct keel_loop *l, struct keel_io *io, struct keel_buf *b)
 {
@@ -245,7 +273,8 @@ static int poll_timeout(const struct keel_loop *l)
 {
     /* deferred work, or sends queued after the flush (by deferred callbacks, hooks):
      * poll without sleeping, and come back to them */
-    if (l->deferred != NULL || (l->sendq != NULL && keel_sendq_pending(l->sendq)))
+    if (l->deferred != NULL || (l->sendq != NULL && keel_sendq_pending(l->sendq)) ||
+        l->epoll_more || (l->recvq != NULL && keel_recvq_ready(l->recvq)))
         return 0;
     if (l->nheap == 0)
         return 1000;
@@ -288,15 +317,49 @@ void keel_loop_on_before_sleep(struct keel_loop *l, keel_hook_cb cb, void *arg)
     l->nhooks++;
 }
 
-void keel_loop_run(struct keel_loop *l)
+/* Poll the epoll set (timeout_ms: -1 for the loop's own) and run the callbacks of what it
+ * reports. False on a failure that ends the loop. */
+static bool poll_epoll(struct keel_loop *l, int timeout_ms)
 {
     struct epoll_event events[MAX_EVENTS];
+    int n = epoll_wait(l->epfd, events, MAX_EVENTS, timeout_ms);
+    if (n < 0) {
+        if (errno == EINTR)
+            return true;
+        keel_log_error("epoll_wait: %s", strerror(errno));
+        return false;
+    }
+    /* under ring reads the ring's poll of the set fires on new readiness only: what a
+     * level-triggered io still has (a listener's backlog) is looked at again next turn */
+    l->epoll_more = n > 0 && l->recvq != NULL;
+    keel_loop_update_clock(l);
+    for (int i = 0; i < n; i++) {
+        struct keel_io *io = events[i].data.ptr;
+        uint32_t ev = events[i].events;
+        if (!io->polled) /* deleted by an earlier callback of this batch (its memory
+                          * lives on: owners free through keel_loop_defer) */
+            continue;
+        if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+            io->readable = true;
+        if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+            io->writable = true;
+        if (ev & (EPOLLHUP | EPOLLERR))
+            io->hup = true;
+        if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+            io->rdhup = true;
+        io->cb(io, ev);
+    }
+    return true;
+}
+
+void keel_loop_run(struct keel_loop *l)
+{
     l->stop = false;
     while (!l->stop) {
         keel_loop_update_clock(l);
         run_timers(l);
         keel_loop_run_deferred(l);
-        if (l->sendq != NULL) {
+        if (l->sendq != NULL && l->recvq == NULL) { /* with ring reads: in the wait */
             keel_sendq_flush(l->sendq);
             keel_loop_run_deferred(l); /* the callbacks' closes */
         }
@@ -304,29 +367,17 @@ void keel_loop_run(struct keel_loop *l)
             l->hooks[i].cb(l->hooks[i].arg);
         if (l->stop)
             break;
-        int n = epoll_wait(l->epfd, events, MAX_EVENTS, poll_timeout(l));
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            keel_log_error("epoll_wait: %s", strerror(errno));
-            break;
-        }
-        keel_loop_update_clock(l);
-        for (int i = 0; i < n; i++) {
-            struct keel_io *io = events[i].data.ptr;
-            uint32_t ev = events[i].events;
-            if (!io->polled) /* deleted by an earlier callback of this batch (its memory
-                              * lives on: owners free through keel_loop_defer) */
-                continue;
-            if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-                io->readable = true;
-            if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))
-                io->writable = true;
-            if (ev & (EPOLLHUP | EPOLLERR))
-                io->hup = true;
-            if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-                io->rdhup = true;
-            io->cb(io, ev);
+        if (l->recvq == NULL) {
+            if (!poll_epoll(l, poll_timeout(l)))
+                break;
+        } else {
+            /* the ring is where the loop sleeps: one enter sends the turn's writes,
+             * receives, and polls the epoll set */
+            bool epoll_ready = keel_sendq_wait(l->sendq, poll_timeout(l));
+            keel_loop_update_clock(l);
+            if ((epoll_ready || l->epoll_more) && !poll_epoll(l, 0))
+                break;
+            keel_recvq_dispatch(l->recvq);
         }
         keel_loop_run_deferred(l);
     }

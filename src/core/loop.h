@@ -7,12 +7,15 @@
 #ifndef KEEL_CORE_LOOP_H
 #define KEEL_CORE_LOOP_H
 
+#include "core/buf.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct keel_loop;
-struct keel_buf;
+struct keel_recvq;
 struct keel_io;
 struct keel_timer;
 struct keel_defer;
@@ -22,9 +25,23 @@ typedef void (*keel_timer_cb)(struct keel_timer *t);
 typedef void (*keel_defer_cb)(struct keel_defer *d);
 typedef void (*keel_hook_cb)(void *arg);
 
+/* An io's ring reads (core/recvq.c): what the kernel received for it, not taken yet. */
+struct keel_io_rx {
+    struct keel_recvq *q; /* NULL: the io's reads are read(2) */
+    struct keel_buf buf;  /* received, not taken yet */
+    uint32_t slot;        /* its recv's slot in q + 1 */
+    uint32_t ready;       /* its place in q's list of ios to call + 1; 0 = not there */
+    int err;              /* the recv ended with this errno: reads fail after the bytes */
+    bool eof;             /* the recv saw the FIN: reads return 0 after the bytes */
+};
+
 struct keel_io {
     int fd;
     keel_io_cb cb;
+    bool ring_reads; /* its owner reads it with keel_io_recv only: the loop may receive
+                      * for it (set before keel_loop_add) */
+    bool connecting; /* its connect is in progress: no recv until keel_loop_connected (a
+                      * recv would take the connect's error, which SO_ERROR then lacks) */
     bool readable; /* an edge said so and no read has hit EAGAIN since */
     bool writable;
     bool hup;      /* peer hung up or error */
@@ -38,6 +55,7 @@ struct keel_io {
     struct keel_buf *send_buf;
     uint32_t send_slot;
     int send_err;
+    struct keel_io_rx rx;
 };
 
 struct keel_timer {
@@ -70,8 +88,18 @@ void keel_loop_run_deferred(struct keel_loop *l);
 void keel_loop_run(struct keel_loop *l);
 void keel_loop_stop(struct keel_loop *l);
 
-/* Register fd for EPOLLIN|EPOLLOUT|EPOLLRDHUP, edge-triggered. */
+/* Register fd for EPOLLIN|EPOLLOUT|EPOLLRDHUP, edge-triggered. An io with ring_reads set,
+ * in a loop with ring reads on (keel_loop_use_sendq with reads), is not polled for input:
+ * the loop receives its bytes (io_uring multishot recv) and runs its callback with EPOLLIN
+ * (EPOLLRDHUP at the FIN, EPOLLERR on an error) as an edge would. */
 int keel_loop_add(struct keel_loop *l, struct keel_io *io);
+/* Read from io into b, at most max bytes: >0, 0 at EOF, KEEL_AGAIN (io no longer
+ * readable) or KEEL_EIO (errno set). For an io with ring reads, what the loop received;
+ * the same contract as read(2) into b otherwise is the caller's. */
+ssize_t keel_io_recv(struct keel_io *io, struct keel_buf *b, size_t max);
+static inline bool keel_io_ring_reads(const struct keel_io *io) { return io->rx.q != NULL; }
+/* io (added with connecting set) is connected: the loop may receive for it now. */
+void keel_loop_connected(struct keel_loop *l, struct keel_io *io);
 /* Register for input only, level-triggered (listeners, eventfds, signalfd, inotify). */
 int keel_loop_add_in(struct keel_loop *l, struct keel_io *io);
 /* Deleting an io with a send queued writes it at once (as write(2) would have) and
@@ -86,8 +114,12 @@ void keel_loop_del(struct keel_loop *l, struct keel_io *io);
  * when there is no batch or it is full (KEEL_SENDQ_MAX), and the caller writes itself. While queued the io reads as not
  * writable. When the send is done (some or all of b consumed) the io's callback runs with
  * EPOLLOUT and io->writable set, as after an edge; a send that found no room leaves it
- * unwritable for the next edge; a failed one sets io->send_err. */
-bool keel_loop_use_sendq(struct keel_loop *l);
+ * unwritable for the next edge; a failed one sets io->send_err.
+ * With reads, the ring also receives for the ios with ring_reads (keel_loop_add) and the
+ * loop sleeps in io_uring_enter, not epoll_wait (the epoll set is one of the ring's polls);
+ * without ring reads where the kernel lacks them. */
+bool keel_loop_use_sendq(struct keel_loop *l, bool reads);
+bool keel_loop_ring_reads(const struct keel_loop *l);
 bool keel_loop_send_later(struct keel_loop *l, struct keel_io *io, struct keel_buf *b);
 static inline bool keel_io_send_queued(const struct keel_io *io) { return io->send_slot != 0; }
 /* Take io (registered with keel_loop_add_in) out of the poll set for ms, then put it back.

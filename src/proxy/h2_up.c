@@ -300,6 +300,7 @@ static void conn_close(struct h2_up *c)
 static void connected(struct h2_up *c)
 {
     c->connected = true;
+    keel_loop_connected(c->w->loop, &c->io);
     struct keel_addr local;
     keel_sock_local(c->io.fd, &local);
     keel_addr_format((const struct sockaddr *)&local.ss, c->local, sizeof(c->local));
@@ -427,7 +428,9 @@ static struct h2_up *conn_new(struct worker *w, struct pool *p, int *err)
     c->free_defer.cb = on_conn_free;
     c->idle_timer.cb = on_idle;
     stat_add(&w->stats.upstream_cx_total, 1);
+    c->io.ring_reads = true; /* every read is session_read's */
     int rc = keel_sock_connect(&p->addr, &c->io.fd);
+    c->io.connecting = rc != 0;
     if (rc == KEEL_EIO || keel_loop_add(w->loop, &c->io) < 0) {
         *err = errno;
         if (c->io.fd >= 0 && rc != KEEL_EIO)

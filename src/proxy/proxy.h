@@ -67,6 +67,7 @@ struct keel_proxy_options {
                                     * 2 h2 (the app speaks HTTP/2, h2c) */
     bool telemetry_off;            /* no metrics or Mixer rules (access log unaffected) */
     bool io_uring_off;             /* a write(2) per socket write, not a batch per loop turn */
+    bool io_uring_writes_only;     /* batched writes, but reads are read(2) (no ring reads) */
     enum keel_proxy_report_mode report_mode;
     size_t metric_series_limit;    /* per metric family; 0: the registry's default */
     int64_t metric_expiry_ms;      /* drop series not updated for this long; 0: never */

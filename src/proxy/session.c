@@ -49,6 +49,12 @@ ssize_t session_read(struct keel_io *io, struct keel_buf *b, size_t max)
         return h2_stream_read((struct session *)io, b, max);
     if (io->fd == UPCONN_VIRTUAL_FD) /* a stream to an HTTP/2 upstream (h2_up.c) */
         return h2_up_read((struct upconn *)io, b, max);
+    if (keel_io_ring_reads(io)) { /* the loop received the bytes (core/recvq.c) */
+        ssize_t n = keel_io_recv(io, b, max);
+        if (n == KEEL_AGAIN && keel_buf_len(b) == 0)
+            keel_buf_release(b);
+        return n;
+    }
     keel_buf_reserve(b, max < 4096 ? max : 4096);
     size_t room = keel_buf_room(b);
     if (room > max)
@@ -231,6 +237,7 @@ void session_start(struct worker *w, const struct listener_spec *spec, int fd,
     s->spec = spec;
     s->io.fd = fd;
     s->io.cb = on_io;
+    s->io.ring_reads = true; /* every read is session_read's */
     s->io.readable = true; /* TCP_DEFER_ACCEPT-style: data is likely there already */
     s->io.writable = true;
     s->timer.cb = on_timer;

@@ -175,6 +175,8 @@ struct upconn *upconn_acquire(struct worker *w, const struct keel_proxy_target *
         keel_loop_defer(w->loop, &u->free_defer);
         return NULL;
     }
+    u->io.ring_reads = true; /* every read is session_read's */
+    u->io.connecting = rc != 0;
     if (keel_loop_add(w->loop, &u->io) < 0) {
         *err = errno;
         u->s = NULL;
@@ -262,6 +264,7 @@ static void on_io(struct keel_io *io, uint32_t events)
         }
         u->connected = true;
         io->hup = false;
+        keel_loop_connected(u->w->loop, io);
         struct keel_addr local;
         keel_sock_local(io->fd, &local);
         keel_addr_format((const struct sockaddr *)&local.ss, u->local, sizeof(u->local));

@@ -10,6 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h> /* RUNNING_ON_VALGRIND: a no-op instruction sequence */
+#else
+#define RUNNING_ON_VALGRIND 0
+#endif
 #include <unistd.h>
 
 #define ACCEPT_BATCH 64
@@ -157,8 +162,19 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     /* here, not in worker_init: the ring's registered fd belongs to the thread using it */
-    if (!w->srv->opt->io_uring_off && keel_loop_use_sendq(w->loop) && w->index == 0)
-        keel_log_info("socket writes batched per loop turn (io_uring)");
+    const struct keel_proxy_options *o = w->srv->opt;
+    bool reads = !o->io_uring_off && !o->io_uring_writes_only;
+    if (reads && RUNNING_ON_VALGRIND) {
+        /* valgrind keeps its lock through io_uring_enter (it does not know the call
+         * blocks): a worker asleep there would stop the process's other threads */
+        reads = false;
+        if (w->index == 0)
+            keel_log_info("under valgrind: reads are read(2), workers sleep in epoll_wait");
+    }
+    if (!o->io_uring_off && keel_loop_use_sendq(w->loop, reads) && w->index == 0)
+        keel_log_info(keel_loop_ring_reads(w->loop)
+                          ? "sockets read and written through io_uring (a loop turn: one call)"
+                          : "socket writes batched per loop turn (io_uring)");
     keel_loop_run(w->loop);
     before_sleep(w);
     upconn_pool_close_all(w);
