@@ -269,10 +269,16 @@ ssize_t keel_io_recv(struct keel_io *io, struct keel_buf *b, size_t max)
     b->wpos += n;
     keel_buf_consume(rx, n);
     if (keel_buf_len(rx) == 0) {
-        keel_buf_release(rx);
+        struct keel_recvq *rq = io->rx.q;
+        uint32_t s = io->rx.slot - 1;
+        /* stopped for backpressure (a bulk transfer to a slow reader): the storage, grown
+         * past the pooled size by a pass of the kernel's copying, stays for the next one
+         * rather than go back to malloc each time */
+        if (rq->slots[s].state == S_ARMED)
+            keel_buf_release(rx);
         if (!io->rx.eof && io->rx.err == 0)
             io->readable = false; /* the next completion says when more came */
-        maybe_restart(io->rx.q, io->rx.slot - 1);
+        maybe_restart(rq, s);
     }
     return (ssize_t)n;
 }
