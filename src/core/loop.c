@@ -317,8 +317,8 @@ void keel_loop_on_before_sleep(struct keel_loop *l, keel_hook_cb cb, void *arg)
     l->nhooks++;
 }
 
-/* Poll the epoll set (timeout_ms: -1 for the loop's own) and run the callbacks of what it
- * reports. False on a failure that ends the loop. */
+/* Poll the epoll set, waiting up to timeout_ms, and run the callbacks of what it reports.
+ * False on a failure that ends the loop. */
 static bool poll_epoll(struct keel_loop *l, int timeout_ms)
 {
     struct epoll_event events[MAX_EVENTS];

@@ -1,7 +1,9 @@
 /* One epoll event loop per thread (STYLE.md "Event loop"). Each iteration, in order:
  * update the cached clock, run expired timers, poll with the nearest timer as timeout,
  * dispatch I/O, run deferred callbacks (frees of closed objects), then the before-sleep
- * hooks (flush batched output such as access-log lines).
+ * hooks (flush batched output such as access-log lines). With ring reads the poll is an
+ * io_uring_enter that also sends the turn's writes and receives, the epoll set one of
+ * its polls (keel_loop_use_sendq).
  * I/O is edge-triggered: an io remembers readiness until a read/write says EAGAIN, and
  * remembers a FIN (rdhup) for good, so that an EOF that arrived with data is not lost. */
 #ifndef KEEL_CORE_LOOP_H
@@ -93,9 +95,9 @@ void keel_loop_stop(struct keel_loop *l);
  * the loop receives its bytes (io_uring multishot recv) and runs its callback with EPOLLIN
  * (EPOLLRDHUP at the FIN, EPOLLERR on an error) as an edge would. */
 int keel_loop_add(struct keel_loop *l, struct keel_io *io);
-/* Read from io into b, at most max bytes: >0, 0 at EOF, KEEL_AGAIN (io no longer
- * readable) or KEEL_EIO (errno set). For an io with ring reads, what the loop received;
- * the same contract as read(2) into b otherwise is the caller's. */
+/* For an io with ring reads (keel_io_ring_reads): take at most max of the bytes the loop
+ * received for it into b, as read(2) would: >0, 0 at EOF, KEEL_AGAIN (io no longer
+ * readable) or KEEL_EIO (errno set), the bytes before an EOF or an error first. */
 ssize_t keel_io_recv(struct keel_io *io, struct keel_buf *b, size_t max);
 static inline bool keel_io_ring_reads(const struct keel_io *io) { return io->rx.q != NULL; }
 /* io (added with connecting set) is connected: the loop may receive for it now. */
