@@ -300,6 +300,8 @@ static void call_senders(struct keel_io **batch, size_t n)
 
 bool keel_sendq_wait(struct keel_sendq *sq, int timeout_ms)
 {
+    if (sq->broken) /* sends are write(2)s now (keel_sendq_flush makes them so) */
+        keel_sendq_flush(sq);
     /* the turn's sends go in the same enter (at most KEEL_SENDQ_MAX: one chunk) */
     size_t n = sq->broken ? 0 : take_batch(sq);
     int before = n > 0 ? prep_sends(sq, sq->batch, n) : 0, rc;
