@@ -12,6 +12,7 @@
 
 #include "core/buf.h"
 #include "core/sendq.h"
+#include "loop_guard.h"
 
 /* Timers re-armed later keep their heap place and are re-filed when it comes up: each
  * fires once, at its last deadline, in deadline order, and a re-arm earlier or a cancel
@@ -252,18 +253,6 @@ static void on_later(struct keel_defer *d)
     assert_true(keel_loop_send_later(w->l, &w->io, &w->out));
 }
 
-struct guard {
-    struct keel_timer t;
-    struct keel_loop *l;
-    bool fired;
-};
-
-static void on_guard(struct keel_timer *t)
-{
-    struct guard *g = (struct guard *)t;
-    g->fired = true;
-    keel_loop_stop(g->l);
-}
 
 static void send_queued_by_deferred_work_is_not_left_waiting(void **state)
 {

@@ -17,6 +17,7 @@
 #include "core/buf.h"
 #include "core/err.h"
 #include "core/recvq.h"
+#include "loop_guard.h"
 #include "net/sock.h"
 
 struct owner {
@@ -57,28 +58,6 @@ static void on_owner(struct keel_io *io, uint32_t events)
         take(o);
 }
 
-struct guard {
-    struct keel_timer t;
-    struct keel_loop *l;
-    bool fired;
-};
-
-static void on_guard(struct keel_timer *t)
-{
-    struct guard *g = (struct guard *)t;
-    g->fired = true;
-    keel_loop_stop(g->l);
-}
-
-/* Run l until something stops it or ms pass; true when the guard stopped it. */
-static bool run_for(struct keel_loop *l, int64_t ms)
-{
-    struct guard g = { .t.cb = on_guard, .l = l };
-    keel_timer_set(l, &g.t, ms);
-    keel_loop_run(l);
-    keel_timer_cancel(l, &g.t);
-    return g.fired;
-}
 
 static struct keel_loop *ring_loop(void)
 {
@@ -92,6 +71,16 @@ static void owner_init(struct owner *o, struct keel_loop *l, int fd)
 {
     *o = (struct owner){ .l = l, .reading = true };
     o->io = (struct keel_io){ .fd = fd, .cb = on_owner, .writable = true, .ring_reads = true };
+}
+
+/* o on one end of a new socket pair, added to l; returns the peer's end. */
+static int owner_on_pair(struct owner *o, struct keel_loop *l)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    owner_init(o, l, sv[0]);
+    assert_int_equal(keel_loop_add(l, &o->io), 0);
+    return sv[1];
 }
 
 static void owner_close(struct owner *o)
@@ -124,15 +113,12 @@ static void ring_reads_deliver_bytes_then_eof(void **state)
 {
     (void)state;
     struct keel_loop *l = ring_loop();
-    int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
     struct owner o;
-    owner_init(&o, l, sv[0]);
-    assert_int_equal(keel_loop_add(l, &o.io), 0);
+    int peer = owner_on_pair(&o, l);
     assert_true(keel_io_ring_reads(&o.io));
-    assert_int_equal(write(sv[1], "hel", 3), 3);
-    assert_int_equal(write(sv[1], "lo", 2), 2);
-    close(sv[1]);
+    assert_int_equal(write(peer, "hel", 3), 3);
+    assert_int_equal(write(peer, "lo", 2), 2);
+    close(peer);
     assert_false(run_for(l, 2000));
     assert_int_equal(keel_buf_len(&o.in), 5);
     assert_memory_equal(keel_buf_rptr(&o.in), "hello", 5);
@@ -151,12 +137,9 @@ static void an_owner_that_does_not_read_holds_a_bounded_backlog(void **state)
 {
     (void)state;
     struct keel_loop *l = ring_loop();
-    int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
     struct owner o;
-    owner_init(&o, l, sv[0]);
+    int peer = owner_on_pair(&o, l);
     o.reading = false;
-    assert_int_equal(keel_loop_add(l, &o.io), 0);
     enum { TOTAL = 4 << 20 };
     static unsigned char pattern[TOTAL];
     for (size_t i = 0; i < TOTAL; i++)
@@ -164,7 +147,7 @@ static void an_owner_that_does_not_read_holds_a_bounded_backlog(void **state)
     size_t sent = 0, held = 0;
     for (int round = 0; round < 20; round++) { /* write, let the loop receive, again */
         ssize_t n;
-        while (sent < TOTAL && (n = write(sv[1], pattern + sent, TOTAL - sent)) > 0)
+        while (sent < TOTAL && (n = write(peer, pattern + sent, TOTAL - sent)) > 0)
             sent += (size_t)n;
         run_for(l, 5);
         size_t now = keel_buf_len(&o.io.rx.buf);
@@ -180,7 +163,7 @@ static void an_owner_that_does_not_read_holds_a_bounded_backlog(void **state)
     take(&o);
     while (keel_buf_len(&o.in) < TOTAL) { /* the peer writes between the loop's runs */
         ssize_t n;
-        while (sent < TOTAL && (n = write(sv[1], pattern + sent, TOTAL - sent)) > 0)
+        while (sent < TOTAL && (n = write(peer, pattern + sent, TOTAL - sent)) > 0)
             sent += (size_t)n;
         size_t before = keel_buf_len(&o.in);
         run_for(l, 20);
@@ -188,7 +171,7 @@ static void an_owner_that_does_not_read_holds_a_bounded_backlog(void **state)
     }
     assert_int_equal(keel_buf_len(&o.in), TOTAL);
     assert_memory_equal(keel_buf_rptr(&o.in), pattern, TOTAL);
-    close(sv[1]);
+    close(peer);
     owner_close(&o);
     keel_loop_free(l);
 }
@@ -199,34 +182,28 @@ static void a_deleted_io_gets_no_call_and_its_socket_closes(void **state)
 {
     (void)state;
     struct keel_loop *l = ring_loop();
-    int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
     struct owner o;
-    owner_init(&o, l, sv[0]);
-    assert_int_equal(keel_loop_add(l, &o.io), 0);
+    int peer = owner_on_pair(&o, l);
     assert_true(run_for(l, 20)); /* the recv is armed and waits */
-    assert_int_equal(write(sv[1], "x", 1), 1);
+    assert_int_equal(write(peer, "x", 1), 1);
     owner_close(&o); /* before the loop took the byte */
     int calls = o.calls;
-    assert_int_equal(write(sv[1], "y", 1), 1);
+    assert_int_equal(write(peer, "y", 1), 1);
     assert_true(run_for(l, 20));
     assert_int_equal(o.calls, calls);
     char c;
-    ssize_t n = read(sv[1], &c, 1); /* EOF, or a reset for the bytes it never read */
+    ssize_t n = read(peer, &c, 1); /* EOF, or a reset for the bytes it never read */
     assert_true(n == 0 || (n < 0 && errno == ECONNRESET));
     /* the slot is free again and serves the next io */
-    int sv2[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv2), 0);
     struct owner o2;
-    owner_init(&o2, l, sv2[0]);
+    int peer2 = owner_on_pair(&o2, l);
     o2.stop_at = 2;
-    assert_int_equal(keel_loop_add(l, &o2.io), 0);
-    assert_int_equal(write(sv2[1], "ok", 2), 2);
+    assert_int_equal(write(peer2, "ok", 2), 2);
     assert_false(run_for(l, 2000));
     assert_memory_equal(keel_buf_rptr(&o2.in), "ok", 2);
     owner_close(&o2);
-    close(sv[1]);
-    close(sv2[1]);
+    close(peer);
+    close(peer2);
     keel_loop_free(l);
 }
 
