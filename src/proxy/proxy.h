@@ -66,7 +66,7 @@ struct keel_proxy_options {
                                     * --workload's port for the inbound listener), 1 http1,
                                     * 2 h2 (the app speaks HTTP/2, h2c) */
     bool telemetry_off;            /* no metrics or Mixer rules (access log unaffected) */
-    bool io_uring_off;             /* a write(2) per socket write, not a batch per loop turn */
+    bool io_uring_off;             /* read(2) and write(2) after epoll_wait: no io_uring */
     bool io_uring_writes_only;     /* batched writes, but reads are read(2) (no ring reads) */
     enum keel_proxy_report_mode report_mode;
     size_t metric_series_limit;    /* per metric family; 0: the registry's default */
