@@ -253,7 +253,6 @@ static void on_later(struct keel_defer *d)
     assert_true(keel_loop_send_later(w->l, &w->io, &w->out));
 }
 
-
 static void send_queued_by_deferred_work_is_not_left_waiting(void **state)
 {
     struct keel_loop *l = loop_with_sendq(state);
