@@ -332,7 +332,8 @@ static bool poll_epoll(struct keel_loop *l, int timeout_ms)
     /* under ring reads the ring's poll of the set fires on new readiness only: what a
      * level-triggered io still has (a listener's backlog) is looked at again next turn */
     l->epoll_more = n > 0 && l->recvq != NULL;
-    keel_loop_update_clock(l);
+    if (timeout_ms != 0) /* it may have slept: the clock of the turn's top is old */
+        keel_loop_update_clock(l);
     for (int i = 0; i < n; i++) {
         struct keel_io *io = events[i].data.ptr;
         uint32_t ev = events[i].events;
