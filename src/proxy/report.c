@@ -149,6 +149,18 @@ static struct keel_value header_map(struct report_scratch *sc, struct keel_str_p
     return keel_value_map(pairs, k);
 }
 
+/* A lean bag's request.headers: only what the standard metrics read of it (content-type,
+ * for request_protocol), the first one as a map lookup would find; no name is lowered. */
+static struct keel_value content_type_map(struct keel_str_pair *pairs, const struct keel_http_header *h, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        if (h[k].name.len == 12 && keel_ascii_eq_lower(h[k].name.p, "content-type", 12)) {
+            pairs[0] = (struct keel_str_pair){ LIT("content-type"), h[k].value };
+            return keel_value_map(pairs, 1);
+        }
+    return keel_value_map(pairs, 0);
+}
+
 /* Istio's label service.istio.io/workload-name names the workload (a Deployment) whose
  * instance (a pod) the entry is; without it the entry is its own workload. */
 static struct keel_str workload_name(const struct report_identity *id)
@@ -309,8 +321,9 @@ void report_fill(struct report_scratch *sc, const struct report_in *in)
             set(bag, KEEL_ATTR_RESPONSE_GRPC_MESSAGES, keel_value_int((int64_t)r->grpc_response_messages));
         }
         const struct keel_str *ua = NULL, *ref = NULL;
-        struct keel_value hm = header_map(sc, sc->req_pairs, r->req_headers, r->n_req_headers, &lower_used,
-                                          &ua, &ref);
+        struct keel_value hm = in->lean ? content_type_map(sc->req_pairs, r->req_headers, r->n_req_headers)
+                                        : header_map(sc, sc->req_pairs, r->req_headers, r->n_req_headers,
+                                                     &lower_used, &ua, &ref);
         set(bag, KEEL_ATTR_REQUEST_HEADERS, hm);
         set(bag, KEEL_ATTR_REQUEST_SIZE, keel_value_int((int64_t)r->bytes_received));
         set(bag, KEEL_ATTR_REQUEST_TOTAL_SIZE,

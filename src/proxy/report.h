@@ -42,8 +42,9 @@ struct report_in {
     const char *tcp_event;               /* TCP: "open" or "close" */
     uint64_t tcp_received_delta, tcp_sent_delta;
     /* only the standard metrics read the bag (keel_telemetry_reads_fixed, no Mixer
-     * report, no filter or %CEL%): what they do not read is left out (the header maps of
-     * responses, uids, names, addresses, times, the request line) */
+     * report, no filter or %CEL%): what they do not read is left out (the response's
+     * header map, of the request's all but content-type, uids, names, addresses, times,
+     * the request line) */
     bool lean;
 };
 

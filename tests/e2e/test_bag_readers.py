@@ -131,8 +131,16 @@ def test_lean_bag_gives_the_standard_metrics_a_full_bag_gives(keel, backend, tmp
         out = raw_exchange(k.inbound, b"POST /status/201 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
                                       b"Connection: close\r\n\r\nabc")
         assert out.startswith(b"HTTP/1.1 201"), out
-        assert wait_sum(k, "istio_requests_total", 7) == 7
+        # request_protocol reads content-type, any case, the first one only (a lean bag
+        # holds just that header of the request's)
+        for cts in ([b"Content-TYPE: Application/GRPC+proto"], [b"content-type: text/plain",
+                                                                b"Content-Type: application/grpc"]):
+            out = raw_exchange(k.outbound, b"GET /status/200 HTTP/1.1\r\nHost: web\r\n" + b"\r\n".join(cts) +
+                               b"\r\nConnection: close\r\n\r\n")
+            assert out.startswith(b"HTTP/1.1 200"), out
+        assert wait_sum(k, "istio_requests_total", 9) == 9
     assert scraped_sum(full_k.admin, "istio_double_request_count") > 0  # the rule did read a bag
     lean, whole = istio_series(lean_k), istio_series(full_k)
     assert any('response_flags="UF"' in s for s in lean), lean
+    assert scraped_sum(lean_k.admin, "istio_requests_total", request_protocol="grpc") == 1
     assert lean == whole
