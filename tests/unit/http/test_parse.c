@@ -135,6 +135,42 @@ static void control_byte_at_every_offset(void **state)
     (void)state;
 }
 
+/* Every byte value at every offset of a long name: the name scan goes sixteen and eight
+ * bytes a step for letters, digits and '-', then byte by byte for the other tchars, so
+ * each kind of byte must land at each place within a step. */
+static void name_byte_at_every_offset(void **state)
+{
+    static const char tchars[] = "!#$%&'*+-.^_`|~0123456789"
+                                 "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    for (size_t off = 0; off < 40; off++) {
+        for (int c = 1; c < 256; c++) {
+            if (c == ':' || (c == '\n' && off == 0))
+                continue; /* ends the name early / the head: not a bad name */
+            char head[128];
+            char name[41];
+            memset(name, 'n', 40);
+            name[40] = '\0';
+            name[off] = (char)c;
+            int n = snprintf(head, sizeof(head), "GET / HTTP/1.1\r\n%s: v\r\n\r\n", name);
+            size_t at = 16 + off; /* the byte's offset within the head */
+            struct keel_http_header h[32];
+            struct keel_http_request req;
+            struct keel_http_perror e;
+            int rc = parse_req(head, (size_t)n, &req, h, &e);
+            if (strchr(tchars, c) != NULL) {
+                if (rc != n || h[0].name.len != 40)
+                    fail_msg("byte 0x%02x at %zu of a name: rc %d, want %d", c, off, rc, n);
+            } else if (c == ' ' || c == '\t') {
+                assert_int_equal(rc, KEEL_EINVAL); /* obs-fold at 0, space before ':' after */
+            } else if (rc != KEEL_EINVAL || (off > 0 && e.offset != at)) {
+                fail_msg("byte 0x%02x at %zu of a name: rc %d offset %zu, want an error at %zu", c, off, rc,
+                         e.offset, at);
+            }
+        }
+    }
+    (void)state;
+}
+
 static void rejects(void **state)
 {
     expect_error("GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", KEEL_HTTP_PERR_SYNTAX);
@@ -486,6 +522,7 @@ int main(void)
         cmocka_unit_test(simple_get),       cmocka_unit_test(bare_lf_and_leading_empty_lines),
         cmocka_unit_test(empty_header_value), cmocka_unit_test(rejects),
         cmocka_unit_test(control_byte_at_every_offset),
+        cmocka_unit_test(name_byte_at_every_offset),
         cmocka_unit_test(limits),           cmocka_unit_test(response_heads),
         cmocka_unit_test(framing),          cmocka_unit_test(response_framing),
         cmocka_unit_test(chunked),          cmocka_unit_test(hop_by_hop),
