@@ -35,12 +35,15 @@ def print_ratios(t):
     for peer in ("nginx", "haproxy"):
         if peer not in t:
             continue
-        print(f"\nratio to {peer:7}  {'req/s':>6} {'p50':>6} {'p99':>6} {'CPU/req':>7} {'RSS':>6}")
+        print(f"\nratio to {peer:7}  {'req/s':>6} {'p50':>6} {'p99':>6} {'CPU/req':>7} {'RSS':>6}"
+              f"   CPU/req round by round: median (min-max)")
         for name, r in t.items():
             v = r[f"vs_{peer}"]
+            p = v.get("cpu_paired")
             print(f"  {name:16} " + " ".join(
                 f"{_f(v[k], '.2f'):>6}" + ("x" if v[k] is not None else "")
-                for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "rss_mib")))
+                for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "rss_mib")) +
+                (f"   {p['median']:.2f}x ({p['min']:.2f}-{p['max']:.2f})" if p else ""))
 
 
 def print_extras(x):
