@@ -317,9 +317,10 @@ void keel_loop_on_before_sleep(struct keel_loop *l, keel_hook_cb cb, void *arg)
     l->nhooks++;
 }
 
-/* Poll the epoll set, waiting up to timeout_ms, and run the callbacks of what it reports.
- * False on a failure that ends the loop. */
-static bool poll_epoll(struct keel_loop *l, int timeout_ms)
+/* Poll the epoll set, waiting up to timeout_ms, and run the callbacks of what it reports;
+ * tick: read the clock after the wait (the turn's one reading). False on a failure that
+ * ends the loop. */
+static bool poll_epoll(struct keel_loop *l, int timeout_ms, bool tick)
 {
     struct epoll_event events[MAX_EVENTS];
     int n = epoll_wait(l->epfd, events, MAX_EVENTS, timeout_ms);
@@ -332,7 +333,7 @@ static bool poll_epoll(struct keel_loop *l, int timeout_ms)
     /* under ring reads the ring's poll of the set fires on new readiness only: what a
      * level-triggered io still has (a listener's backlog) is looked at again next turn */
     l->epoll_more = n > 0 && l->recvq != NULL;
-    if (timeout_ms != 0) /* it may have slept: the clock of the turn's top is old */
+    if (tick)
         keel_loop_update_clock(l);
     for (int i = 0; i < n; i++) {
         struct keel_io *io = events[i].data.ptr;
@@ -356,8 +357,10 @@ static bool poll_epoll(struct keel_loop *l, int timeout_ms)
 void keel_loop_run(struct keel_loop *l)
 {
     l->stop = false;
+    keel_loop_update_clock(l);
+    /* the clock is read once a turn, when the wait returns (as nginx does): the callbacks,
+     * the timers and the next turn's hooks see the time of their events */
     while (!l->stop) {
-        keel_loop_update_clock(l);
         run_timers(l);
         keel_loop_run_deferred(l);
         if (l->sendq != NULL && l->recvq == NULL) { /* with ring reads: in the wait */
@@ -369,14 +372,14 @@ void keel_loop_run(struct keel_loop *l)
         if (l->stop)
             break;
         if (l->recvq == NULL) {
-            if (!poll_epoll(l, poll_timeout(l)))
+            if (!poll_epoll(l, poll_timeout(l), true))
                 break;
         } else {
             /* the ring is where the loop sleeps: one enter sends the turn's writes,
              * receives, and polls the epoll set */
             bool epoll_ready = keel_sendq_wait(l->sendq, poll_timeout(l));
             keel_loop_update_clock(l);
-            if ((epoll_ready || l->epoll_more) && !poll_epoll(l, 0))
+            if ((epoll_ready || l->epoll_more) && !poll_epoll(l, 0, false))
                 break;
             keel_recvq_dispatch(l->recvq);
         }
