@@ -263,18 +263,27 @@ static void take_request(struct session *s, size_t head_len)
     /* own the head bytes: s->in moves on as the body streams through; room for a path
      * rebuilt from an absolute-form target, so that slices stay put */
     s->head_scanned = 0;
-    keel_buf_reserve(&s->head, head_len + s->req.target.len + 1);
-    keel_buf_append(&s->head, keel_buf_rptr(&s->in), head_len);
-    ptrdiff_t delta = s->head.data - keel_buf_rptr(&s->in);
+    size_t room = head_len + s->req.target.len + 1;
+    if (keel_buf_len(&s->in) == head_len && s->head.data == NULL && s->in.cap - s->in.rpos >= room) {
+        /* the reads brought the head alone (no body, nothing pipelined: the usual GET):
+         * its buffer becomes the head's as it is, slices and all; the next read takes a
+         * fresh one */
+        s->head = s->in;
+        s->in = (struct keel_buf){ 0 };
+    } else {
+        keel_buf_reserve(&s->head, room);
+        keel_buf_append(&s->head, keel_buf_rptr(&s->in), head_len);
+        ptrdiff_t delta = (s->head.data + s->head.wpos - head_len) - keel_buf_rptr(&s->in);
 #define MOVE(str) ((str).p = (str).p ? (str).p + delta : NULL)
-    MOVE(s->req.method);
-    MOVE(s->req.target);
-    for (size_t i = 0; i < s->req.n_headers; i++) {
-        MOVE(s->hdrs[i].name);
-        MOVE(s->hdrs[i].value);
-    }
+        MOVE(s->req.method);
+        MOVE(s->req.target);
+        for (size_t i = 0; i < s->req.n_headers; i++) {
+            MOVE(s->hdrs[i].name);
+            MOVE(s->hdrs[i].value);
+        }
 #undef MOVE
-    keel_buf_consume(&s->in, head_len);
+        keel_buf_consume(&s->in, head_len);
+    }
     s->started = true;
     s->req_head_bytes = head_len;
     s->t_start_us = keel_loop_now_us(w->loop);

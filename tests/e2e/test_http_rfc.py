@@ -228,6 +228,18 @@ def test_absolute_form_without_path(keel, origin, target, path):
     assert o.heads[0].split(b"\r\n")[0] == b"GET " + path + b" HTTP/1.1"
 
 
+def test_absolute_form_pipelined_behind_a_request(keel, origin):
+    """The second head of one read is taken where the first left the buffer (the head
+    keeps the read's buffer when nothing follows it); its path is rebuilt after it."""
+    o = origin()
+    k = keel(upstream=o.port)
+    first = b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n"
+    out = raw_exchange(k.inbound, first + b"GET http://a.example?q=2 HTTP/1.1\r\nHost: ignored\r\n"
+                                  b"Connection: close\r\n\r\n")
+    assert out.count(b"HTTP/1.1 200") == 2, out
+    assert [h.split(b"\r\n")[0] for h in o.heads] == [b"GET /first HTTP/1.1", b"GET /?q=2 HTTP/1.1"]
+
+
 # ------------------------------------------------------------ 5. 101 nobody asked for
 
 def test_unsolicited_101_is_502_and_never_pooled(keel, origin):
