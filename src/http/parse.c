@@ -95,42 +95,38 @@ static inline unsigned value_vec_ctl(const char *p)
                                _mm_cmpeq_epi8(x, _mm_set1_epi8(0x7f)));
     return (unsigned)_mm_movemask_epi8(ctl);
 }
-#endif
-
-/* The first byte at or after p that is not a letter, digit or '-', or a point less than
- * eight bytes before end: the caller's byte loop takes the rest (and the other tchars). */
-static inline const char *skip_name_common(const char *p, const char *end)
+#else /* elsewhere the eight-byte words alone (skip_until never calls these) */
+static inline unsigned name_vec_other(const char *p)
 {
-    uint64_t x, m;
-#if defined(__SSE2__)
-    for (; end - p >= 16; p += 16) {
-        unsigned v = name_vec_other(p);
-        if (v != 0)
-            return p + __builtin_ctz(v);
-    }
-#endif
-    for (; end - p >= 8; p += 8) {
-        memcpy(&x, p, 8);
-        if ((m = name_word_other(x)) != 0)
-            return p + (__builtin_ctzll(m) >> 3);
-    }
-    return p;
+    (void)p;
+    return 0;
 }
+static inline unsigned value_vec_ctl(const char *p)
+{
+    (void)p;
+    return 0;
+}
+#endif
 
-/* The first control byte at or after p, or a point less than eight bytes before end. */
-static inline const char *skip_value_text(const char *p, const char *end)
+/* The first byte at or after p that `vec` / `word` flag (sixteen, then eight bytes a
+ * step), or a point less than eight bytes before end: the caller's byte loop takes the
+ * rest. Inlined with its two tests as constants. */
+static inline __attribute__((always_inline)) const char *
+skip_until(const char *p, const char *end, unsigned (*vec)(const char *), uint64_t (*word)(uint64_t))
 {
     uint64_t x, m;
 #if defined(__SSE2__)
     for (; end - p >= 16; p += 16) {
-        unsigned v = value_vec_ctl(p);
+        unsigned v = vec(p);
         if (v != 0)
             return p + __builtin_ctz(v);
     }
+#else
+    (void)vec;
 #endif
     for (; end - p >= 8; p += 8) {
         memcpy(&x, p, 8);
-        if ((m = value_word_ctl(x)) != 0)
+        if ((m = word(x)) != 0)
             return p + (__builtin_ctzll(m) >> 3);
     }
     return p;
@@ -169,7 +165,7 @@ static int parse_headers(const char *base, const char *p, const char *end,
         if (*p == ' ' || *p == '\t')
             return fail(e, KEEL_HTTP_PERR_SYNTAX, base, p, "obsolete line folding");
         const char *name = p;
-        p = skip_name_common(p, end);
+        p = skip_until(p, end, name_vec_other, name_word_other); /* other tchars below */
         while (p < end && tchar[(unsigned char)*p])
             p++;
         if (p == end)
@@ -187,7 +183,7 @@ static int parse_headers(const char *base, const char *p, const char *end,
         const char *value = p;
         /* to the first control byte that is not a tab */
         for (;;) {
-            p = skip_value_text(p, end);
+            p = skip_until(p, end, value_vec_ctl, value_word_ctl);
             while (p < end && (unsigned char)*p >= 0x20 && *p != 0x7f)
                 p++;
             if (p == end)
