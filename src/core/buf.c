@@ -7,51 +7,30 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-/* Per-thread free list of KEEL_BUF_SIZE blocks; the first bytes of a free block link
- * to the next. Bounded so an idle worker gives memory back after a burst. */
-#define POOL_MAX 1024
+_Thread_local struct keel_buf_pool keel_buf_pool;
 
-static _Thread_local void *pool_head;
-static _Thread_local size_t pool_count;
-
-void keel_buf_attach(struct keel_buf *b)
+void keel_buf_attach_slow(struct keel_buf *b)
 {
-    if (b->data != NULL)
-        return;
-    if (pool_head != NULL) {
-        b->data = pool_head;
-        pool_head = *(void **)pool_head;
-        pool_count--;
-    } else {
-        b->data = keel_alloc(KEEL_BUF_SIZE);
-    }
+    b->data = keel_alloc(KEEL_BUF_SIZE);
     b->cap = KEEL_BUF_SIZE;
     b->rpos = b->wpos = 0;
 }
 
-void keel_buf_release(struct keel_buf *b)
+void keel_buf_release_slow(struct keel_buf *b)
 {
-    if (b->data == NULL)
-        return;
-    if (b->cap == KEEL_BUF_SIZE && pool_count < POOL_MAX) {
-        *(void **)b->data = pool_head;
-        pool_head = b->data;
-        pool_count++;
-    } else {
-        free(b->data);
-    }
+    free(b->data);
     b->data = NULL;
     b->cap = b->rpos = b->wpos = 0;
 }
 
 void keel_buf_pool_drain(void)
 {
-    while (pool_head != NULL) {
-        void *next = *(void **)pool_head;
-        free(pool_head);
-        pool_head = next;
+    while (keel_buf_pool.head != NULL) {
+        void *next = *(void **)keel_buf_pool.head;
+        free(keel_buf_pool.head);
+        keel_buf_pool.head = next;
     }
-    pool_count = 0;
+    keel_buf_pool.count = 0;
 }
 
 void keel_buf_compact(struct keel_buf *b)

@@ -17,10 +17,53 @@ struct keel_buf {
     size_t wpos;
 };
 
+/* Per-thread free list of KEEL_BUF_SIZE blocks (the first bytes of a free block link to
+ * the next), bounded so an idle worker gives memory back after a burst. Taken and given
+ * back inline: a proxied request attaches and releases a handful of buffers. */
+#define KEEL_BUF_POOL_MAX 1024
+struct keel_buf_pool {
+    void *head;
+    size_t count;
+};
+extern _Thread_local struct keel_buf_pool keel_buf_pool;
+
+/* Out of line: an empty pool, an oversized buffer. */
+void keel_buf_attach_slow(struct keel_buf *b);
+void keel_buf_release_slow(struct keel_buf *b);
+
 /* Attach pooled storage of at least KEEL_BUF_SIZE bytes (no-op when already attached). */
-void keel_buf_attach(struct keel_buf *b);
-/* Give storage back to this thread's pool (or free it, when oversized). */
-void keel_buf_release(struct keel_buf *b);
+static inline void keel_buf_attach(struct keel_buf *b)
+{
+    if (b->data != NULL)
+        return;
+    void *d = keel_buf_pool.head;
+    if (__builtin_expect(d == NULL, 0)) {
+        keel_buf_attach_slow(b);
+        return;
+    }
+    keel_buf_pool.head = *(void **)d;
+    keel_buf_pool.count--;
+    b->data = d;
+    b->cap = KEEL_BUF_SIZE;
+    b->rpos = b->wpos = 0;
+}
+
+/* Give storage back to this thread's pool (or free it, when oversized or the pool full). */
+static inline void keel_buf_release(struct keel_buf *b)
+{
+    if (b->data == NULL)
+        return;
+    if (__builtin_expect(b->cap != KEEL_BUF_SIZE || keel_buf_pool.count >= KEEL_BUF_POOL_MAX, 0)) {
+        keel_buf_release_slow(b);
+        return;
+    }
+    *(void **)b->data = keel_buf_pool.head;
+    keel_buf_pool.head = b->data;
+    keel_buf_pool.count++;
+    b->data = NULL;
+    b->cap = b->rpos = b->wpos = 0;
+}
+
 /* Out of line: attach, compact or grow (keel_buf_reserve / keel_buf_append). */
 void keel_buf_reserve_slow(struct keel_buf *b, size_t n);
 void keel_buf_append_slow(struct keel_buf *b, const void *p, size_t n);
