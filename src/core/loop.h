@@ -1,7 +1,8 @@
-/* One epoll event loop per thread (STYLE.md "Event loop"). Each iteration, in order:
- * update the cached clock, run expired timers, poll with the nearest timer as timeout,
- * dispatch I/O, run deferred callbacks (frees of closed objects), then the before-sleep
- * hooks (flush batched output such as access-log lines). With ring reads the poll is an
+/* One epoll event loop per thread (STYLE.md "Event loop"). Each iteration, in order: run
+ * expired timers and deferred callbacks, the before-sleep hooks (flush batched output such
+ * as access-log lines), poll with the nearest timer as timeout, update the cached clock
+ * (once a turn, after the wait), dispatch I/O, run deferred callbacks (frees of closed
+ * objects). With ring reads the poll is an
  * io_uring_enter that also sends the turn's writes and receives, the epoll set one of
  * its polls (keel_loop_use_sendq).
  * I/O is edge-triggered: an io remembers readiness until a read/write says EAGAIN, and

@@ -6,8 +6,9 @@
  *
  * Backpressure as with read(2): once KEEL_RECVQ_HIGH bytes wait unread in an io, its recv
  * is cancelled and the socket's buffer fills; it is armed again when the reader has taken
- * everything (the rx storage, grown by the pass that overshot, is kept meanwhile). A recv ends by itself on EOF, an error, or no free ring buffer (ENOBUFS: it
- * is armed again at once; the buffers of a turn are given back as they are copied).
+ * everything (the rx storage, grown by the pass that overshot, is kept meanwhile). A recv
+ * ends by itself on EOF, an error, or no free ring buffer (ENOBUFS: it is armed again at
+ * once; the buffers of a turn are given back as they are copied).
  *
  * A recv outlives its io when the io is deleted while armed: its slot is orphaned and
  * cancelled, and freed only by the recv's last completion (no F_MORE), so a completion

@@ -58,7 +58,6 @@ static void on_owner(struct keel_io *io, uint32_t events)
         take(o);
 }
 
-
 static struct keel_loop *ring_loop(void)
 {
     struct keel_loop *l = keel_loop_new();
