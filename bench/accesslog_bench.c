@@ -43,16 +43,16 @@ int main(int argc, char **argv)
 {
     long iters = argc > 1 ? atol(argv[1]) : 2000000;
     static const struct keel_http_header req[] = {
-        { S("Host"), S("httpbin:8000") },
-        { S("User-Agent"), S("curl/8.5.0") },
-        { S("Accept"), S("*/*") },
-        { S("X-Forwarded-Proto"), S("http") },
-        { S("x-request-id"), S("6f3c1a52-0e9d-9b4a-8f0e-3c0d2f1b7a11") },
+        { .name = S("Host"), .value = S("httpbin:8000") },
+        { .name = S("User-Agent"), .value = S("curl/8.5.0") },
+        { .name = S("Accept"), .value = S("*/*") },
+        { .name = S("X-Forwarded-Proto"), .value = S("http") },
+        { .name = S("x-request-id"), .value = S("6f3c1a52-0e9d-9b4a-8f0e-3c0d2f1b7a11") },
     };
     static const struct keel_http_header resp[] = {
-        { S("Content-Type"), S("text/plain") },
-        { S("Content-Length"), S("135") },
-        { S("x-envoy-upstream-service-time"), S("2") },
+        { .name = S("Content-Type"), .value = S("text/plain") },
+        { .name = S("Content-Length"), .value = S("135") },
+        { .name = S("x-envoy-upstream-service-time"), .value = S("2") },
     };
     struct keel_access_record r = {
         .start_us = 1714644672345678,

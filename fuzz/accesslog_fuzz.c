@@ -93,11 +93,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     const struct keel_http_header req_h[] = {
-        { FS("user-agent"), hostile },
-        { FS("x-forwarded-for"), FS("10.0.0.1") },
-        { FS("x-hostile"), hostile },
+        { .name = FS("user-agent"), .value = hostile },
+        { .name = FS("x-forwarded-for"), .value = FS("10.0.0.1") },
+        { .name = FS("x-hostile"), .value = hostile },
     };
-    const struct keel_http_header resp_h[] = { { FS("x-resp"), hostile } };
+    const struct keel_http_header resp_h[] = { { .name = FS("x-resp"), .value = hostile } };
     struct keel_access_record r = {
         .start_us = 1714644672123456,
         .duration_us = 3000,
@@ -139,8 +139,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* the same format over clean values: the hostile render may differ from it only
          * by escapes, so count what the format itself contributes */
         struct keel_access_record clean = r;
-        const struct keel_http_header creq[] = { { FS("user-agent"), FS("a") }, req_h[1], { FS("x-hostile"), FS("a") } };
-        const struct keel_http_header cresp[] = { { FS("x-resp"), FS("a") } };
+        const struct keel_http_header creq[] = { { .name = FS("user-agent"), .value = FS("a") }, req_h[1], { .name = FS("x-hostile"), .value = FS("a") } };
+        const struct keel_http_header cresp[] = { { .name = FS("x-resp"), .value = FS("a") } };
         clean.req_headers = creq;
         clean.resp_headers = cresp;
         clean.path = clean.authority = clean.route_name = clean.request_id = (struct keel_str)FS("a");

@@ -71,74 +71,69 @@ static int scan(const struct keel_http_header *h, size_t n, int minor, struct ke
     size_t n_conn = 0;
     memset(m, 0, sizeof(*m));
     for (size_t i = 0; i < n; i++) {
-        struct keel_str nm = h[i].name, v = h[i].value;
-        switch (nm.len) {
-        case 4:
-            if (NAME_IS(nm, "host")) {
-                if (m->host.p != NULL)
-                    return bad(e, "duplicate Host");
-                m->host = v;
-            }
+        struct keel_str v = h[i].value;
+        switch (keel_http_hdr_id(&h[i])) {
+        case KEEL_HDR_HOST:
+            if (m->host.p != NULL)
+                return bad(e, "duplicate Host");
+            m->host = v;
             break;
-        case 6:
-            if (NAME_IS(nm, "expect") && v.len == 12 && strncasecmp(v.p, "100-continue", 12) == 0)
+        case KEEL_HDR_EXPECT:
+            if (v.len == 12 && strncasecmp(v.p, "100-continue", 12) == 0)
                 m->expect_continue = true;
             break;
-        case 7:
-            if (NAME_IS(nm, "upgrade"))
-                m->upgrade = v;
+        case KEEL_HDR_UPGRADE:
+            m->upgrade = v;
             break;
-        case 10:
-            if (NAME_IS(nm, "connection")) {
-                size_t pos = 0;
-                struct keel_str t;
-                while (next_token(v, &pos, &t)) {
-                    if (NAME_IS(t, "close"))
-                        m->conn_close = true;
-                    else if (NAME_IS(t, "keep-alive"))
-                        m->conn_keep_alive = true;
-                    else if (NAME_IS(t, "upgrade"))
-                        m->conn_upgrade = true;
-                    else if (n_conn < 8)
-                        conn_tokens[n_conn++] = t;
-                }
+        case KEEL_HDR_CONNECTION: {
+            size_t pos = 0;
+            struct keel_str t;
+            while (next_token(v, &pos, &t)) {
+                if (NAME_IS(t, "close"))
+                    m->conn_close = true;
+                else if (NAME_IS(t, "keep-alive"))
+                    m->conn_keep_alive = true;
+                else if (NAME_IS(t, "upgrade"))
+                    m->conn_upgrade = true;
+                else if (n_conn < 8)
+                    conn_tokens[n_conn++] = t;
             }
             break;
-        case 12:
-            if (NAME_IS(nm, "x-request-id"))
-                m->request_id = v;
+        }
+        case KEEL_HDR_X_REQUEST_ID:
+            m->request_id = v;
             break;
-        case 14:
-            if (NAME_IS(nm, "content-length")) {
-                uint64_t cl;
-                if (parse_length(v, &cl) < 0)
-                    return bad(e, "bad Content-Length");
-                if (have_cl && cl != m->content_length)
-                    return bad(e, "differing Content-Length headers");
-                have_cl = true;
-                m->content_length = cl;
+        case KEEL_HDR_CONTENT_LENGTH: {
+            uint64_t cl;
+            if (parse_length(v, &cl) < 0)
+                return bad(e, "bad Content-Length");
+            if (have_cl && cl != m->content_length)
+                return bad(e, "differing Content-Length headers");
+            have_cl = true;
+            m->content_length = cl;
+            break;
+        }
+        case KEEL_HDR_X_FORWARDED_FOR:
+            m->xff = true;
+            break;
+        case KEEL_HDR_TRANSFER_ENCODING: {
+            size_t pos = 0;
+            struct keel_str t;
+            te->present = true;
+            /* a later TE header's codings follow the earlier ones' */
+            while (next_token(v, &pos, &t)) {
+                if (te->chunked_last)
+                    te->chunked_inner = true;
+                te->chunked_last = NAME_IS(t, "chunked");
+                if (!te->chunked_last)
+                    m->te_codings = true;
             }
             break;
-        case 15:
-            if (NAME_IS(nm, "x-forwarded-for"))
-                m->xff = true;
+        }
+        case KEEL_HDR_X_FORWARDED_PROTO:
+            m->xfp = v;
             break;
-        case 17:
-            if (NAME_IS(nm, "transfer-encoding")) {
-                size_t pos = 0;
-                struct keel_str t;
-                te->present = true;
-                /* a later TE header's codings follow the earlier ones' */
-                while (next_token(v, &pos, &t)) {
-                    if (te->chunked_last)
-                        te->chunked_inner = true;
-                    te->chunked_last = NAME_IS(t, "chunked");
-                    if (!te->chunked_last)
-                        m->te_codings = true;
-                }
-            } else if (NAME_IS(nm, "x-forwarded-proto")) {
-                m->xfp = v;
-            }
+        default:
             break;
         }
     }
@@ -198,7 +193,7 @@ int keel_http_analyze_response(const struct keel_http_response *res, struct keel
     } else if (m->body == KEEL_HTTP_BODY_NONE) {
         bool has_cl = false;
         for (size_t i = 0; i < res->n_headers; i++)
-            if (NAME_IS(res->headers[i].name, "content-length"))
+            if (keel_http_hdr_id(&res->headers[i]) == KEEL_HDR_CONTENT_LENGTH)
                 has_cl = true;
         if (!has_cl)
             m->body = KEEL_HTTP_BODY_EOF;
@@ -263,25 +258,4 @@ bool keel_http_authority_valid(struct keel_str v)
         if (v.p[i] < '0' || v.p[i] > '9')
             return false;
     return true;
-}
-
-/* every length here is in KEEL_HTTP_HOP_LENS */
-bool keel_http_hop_by_hop_name(struct keel_str n)
-{
-    switch (n.len) {
-    case 2:
-        return NAME_IS(n, "te");
-    case 7:
-        return NAME_IS(n, "trailer") || NAME_IS(n, "upgrade") || NAME_IS(n, "expect");
-    case 10:
-        return NAME_IS(n, "connection") || NAME_IS(n, "keep-alive");
-    case 16:
-        return NAME_IS(n, "proxy-connection");
-    case 17:
-        return NAME_IS(n, "transfer-encoding");
-    case 14:
-        return NAME_IS(n, "content-length"); /* regenerated from the framing we send */
-    default:
-        return false;
-    }
 }

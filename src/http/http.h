@@ -12,7 +12,75 @@
 struct keel_http_header {
     struct keel_str name;
     struct keel_str value;
+    uint8_t id; /* enum keel_hdr: set by the parser; KEEL_HDR_UNSET where built by hand */
 };
+
+/* The header names the request path looks for, each given an id once, by the parser: a
+ * lookup is then a byte compare. A request's headers are otherwise compared by name a
+ * dozen times over (framing, hop-by-hop, tracing, peer metadata, gRPC, the access log),
+ * which made each header cost more to look at than to parse. Names in lower case. */
+#define KEEL_HTTP_HEADER_IDS(X)                                        \
+    X(HOST, "host")                                                    \
+    X(CONTENT_LENGTH, "content-length")                                \
+    X(TRANSFER_ENCODING, "transfer-encoding")                          \
+    X(CONNECTION, "connection")                                        \
+    X(KEEP_ALIVE, "keep-alive")                                        \
+    X(PROXY_CONNECTION, "proxy-connection")                            \
+    X(TE, "te")                                                        \
+    X(TRAILER, "trailer")                                              \
+    X(UPGRADE, "upgrade")                                              \
+    X(EXPECT, "expect")                                                \
+    X(CONTENT_TYPE, "content-type")                                    \
+    X(USER_AGENT, "user-agent")                                        \
+    X(X_REQUEST_ID, "x-request-id")                                    \
+    X(X_FORWARDED_FOR, "x-forwarded-for")                              \
+    X(X_FORWARDED_PROTO, "x-forwarded-proto")                          \
+    X(X_ENVOY_ORIGINAL_PATH, "x-envoy-original-path")                  \
+    X(X_ENVOY_UPSTREAM_SERVICE_TIME, "x-envoy-upstream-service-time")  \
+    X(X_KEEL_PEER_METADATA, "x-keel-peer-metadata")                    \
+    X(TRACEPARENT, "traceparent")                                      \
+    X(B3, "b3")                                                        \
+    X(X_B3_TRACEID, "x-b3-traceid")                                    \
+    X(X_B3_SPANID, "x-b3-spanid")                                      \
+    X(X_B3_PARENTSPANID, "x-b3-parentspanid")                          \
+    X(X_B3_SAMPLED, "x-b3-sampled")                                    \
+    X(X_B3_FLAGS, "x-b3-flags")
+
+enum keel_hdr {
+    KEEL_HDR_UNSET,       /* not classified: keel_http_hdr_id does it on the spot */
+    KEEL_HDR_OTHER,       /* none of the names below */
+#define KEEL_HDR_ENUM_(id, name) KEEL_HDR_##id,
+    KEEL_HTTP_HEADER_IDS(KEEL_HDR_ENUM_)
+#undef KEEL_HDR_ENUM_
+    KEEL_HDR_X_B3_OTHER,  /* another x-b3-* name: a trace context header all the same */
+    KEEL_HDR_COUNT
+};
+
+/* The id of a header name, any case (header_id.c). */
+enum keel_hdr keel_http_header_id(struct keel_str name);
+
+static inline enum keel_hdr keel_http_hdr_id(const struct keel_http_header *h)
+{
+    return h->id != KEEL_HDR_UNSET ? (enum keel_hdr)h->id : keel_http_header_id(h->name);
+}
+
+#define KEEL_HDR_BIT(id) (1ull << KEEL_HDR_##id)
+/* Not forwarded (RFC 9110 §7.6.1), plus the ones keel regenerates or answers itself:
+ * Content-Length from the framing it sends, Expect (keel sends the 100 Continue). */
+#define KEEL_HDR_HOP_BY_HOP                                                                 \
+    (KEEL_HDR_BIT(CONNECTION) | KEEL_HDR_BIT(KEEP_ALIVE) | KEEL_HDR_BIT(PROXY_CONNECTION) | \
+     KEEL_HDR_BIT(TE) | KEEL_HDR_BIT(TRAILER) | KEEL_HDR_BIT(UPGRADE) | KEEL_HDR_BIT(EXPECT) | \
+     KEEL_HDR_BIT(TRANSFER_ENCODING) | KEEL_HDR_BIT(CONTENT_LENGTH))
+/* B3 and W3C trace context: replaced by each hop's own */
+#define KEEL_HDR_TRACE_CONTEXT                                                          \
+    (KEEL_HDR_BIT(TRACEPARENT) | KEEL_HDR_BIT(B3) | KEEL_HDR_BIT(X_B3_TRACEID) |        \
+     KEEL_HDR_BIT(X_B3_SPANID) | KEEL_HDR_BIT(X_B3_PARENTSPANID) | KEEL_HDR_BIT(X_B3_SAMPLED) | \
+     KEEL_HDR_BIT(X_B3_FLAGS) | KEEL_HDR_BIT(X_B3_OTHER))
+
+static inline bool keel_http_hdr_in(const struct keel_http_header *h, uint64_t set)
+{
+    return (set >> keel_http_hdr_id(h)) & 1;
+}
 
 /* Why a head was rejected; the proxy maps these to 400/414/431/501/505. */
 enum keel_http_perr {
@@ -36,6 +104,7 @@ struct keel_http_request {
     int minor;               /* HTTP/1.<minor> */
     struct keel_http_header *headers; /* caller's array, max_headers long */
     size_t n_headers;
+    uint8_t first[KEEL_HDR_COUNT]; /* per header id: 1 + the index of its first header, 0: none */
 };
 
 struct keel_http_response {
@@ -44,6 +113,7 @@ struct keel_http_response {
     struct keel_str reason;
     struct keel_http_header *headers;
     size_t n_headers;
+    uint8_t first[KEEL_HDR_COUNT]; /* as in keel_http_request */
 };
 
 struct keel_http_perror {
@@ -113,15 +183,6 @@ struct keel_str keel_http_te_strip_chunked(struct keel_str v);
  * brackets. Empty is allowed (a Host for a target without authority). */
 bool keel_http_authority_valid(struct keel_str v);
 
-/* A header that must not be forwarded (RFC 9110 §7.6.1, plus the ones we regenerate).
- * Inline for the usual answer: no such name has the length of most names (host, date,
- * server, content-type, x-request-id, ...). */
-bool keel_http_hop_by_hop_name(struct keel_str name);
-#define KEEL_HTTP_HOP_LENS ((1u << 2) | (1u << 7) | (1u << 10) | (1u << 14) | (1u << 16) | (1u << 17))
-static inline bool keel_http_is_hop_by_hop(struct keel_str name)
-{
-    return name.len < 32 && ((KEEL_HTTP_HOP_LENS >> name.len) & 1) && keel_http_hop_by_hop_name(name);
-}
 static inline bool keel_http_hop_marked(const struct keel_http_meta *m, size_t i)
 {
     return i < 128 && (m->hop_mask[i / 64] >> (i % 64)) & 1;

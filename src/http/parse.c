@@ -147,9 +147,10 @@ static int line_fail(struct keel_http_perror *e, const char *base, const char *a
  * bytes a step. */
 static int parse_headers(const char *base, const char *p, const char *end,
                          const struct keel_http_limits *lim, struct keel_http_header *h,
-                         size_t *n_out, struct keel_http_perror *e)
+                         size_t *n_out, uint8_t first[KEEL_HDR_COUNT], struct keel_http_perror *e)
 {
     size_t n = 0;
+    memset(first, 0, KEEL_HDR_COUNT);
     for (;;) {
         if (p == end)
             goto need_more;
@@ -212,6 +213,10 @@ static int parse_headers(const char *base, const char *p, const char *end,
             return fail(e, KEEL_HTTP_PERR_HEADERS_TOO_LARGE, base, name, "too many headers");
         h[n].name = (struct keel_str){ name, name_len };
         h[n].value = (struct keel_str){ value, (size_t)(vend - value) };
+        enum keel_hdr id = keel_http_header_id(h[n].name);
+        h[n].id = (uint8_t)id;
+        if (first[id] == 0 && n < 255)
+            first[id] = (uint8_t)(n + 1);
         *n_out = ++n;
         p = nl + 1;
         if ((size_t)(p - base) > lim->max_head_bytes)
@@ -284,7 +289,7 @@ int keel_http_parse_request(const char *base, size_t len, const struct keel_http
         return fail(e, KEEL_HTTP_PERR_VERSION, base, version, "unsupported HTTP version");
     if (!parse_version(version, ce, &req->minor))
         return fail(e, KEEL_HTTP_PERR_SYNTAX, base, version, "bad HTTP version");
-    return parse_headers(base, nl + 1, end, lim, req->headers, &req->n_headers, e);
+    return parse_headers(base, nl + 1, end, lim, req->headers, &req->n_headers, req->first, e);
 }
 
 int keel_http_parse_response(const char *base, size_t len, const struct keel_http_limits *lim,
@@ -321,5 +326,5 @@ int keel_http_parse_response(const char *base, size_t len, const struct keel_htt
             return fail(e, KEEL_HTTP_PERR_SYNTAX, base, r, "control byte in reason phrase");
     }
     res->reason = (struct keel_str){ p, (size_t)(ce - p) };
-    return parse_headers(base, nl + 1, end, lim, res->headers, &res->n_headers, e);
+    return parse_headers(base, nl + 1, end, lim, res->headers, &res->n_headers, res->first, e);
 }

@@ -310,7 +310,7 @@ static void submit_trailers(struct h2_stream *st)
             while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
                 ve--;
             struct keel_str name = { p, (size_t)(colon - p) };
-            if (!keel_http_is_hop_by_hop(name))
+            if (!((KEEL_HDR_HOP_BY_HOP >> keel_http_header_id(name)) & 1))
                 nv[k++] = (struct keel_h2_nv){ p, name.len, v, (size_t)(ve - v) };
         }
         p = next;
@@ -442,7 +442,7 @@ static int take_head(struct h2_stream *st, struct keel_buf *b)
     nv[k++] = (struct keel_h2_nv){ ":status", 7, status, 3 };
     for (size_t i = 0; i < res.n_headers; i++) {
         struct keel_http_header *h = &hdrs[i];
-        if (keel_http_is_hop_by_hop(h->name) || keel_http_hop_marked(&m, i))
+        if (keel_http_hdr_in(h, KEEL_HDR_HOP_BY_HOP) || keel_http_hop_marked(&m, i))
             continue;
         if (used + h->name.len > sizeof(names))
             return KEEL_EINVAL; /* over 16 KiB of names: the head limits forbid it anyway */

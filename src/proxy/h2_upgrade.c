@@ -65,7 +65,7 @@ bool h2_upgrade_take(struct session *s)
     keel_buf_append(&req, " HTTP/1.1\r\n", 11);
     for (size_t i = 0; i < s->req.n_headers; i++) {
         const struct keel_http_header *h = &s->hdrs[i];
-        if (keel_http_is_hop_by_hop(h->name) || keel_http_hop_marked(m, i))
+        if (keel_http_hdr_in(h, KEEL_HDR_HOP_BY_HOP) || keel_http_hop_marked(m, i))
             continue;
         keel_buf_reserve(&req, h->name.len + h->value.len + 4);
         keel_buf_append(&req, h->name.p, h->name.len);

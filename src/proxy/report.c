@@ -136,7 +136,7 @@ static struct keel_value header_map(struct report_scratch *sc, struct keel_str_p
         pairs[k].v = h[k].value;
         used += len;
         /* the first of each, as a map lookup would find (request.useragent, .referer) */
-        if (len == 10 && found_ua == NULL && memcmp(dst, "user-agent", 10) == 0)
+        if (found_ua == NULL && keel_http_hdr_id(&h[k]) == KEEL_HDR_USER_AGENT)
             found_ua = &pairs[k].v;
         else if (len == 7 && found_ref == NULL && memcmp(dst, "referer", 7) == 0)
             found_ref = &pairs[k].v;
@@ -154,7 +154,7 @@ static struct keel_value header_map(struct report_scratch *sc, struct keel_str_p
 static struct keel_value content_type_map(struct keel_str_pair *pairs, const struct keel_http_header *h, size_t n)
 {
     for (size_t k = 0; k < n; k++)
-        if (h[k].name.len == 12 && keel_ascii_eq_lower(h[k].name.p, "content-type", 12)) {
+        if (keel_http_hdr_id(&h[k]) == KEEL_HDR_CONTENT_TYPE) {
             pairs[0] = (struct keel_str_pair){ LIT("content-type"), h[k].value };
             return keel_value_map(pairs, 1);
         }

@@ -204,7 +204,7 @@ enum route_result route_outbound(struct session *s, struct keel_str host, int po
         return ROUTE_NONE;
     if (role == KEEL_PROXY_WAYPOINT) {
         for (size_t i = 0; i < s->req.n_headers; i++)
-            if (keel_str_caseeq(s->hdrs[i].name, LIT(KEEL_PEER_HEADER))) {
+            if (keel_http_hdr_id(&s->hdrs[i]) == KEEL_HDR_X_KEEL_PEER_METADATA) {
                 s->rt.src_peer_raw = s->hdrs[i].value;
                 keel_peer_parse(s->hdrs[i].value, &s->tables->src_peer);
                 s->rt.src_peer = &s->tables->src_peer;

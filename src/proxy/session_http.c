@@ -194,15 +194,13 @@ static void write_upstream_head(struct session *s, struct keel_buf *b)
     bool host_sent = false;
     for (size_t i = 0; i < s->req.n_headers; i++) {
         const struct keel_http_header *h = &s->hdrs[i];
-        if (keel_http_is_hop_by_hop(h->name) || keel_http_hop_marked(&s->meta, i))
+        enum keel_hdr id = keel_http_hdr_id(h);
+        if ((((KEEL_HDR_HOP_BY_HOP | KEEL_HDR_BIT(X_FORWARDED_FOR) | KEEL_HDR_BIT(X_KEEL_PEER_METADATA)) >> id) & 1) ||
+            keel_http_hop_marked(&s->meta, i))
+            continue; /* x-forwarded-for and the peer's metadata: ours below */
+        if (session_trace_skip(s, id)) /* tracing: replaced below */
             continue;
-        if (session_trace_skip(s, h->name)) /* tracing: replaced below */
-            continue;
-        if (keel_str_caseeq(h->name, LIT("content-length")) ||
-            keel_str_caseeq(h->name, LIT("x-forwarded-for")) ||
-            keel_str_caseeq(h->name, LIT(KEEL_PEER_HEADER)))
-            continue;
-        if (keel_str_caseeq(h->name, LIT("host"))) {
+        if (id == KEEL_HDR_HOST) {
             host_sent = true;
             append_header(b, h->name, s->authority);
             continue;
@@ -218,7 +216,7 @@ static void write_upstream_head(struct session *s, struct keel_buf *b)
     keel_buf_append(b, "x-forwarded-for: ", 17);
     for (size_t i = 0; s->meta.xff && i < s->req.n_headers; i++) {
         const struct keel_http_header *h = &s->hdrs[i];
-        if (h->value.len > 0 && keel_str_caseeq(h->name, LIT("x-forwarded-for"))) {
+        if (h->value.len > 0 && keel_http_hdr_id(h) == KEEL_HDR_X_FORWARDED_FOR) {
             keel_buf_append(b, h->value.p, h->value.len);
             keel_buf_append(b, ", ", 2);
         }
@@ -324,20 +322,29 @@ static void take_request(struct session *s, size_t head_len)
         s->generated_id = true;
         s->rid = (struct keel_str){ s->request_id, 36 };
         /* forwarded, and visible to %REQ(X-REQUEST-ID)%, like a received header */
-        s->hdrs[s->req.n_headers].name = LIT("x-request-id");
-        s->hdrs[s->req.n_headers].value = s->rid;
+        s->hdrs[s->req.n_headers] = (struct keel_http_header){ LIT("x-request-id"), s->rid,
+                                                               KEEL_HDR_X_REQUEST_ID };
+        if (s->req.first[KEEL_HDR_X_REQUEST_ID] == 0)
+            s->req.first[KEEL_HDR_X_REQUEST_ID] = (uint8_t)(s->req.n_headers + 1);
         s->req.n_headers++;
     }
-    if (s->spec->kind == LISTEN_INBOUND)
-        for (size_t i = 0; i < s->req.n_headers; i++)
-            if (keel_str_caseeq(s->hdrs[i].name, LIT(KEEL_PEER_HEADER)))
-                if (keel_peer_parse(s->hdrs[i].value, session_peer_slot(s)) < 0)
-                    stat_add(&s->w->stats.peer_metadata_rejected, 1);
+    bool inbound = s->spec->kind == LISTEN_INBOUND;
+    for (size_t i = 0; i < s->req.n_headers; i++) {
+        const struct keel_http_header *h = &s->hdrs[i];
+        switch (keel_http_hdr_id(h)) {
+        case KEEL_HDR_X_KEEL_PEER_METADATA:
+            if (inbound && keel_peer_parse(h->value, session_peer_slot(s)) < 0)
+                stat_add(&s->w->stats.peer_metadata_rejected, 1);
+            break;
+        case KEEL_HDR_CONTENT_TYPE: /* gRPC: messages and status are reported */
+            if (h->value.len >= 16 && keel_ascii_caseeq(h->value.p, "application/grpc", 16))
+                s->grpc = true;
+            break;
+        default:
+            break;
+        }
+    }
     s->upgrade = s->meta.conn_upgrade && s->meta.upgrade.len > 0;
-    for (size_t i = 0; i < s->req.n_headers; i++) /* gRPC: messages and status are reported */
-        if (keel_str_caseeq(s->hdrs[i].name, LIT("content-type")) && s->hdrs[i].value.len >= 16 &&
-            keel_ascii_caseeq(s->hdrs[i].value.p, "application/grpc", 16))
-            s->grpc = true;
     if (s->meta.body == KEEL_HTTP_BODY_LENGTH)
         s->req_left = s->meta.content_length;
     if (s->meta.body == KEEL_HTTP_BODY_NONE ||
@@ -619,29 +626,38 @@ static void write_response_head(struct session *s)
     w[14 + res->reason.len] = '\n';
     b->wpos += 15 + res->reason.len;
     bool no_body = s->rmeta.body == KEEL_HTTP_BODY_NONE;
+    struct keel_http_header *st = NULL; /* the next hop's x-envoy-upstream-service-time */
     for (size_t i = 0; i < res->n_headers; i++) {
-        const struct keel_http_header *h = &s->rhdrs[i];
+        struct keel_http_header *h = &s->rhdrs[i];
+        enum keel_hdr id = keel_http_hdr_id(h);
+        if (id == KEEL_HDR_X_ENVOY_UPSTREAM_SERVICE_TIME) {
+            if (st == NULL) /* ours replaces the next hop's, as Envoy sets it */
+                st = h;
+            continue;
+        }
         if (keel_http_hop_marked(&s->rmeta, i))
             continue;
-        if (keel_str_caseeq(h->name, LIT("content-length"))) {
+        switch (id) {
+        case KEEL_HDR_CONTENT_LENGTH:
             if (no_body) /* HEAD and 304 answers keep the length they describe */
                 append_header(b, h->name, h->value);
             continue;
-        }
-        if (keel_http_is_hop_by_hop(h->name) && !(s->upgrade && res->status == 101 &&
-                                                  keel_str_caseeq(h->name, LIT("upgrade"))))
+        case KEEL_HDR_UPGRADE:
+            if (s->upgrade && res->status == 101)
+                append_header(b, h->name, h->value);
             continue;
-        if (keel_str_caseeq(h->name, LIT("x-envoy-upstream-service-time")))
-            continue; /* ours replaces the next hop's, as Envoy sets it */
-        if (keel_str_caseeq(h->name, LIT(KEEL_PEER_HEADER))) {
+        case KEEL_HDR_X_KEEL_PEER_METADATA:
             if (s->spec->kind == LISTEN_OUTBOUND)
                 if (keel_peer_parse(h->value, session_peer_slot(s)) < 0)
                     stat_add(&s->w->stats.peer_metadata_rejected, 1);
             if (session_srv(s)->opt->role == KEEL_PROXY_WAYPOINT) /* routing: to the client */
                 append_header(b, h->name, h->value);
             continue;
+        default:
+            if ((KEEL_HDR_HOP_BY_HOP >> id) & 1)
+                continue;
+            append_header(b, h->name, h->value);
         }
-        append_header(b, h->name, h->value);
     }
     const struct proxy_gen *g = s->wg->g;
     if (s->spec->kind == LISTEN_INBOUND && g->self != NULL)
@@ -656,8 +672,10 @@ static void write_response_head(struct session *s)
             /* codings other than chunked stay on the body: name them, then our chunked */
             keel_buf_append(b, "transfer-encoding: ", 19);
             for (size_t i = 0; s->rmeta.te_codings && i < res->n_headers; i++) {
+                if (keel_http_hdr_id(&s->rhdrs[i]) != KEEL_HDR_TRANSFER_ENCODING)
+                    continue;
                 struct keel_str v = keel_http_te_strip_chunked(s->rhdrs[i].value);
-                if (v.len > 0 && keel_str_caseeq(s->rhdrs[i].name, LIT("transfer-encoding"))) {
+                if (v.len > 0) {
                     keel_buf_append(b, v.p, v.len);
                     keel_buf_append(b, ", ", 2);
                 }
@@ -676,14 +694,13 @@ static void write_response_head(struct session *s)
         s->service_time[n++] = '-';
     n += (int)keel_fmt_u64(s->service_time + n, ust < 0 ? 0 - (uint64_t)ust : (uint64_t)ust);
     /* the log sees ours too: in place of the next hop's, else added */
-    struct keel_http_header *st = NULL;
-    for (size_t i = 0; i < s->res.n_headers && st == NULL; i++)
-        if (keel_str_caseeq(s->rhdrs[i].name, LIT("x-envoy-upstream-service-time")))
-            st = &s->rhdrs[i];
-    if (st == NULL)
+    if (st == NULL) {
         st = &s->rhdrs[s->res.n_headers++];
-    st->name = LIT("x-envoy-upstream-service-time");
-    st->value = (struct keel_str){ s->service_time, (size_t)n };
+        s->res.first[KEEL_HDR_X_ENVOY_UPSTREAM_SERVICE_TIME] = (uint8_t)s->res.n_headers;
+    }
+    *st = (struct keel_http_header){ LIT("x-envoy-upstream-service-time"),
+                                     (struct keel_str){ s->service_time, (size_t)n },
+                                     KEEL_HDR_X_ENVOY_UPSTREAM_SERVICE_TIME };
     append_header(b, st->name, st->value);
     if (res->status == 101) {
         append_header(b, LIT("connection"), LIT("upgrade"));

@@ -27,7 +27,7 @@ static inline bool sink_has_room(const struct keel_io *io, const struct keel_buf
 #define FREE_SESSIONS_MAX 4096
 #define FREE_HDR_TABLES_MAX 256
 
-/* The header tables of one exchange (8 KiB, two thirds of a session): attached when a
+/* The header tables of one exchange (13 KiB, five times a session): attached when a
  * request head is parsed, given back to the worker when the exchange ends, so an idle
  * keep-alive connection costs only its session. */
 struct hdr_tables {
@@ -206,9 +206,9 @@ void session_trace_inject(struct session *s, struct keel_buf *b); /* upstream he
 void session_trace_end(struct session *s);     /* the exchange ended: queue the span */
 void session_trace_reset(struct session *s);   /* between requests and at close */
 /* A received header that session_trace_inject replaces. */
-static inline bool session_trace_skip(const struct session *s, struct keel_str name)
+static inline bool session_trace_skip(const struct session *s, enum keel_hdr id)
 {
-    return s->tr.active && keel_trace_rewrites(&s->tr.ctx, name);
+    return s->tr.active && keel_trace_rewrites(&s->tr.ctx, id);
 }
 
 /* session_tunnel.c */

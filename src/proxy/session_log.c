@@ -208,6 +208,7 @@ void session_log_exchange(struct session *s)
                                          : LIT("HTTP/1.0");
         r.req_headers = s->hdrs;
         r.n_req_headers = s->req.n_headers;
+        r.req_first = s->req.first;
         r.request_id = s->rid;
     }
     if (s->grpc)
@@ -215,6 +216,7 @@ void session_log_exchange(struct session *s)
     if (s->res_head_done) {
         r.resp_headers = s->rhdrs;
         r.n_resp_headers = s->res.n_headers;
+        r.resp_first = s->res.first;
     }
     r.status = s->status;
     r.flags = s->flags;

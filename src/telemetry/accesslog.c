@@ -284,12 +284,24 @@ static size_t fmt_start_time_custom(const struct keel_accesslog_format *f, const
 
 /* ---- values ---- */
 
-/* name: lower case already (compiled so) */
-static struct keel_str find_header(const struct keel_http_header *h, size_t n, const char *name, size_t len)
+/* The first header of that name (lower case, compiled so). A name with an id of its own
+ * (http.h) is where the parser's table says, or found by a byte compare per header. */
+static struct keel_str find_header(const struct keel_http_header *h, size_t n, const uint8_t *first,
+                                   const char *name, size_t len, enum keel_hdr id)
 {
-    for (size_t i = 0; i < n; i++)
-        if (h[i].name.len == len && keel_ascii_eq_lower(h[i].name.p, name, len))
-            return h[i].value;
+    if (id > KEEL_HDR_OTHER && id < KEEL_HDR_X_B3_OTHER) {
+        if (first != NULL && n < 255) {
+            size_t at = first[id];
+            return at > 0 && at <= n ? h[at - 1].value : (struct keel_str){ NULL, 0 };
+        }
+        for (size_t i = 0; i < n; i++)
+            if (keel_http_hdr_id(&h[i]) == id)
+                return h[i].value;
+    } else {
+        for (size_t i = 0; i < n; i++)
+            if (h[i].name.len == len && keel_ascii_eq_lower(h[i].name.p, name, len))
+                return h[i].value;
+    }
     return (struct keel_str){ NULL, 0 };
 }
 
@@ -384,9 +396,11 @@ static void get_value(const struct keel_accesslog_format *f, const struct al_op 
             if (o->pseudo[k] != AL_PS_NONE)
                 v->s = pseudo_value(r, o->pseudo[k], scratch);
             else if (o->id == AL_REQ)
-                v->s = find_header(r->req_headers, r->n_req_headers, f->arena + o->noff[k], o->nlen[k]);
+                v->s = find_header(r->req_headers, r->n_req_headers, r->req_first, f->arena + o->noff[k],
+                                   o->nlen[k], o->hid[k]);
             else
-                v->s = find_header(r->resp_headers, r->n_resp_headers, f->arena + o->noff[k], o->nlen[k]);
+                v->s = find_header(r->resp_headers, r->n_resp_headers, r->resp_first, f->arena + o->noff[k],
+                                   o->nlen[k], o->hid[k]);
         }
         if (v->s.len == 0 && (o->flags & AL_F_REQID))
             v->s = r->request_id;

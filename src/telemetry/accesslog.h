@@ -33,6 +33,8 @@ struct keel_access_record {
     size_t n_req_headers;
     const struct keel_http_header *resp_headers; /* as received from upstream */
     size_t n_resp_headers;
+    /* where the header of each id is (keel_http_request.first) or NULL: then found by a scan */
+    const uint8_t *req_first, *resp_first;
     int status;                     /* 0: no response sent */
     uint32_t flags;                 /* enum keel_rf bits */
     struct keel_str code_details;   /* "via_upstream", "route_not_found", ... */

@@ -406,6 +406,7 @@ static int add_header_name(struct cc *c, struct al_op *o, const char *p, size_t 
     }
     int k = o->n_names++;
     o->pseudo[k] = (uint8_t)pseudo_of(low, n, o->id == AL_RESP);
+    o->hid[k] = (uint8_t)keel_http_header_id((struct keel_str){ low, n });
     o->noff[k] = arena_put(c, low, n);
     o->nlen[k] = (uint32_t)n;
     return 0;

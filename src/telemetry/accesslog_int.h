@@ -62,6 +62,7 @@ struct al_op {
     uint16_t field;                 /* offsetof in struct keel_access_record */
     uint8_t n_names;                /* REQ/RESP: names to try, in order */
     uint8_t pseudo[AL_MAX_NAMES];
+    uint8_t hid[AL_MAX_NAMES];      /* REQ/RESP: each name's header id (http.h) */
     uint32_t trunc;                 /* max bytes of the value when AL_F_TRUNC */
     uint32_t off, len;              /* LIT/CONST: arena slice; START_TIME_FMT: tsegs slice */
     uint32_t noff[AL_MAX_NAMES];    /* header names, lower case, in the arena */

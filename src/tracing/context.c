@@ -180,11 +180,6 @@ int keel_trace_parse_traceparent(const char *p, size_t len, struct keel_trace_ct
     return 0;
 }
 
-static bool name_is(struct keel_str n, const char *lit, size_t len)
-{
-    return n.len == len && keel_ascii_caseeq(n.p, lit, len);
-}
-
 /* Fold a context of a higher-priority family into c. */
 static void merge(struct keel_trace_ctx *c, const struct keel_trace_ctx *r, uint8_t fmt)
 {
@@ -204,20 +199,18 @@ void keel_trace_extract(const struct keel_http_header *h, size_t n, struct keel_
 {
     const struct keel_str *v[H__COUNT] = { 0 };
     for (size_t i = 0; i < n; i++) {
-        struct keel_str nm = h[i].name;
-        int k = -1;
-        if (nm.len >= 5 && keel_ascii_caseeq(nm.p, "x-b3-", 5)) {
-            if (name_is(nm, "x-b3-traceid", 12)) k = H_TRACEID;
-            else if (name_is(nm, "x-b3-spanid", 11)) k = H_SPANID;
-            else if (name_is(nm, "x-b3-parentspanid", 17)) k = H_PARENT;
-            else if (name_is(nm, "x-b3-sampled", 12)) k = H_SAMPLED;
-            else if (name_is(nm, "x-b3-flags", 10)) k = H_FLAGS;
-        } else if (name_is(nm, "b3", 2)) {
-            k = H_B3;
-        } else if (name_is(nm, "traceparent", 11)) {
-            k = H_TRACEPARENT;
+        int k;
+        switch (keel_http_hdr_id(&h[i])) {
+        case KEEL_HDR_X_B3_TRACEID: k = H_TRACEID; break;
+        case KEEL_HDR_X_B3_SPANID: k = H_SPANID; break;
+        case KEEL_HDR_X_B3_PARENTSPANID: k = H_PARENT; break;
+        case KEEL_HDR_X_B3_SAMPLED: k = H_SAMPLED; break;
+        case KEEL_HDR_X_B3_FLAGS: k = H_FLAGS; break;
+        case KEEL_HDR_B3: k = H_B3; break;
+        case KEEL_HDR_TRACEPARENT: k = H_TRACEPARENT; break;
+        default: continue;
         }
-        if (k >= 0 && v[k] == NULL) /* the first value wins */
+        if (v[k] == NULL) /* the first value wins */
             v[k] = &h[i].value;
     }
     *c = (struct keel_trace_ctx){ .sampled = -1 };
@@ -251,19 +244,6 @@ void keel_trace_extract(const struct keel_http_header *h, size_t n, struct keel_
         c->formats &= (uint8_t)~KEEL_TRACE_FMT_W3C; /* B3 won with another trace */
         c->w3c_foreign = true;
     }
-}
-
-bool keel_trace_is_context_header(struct keel_str nm)
-{
-    return (nm.len >= 5 && keel_ascii_caseeq(nm.p, "x-b3-", 5)) || name_is(nm, "b3", 2) ||
-           name_is(nm, "traceparent", 11);
-}
-
-bool keel_trace_rewrites(const struct keel_trace_ctx *c, struct keel_str nm)
-{
-    if (name_is(nm, "traceparent", 11))
-        return !c->w3c_foreign;
-    return keel_trace_is_context_header(nm);
 }
 
 void keel_trace_hex16(uint64_t v, char out[16])

@@ -53,12 +53,18 @@ int keel_trace_parse_sampled(const char *p, size_t len, int *sampled);
  * a whole, the first occurrence of a repeated header counts. Never fails: c->has_ids
  * false means "start a new trace" (c->sampled / c->debug may still carry a decision). */
 void keel_trace_extract(const struct keel_http_header *h, size_t n, struct keel_trace_ctx *c);
-/* A header this module rewrites upstream (x-b3-*, b3, traceparent); tracestate and the
- * other vendors' headers pass unchanged. */
-bool keel_trace_is_context_header(struct keel_str name);
-/* Whether a proxy that propagates c replaces the received header name upstream: every
+/* A header (its id, http.h) this module rewrites upstream (x-b3-*, b3, traceparent);
+ * tracestate and the other vendors' headers pass unchanged. */
+static inline bool keel_trace_is_context_header(enum keel_hdr id)
+{
+    return (KEEL_HDR_TRACE_CONTEXT >> id) & 1;
+}
+/* Whether a proxy that propagates c replaces the received header upstream: every
  * context header but a foreign traceparent. */
-bool keel_trace_rewrites(const struct keel_trace_ctx *c, struct keel_str name);
+static inline bool keel_trace_rewrites(const struct keel_trace_ctx *c, enum keel_hdr id)
+{
+    return id == KEEL_HDR_TRACEPARENT ? !c->w3c_foreign : keel_trace_is_context_header(id);
+}
 
 /* Header lines ("name: value\r\n") for c. B3 multi: sampled is sent as x-b3-sampled 1/0,
  * or x-b3-flags: 1 when debug. Return the bytes written (out must have

@@ -138,6 +138,28 @@ def test_expect_100_continue(keel, backend):
     s.close()
 
 
+def test_expect_is_answered_here_and_not_forwarded(keel, backend):
+    """keel answers 100 Continue itself, so the upstream must not be asked again (as Envoy
+    strips Expect). It used to be forwarded: its hop-by-hop entry sat under the wrong
+    length."""
+    k = keel(upstream=backend)
+    s = socket.create_connection(("127.0.0.1", k.inbound), timeout=5)
+    s.sendall(b"POST /headers HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+              b"Expect: 100-continue\r\nX-Kept: yes\r\n\r\n")
+    first = s.recv(4096)
+    assert first.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+    s.sendall(b"hi")
+    data = first[25:]
+    while not data.endswith(b"}"):
+        chunk = s.recv(4096)
+        assert chunk, data
+        data += chunk
+    s.close()
+    got = json.loads(data.split(b"\r\n\r\n", 1)[1])
+    names = [n.lower() for n, _ in got["headers"]]
+    assert "x-kept" in names and "expect" not in names, names
+
+
 def test_connection_close_and_http10(keel, backend):
     k = keel(upstream=backend)
     out = raw_exchange(k.inbound, b"GET /status/200 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

@@ -505,17 +505,6 @@ static void chunked(void **state)
             fail_msg("accepted bad chunked body #%zu", i);
 }
 
-static void hop_by_hop(void **state)
-{
-    assert_true(keel_http_is_hop_by_hop(KEEL_STR("Connection")));
-    assert_true(keel_http_is_hop_by_hop(KEEL_STR("keep-alive")));
-    assert_true(keel_http_is_hop_by_hop(KEEL_STR("TE")));
-    assert_true(keel_http_is_hop_by_hop(KEEL_STR("Transfer-Encoding")));
-    assert_true(keel_http_is_hop_by_hop(KEEL_STR("Proxy-Connection")));
-    assert_false(keel_http_is_hop_by_hop(KEEL_STR("Host")));
-    assert_false(keel_http_is_hop_by_hop(KEEL_STR("x-request-id")));
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -525,7 +514,7 @@ int main(void)
         cmocka_unit_test(name_byte_at_every_offset),
         cmocka_unit_test(limits),           cmocka_unit_test(response_heads),
         cmocka_unit_test(framing),          cmocka_unit_test(response_framing),
-        cmocka_unit_test(chunked),          cmocka_unit_test(hop_by_hop),
+        cmocka_unit_test(chunked),
         cmocka_unit_test(request_transfer_codings), cmocka_unit_test(hosts),
         cmocka_unit_test(forwarded_for_seen), cmocka_unit_test(head_complete),
         cmocka_unit_test(te_strip_chunked),

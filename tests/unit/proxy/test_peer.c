@@ -1,5 +1,7 @@
 #include "proxy/peer.h"
 
+#include "http/http.h"
+
 #include "core/err.h"
 
 #include <setjmp.h>
@@ -8,6 +10,13 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <cmocka.h>
+
+/* The proxy finds the header by its id (http.h): the name it writes must be that id's. */
+static void header_name_has_its_id(void **state)
+{
+    (void)state;
+    assert_int_equal(keel_http_header_id(KEEL_STR(KEEL_PEER_HEADER)), KEEL_HDR_X_KEEL_PEER_METADATA);
+}
 
 static void round_trip(void **state)
 {
@@ -154,7 +163,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(round_trip), cmocka_unit_test(junk_is_harmless),
         cmocka_unit_test(invalid_is_refused_whole), cmocka_unit_test(limits),
-        cmocka_unit_test(encode_drops_bad_labels),
+        cmocka_unit_test(encode_drops_bad_labels), cmocka_unit_test(header_name_has_its_id),
     };
     return cmocka_run_group_tests_name("proxy/peer", tests, NULL, NULL);
 }

@@ -20,14 +20,14 @@ static inline int64_t fx_epoch_us(int sec_in_minute, int us)
 }
 
 static const struct keel_http_header fx_req1[] = {
-    { S("Host"), S("httpbin:8000") },
-    { S("User-Agent"), S("curl/8.5.0") },
-    { S("Accept"), S("*/*") },
-    { S("x-request-id"), S("6f3c1a52-0e9d-9b4a-8f0e-3c0d2f1b7a11") },
+    { .name = S("Host"), .value = S("httpbin:8000") },
+    { .name = S("User-Agent"), .value = S("curl/8.5.0") },
+    { .name = S("Accept"), .value = S("*/*") },
+    { .name = S("x-request-id"), .value = S("6f3c1a52-0e9d-9b4a-8f0e-3c0d2f1b7a11") },
 };
 static const struct keel_http_header fx_resp1[] = {
-    { S("Content-Length"), S("135") },
-    { S("x-envoy-upstream-service-time"), S("2") },
+    { .name = S("Content-Length"), .value = S("135") },
+    { .name = S("x-envoy-upstream-service-time"), .value = S("2") },
 };
 
 /* the 418 */
@@ -69,10 +69,10 @@ static inline struct keel_access_record fx_418(void)
 }
 
 static const struct keel_http_header fx_req2[] = {
-    { S("host"), S("down:80") },
-    { S("user-agent"), S("curl/8.5.0") },
-    { S("accept"), S("*/*") },
-    { S("x-request-id"), S("0d8e4b0e-1f5a-9c2e-9d51-77a0f0c6e2ab") },
+    { .name = S("host"), .value = S("down:80") },
+    { .name = S("user-agent"), .value = S("curl/8.5.0") },
+    { .name = S("accept"), .value = S("*/*") },
+    { .name = S("x-request-id"), .value = S("0d8e4b0e-1f5a-9c2e-9d51-77a0f0c6e2ab") },
 };
 
 /* the 503 UF: upstream refused, no upstream connection */

@@ -257,10 +257,10 @@ static void header_lookup_and_fallback(void **state)
 {
     struct keel_access_record r = fx_418();
     static const struct keel_http_header h[] = {
-        { S("X-Forwarded-For"), S("1.2.3.4") },
-        { S("x-dup"), S("first") },
-        { S("X-DUP"), S("second") },
-        { S("x-empty"), S("") },
+        { .name = S("X-Forwarded-For"), .value = S("1.2.3.4") },
+        { .name = S("x-dup"), .value = S("first") },
+        { .name = S("X-DUP"), .value = S("second") },
+        { .name = S("x-empty"), .value = S("") },
     };
     r.req_headers = h;
     r.n_req_headers = 4;
@@ -277,7 +277,7 @@ static void header_lookup_and_fallback(void **state)
     EXPECT("%REQ(X-EMPTY)%", &r, "-");
     EXPECT("%RESP(X-MISSING?content-length)%", &r, "135");
     /* x-envoy-original-path wins over :path when the client sent one */
-    static const struct keel_http_header h2[] = { { S("X-Envoy-Original-Path"), S("/before/rewrite") } };
+    static const struct keel_http_header h2[] = { { .name = S("X-Envoy-Original-Path"), .value = S("/before/rewrite") } };
     r.req_headers = h2;
     r.n_req_headers = 1;
     EXPECT("%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %REQ(X-ENVOY-ORIGINAL-PATH)%", &r, "/before/rewrite /before/rewrite");
@@ -285,6 +285,36 @@ static void header_lookup_and_fallback(void **state)
     EXPECT("%REQ(X-REQUEST-ID)%", &r, "6f3c1a52-0e9d-9b4a-8f0e-3c0d2f1b7a11");
     r.request_id = (struct keel_str){ NULL, 0 };
     EXPECT("%REQ(X-REQUEST-ID)%", &r, "-");
+    teardown_pool();
+}
+
+/* Headers as the parser gives them (ids, the table of each id's first header): the same
+ * values as a scan of the names finds, whatever the case, order and duplicates. */
+static void header_lookup_by_parser_ids(void **state)
+{
+    static const char head[] = "GET /p HTTP/1.1\r\nHost: h\r\nX-B3-Odd: b3\r\nuser-agent: ua1\r\n"
+                               "Accept: */*\r\nUSER-AGENT: ua2\r\nX-Forwarded-For: 10.0.0.1\r\n"
+                               "x-request-id: \r\nX-Request-Id: rid2\r\n\r\n";
+    struct keel_http_header hs[16];
+    struct keel_http_request req = { .headers = hs };
+    struct keel_http_limits lim = { 8192, 1024, 16 };
+    struct keel_http_perror e;
+    assert_true(keel_http_parse_request(head, sizeof(head) - 1, &lim, &req, &e) > 0);
+    static const char fmt[] = "%REQ(User-Agent)%|%REQ(x-forwarded-for)%|%REQ(x-b3-odd)%|%REQ(accept)%|"
+                              "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%|%REQ(x-request-id)%|%REQ(host)%|"
+                              "%RESP(x-envoy-upstream-service-time)%|%REQ(content-type)%";
+    static const char want[] = "ua1|10.0.0.1|b3|*/*|/p|6f3c1a52-0e9d-9b4a-8f0e-3c0d2f1b7a11|h|2|-";
+    struct keel_access_record r = fx_418();
+    r.req_headers = hs;
+    r.n_req_headers = req.n_headers;
+    r.req_first = req.first;
+    r.path = KEEL_STR("/p");
+    EXPECT(fmt, &r, want); /* the empty x-request-id falls back to the record's id */
+    r.req_first = NULL; /* a record built by hand: names scanned */
+    EXPECT(fmt, &r, want);
+    r.req_first = req.first; /* fewer headers than the table knows (the id's header is past n) */
+    r.n_req_headers = 2;
+    EXPECT("%REQ(user-agent)%|%REQ(host)%", &r, "-|h");
     teardown_pool();
 }
 
@@ -427,9 +457,9 @@ static void control_chars_escaped(void **state)
     static const char path[] = "/a\x01" "b\nc\r\x7f\x1b[31m";
     static const char ua[] = "evil\n[2024-01-01T00:00:00.000Z] \"GET /forged\"\t\x00x";
     static const struct keel_http_header h[] = {
-        { S("User-Agent"), { ua, sizeof(ua) - 1 } },
-        { S("X-Quote"), S("say \"hi\" \\ back") },
-        { S("X-Utf8"), S("caf\xc3\xa9 \xff") },
+        { .name = S("User-Agent"), .value = { ua, sizeof(ua) - 1 } },
+        { .name = S("X-Quote"), .value = S("say \"hi\" \\ back") },
+        { .name = S("X-Utf8"), .value = S("caf\xc3\xa9 \xff") },
     };
     r.path = (struct keel_str){ path, sizeof(path) - 1 };
     r.req_headers = h;
@@ -446,7 +476,7 @@ static void control_chars_escaped(void **state)
     /* quotes and backslashes escaped (reversible), invalid UTF-8 bytes and C1 controls as
      * \xHH, valid UTF-8 kept as Envoy writes it */
     EXPECT("%REQ(X-QUOTE)%|%REQ(X-UTF8)%", &r, "say \\x22hi\\x22 \\x5c back|caf\xc3\xa9 \\xff");
-    static const struct keel_http_header h2[] = { { S("X-Utf8"), S("a\xc2\x9b[31m\xe2\x82|\xf4\x90\x80\x80") } };
+    static const struct keel_http_header h2[] = { { .name = S("X-Utf8"), .value = S("a\xc2\x9b[31m\xe2\x82|\xf4\x90\x80\x80") } };
     r.req_headers = h2;
     r.n_req_headers = 1;
     EXPECT("%REQ(X-UTF8)%", &r, "a\\xc2\\x9b[31m\\xe2\\x82|\\xf4\\x90\\x80\\x80");
@@ -542,7 +572,7 @@ static void big_values_grow_the_buffer(void **state)
     memset(big, 'a', sizeof(big));
     for (size_t i = 0; i < sizeof(big); i += 1000)
         big[i] = '\n';
-    struct keel_http_header h[] = { { S("User-Agent"), { big, sizeof(big) } } };
+    struct keel_http_header h[] = { { .name = S("User-Agent"), .value = { big, sizeof(big) } } };
     r.req_headers = h;
     r.n_req_headers = 1;
     struct keel_accesslog_format *f = keel_accesslog_compile("%REQ(USER-AGENT)%", KEEL_ACCESSLOG_TEXT, NULL, 0);
@@ -664,7 +694,7 @@ int main(void)
         cmocka_unit_test(every_operator_http),
         cmocka_unit_test(every_operator_tcp),
         cmocka_unit_test(unset_durations_and_empty_fields),
-        cmocka_unit_test(header_lookup_and_fallback),
+        cmocka_unit_test(header_lookup_and_fallback), cmocka_unit_test(header_lookup_by_parser_ids),
         cmocka_unit_test(truncation),
         cmocka_unit_test(start_time_formats),
         cmocka_unit_test(hostname_and_environment),
