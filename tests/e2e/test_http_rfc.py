@@ -401,3 +401,27 @@ def test_every_x_forwarded_for_is_kept_in_order(keel, origin):
                                   b"Connection: close\r\n\r\n")
     assert status_of(out) == 200, out
     assert header_values(o.heads[0], b"x-forwarded-for") == [b"10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"]
+
+
+def test_forwarded_header_lines_are_exact_whatever_their_shape(keel, origin):
+    """Lines passed on unchanged are copied as they came, in runs; everything keel
+    rewrites, drops or adds around them must keep the order, and every line must end in
+    CR LF even when the client ended some with a bare LF."""
+    o = origin()
+    k = keel(upstream=o.port)
+    out = raw_exchange(k.inbound, b"GET /x HTTP/1.1\r\nA-First: 1\r\nB-NoSpace:2\r\n"
+                                  b"C-Wide:   3\r\nD-Trailing: 4  \t\r\nE-Empty:\r\n"
+                                  b"Host: h\r\nF-Bare-LF: 6\nX-B3-Sampled: 1\r\n"
+                                  b"Connection: close, G-Hop\r\nG-Hop: 7\r\nH-Tab:\t8\t9\r\n"
+                                  b"X-Forwarded-For: 10.0.0.9\r\nI-Last: \xff\xfe\r\n\r\n")
+    assert status_of(out) == 200, out
+    lines = o.heads[0].split(b"\r\n")
+    assert all(b"\n" not in l and b"\r" not in l for l in lines), lines
+    fields = [(n.lower(), v.strip(b" \t")) for n, _, v in (l.partition(b":") for l in lines[1:])]
+    ours = (b"x-forwarded-for", b"x-forwarded-proto", b"x-request-id", b"x-b3-sampled",
+            b"x-b3-traceid", b"x-b3-spanid", b"x-b3-parentspanid")
+    assert [f for f in fields if f[0] not in ours] == [
+        (b"a-first", b"1"), (b"b-nospace", b"2"), (b"c-wide", b"3"), (b"d-trailing", b"4"),
+        (b"e-empty", b""), (b"host", b"h"), (b"f-bare-lf", b"6"), (b"h-tab", b"8\t9"),
+        (b"i-last", b"\xff\xfe")], lines
+    assert header_values(o.heads[0], b"x-forwarded-for") == [b"10.0.0.9, 127.0.0.1"]
