@@ -361,6 +361,41 @@ static void forwarded_for_seen(void **state)
 }
 
 /* The end-of-head scan finds the empty line whatever the pieces the head came in. */
+/* The head limit counts the request line and header lines, not the empty line: a head
+ * whose lines end exactly at the limit is taken whole and from every prefix (which need
+ * more, even with the empty line's CR pending); one byte more is refused whole, and no
+ * prefix of it is taken. The answer used to depend on the split (431 once the CR came
+ * alone). Both for requests and responses. */
+static void limit_is_the_same_for_every_split(void **state)
+{
+    (void)state;
+    struct keel_http_limits l = { 0, 1024, 32 };
+    for (int over = 0; over <= 1; over++) {
+        for (int response = 0; response <= 1; response++) {
+            char head[200];
+            int n = snprintf(head, sizeof(head), "%s\r\nX-Pad: %.*s\r\n\r\n",
+                             response ? "HTTP/1.1 200 OK" : "GET / HTTP/1.1", 40 + over,
+                             "pppppppppppppppppppppppppppppppppppppppppppppp");
+            l.max_head_bytes = (size_t)n - 2 - (size_t)over; /* lines end at the limit (+1) */
+            for (int i = 1; i <= n; i++) {
+                struct keel_http_header h[32];
+                struct keel_http_request req = { .headers = h };
+                struct keel_http_response res = { .headers = h };
+                struct keel_http_perror e;
+                const char *p = guarded(head, (size_t)i);
+                int rc = response ? keel_http_parse_response(p, (size_t)i, &l, &res, &e)
+                                  : keel_http_parse_request(p, (size_t)i, &l, &req, &e);
+                if (!over)
+                    assert_int_equal(rc, i == n ? n : KEEL_AGAIN);
+                else if (i == n)
+                    assert_int_equal(rc, KEEL_EINVAL);
+                if (rc == KEEL_EINVAL)
+                    assert_int_equal(e.kind, KEEL_HTTP_PERR_HEADERS_TOO_LARGE);
+            }
+        }
+    }
+}
+
 static void head_complete(void **state)
 {
     static const char *const heads[] = {
@@ -517,7 +552,7 @@ int main(void)
         cmocka_unit_test(chunked),
         cmocka_unit_test(request_transfer_codings), cmocka_unit_test(hosts),
         cmocka_unit_test(forwarded_for_seen), cmocka_unit_test(head_complete),
-        cmocka_unit_test(te_strip_chunked),
+        cmocka_unit_test(te_strip_chunked), cmocka_unit_test(limit_is_the_same_for_every_split),
     };
     return cmocka_run_group_tests_name("http/parse", tests, NULL, NULL);
 }
