@@ -9,6 +9,20 @@ import subprocess
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
+# REQUEST_HEADERS=browser: every request (wrk's and the callgrind loop's) also carries what
+# a browser sends (14 headers in all, ~600 bytes), instead of Host alone (wrk) or Host and
+# User-Agent (the loop): header handling scales with them in every proxy.
+BROWSER_HEADERS = [
+    ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"),
+    ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+    ("Accept-Language", "en-US,en;q=0.5"), ("Accept-Encoding", "gzip, deflate, br"),
+    ("Referer", "https://bench.example/start"), ("Cookie", "session=4f2a9c1e7b3d; theme=dark"),
+    ("Cache-Control", "no-cache"), ("X-Forwarded-For", "10.1.2.3"),
+    ("X-Forwarded-Proto", "https"), ("Sec-Fetch-Mode", "navigate"),
+    ("Upgrade-Insecure-Requests", "1"),
+]
+EXTRA_HEADERS = BROWSER_HEADERS if os.environ.get("REQUEST_HEADERS") == "browser" else []
+
 
 def _ms(text):
     """wrk's '812.00us' / '1.80ms' / '1.02s' in milliseconds."""
@@ -22,6 +36,8 @@ def wrk_argv(url, host, conns, threads, duration, cpu, latency=True):
         argv.append("--latency")
     if host:
         argv += ["-H", f"Host: {host}"]
+    for name, value in EXTRA_HEADERS:
+        argv += ["-H", f"{name}: {value}"]
     return argv + [url]
 
 
@@ -80,6 +96,9 @@ def raise_nofile():
 
 
 def _request(host, path="/"):
+    if EXTRA_HEADERS:
+        lines = "".join(f"{n}: {v}\r\n" for n, v in EXTRA_HEADERS)
+        return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{lines}\r\n".encode()
     return f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: bench\r\n\r\n".encode()
 
 
