@@ -139,7 +139,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* the same format over clean values: the hostile render may differ from it only
          * by escapes, so count what the format itself contributes */
         struct keel_access_record clean = r;
-        const struct keel_http_header creq[] = { { .name = FS("user-agent"), .value = FS("a") }, req_h[1], { .name = FS("x-hostile"), .value = FS("a") } };
+        const struct keel_http_header creq[] = {
+            { .name = FS("user-agent"), .value = FS("a") },
+            req_h[1],
+            { .name = FS("x-hostile"), .value = FS("a") },
+        };
         const struct keel_http_header cresp[] = { { .name = FS("x-resp"), .value = FS("a") } };
         clean.req_headers = creq;
         clean.resp_headers = cresp;

@@ -568,7 +568,8 @@ static int submit_head(struct h2_ustream *st, struct keel_buf *b)
     nv[k++] = (struct keel_h2_nv){ ":path", 5, req.target.p, req.target.len };
     for (size_t i = 0; i < req.n_headers; i++) {
         struct keel_http_header *h = &hdrs[i];
-        if (keel_http_hdr_in(h, KEEL_HDR_HOP_BY_HOP | KEEL_HDR_BIT(HOST)) || keel_http_hop_marked(&m, i))
+        if (keel_http_hdr_in(h, KEEL_HDR_HOP_BY_HOP | KEEL_HDR_BIT(HOST)) ||
+            keel_http_hop_marked(&m, i))
             continue;
         if (used + h->name.len > sizeof(names))
             return KEEL_EINVAL;

@@ -183,6 +183,11 @@ static bool split_absolute(struct keel_str t, struct keel_str *authority, struct
     return authority->len > 0;
 }
 
+/* Received headers not passed on as they came: hop-by-hop ones, x-forwarded-for and the
+ * peer's metadata (keel writes its own, below). */
+#define UPSTREAM_DROPPED \
+    (KEEL_HDR_HOP_BY_HOP | KEEL_HDR_BIT(X_FORWARDED_FOR) | KEEL_HDR_BIT(X_KEEL_PEER_METADATA))
+
 /* Write the upstream request head into u->out. */
 static void write_upstream_head(struct session *s, struct keel_buf *b)
 {
@@ -195,9 +200,8 @@ static void write_upstream_head(struct session *s, struct keel_buf *b)
     for (size_t i = 0; i < s->req.n_headers; i++) {
         const struct keel_http_header *h = &s->hdrs[i];
         enum keel_hdr id = keel_http_hdr_id(h);
-        if ((((KEEL_HDR_HOP_BY_HOP | KEEL_HDR_BIT(X_FORWARDED_FOR) | KEEL_HDR_BIT(X_KEEL_PEER_METADATA)) >> id) & 1) ||
-            keel_http_hop_marked(&s->meta, i))
-            continue; /* x-forwarded-for and the peer's metadata: ours below */
+        if (((UPSTREAM_DROPPED >> id) & 1) || keel_http_hop_marked(&s->meta, i))
+            continue;
         if (session_trace_skip(s, id)) /* tracing: replaced below */
             continue;
         if (id == KEEL_HDR_HOST) {

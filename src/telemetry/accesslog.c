@@ -396,11 +396,11 @@ static void get_value(const struct keel_accesslog_format *f, const struct al_op 
             if (o->pseudo[k] != AL_PS_NONE)
                 v->s = pseudo_value(r, o->pseudo[k], scratch);
             else if (o->id == AL_REQ)
-                v->s = find_header(r->req_headers, r->n_req_headers, r->req_first, f->arena + o->noff[k],
-                                   o->nlen[k], o->hid[k]);
+                v->s = find_header(r->req_headers, r->n_req_headers, r->req_first,
+                                   f->arena + o->noff[k], o->nlen[k], o->hid[k]);
             else
-                v->s = find_header(r->resp_headers, r->n_resp_headers, r->resp_first, f->arena + o->noff[k],
-                                   o->nlen[k], o->hid[k]);
+                v->s = find_header(r->resp_headers, r->n_resp_headers, r->resp_first,
+                                   f->arena + o->noff[k], o->nlen[k], o->hid[k]);
         }
         if (v->s.len == 0 && (o->flags & AL_F_REQID))
             v->s = r->request_id;

@@ -124,8 +124,12 @@ static void selection(void **state)
     assert_ptr_equal(keel_routing_mesh_vs(cfg, KEEL_STR("reviews.default.svc.cluster.local"), NULL), v);
     assert_null(keel_routing_mesh_vs(cfg, KEEL_STR("productpage"), "productpage.default.svc.cluster.local"));
     const struct keel_route_match *which;
-    struct keel_http_header jason[] = { { .name = KEEL_STR("End-User"), .value = KEEL_STR("jason") } };
-    struct keel_http_header other[] = { { .name = KEEL_STR("end-user"), .value = KEEL_STR("jasonx") } };
+    struct keel_http_header jason[] = {
+        { .name = KEEL_STR("End-User"), .value = KEEL_STR("jason") },
+    };
+    struct keel_http_header other[] = {
+        { .name = KEEL_STR("end-user"), .value = KEEL_STR("jasonx") },
+    };
     struct keel_route_req r = req("GET", "/", jason, 1);
     assert_string_equal(keel_route_select(v, &r, &which)->name, "jason");
     r = req("GET", "/", other, 1);

@@ -92,12 +92,14 @@ static void parser_names_every_header(void **state)
 {
     (void)state;
     static const char head[] = "GET / HTTP/1.1\r\nHost: a\r\nUSER-AGENT: x\r\nX-B3-Foo: 1\r\n"
-                               "Accept: */*\r\ncontent-length: 0\r\nX-Keel-Peer-Metadata: m\r\n\r\n";
+                               "Accept: */*\r\ncontent-length: 0\r\n"
+                               "X-Keel-Peer-Metadata: m\r\n\r\n";
     struct keel_http_header h[16];
     struct keel_http_request req = { .headers = h };
     struct keel_http_limits lim = { 8192, 1024, 16 };
     struct keel_http_perror e;
-    assert_int_equal(keel_http_parse_request(head, sizeof(head) - 1, &lim, &req, &e), (int)sizeof(head) - 1);
+    int n = (int)sizeof(head) - 1;
+    assert_int_equal(keel_http_parse_request(head, (size_t)n, &lim, &req, &e), n);
     static const enum keel_hdr want[] = { KEEL_HDR_HOST, KEEL_HDR_USER_AGENT, KEEL_HDR_X_B3_OTHER,
                                           KEEL_HDR_OTHER, KEEL_HDR_CONTENT_LENGTH,
                                           KEEL_HDR_X_KEEL_PEER_METADATA };
@@ -118,8 +120,9 @@ static bool in(const char *name, uint64_t set)
 static void sets(void **state)
 {
     (void)state;
-    static const char *hop[] = { "Connection", "keep-alive", "TE", "Transfer-Encoding", "Proxy-Connection",
-                                 "Upgrade", "Trailer", "Expect", "Content-Length" };
+    static const char *hop[] = { "Connection", "keep-alive",     "TE",
+                                 "Transfer-Encoding", "Proxy-Connection", "Upgrade",
+                                 "Trailer", "Expect", "Content-Length" };
     for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
         assert_true(in(hop[i], KEEL_HDR_HOP_BY_HOP));
     assert_false(in("Host", KEEL_HDR_HOP_BY_HOP));

@@ -15,7 +15,8 @@
 static void header_name_has_its_id(void **state)
 {
     (void)state;
-    assert_int_equal(keel_http_header_id(KEEL_STR(KEEL_PEER_HEADER)), KEEL_HDR_X_KEEL_PEER_METADATA);
+    assert_int_equal(keel_http_header_id(KEEL_STR(KEEL_PEER_HEADER)),
+                     KEEL_HDR_X_KEEL_PEER_METADATA);
 }
 
 static void round_trip(void **state)

@@ -277,7 +277,9 @@ static void header_lookup_and_fallback(void **state)
     EXPECT("%REQ(X-EMPTY)%", &r, "-");
     EXPECT("%RESP(X-MISSING?content-length)%", &r, "135");
     /* x-envoy-original-path wins over :path when the client sent one */
-    static const struct keel_http_header h2[] = { { .name = S("X-Envoy-Original-Path"), .value = S("/before/rewrite") } };
+    static const struct keel_http_header h2[] = {
+        { .name = S("X-Envoy-Original-Path"), .value = S("/before/rewrite") },
+    };
     r.req_headers = h2;
     r.n_req_headers = 1;
     EXPECT("%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %REQ(X-ENVOY-ORIGINAL-PATH)%", &r, "/before/rewrite /before/rewrite");
@@ -300,8 +302,9 @@ static void header_lookup_by_parser_ids(void **state)
     struct keel_http_limits lim = { 8192, 1024, 16 };
     struct keel_http_perror e;
     assert_true(keel_http_parse_request(head, sizeof(head) - 1, &lim, &req, &e) > 0);
-    static const char fmt[] = "%REQ(User-Agent)%|%REQ(x-forwarded-for)%|%REQ(x-b3-odd)%|%REQ(accept)%|"
-                              "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%|%REQ(x-request-id)%|%REQ(host)%|"
+    static const char fmt[] = "%REQ(User-Agent)%|%REQ(x-forwarded-for)%|%REQ(x-b3-odd)%|"
+                              "%REQ(accept)%|%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%|"
+                              "%REQ(x-request-id)%|%REQ(host)%|"
                               "%RESP(x-envoy-upstream-service-time)%|%REQ(content-type)%";
     static const char want[] = "ua1|10.0.0.1|b3|*/*|/p|6f3c1a52-0e9d-9b4a-8f0e-3c0d2f1b7a11|h|2|-";
     struct keel_access_record r = fx_418();
@@ -476,7 +479,9 @@ static void control_chars_escaped(void **state)
     /* quotes and backslashes escaped (reversible), invalid UTF-8 bytes and C1 controls as
      * \xHH, valid UTF-8 kept as Envoy writes it */
     EXPECT("%REQ(X-QUOTE)%|%REQ(X-UTF8)%", &r, "say \\x22hi\\x22 \\x5c back|caf\xc3\xa9 \\xff");
-    static const struct keel_http_header h2[] = { { .name = S("X-Utf8"), .value = S("a\xc2\x9b[31m\xe2\x82|\xf4\x90\x80\x80") } };
+    static const struct keel_http_header h2[] = {
+        { .name = S("X-Utf8"), .value = S("a\xc2\x9b[31m\xe2\x82|\xf4\x90\x80\x80") },
+    };
     r.req_headers = h2;
     r.n_req_headers = 1;
     EXPECT("%REQ(X-UTF8)%", &r, "a\\xc2\\x9b[31m\\xe2\\x82|\\xf4\\x90\\x80\\x80");

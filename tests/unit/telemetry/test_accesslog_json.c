@@ -285,7 +285,9 @@ static void json_escaping(void **state)
     struct keel_access_record r = fx_418();
     static const char path[] = "/a\x01" "b\nc\"d\\e\x7f/caf\xc3\xa9/\xe2\x82\xac/\xf0\x9f\x98\x80";
     static const char bad[] = "x\xff" "y\xc3" "z\xe0\x80\x80" "w\xed\xa0\x80" "v\xf4\x90\x80\x80";
-    static const struct keel_http_header h[] = { { .name = S("User-Agent"), .value = { bad, sizeof(bad) - 1 } } };
+    static const struct keel_http_header h[] = {
+        { .name = S("User-Agent"), .value = { bad, sizeof(bad) - 1 } },
+    };
     r.path = (struct keel_str){ path, sizeof(path) - 1 };
     r.req_headers = h;
     r.n_req_headers = 1;
