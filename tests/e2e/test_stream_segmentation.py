@@ -84,17 +84,13 @@ class Received:
         return [v for n, v in self.headers if n.lower() == name]
 
 
-class RecordingOrigin:
-    """Keep-alive HTTP/1.1 origin: parses each request strictly as keel frames it, records
-    it, answers `r<N>;seq=<x-seq>` with a Content-Length."""
+class Listener:
+    """A server thread per connection on 127.0.0.1: subclasses say what `_serve` does."""
 
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.records = []
-        self.errors = []
+    def __init__(self, backlog):
         self.ls = socket.socket()
         self.ls.bind(("127.0.0.1", 0))
-        self.ls.listen(128)
+        self.ls.listen(backlog)
         self.port = self.ls.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -105,6 +101,17 @@ class RecordingOrigin:
             except OSError:
                 return
             threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+
+class RecordingOrigin(Listener):
+    """Keep-alive HTTP/1.1 origin: parses each request strictly as keel frames it, records
+    it, answers `r<N>;seq=<x-seq>` with a Content-Length."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.records = []
+        self.errors = []
+        super().__init__(128)
 
     def _serve(self, c):
         r = Reader(c)
@@ -649,25 +656,13 @@ def test_head_size_limit_does_not_depend_on_segmentation(keel, origin, total):
     ready(k)
 
 
-class SplitResponder:
+class SplitResponder(Listener):
     """An origin that answers each request with `self.answer`, written in two pieces cut
     at `self.cut` (0: one write) with a pause between them."""
 
     def __init__(self):
         self.answer, self.cut = b"", 0
-        self.ls = socket.socket()
-        self.ls.bind(("127.0.0.1", 0))
-        self.ls.listen(16)
-        self.port = self.ls.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.ls.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+        super().__init__(16)
 
     def _serve(self, c):
         c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
