@@ -349,6 +349,17 @@ static void hosts(void **state)
     assert_int_equal(analyze_err("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"), KEEL_HTTP_PERR_SYNTAX);
     assert_int_equal(analyze_err("GET / HTTP/1.0\r\nHost: \"q\"\r\n\r\n"), KEEL_HTTP_PERR_SYNTAX);
     assert_int_equal(analyze_err("GET / HTTP/1.1\r\nHost: a.example:80\r\n\r\n"), KEEL_HTTP_PERR_NONE);
+    /* every byte in a reg-name: exactly RFC 3986's unreserved and sub-delims */
+    static const char allowed[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                                  "-._~!$&'()*+,;=";
+    for (int c = 0; c < 256; c++) {
+        char host[3] = { 'a', (char)c, 'b' };
+        bool want = c != 0 && memchr(allowed, c, sizeof(allowed) - 1) != NULL;
+        if (c == ':' || c == '%')
+            continue; /* a port, a pct-encoding: their own rules, above */
+        if (keel_http_authority_valid((struct keel_str){ host, 3 }) != want)
+            fail_msg("byte 0x%02x in a host: %s", c, want ? "refused" : "accepted");
+    }
 }
 
 static void forwarded_for_seen(void **state)
