@@ -39,6 +39,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         const char *line_end = nl ? nl : end;
         const char *colon = memchr(p, ':', (size_t)(line_end - p));
+        h[n].id = KEEL_HDR_UNSET; /* built by hand: named by keel_trace_extract */
         if (colon != NULL) {
             h[n].name = (struct keel_str){ p, (size_t)(colon - p) };
             const char *v = colon + 1;
