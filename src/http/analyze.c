@@ -61,14 +61,38 @@ struct te_seen {
     bool chunked_inner;  /* chunked is followed by another coding (applied twice, or not last) */
 };
 
+/* Connection tokens naming other headers, at most: a longer list is refused, not cut
+ * short (a header it names past the cut would be passed on), and the pass below stays
+ * bounded (tokens x headers). */
+#define MAX_CONNECTION_NAMED 32
+
+/* The headers that Connection tokens name are hop-by-hop too: every token of every
+ * Connection header (a rare second pass); close, keep-alive and upgrade are handled as
+ * options (an Upgrade header still goes with a 101). */
+static void mark_connection_named(const struct keel_http_header *h, size_t n, struct keel_http_meta *m)
+{
+    for (size_t c = 0; c < n; c++) {
+        if (keel_http_hdr_id(&h[c]) != KEEL_HDR_CONNECTION)
+            continue;
+        size_t pos = 0;
+        struct keel_str t;
+        while (next_token(h[c].value, &pos, &t)) {
+            if (NAME_IS(t, "close") || NAME_IS(t, "keep-alive") || NAME_IS(t, "upgrade"))
+                continue;
+            for (size_t i = 0; i < n && i < 128; i++)
+                if (keel_str_caseeq(h[i].name, t))
+                    m->hop_mask[i / 64] |= 1ULL << (i % 64);
+        }
+    }
+}
+
 /* Common header scan. For Connection tokens naming other headers, the mask is filled in
  * a second pass once all tokens are known. */
 static int scan(const struct keel_http_header *h, size_t n, int minor, struct keel_http_meta *m,
                 struct te_seen *te, struct keel_http_perror *e)
 {
     bool have_cl = false;
-    struct keel_str conn_tokens[8];
-    size_t n_conn = 0;
+    size_t n_named = 0; /* Connection tokens naming other headers */
     memset(m, 0, sizeof(*m));
     for (size_t i = 0; i < n; i++) {
         struct keel_str v = h[i].value;
@@ -95,8 +119,8 @@ static int scan(const struct keel_http_header *h, size_t n, int minor, struct ke
                     m->conn_keep_alive = true;
                 else if (NAME_IS(t, "upgrade"))
                     m->conn_upgrade = true;
-                else if (n_conn < 8)
-                    conn_tokens[n_conn++] = t;
+                else if (++n_named > MAX_CONNECTION_NAMED)
+                    return bad(e, "too many Connection options");
             }
             break;
         }
@@ -150,10 +174,8 @@ static int scan(const struct keel_http_header *h, size_t n, int minor, struct ke
     } else if (have_cl) {
         m->body = KEEL_HTTP_BODY_LENGTH;
     }
-    for (size_t i = 0; i < n && i < 128 && n_conn > 0; i++)
-        for (size_t k = 0; k < n_conn; k++)
-            if (keel_str_caseeq(h[i].name, conn_tokens[k]))
-                m->hop_mask[i / 64] |= 1ULL << (i % 64);
+    if (n_named > 0)
+        mark_connection_named(h, n, m);
     return 0;
 }
 

@@ -289,6 +289,24 @@ static void framing(void **state)
     assert_int_equal(analyze("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", &m), 0);
     assert_true(m.conn_upgrade);
     assert_int_equal(m.upgrade.len, 9);
+    assert_false(keel_http_hop_marked(&m, 2)); /* an option, not a name: Upgrade goes with a 101 */
+    /* every header a Connection list names, however long the list (the ninth and tenth of
+     * ten used to be passed on), over two Connection headers; too long a list is refused */
+    char head[1024];
+    int n = snprintf(head, sizeof(head), "GET / HTTP/1.1\r\nHost: a\r\nConnection: h1, h2, h3, h4, h5, "
+                                         "h6, h7, h8\r\nConnection: h9,h10\r\n");
+    for (int i = 1; i <= 10; i++)
+        n += snprintf(head + n, sizeof(head) - (size_t)n, "H%d: x\r\n", i);
+    snprintf(head + n, sizeof(head) - (size_t)n, "Keep: y\r\n\r\n");
+    assert_int_equal(analyze(head, &m), 0);
+    for (size_t i = 3; i < 13; i++)
+        assert_true(keel_http_hop_marked(&m, i));
+    assert_false(keel_http_hop_marked(&m, 13));
+    n = snprintf(head, sizeof(head), "GET / HTTP/1.1\r\nHost: a\r\nConnection: close");
+    for (int i = 0; i < 33; i++)
+        n += snprintf(head + n, sizeof(head) - (size_t)n, ", o%d", i);
+    snprintf(head + n, sizeof(head) - (size_t)n, "\r\n\r\n");
+    assert_int_equal(analyze(head, &m), KEEL_EINVAL);
     /* smuggling */
     assert_int_equal(analyze("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", &m), KEEL_EINVAL);
     assert_int_equal(analyze("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", &m), KEEL_EINVAL);
