@@ -112,11 +112,23 @@ int keel_http_chunked_step(struct keel_http_chunked *c, const char *p, size_t le
             }
             break;
         case ST_TRAILER_LINE:
-            if (c->want_trailers) { /* the rest of the line, as one span */
+            if (c->want_trailers) { /* the rest of the line, as one span: passed on, so
+                                      * held to a header line's bytes (CR only before LF,
+                                      * no other control byte, no DEL) */
                 size_t start = i;
+                if (c->trailer_cr && p[i] != '\n')
+                    return KEEL_EINVAL; /* a CR that ended the previous piece was bare */
+                c->trailer_cr = false;
                 for (; i < len && p[i] != '\n'; i++) {
-                    if ((unsigned char)p[i] < 0x20 && p[i] != '\t' && p[i] != '\r')
+                    unsigned char b = (unsigned char)p[i];
+                    if ((b < 0x20 && b != '\t' && b != '\r') || b == 0x7f)
                         return KEEL_EINVAL;
+                    if (b == '\r') {
+                        if (i + 1 == len)
+                            c->trailer_cr = true;
+                        else if (p[i + 1] != '\n')
+                            return KEEL_EINVAL;
+                    }
                     if (++c->trailer_bytes > MAX_TRAILERS)
                         return KEEL_EINVAL;
                 }

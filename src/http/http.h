@@ -195,6 +195,7 @@ struct keel_http_chunked {
     uint64_t remaining;   /* bytes left in the current chunk */
     size_t line_bytes;    /* bytes of the current size/trailer line (bounded) */
     size_t trailer_bytes;
+    bool trailer_cr;      /* the last piece ended in a trailer line's CR: LF must follow */
 };
 
 enum keel_chunk_result {

@@ -90,11 +90,51 @@ static void chunked_trailer_spans(void **state)
                      KEEL_EINVAL);
 }
 
+/* Trailer lines passed on hold a header line's bytes: a CR only right before the LF (also
+ * when the CR ends one piece and the LF begins the next), no DEL. A bare CR and DEL used to
+ * be passed on. Every cut of each body. */
+static int feed_in_two(const char *body, size_t len, size_t cut)
+{
+    struct keel_http_chunked c = { .want_trailers = true };
+    size_t pos = 0, avail = cut;
+    for (;;) {
+        size_t consumed, off = 0, n = 0;
+        int rc = keel_http_chunked_step(&c, body + pos, avail - pos, &consumed, &off, &n);
+        if (rc < 0 || rc == KEEL_CHUNK_DONE)
+            return rc;
+        pos += consumed;
+        if (pos == avail) {
+            if (avail == len)
+                return KEEL_CHUNK_MORE;
+            avail = len;
+        }
+    }
+}
+
+static void trailer_bytes_held_to_header_bytes(void **state)
+{
+    (void)state;
+    static const char *const bad[] = { "0\r\nx-t: a\rb\r\n\r\n", "0\r\nx-t: a\x7f\r\n\r\n",
+                                       "0\r\nx-t: a\r\r\n\r\n", "0\r\nx-t: a\r" };
+    static const char good[] = "0\r\nx-t: a\tb \xff\r\ny: 2\n\r\n";
+    for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+        size_t len = strlen(bad[k]);
+        for (size_t cut = 1; cut <= len; cut++) {
+            int rc = feed_in_two(bad[k], len, cut);
+            if (k == 3 ? rc != KEEL_CHUNK_MORE : rc != KEEL_EINVAL)
+                fail_msg("bad trailer #%zu cut at %zu: %d", k, cut, rc);
+        }
+    }
+    for (size_t cut = 1; cut <= sizeof(good) - 1; cut++)
+        assert_int_equal(feed_in_two(good, sizeof(good) - 1, cut), KEEL_CHUNK_DONE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(grpc_messages_in_any_pieces),
         cmocka_unit_test(chunked_trailer_spans),
+        cmocka_unit_test(trailer_bytes_held_to_header_bytes),
     };
     return cmocka_run_group_tests_name("http/grpc", tests, NULL, NULL);
 }
