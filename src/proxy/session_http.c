@@ -582,13 +582,28 @@ void session_response_timeout(struct session *s)
 }
 
 /* The upstream went away before the response was complete. */
+/* RFC 9110 §9.2.2: a request that may be sent twice, for all the server can tell. */
+static bool method_idempotent(struct keel_str m)
+{
+    switch (m.len) {
+    case 3: return memcmp(m.p, "GET", 3) == 0 || memcmp(m.p, "PUT", 3) == 0;
+    case 4: return memcmp(m.p, "HEAD", 4) == 0;
+    case 5: return memcmp(m.p, "TRACE", 5) == 0;
+    case 6: return memcmp(m.p, "DELETE", 6) == 0;
+    case 7: return memcmp(m.p, "OPTIONS", 7) == 0;
+    default: return false;
+    }
+}
+
 static void upstream_gone(struct session *s)
 {
     if (!s->res_head_done) {
         /* A pooled connection that the server closed while idle: try once more on a fresh
-         * one when nothing of the request body has been consumed yet. */
+         * one when nothing of the request body has been consumed yet, and only a request
+         * that may be sent twice: the server may have read it and then gone (a POST it
+         * acted on must not be acted on again). */
         if (s->u->reused && !s->retried && s->meta.body != KEEL_HTTP_BODY_CHUNKED &&
-            s->meta.content_length == 0 &&
+            s->meta.content_length == 0 && method_idempotent(s->req.method) &&
             keel_buf_len(&s->u->in) == 0) {
             s->retried = true;
             stat_add(&s->w->stats.upstream_rq_retry, 1);
@@ -706,6 +721,10 @@ static void write_response_head(struct session *s)
                                      (struct keel_str){ s->service_time, (size_t)n },
                                      KEEL_HDR_X_ENVOY_UPSTREAM_SERVICE_TIME };
     append_header(b, st->name, st->value);
+    if (!s->req_done && res->status != 101)
+        s->keepalive = false; /* answered before the request's end: the connection will close
+                               * (the rest of the body is not ours), and the client is told,
+                               * as Envoy does, so that it can stop sending */
     if (res->status == 101) {
         append_header(b, LIT("connection"), LIT("upgrade"));
     } else if (!s->keepalive || s->draining) {
