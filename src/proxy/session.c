@@ -173,6 +173,7 @@ static void reset_request(struct session *s)
     keel_buf_release(&s->head);
     keel_buf_release(&s->rhead);
     s->started = s->req_done = s->upgrade = s->sent_continue = s->retried = false;
+    s->up_write_failed = false;
     s->generated_id = false;
     s->rid = (struct keel_str){ NULL, 0 };
     s->res_head_done = s->res_done = s->res_chunked_out = s->res_close_delimited = false;

@@ -396,6 +396,7 @@ static void begin_upstream(struct session *s, bool fresh)
     s->attempts++;
     s->phase = PH_CONNECT;
     s->rhead_scanned = 0;
+    s->up_write_failed = false;
     s->u = upconn_acquire(s->w, s->target, s, fresh, &err);
     if (s->u == NULL) {
         session_upstream_failed(s, err);
@@ -901,8 +902,8 @@ bool session_http_forward(struct session *s)
     bool progress = false;
     ssize_t n;
 
-    /* client -> upstream */
-    if (!s->req_done) {
+    /* client -> upstream (not once the upstream refused it: its answer is what is left) */
+    if (!s->req_done && !s->up_write_failed) {
         if (keel_buf_len(&s->in) > 0 && forward_request_body(s))
             progress = true;
         if (s->phase != PH_FORWARD)
@@ -923,14 +924,22 @@ bool session_http_forward(struct session *s)
         session_abort_exchange(s, KEEL_RF_DC, "downstream_remote_disconnect");
         return false;
     }
-    if (keel_buf_len(&u->out) > 0 && u->io.writable) {
+    if (keel_buf_len(&u->out) > 0 && u->io.writable && !s->up_write_failed) {
         n = session_flush(s->w->loop, &u->io, &u->out);
         if (n < 0) {
-            upstream_gone(s);
-            return true;
-        }
-        if (n > 0)
+            /* An upstream that answered early (a 413 before the body) and reset: its
+             * answer may be on its way to us, ahead of the reset (the send's failure can
+             * be reported first). Read on; the end of the stream decides (EOF or the
+             * reset: upstream_gone, as before); the response timer bounds the wait. */
+            s->up_write_failed = true;
+            s->keepalive = false;
+            int64_t t = route_attempt_timeout_ms(s, session_srv(s)->opt->upstream_timeout_ms);
+            if (t > 0 && !s->res_head_done)
+                session_set_timer(s, T_RESPONSE, t);
             progress = true;
+        } else if (n > 0) {
+            progress = true;
+        }
     }
     if (s->req_done && keel_buf_len(&u->out) == 0 && s->t_upstream_sent_us < 0) {
         s->t_upstream_sent_us = keel_loop_now_us(s->w->loop);

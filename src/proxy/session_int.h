@@ -101,6 +101,8 @@ struct session {
     bool upgrade;                  /* asked to switch protocols */
     bool sent_continue;
     bool retried;
+    bool up_write_failed;          /* the upstream refused the request's bytes: its answer,
+                                    * if one came, is still read (session_http_forward) */
     uint64_t req_left;             /* Content-Length bytes still to come */
     struct keel_http_chunked req_chunked;
     char request_id[36];           /* a generated id */

@@ -192,3 +192,64 @@ def test_garbage_never_hurts_the_proxy(keel, backend):
     assert k.proc.p.poll() is None
     out = raw_exchange(k.inbound, b"GET /status/200 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     assert status_of(out) == 200
+
+
+def test_early_answer_then_reset_reaches_the_client(keel):
+    """The origin answers 413 as soon as it has the head of a 4 MB upload and closes
+    without reading the body, so its kernel resets the connection. The reset could reach
+    keel's write of the body before keel read the answer: the client then got 503 UC for a
+    413 the origin had sent (a quarter to a half of tries here). The answer must win."""
+    import threading
+
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)
+    answer = (b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n"
+              b"\r\ntoo big\n")
+
+    def origin():
+        while True:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            with c:
+                got = b""
+                while b"\r\n\r\n" not in got:
+                    piece = c.recv(65536)
+                    if not piece:
+                        break
+                    got += piece
+                c.sendall(answer)
+                # closed with the body unread: the kernel answers with a reset
+
+    threading.Thread(target=origin, daemon=True).start()
+    k = keel(upstream=ls.getsockname()[1])
+    body = b"x" * (4 << 20)
+    statuses = []
+    for _ in range(20):
+        s = socket.create_connection(("127.0.0.1", k.inbound), timeout=5)
+        s.sendall(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(body))
+
+        def upload(sock=s):
+            try:
+                sock.sendall(body)
+            except OSError:
+                pass
+
+        t = threading.Thread(target=upload, daemon=True)
+        t.start()
+        out = b""
+        try:
+            while True:
+                piece = s.recv(65536)
+                if not piece:
+                    break
+                out += piece
+        except OSError:
+            pass
+        s.close()
+        t.join(5)
+        statuses.append(status_of(out))
+    ls.close()
+    assert statuses == [413] * 20, (statuses, [l for l in k.log_lines(20) if " 413 " not in l])
