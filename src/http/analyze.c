@@ -69,7 +69,8 @@ struct te_seen {
 /* The headers that Connection tokens name are hop-by-hop too: every token of every
  * Connection header (a rare second pass); close, keep-alive and upgrade are handled as
  * options (an Upgrade header still goes with a 101). */
-static void mark_connection_named(const struct keel_http_header *h, size_t n, struct keel_http_meta *m)
+static void mark_connection_named(const struct keel_http_header *h, size_t n,
+                                  struct keel_http_meta *m)
 {
     for (size_t c = 0; c < n; c++) {
         if (keel_http_hdr_id(&h[c]) != KEEL_HDR_CONNECTION)

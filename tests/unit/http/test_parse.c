@@ -293,8 +293,9 @@ static void framing(void **state)
     /* every header a Connection list names, however long the list (the ninth and tenth of
      * ten used to be passed on), over two Connection headers; too long a list is refused */
     char head[1024];
-    int n = snprintf(head, sizeof(head), "GET / HTTP/1.1\r\nHost: a\r\nConnection: h1, h2, h3, h4, h5, "
-                                         "h6, h7, h8\r\nConnection: h9,h10\r\n");
+    int n = snprintf(head, sizeof(head), "GET / HTTP/1.1\r\nHost: a\r\n"
+                                         "Connection: h1, h2, h3, h4, h5, h6, h7, h8\r\n"
+                                         "Connection: h9,h10\r\n");
     for (int i = 1; i <= 10; i++)
         n += snprintf(head + n, sizeof(head) - (size_t)n, "H%d: x\r\n", i);
     snprintf(head + n, sizeof(head) - (size_t)n, "Keep: y\r\n\r\n");
