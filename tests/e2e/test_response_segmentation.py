@@ -26,7 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import SANITIZED, http_get
+from conftest import SANITIZED
+from wire import Listener, Reader, header_value, ows, random_token, ready
 
 # one access-log line per exchange: status, flags, body bytes, the service time keel set
 # and the upstream connection it used
@@ -44,58 +45,9 @@ DROPPED = {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
 KEEL_WRITES = {b"content-length", b"transfer-encoding", b"x-envoy-upstream-service-time",
                b"connection"}
 
-TCHAR_ALNUM = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-"
-TCHAR_OTHER = b"!#$%&'*+.^_`|~"
-VALUE_BYTES = bytes(range(0x21, 0x7f)) + bytes(range(0x80, 0x100))
 RESERVED = DROPPED | KEEL_WRITES | {b"x-hop-drop", b"x-hop-also", b"x-seq"}
 
 # ------------------------------------------------------------------ the origin
-
-
-class Reader:
-    def __init__(self, sock):
-        self.sock = sock
-        self.buf = b""
-
-    def _fill(self):
-        data = self.sock.recv(65536)
-        if not data:
-            raise EOFError
-        self.buf += data
-
-    def until(self, delim):
-        while delim not in self.buf:
-            self._fill()
-        out, _, self.buf = self.buf.partition(delim)
-        return out
-
-    def exact(self, n):
-        while len(self.buf) < n:
-            self._fill()
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-
-class Listener:
-    """A server thread per connection on 127.0.0.1: subclasses say what `_serve` does."""
-
-    def __init__(self, backlog):
-        self.ls = socket.socket()
-        self.ls.bind(("127.0.0.1", 0))
-        self.ls.listen(backlog)
-        self.port = self.ls.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.ls.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    def close(self):
-        self.ls.close()
 
 
 class Plan:
@@ -281,25 +233,9 @@ class Resp:
 
 def header_name(rng, n):
     while True:
-        name = bytes(rng.choice(TCHAR_ALNUM if rng.random() < 0.75 else TCHAR_OTHER)
-                     for _ in range(n))
+        name = random_token(rng, n)
         if name.lower() not in RESERVED and not name.lower().startswith(b"x-envoy-"):
             return name
-
-
-def header_value(rng, n):
-    """n bytes of field-content: visible ASCII, obs-text 0x80-0xFF, inner SP and HTAB."""
-    if n == 0:
-        return b""
-    v = bytearray(rng.choice(VALUE_BYTES) for _ in range(n))
-    for i in range(1, n - 1):
-        if rng.random() < 0.12:
-            v[i] = rng.choice(b" \t")
-    return bytes(v)
-
-
-def ows(rng):
-    return rng.choice([b"", b" ", b"\t", b" \t ", b"  "])
 
 
 def names_headers(rng, lengths):
@@ -592,11 +528,6 @@ def run_script(k, origin, pairs, plans, where, log_before):
     conns = {origin.record(req.seq)[0].conn for req, _ in pairs}
     assert len(conns) == 1, (where, [(req.seq, origin.record(req.seq)[0].conn) for req, _ in pairs])
     return check_log(k, log_before, pairs, got, origin, where)
-
-
-def ready(k):
-    assert k.proc.p.poll() is None, k.proc.output()[-3000:]
-    assert http_get("http://127.0.0.1:%d/ready" % k.admin)[0] == 200
 
 
 def start(keel, o, io="uring"):

@@ -20,7 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import SANITIZED, http_get
+from conftest import SANITIZED
+from wire import (TCHAR_ALNUM, TCHAR_OTHER, Listener, Reader, header_value, ows, random_token,
+                  ready)
 
 MAX_HEAD = 60 * 1024  # --max-request-headers-kb, default 60 (src/proxy/server.c)
 
@@ -43,35 +45,9 @@ def keel_added(name):
     return n in ADDED or n.startswith(b"x-b3-") or n.startswith(b"x-envoy-")
 
 
-TCHAR_ALNUM = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-"
-TCHAR_OTHER = b"!#$%&'*+.^_`|~"
 TCHAR = TCHAR_ALNUM + TCHAR_OTHER
 
 # ------------------------------------------------------------------ the origin
-
-
-class Reader:
-    def __init__(self, sock):
-        self.sock = sock
-        self.buf = b""
-
-    def _fill(self):
-        data = self.sock.recv(65536)
-        if not data:
-            raise EOFError
-        self.buf += data
-
-    def until(self, delim):
-        while delim not in self.buf:
-            self._fill()
-        out, _, self.buf = self.buf.partition(delim)
-        return out
-
-    def exact(self, n):
-        while len(self.buf) < n:
-            self._fill()
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
 
 
 class Received:
@@ -82,25 +58,6 @@ class Received:
 
     def header(self, name):
         return [v for n, v in self.headers if n.lower() == name]
-
-
-class Listener:
-    """A server thread per connection on 127.0.0.1: subclasses say what `_serve` does."""
-
-    def __init__(self, backlog):
-        self.ls = socket.socket()
-        self.ls.bind(("127.0.0.1", 0))
-        self.ls.listen(backlog)
-        self.port = self.ls.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.ls.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
 
 class RecordingOrigin(Listener):
@@ -234,31 +191,14 @@ class Req:
             self.fwd_headers.append((n, v))
 
 
-VALUE_BYTES = bytes(range(0x21, 0x7f)) + bytes(range(0x80, 0x100))
 RESERVED = NOT_FORWARDED | ADDED | {b"host", b"x-seq"}
 
 
 def header_name(rng, n):
     while True:
-        name = bytes(rng.choice(TCHAR_ALNUM if rng.random() < 0.75 else TCHAR_OTHER)
-                     for _ in range(n))
+        name = random_token(rng, n)
         if name.lower() not in RESERVED and not keel_added(name):
             return name
-
-
-def header_value(rng, n):
-    """n bytes of field-content: visible ASCII, obs-text 0x80-0xFF, inner SP and HTAB."""
-    if n == 0:
-        return b""
-    v = bytearray(rng.choice(VALUE_BYTES) for _ in range(n))
-    for i in range(1, n - 1):
-        if rng.random() < 0.12:
-            v[i] = rng.choice(b" \t")
-    return bytes(v)
-
-
-def ows(rng):
-    return rng.choice([b"", b" ", b"\t", b" \t ", b"  "])
 
 
 def names_request(seq, rng, lengths):
@@ -488,11 +428,6 @@ def check_log(k, before, reqs, where):
         else:
             assert line == w, (where, line, w)
     return before + len(want)
-
-
-def ready(k):
-    assert k.proc.p.poll() is None, k.proc.output()[-3000:]
-    assert http_get("http://127.0.0.1:%d/ready" % k.admin)[0] == 200
 
 
 def start(keel, o, io):
