@@ -13,6 +13,12 @@ static bool name_is(struct keel_str n, const char *lit, size_t len)
 }
 #define NAME_IS(n, lit) name_is((n), (lit), sizeof(lit) - 1)
 
+/* Connection tokens that are options of the connection, not names of headers to drop. */
+static bool connection_option(struct keel_str t)
+{
+    return NAME_IS(t, "close") || NAME_IS(t, "keep-alive") || NAME_IS(t, "upgrade");
+}
+
 static int bad(struct keel_http_perror *e, const char *what)
 {
     e->kind = KEEL_HTTP_PERR_SYNTAX;
@@ -78,7 +84,7 @@ static void mark_connection_named(const struct keel_http_header *h, size_t n,
         size_t pos = 0;
         struct keel_str t;
         while (next_token(h[c].value, &pos, &t)) {
-            if (NAME_IS(t, "close") || NAME_IS(t, "keep-alive") || NAME_IS(t, "upgrade"))
+            if (connection_option(t))
                 continue;
             for (size_t i = 0; i < n && i < 128; i++)
                 if (keel_str_caseeq(h[i].name, t))

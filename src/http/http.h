@@ -77,9 +77,15 @@ static inline enum keel_hdr keel_http_hdr_id(const struct keel_http_header *h)
      KEEL_HDR_BIT(X_B3_SPANID) | KEEL_HDR_BIT(X_B3_PARENTSPANID) | KEEL_HDR_BIT(X_B3_SAMPLED) | \
      KEEL_HDR_BIT(X_B3_FLAGS) | KEEL_HDR_BIT(X_B3_OTHER))
 
+/* Whether an id is in a set of KEEL_HDR_BIT()s. */
+static inline bool keel_hdr_in(enum keel_hdr id, uint64_t set)
+{
+    return (set >> id) & 1;
+}
+
 static inline bool keel_http_hdr_in(const struct keel_http_header *h, uint64_t set)
 {
-    return (set >> keel_http_hdr_id(h)) & 1;
+    return keel_hdr_in(keel_http_hdr_id(h), set);
 }
 
 /* Why a head was rejected; the proxy maps these to 400/414/431/501/505. */

@@ -310,7 +310,7 @@ static void submit_trailers(struct h2_stream *st)
             while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
                 ve--;
             struct keel_str name = { p, (size_t)(colon - p) };
-            if (!((KEEL_HDR_HOP_BY_HOP >> keel_http_header_id(name)) & 1))
+            if (!keel_hdr_in(keel_http_header_id(name), KEEL_HDR_HOP_BY_HOP))
                 nv[k++] = (struct keel_h2_nv){ p, name.len, v, (size_t)(ve - v) };
         }
         p = next;

@@ -200,7 +200,7 @@ static void write_upstream_head(struct session *s, struct keel_buf *b)
     for (size_t i = 0; i < s->req.n_headers; i++) {
         const struct keel_http_header *h = &s->hdrs[i];
         enum keel_hdr id = keel_http_hdr_id(h);
-        if (((UPSTREAM_DROPPED >> id) & 1) || keel_http_hop_marked(&s->meta, i))
+        if (keel_hdr_in(id, UPSTREAM_DROPPED) || keel_http_hop_marked(&s->meta, i))
             continue;
         if (session_trace_skip(s, id)) /* tracing: replaced below */
             continue;
@@ -674,7 +674,7 @@ static void write_response_head(struct session *s)
                 append_header(b, h->name, h->value);
             continue;
         default:
-            if ((KEEL_HDR_HOP_BY_HOP >> id) & 1)
+            if (keel_hdr_in(id, KEEL_HDR_HOP_BY_HOP))
                 continue;
             append_header(b, h->name, h->value);
         }

@@ -57,7 +57,7 @@ void keel_trace_extract(const struct keel_http_header *h, size_t n, struct keel_
  * tracestate and the other vendors' headers pass unchanged. */
 static inline bool keel_trace_is_context_header(enum keel_hdr id)
 {
-    return (KEEL_HDR_TRACE_CONTEXT >> id) & 1;
+    return keel_hdr_in(id, KEEL_HDR_TRACE_CONTEXT);
 }
 /* Whether a proxy that propagates c replaces the received header upstream: every
  * context header but a foreign traceparent. */
